@@ -1,0 +1,72 @@
+"""Test-wide guards: no network, quiet TensorFlow, a private Keras/TFDS home.
+
+Any attempt to reach a non-loopback address fails at once with a clear message, so a test that
+would download weights or data (an offline `tfds.load` otherwise retries for minutes) fails fast.
+"""
+
+import os
+import socket
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+_HOME = tempfile.mkdtemp(prefix="tfbench-test-home-")
+os.environ["KERAS_HOME"] = os.path.join(_HOME, "keras")
+os.environ["TFDS_DATA_DIR"] = os.path.join(_HOME, "tfds")
+os.environ["TFHUB_CACHE_DIR"] = os.path.join(_HOME, "tfhub")
+os.environ["NO_GCE_CHECK"] = "true"
+
+import pytest  # noqa: E402
+
+
+class NetworkAccessInTest(RuntimeError):
+    """Raised when a test tries to reach the network."""
+
+
+_LOOPBACK_PREFIXES = ("127.", "::1", "localhost", "0.0.0.0")
+
+
+def _is_loopback(address) -> bool:
+    if isinstance(address, (tuple, list)) and address:
+        host = str(address[0])
+    else:  # AF_UNIX paths and the like are local
+        return True
+    return host.startswith(_LOOPBACK_PREFIXES) or host == ""
+
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _guarded_connect(self, address):
+    if not _is_loopback(address):
+        raise NetworkAccessInTest(f"test tried to reach the network at {address!r}; tests run offline")
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self, address):
+    if not _is_loopback(address):
+        raise NetworkAccessInTest(f"test tried to reach the network at {address!r}; tests run offline")
+    return _real_connect_ex(self, address)
+
+
+def _guarded_getaddrinfo(host, *args, **kwargs):
+    if host is not None and not _is_loopback((host,)):
+        raise NetworkAccessInTest(f"test tried to resolve {host!r}; tests run offline")
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+socket.socket.connect = _guarded_connect
+socket.socket.connect_ex = _guarded_connect_ex
+socket.getaddrinfo = _guarded_getaddrinfo
+
+
+@pytest.fixture(autouse=True)
+def _seeded_keras():
+    """Every test starts from the same Keras/NumPy/TF seeds and a clean Keras session."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    yield
+    keras.backend.clear_session()
