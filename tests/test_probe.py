@@ -1,0 +1,85 @@
+"""The probe regime end to end: library run on digits, then the binary as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tfbench import backbones, probe, results
+from tfbench.experiment import Experiment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_probe_on_digits_beats_chance_and_second_run_is_a_cache_hit(tmp_path, monkeypatch):
+    experiment = Experiment(regime="probe", model="tiny", dataset="digits", output_dir=str(tmp_path / "runs"),
+                            cache_dir=str(tmp_path / "cache"), settings={"l2_search": "fast"})
+    record = probe.run(experiment)
+    assert record["status"] == "ok"
+    assert record["test_score"] > 0.6  # 10 classes: chance is 0.1
+    assert record["details"]["examples"] == {"train": 1151, "val": 287, "test": 359}
+    tried = [t["hyperparameters"]["l2"] for t in record["trials"]]
+    assert record["hyperparameters"]["l2"] in tried and len(tried) >= 10
+    assert record["timings"]["images_per_second"] > 0
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the backbone was built although every split is cached")
+
+    monkeypatch.setattr(backbones, "build", no_build)
+    again = probe.run(experiment)
+    assert again["details"]["feature_cache_hits"] == ["train", "val", "test"]
+    assert again["test_score"] == pytest.approx(record["test_score"])
+
+
+def _run(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "tfbench.probe", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _error_lines(stderr):
+    """stderr without TensorFlow's C++ start-up log lines."""
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def test_binary_runs_skips_and_overwrites(tmp_path):
+    args = ["--model=tiny", "--dataset=digits", f"--output_dir={tmp_path}/runs", f"--cache_dir={tmp_path}/cache"]
+    first = _run(*args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    summary = first.stdout.strip().splitlines()[-1]
+    assert summary.startswith("probe: model=tiny dataset=digits status=ok test_top1=")
+    record_file = tmp_path / "runs" / "probe" / "digits" / "tiny" / "record.json"
+    record = json.loads(record_file.read_text())
+    assert record["test_score"] > 0.6
+    second = _run(*args)
+    assert second.returncode == 0 and "finished earlier" in second.stdout
+    conflict = _run(*args, "--l2_search=paper")
+    assert conflict.returncode == 2
+    assert len(_error_lines(conflict.stderr)) == 1 and "--overwrite" in conflict.stderr
+    assert json.loads(record_file.read_text()) == record  # nothing was rewritten
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--model=resnet5O", "--dataset=digits"], "did you mean: resnet50"),
+    (["--model=tiny", "--dataset=digitz"], "did you mean: digits"),
+    (["--model=tiny", "--dataset=digits", "--precision=fp8"], "auto|float32|mixed_float16|mixed_bfloat16"),
+    (["--model=tiny", "--dataset=digits", "--l2_search=exhaustive"], "fast|paper"),
+    (["--model=tiny"], "--dataset is required"),
+])
+def test_bad_input_is_one_line_and_nonzero(tmp_path, args, expected):
+    completed = _run(*args, f"--output_dir={tmp_path}")
+    assert completed.returncode == 2
+    lines = _error_lines(completed.stderr)
+    assert len(lines) == 1 and expected in lines[0], completed.stderr[-1500:]
+    assert not os.listdir(tmp_path)  # nothing half-written
+
+
+def test_lists_print_the_registries():
+    models = _run("--model=list")
+    assert models.returncode == 0
+    for name in ("resnet50", "mobilenet_v2", "inception_v1", "efficientnet_lite0", "tiny"):
+        assert f"\n{name} " in models.stdout
+    datasets = _run("--dataset=list")
+    for name in ("food101", "voc2007", "digits", "fashion_mnist"):
+        assert f"\n{name} " in datasets.stdout

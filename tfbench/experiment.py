@@ -1,0 +1,105 @@
+"""The experiment: everything that defines one run, as one frozen value.
+
+Flags are parsed once into an `Experiment`; library code receives it (or its fields) explicitly,
+so every run is reproducible from its record alone and testable without absl.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from typing import Any, Dict, Mapping, Optional
+
+REGIMES = ("probe", "finetune", "scratch")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+
+
+LOCATIONS = ("output_dir", "data_dir", "cache_dir")
+
+
+class InvalidSettingError(ValueError):
+    """A setting outside its valid range; the message names the value and what is allowed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """One (regime, model, dataset) run and the settings that change its result.
+
+    `settings` holds the regime's own knobs (L2 search, schedule, grid, ...). Paths that only say
+    where things live (`LOCATIONS`) are kept out of `identity()`, so moving the data or the feature
+    cache does not make a finished run look different.
+    """
+
+    regime: str
+    model: str
+    dataset: str
+    output_dir: str
+    seed: int = 0
+    data_dir: Optional[str] = None
+    image_size: Optional[int] = None
+    batch_size: int = 64
+    precision: str = "auto"
+    settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    cache_dir: Optional[str] = None
+
+    def __post_init__(self):
+        if self.regime not in REGIMES:
+            raise InvalidSettingError(f"unknown regime {self.regime!r}; valid choices: {', '.join(REGIMES)}")
+        if self.precision not in PRECISIONS:
+            raise InvalidSettingError(
+                f"unknown precision {self.precision!r}; valid choices: {', '.join(PRECISIONS)}"
+            )
+        if self.batch_size < 1:
+            raise InvalidSettingError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.image_size is not None and self.image_size < 8:
+            raise InvalidSettingError(f"image_size must be at least 8 pixels, got {self.image_size}")
+
+    def identity(self) -> Dict[str, Any]:
+        """The fields that decide the result: two runs with equal identity are the same run."""
+        config = self.to_dict()
+        for location in LOCATIONS:
+            config.pop(location)
+        return config
+
+    def to_dict(self) -> Dict[str, Any]:
+        config = dataclasses.asdict(self)
+        config["settings"] = dict(self.settings)
+        return config
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> "Experiment":
+        return cls(**config)
+
+    def run_dir(self) -> str:
+        """`<output_dir>/<regime>/<dataset>/<model>`, with names made safe for a file system."""
+        return os.path.join(
+            self.output_dir, self.regime, path_component(self.dataset), path_component(self.model)
+        )
+
+
+def path_component(name: str) -> str:
+    """A file-system-safe folder name for a model or dataset name that may be a path or URL.
+
+    Registry names pass unchanged; anything else is reduced to safe characters plus a short hash
+    of the original, so two different paths never share a folder.
+    """
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "unnamed"
+    if safe == name:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{safe[-60:]}-{digest}"
+
+
+def identity_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> Dict[str, Any]:
+    """Which identity fields differ between two runs (flattened `settings.*` keys), for messages."""
+
+    def flat(config: Mapping[str, Any]) -> Dict[str, str]:
+        out = {k: json.dumps(v, sort_keys=True) for k, v in config.items() if k != "settings"}
+        out.update({f"settings.{k}": json.dumps(v, sort_keys=True) for k, v in config.get("settings", {}).items()})
+        return out
+
+    fa, fb = flat(a), flat(b)
+    return {key: (fa.get(key), fb.get(key)) for key in sorted(set(fa) | set(fb)) if fa.get(key) != fb.get(key)}

@@ -1,0 +1,160 @@
+"""Flags and the `main` that the three regime binaries share.
+
+Each binary (`tfbench.probe`, `tfbench.finetune`, `tfbench.scratch`) defines only its own flags and a
+`run(experiment) -> record` function; this module turns flags into an `Experiment`, answers
+`--model=list` / `--dataset=list`, skips finished runs, turns user mistakes into one-line errors
+with a non-zero exit, and writes nothing for a run that never started.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable, Dict, Mapping
+
+from absl import app, flags
+
+from tfbench import results, runs
+from tfbench.experiment import PRECISIONS, Experiment, InvalidSettingError
+from tfbench.registry import UnknownNameError
+
+FLAGS = flags.FLAGS
+
+# TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) buries the progress display; a user
+# who wants it sets TF_CPP_MIN_LOG_LEVEL themselves.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+flags.DEFINE_string(
+    "model", None,
+    "Backbone: a registry name (--model=list prints them), hub:<TF-Hub handle or path>, a local "
+    "SavedModel directory, or a .keras file.")
+flags.DEFINE_string(
+    "dataset", None,
+    "Dataset: a registry name (--dataset=list prints them) or folder:PATH (one sub-folder per "
+    "class, optionally under train/val/test).")
+flags.DEFINE_string(
+    "data_dir", None,
+    "TFDS data directory holding prepared datasets and manual downloads "
+    "(default: TFDS_DATA_DIR or ~/tensorflow_datasets).")
+flags.DEFINE_string(
+    "output_dir", "runs", "Root folder of run records: <output_dir>/<regime>/<dataset>/<model>/.")
+flags.DEFINE_integer("seed", 0, "Seed for initialisation, data order and augmentation.")
+flags.DEFINE_integer(
+    "image_size", None, "Input resolution in pixels; default: the backbone's native size.")
+flags.DEFINE_integer("batch_size", 64, "Images per batch (global, across replicas).", lower_bound=1)
+flags.DEFINE_enum(
+    "precision", "auto", PRECISIONS,
+    "Numeric precision; auto = mixed_float16 on GPU, float32 on CPU (faster there).")
+flags.DEFINE_boolean("overwrite", False, "Rerun even if a finished run record exists.")
+
+def user_errors() -> tuple:
+    """Exceptions that mean "the input is wrong", reported as one line instead of a traceback."""
+    from tfbench import backbones, datasets
+
+    return (UnknownNameError, InvalidSettingError, results.RunConflictError,
+            results.CorruptRecordError, backbones.WeightsUnavailableError,
+            datasets.DatasetNotPreparedError)
+
+
+def fail(message: str) -> None:
+    """One line on stderr and exit code 2: the contract for every bad input."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def print_models() -> None:
+    from tfbench import backbones
+
+    rows = []
+    for name in backbones.names():
+        spec = backbones.spec(name)
+        top1 = "-" if spec.imagenet_top1 is None else f"{spec.imagenet_top1:.3f}"
+        rows.append({"model": name, "source": spec.source, "image_size": spec.image_size,
+                     "feature_dim": spec.feature_dim, "imagenet_top1": top1,
+                     "top1_source": spec.top1_source or "-"})
+    results.print_table(rows)
+
+
+def print_datasets() -> None:
+    from tfbench import datasets
+
+    rows = []
+    for name in datasets.names():
+        spec = datasets.spec(name)
+        rows.append({"dataset": name, "classes": spec.num_classes, "metric": spec.metric,
+                     "multi_label": spec.multi_label, "source": spec.source})
+    results.print_table(rows)
+
+
+def experiment_from_flags(regime: str, settings: Mapping[str, Any]) -> Experiment:
+    """Validate names against the registries first, so a typo fails before anything runs."""
+    from tfbench import backbones, datasets
+
+    for flag in ("model", "dataset"):
+        if not getattr(FLAGS, flag):
+            fail(f"--{flag} is required (--{flag}=list prints the choices)")
+    backbones.spec(FLAGS.model)
+    datasets.spec(FLAGS.dataset)
+    return Experiment(
+        regime=regime, model=FLAGS.model, dataset=FLAGS.dataset, output_dir=FLAGS.output_dir,
+        seed=FLAGS.seed, data_dir=FLAGS.data_dir, image_size=FLAGS.image_size,
+        batch_size=FLAGS.batch_size, precision=FLAGS.precision, settings=dict(settings),
+        cache_dir=FLAGS["cache_dir"].value if "cache_dir" in FLAGS else None)
+
+
+def summary_line(record: Mapping[str, Any], skipped: bool = False) -> str:
+    """The one line every binary ends with."""
+    experiment = record["experiment"]
+    timings = record.get("timings", {})
+    score = record.get("test_score")
+    parts = [
+        f"{experiment['regime']}: model={experiment['model']} dataset={experiment['dataset']}",
+        f"status={record['status']}",
+        f"test_{record.get('metric')}=" + ("-" if score is None else f"{score:.4f}"),
+    ]
+    for name, value in record.get("hyperparameters", {}).items():
+        parts.append(f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}")
+    if timings.get("wall_seconds") is not None:
+        parts.append(f"wall={timings['wall_seconds']:.1f}s")
+    if timings.get("images_per_second") is not None:
+        parts.append(f"images/s={timings['images_per_second']:.1f}")
+    if skipped:
+        parts.append("(finished earlier; --overwrite reruns)")
+    return " ".join(parts)
+
+
+def main(regime: str, settings_from_flags: Callable[[], Dict[str, Any]],
+         run: Callable[[Experiment], Dict[str, Any]]) -> None:
+    """absl entry point shared by the regime binaries."""
+
+    def _main(argv):
+        if len(argv) > 1:
+            fail(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
+        if FLAGS.model == "list":
+            print_models()
+            return
+        if FLAGS.dataset == "list":
+            print_datasets()
+            return
+        errors = user_errors()
+        try:
+            experiment = experiment_from_flags(regime, settings_from_flags())
+            outcome = runs.execute(experiment, run, overwrite=FLAGS.overwrite, user_errors=errors)
+        except errors as error:
+            fail(str(error))
+        if not outcome.skipped:
+            print(f"record: {results.record_path(experiment)}")
+        print(summary_line(outcome.record, skipped=outcome.skipped))
+        if outcome.error is not None:
+            print(outcome.record["traceback"], file=sys.stderr)
+            print(f"error: {regime} run failed: {outcome.record['reason']} "
+                  f"(recorded in {results.record_path(experiment)})", file=sys.stderr)
+            sys.exit(1)
+
+    def _parse_flags(argv):
+        try:
+            return FLAGS(argv)
+        except flags.Error as error:  # absl's own two-line message becomes our one line
+            fail(str(error))
+
+    app.run(_main, flags_parser=_parse_flags)

@@ -1,0 +1,52 @@
+"""Executing one experiment: skip it if finished, run it, and always leave a truthful record.
+
+Shared by the regime binaries and the sweep so that "finished", "failed" and "resumed" mean the
+same thing everywhere. A run that raises is recorded as failed with its error (the sweep then goes
+on to the next run); an interrupt (Ctrl-C, kill) writes nothing, so the run is simply redone or
+resumed next time.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from typing import Any, Callable, Dict, NamedTuple
+
+from tfbench import results
+from tfbench.experiment import Experiment
+
+RunFunction = Callable[[Experiment], Dict[str, Any]]
+
+
+class Outcome(NamedTuple):
+    record: Dict[str, Any]
+    skipped: bool  # finished earlier; nothing ran
+    error: BaseException | None  # the exception of a failed run, if any
+
+
+def execute(experiment: Experiment, run: RunFunction, *, overwrite: bool = False,
+            metric: str | None = None, user_errors: tuple = ()) -> Outcome:
+    """Run `experiment` unless a finished record exists; write the record atomically.
+
+    `user_errors` are exceptions that mean the request itself is wrong (unknown name, missing
+    data): they propagate without a record, because nothing about the run was learned.
+    """
+    if not overwrite:
+        done = results.finished_run(experiment)
+        if done is not None:
+            return Outcome(done, True, None)
+    started = time.time()
+    try:
+        record = run(experiment)
+        error = None
+    except user_errors:
+        raise
+    except Exception as exception:  # recorded, so a sweep can continue past it
+        error = exception
+        record = results.new_record(experiment, metric=metric, started_at=results.now())
+        reason = f"{type(exception).__name__}: {exception}"
+        record["traceback"] = traceback.format_exc(limit=20)
+        results.finish(record, "failed", reason)
+    record["timings"].setdefault("wall_seconds", time.time() - started)
+    results.write_json_atomic(results.record_path(experiment), record)
+    return Outcome(record, False, error)
