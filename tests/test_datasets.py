@@ -1,0 +1,415 @@
+"""Dataset registry and splits, checked on the materialised examples (ids and image contents).
+
+References are independent of tfbench: scikit-learn's arrays, the Fashion-MNIST IDX files read
+with a fixed header offset, PNGs this file writes, DESIGN.md §4's table typed in by hand, and
+the VOC devkit rule applied with numpy.
+"""
+
+import collections
+import contextlib
+import dataclasses
+import gzip
+import hashlib
+import os
+import shutil
+import time
+from unittest import mock
+
+import keras
+import numpy as np
+import pytest
+import sklearn.datasets
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from tfbench import datasets
+from tfbench.datasets import offline, tfds_source
+from tfbench.registry import UnknownNameError
+
+FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+HELD_OUT = 0.2
+
+# DESIGN.md §4: classes, metric, and whether the official validation split is used.
+PAPER_TABLE = {
+    "food101": (101, "top1", False),
+    "cifar10": (10, "top1", False),
+    "cifar100": (100, "top1", False),
+    "birdsnap": (500, "top1", False),
+    "sun397": (397, "top1", False),
+    "stanford_cars": (196, "top1", False),
+    "fgvc_aircraft": (100, "mean_per_class", True),
+    "voc2007": (20, "map11", True),
+    "dtd": (47, "top1", True),
+    "oxford_pets": (37, "mean_per_class", False),
+    "caltech101": (102, "mean_per_class", False),
+    "oxford_flowers102": (102, "mean_per_class", True),
+}
+TFDS_BACKED = [name for name in PAPER_TABLE]
+
+
+@dataclasses.dataclass
+class Materialised:
+    ids: list
+    labels: np.ndarray
+    hashes: list
+    images: list
+
+
+def content_hash(image: np.ndarray) -> str:
+    return hashlib.sha1(repr(image.shape).encode() + image.tobytes()).hexdigest()
+
+
+def materialise(dataset, batch_size=None, keep_images=True) -> Materialised:
+    """Every example of a dict dataset as numpy (batched reading for big, fixed-size images)."""
+    ids, labels, hashes, images = [], [], [], []
+    batches = dataset.batch(batch_size) if batch_size else dataset.map(
+        lambda example: {key: value[None] for key, value in example.items()}
+    )
+    for batch in batches.as_numpy_iterator():
+        ids += [value.decode() for value in batch["id"]]
+        labels += list(batch["label"])
+        hashes += [content_hash(image) for image in batch["image"]]
+        if keep_images:
+            images += list(batch["image"])
+    return Materialised(ids, np.array(labels), hashes, images)
+
+
+def load_all(name, batch_size=None, keep_images=True):
+    """Every split, materialised; each split's declared cardinality must be its true size."""
+    parts = {}
+    for split in datasets.SPLITS:
+        dataset = datasets.load(name, split)
+        parts[split] = materialise(dataset, batch_size, keep_images)
+        assert dataset.cardinality().numpy() == len(parts[split].ids), split
+    return parts
+
+
+def assert_partition(parts, source_hashes):
+    """train / val / test are disjoint by id and together hold each source image exactly once;
+    trainval is exactly train ∪ val."""
+    train, val, trainval, test = (parts[split] for split in ("train", "val", "trainval", "test"))
+    for split, part in parts.items():
+        assert len(set(part.ids)) == len(part.ids), f"duplicate ids within {split}"
+    assert not set(train.ids) & set(val.ids)
+    assert not set(train.ids) & set(test.ids)
+    assert not set(val.ids) & set(test.ids)
+    assert set(trainval.ids) == set(train.ids) | set(val.ids)
+    assert len(trainval.ids) == len(train.ids) + len(val.ids)
+    assert collections.Counter(trainval.hashes) == collections.Counter(train.hashes + val.hashes)
+    assert collections.Counter(train.hashes + val.hashes + test.hashes) == collections.Counter(source_hashes)
+
+
+def assert_class_balanced(held, pool_labels, num_classes, fraction=HELD_OUT):
+    """Every class contributes `fraction` of its pool examples, to within one example."""
+    held_counts = np.bincount(held, minlength=num_classes)
+    pool_counts = np.bincount(pool_labels, minlength=num_classes)
+    for label in range(num_classes):
+        if pool_counts[label] >= 2:
+            assert 1 <= held_counts[label] <= pool_counts[label] - 1
+        assert abs(held_counts[label] - fraction * pool_counts[label]) <= 1.0, label
+
+
+# ---------------------------------------------------------------- registry
+
+
+def test_paper_datasets_match_the_design_table():
+    for name, (num_classes, metric, official_val) in PAPER_TABLE.items():
+        spec = datasets.spec(name)
+        assert (spec.num_classes, spec.metric, spec.multi_label) == (num_classes, metric, name == "voc2007")
+        assert (spec.val_split is not None) == official_val, name
+        if not official_val:
+            assert spec.val_fraction == HELD_OUT
+    assert set(PAPER_TABLE) | {"digits", "fashion_mnist"} == set(datasets.names())
+
+
+def test_unknown_name_and_bad_split_fail_in_one_line_with_choices():
+    with pytest.raises(UnknownNameError) as unknown:
+        datasets.load("cifar11", "train")
+    assert "cifar11" in str(unknown.value) and "cifar10" in str(unknown.value)
+    assert "\n" not in str(unknown.value)
+    with pytest.raises(ValueError) as bad_split:
+        datasets.load("digits", "validation")
+    message = str(bad_split.value)
+    assert "'validation'" in message and "\n" not in message
+    assert all(split in message for split in ("train", "val", "trainval", "test"))
+
+
+def test_spec_rejects_an_unknown_metric():
+    with pytest.raises(ValueError, match="top5"):
+        datasets.DatasetSpec(name="x", num_classes=2, metric="top5", multi_label=False, source="tfds")
+
+
+# ---------------------------------------------------------------- digits
+
+
+def test_digits_splits_partition_the_sklearn_images():
+    reference = sklearn.datasets.load_digits()
+    reference_images = np.round(reference.images * 255 / 16).astype(np.uint8)
+    reference_images = np.repeat(reference_images[..., None], 3, axis=-1)
+    parts = load_all("digits")
+    assert_partition(parts, [content_hash(image) for image in reference_images])
+    # Each example keeps its own label, image and 3 identical channels.
+    for part in parts.values():
+        for example_id, label, image in zip(part.ids, part.labels, part.images):
+            index = int(example_id.split("/")[1])
+            assert label == reference.target[index]
+            np.testing.assert_array_equal(image, reference_images[index])
+            assert image.dtype == np.uint8 and image.shape == (8, 8, 3)
+    assert parts["train"].labels.dtype == np.int64
+    assert set(parts["trainval"].labels) | set(parts["test"].labels) == set(range(10))
+    # Test is a balanced 20% of everything, val a balanced 20% of the rest.
+    assert_class_balanced(parts["test"].labels, reference.target, 10)
+    assert_class_balanced(parts["val"].labels, parts["trainval"].labels, 10)
+
+
+def test_digits_split_is_stable_across_calls_and_global_seeds():
+    first = materialise(datasets.load("digits", "val"))
+    keras.utils.set_random_seed(12345)
+    second = materialise(datasets.load("digits", "val"))
+    assert first.ids == second.ids and first.hashes == second.hashes
+
+
+# ---------------------------------------------------------------- fashion_mnist
+
+
+def _raw_idx(name, header_bytes):
+    with gzip.open(os.path.join(FASHION_DIR, name), "rb") as stream:
+        return np.frombuffer(stream.read(), dtype=np.uint8, offset=header_bytes)
+
+
+@pytest.mark.skipif(not os.path.isdir(FASHION_DIR), reason="Debian dataset-fashion-mnist not installed")
+def test_fashion_mnist_official_splits_held_out_val_and_rgb():
+    train_images = _raw_idx("train-images-idx3-ubyte.gz", 16).reshape(60000, 28, 28)
+    train_labels = _raw_idx("train-labels-idx1-ubyte.gz", 8)
+    test_images = _raw_idx("t10k-images-idx3-ubyte.gz", 16).reshape(10000, 28, 28)
+    rgb = lambda images: np.repeat(images[..., None], 3, axis=-1)  # noqa: E731
+    parts = load_all("fashion_mnist", batch_size=8192, keep_images=False)
+    source = rgb(np.concatenate([train_images, test_images]))
+    assert_partition(parts, [content_hash(image) for image in source])
+    assert len(parts["trainval"].ids) == 60000 and len(parts["test"].ids) == 10000
+    assert_class_balanced(parts["val"].labels, train_labels, 10)
+    # Grayscale became three identical channels of the original pixels, with the right label.
+    val = materialise(datasets.load("fashion_mnist", "val").take(500), batch_size=500)
+    assert val.ids == parts["val"].ids[:500]
+    for example_id, label, image in zip(val.ids, val.labels, val.images):
+        index = int(example_id.split("/")[1])
+        np.testing.assert_array_equal(image, rgb(train_images[index]))
+        assert label == train_labels[index]
+
+
+def test_idx_reader_checks_the_magic_number(tmp_path):
+    path = tmp_path / "labels.gz"
+    with gzip.open(path, "wb") as stream:
+        stream.write(bytes([0, 0, 0x0D, 1, 0, 0, 0, 2, 7, 9]))  # type 0x0D (float), not ubyte
+    with pytest.raises(ValueError, match="magic number"):
+        offline.read_idx(str(path), ndim=1)
+
+
+def test_fashion_mnist_without_files_or_tfds_says_how_to_install(tmp_path):
+    spec = dataclasses.replace(datasets.spec("fashion_mnist"), path=str(tmp_path / "absent"))
+    start = time.monotonic()
+    with pytest.raises(datasets.DatasetNotPreparedError) as error:
+        offline.load_fashion_mnist(spec, "train", str(tmp_path / "tfds"))
+    assert time.monotonic() - start < 5
+    assert "apt-get install dataset-fashion-mnist" in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+# ---------------------------------------------------------------- folder:PATH
+
+CLASSES = ("zebra", "ant", "moth")  # sorted: ant=0, moth=1, zebra=2
+
+
+def _write_images(folder, class_name, count, start, extension=".png"):
+    os.makedirs(folder, exist_ok=True)
+    for index in range(start, start + count):
+        pixels = np.full((6 + index % 3, 5, 3), index, dtype=np.uint8)  # unique content per image
+        pixels[0, 0] = (CLASSES.index(class_name), 0, 0)
+        Image.fromarray(pixels).save(os.path.join(folder, f"{index:03d}{extension}"))
+
+
+def _check_folder_labels(parts):
+    for part in parts.values():
+        for example_id, label, image in zip(part.ids, part.labels, part.images):
+            class_name = example_id.split(os.sep)[-2]
+            assert label == sorted(CLASSES).index(class_name)
+            assert image.dtype == np.uint8 and image.shape[-1] == 3
+
+
+def test_folder_without_split_folders_is_split_by_class(tmp_path):
+    hashes = []
+    for offset, name in enumerate(CLASSES):
+        _write_images(tmp_path / name, name, 10, start=offset * 10)
+    for image_file in sorted(tmp_path.rglob("*.png")):
+        hashes.append(content_hash(np.asarray(Image.open(image_file).convert("RGB"))))
+    name = f"folder:{tmp_path}"
+    assert datasets.spec(name).num_classes == 3
+    parts = load_all(name)
+    assert_partition(parts, hashes)
+    _check_folder_labels(parts)
+    assert_class_balanced(parts["test"].labels, np.repeat([0, 1, 2], 10), 3)
+    assert_class_balanced(parts["val"].labels, parts["trainval"].labels, 3)
+    assert materialise(datasets.load(name, "val")).ids == parts["val"].ids
+
+
+@pytest.mark.parametrize("with_val", [True, False])
+def test_folder_with_split_folders(tmp_path, with_val):
+    counts = {"train": 10, "val": 3, "test": 4} if with_val else {"train": 10, "test": 4}
+    start = 0
+    for split, count in counts.items():
+        for name in CLASSES:
+            _write_images(tmp_path / split / name, name, count, start)
+            start += count
+    sources = {split: [str(p.relative_to(tmp_path)) for p in sorted((tmp_path / split).rglob("*.png"))]
+               for split in counts}
+    all_hashes = [content_hash(np.asarray(Image.open(path).convert("RGB")))
+                  for path in tmp_path.rglob("*.png")]
+    parts = load_all(f"folder:{tmp_path}")
+    assert_partition(parts, all_hashes)
+    _check_folder_labels(parts)
+    assert sorted(parts["test"].ids) == sorted(sources["test"])
+    if with_val:
+        assert sorted(parts["val"].ids) == sorted(sources["val"])
+    else:
+        assert set(parts["val"].ids) <= set(sources["train"])
+        assert_class_balanced(parts["val"].labels, parts["trainval"].labels, 3)
+
+
+def test_folder_decodes_grayscale_jpeg_bmp_and_gif_to_rgb(tmp_path):
+    gray = np.arange(30, dtype=np.uint8).reshape(5, 6) * 8
+    Image.fromarray(gray, mode="L").save(tmp_path / "a.png")
+    Image.fromarray(np.stack([gray] * 3, axis=-1)).save(tmp_path / "b.bmp")
+    Image.fromarray(np.stack([gray] * 3, axis=-1)).save(tmp_path / "c.jpg")
+    Image.fromarray(gray, mode="L").save(tmp_path / "d.gif")
+    for name in ("one", "two"):
+        os.makedirs(tmp_path / "data" / name)
+        for image_file in ("a.png", "b.bmp", "c.jpg", "d.gif"):
+            shutil.copy(tmp_path / image_file, tmp_path / "data" / name / image_file)
+    examples = materialise(datasets.load(f"folder:{tmp_path / 'data'}", "trainval"))
+    examples_test = materialise(datasets.load(f"folder:{tmp_path / 'data'}", "test"))
+    assert len(examples.ids) + len(examples_test.ids) == 8
+    for example_id, image in zip(examples.ids + examples_test.ids, examples.images + examples_test.images):
+        assert image.shape == (5, 6, 3)
+        np.testing.assert_array_equal(image[..., 0], image[..., 1])
+        tolerance = 12 if example_id.endswith(".jpg") else 0  # JPEG is lossy
+        assert np.abs(image[..., 0].astype(int) - gray).max() <= tolerance
+
+
+def test_folder_errors_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        datasets.spec(f"folder:{tmp_path / 'missing'}")
+    with pytest.raises(ValueError, match="no class sub-folders"):
+        datasets.spec(f"folder:{tmp_path}")
+    _write_images(tmp_path / "cats", "ant", 2, 0)
+    os.makedirs(tmp_path / "dogs")
+    (tmp_path / "dogs" / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match="dogs.*has no images"):
+        datasets.load(f"folder:{tmp_path}", "train")
+
+
+# ---------------------------------------------------------------- TFDS-backed entries
+
+
+@contextlib.contextmanager
+def mocked_tfds(num_examples):
+    """TFDS's random mock data, with builders reporting themselves prepared."""
+    with tfds.testing.mock_data(num_examples=num_examples), mock.patch.object(
+        tfds.core.DatasetBuilder, "is_prepared", return_value=True
+    ):
+        yield
+
+
+def _assert_example_format(parts, spec):
+    for part in parts.values():
+        for label, image in zip(part.labels, part.images):
+            assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[-1] == 3
+            if spec.multi_label:
+                assert label.dtype == np.int32 and label.shape == (spec.num_classes,)
+                assert set(np.unique(label)) <= {-1, 0, 1}
+            else:
+                assert label.dtype == np.int64 and 0 <= label < spec.num_classes
+
+
+@pytest.mark.parametrize("name", ["cifar10", "food101", "oxford_pets", "caltech101", "dtd"])
+def test_tfds_entries_load_through_mock_data(name):
+    spec = datasets.spec(name)
+    with mocked_tfds(num_examples=60):
+        parts = load_all(name)
+        again = materialise(datasets.load(name, "val"))
+    _assert_example_format(parts, spec)
+    train, val, trainval = parts["train"], parts["val"], parts["trainval"]
+    # Mock data repeats the same examples in every official split, so only a held-out
+    # validation split can be checked for disjointness here.
+    if spec.val_split is None:
+        assert not set(train.ids) & set(val.ids)
+        assert set(trainval.ids) == set(train.ids) | set(val.ids)
+        assert len(trainval.ids) == 60 and len(val.ids) > 0
+        assert collections.Counter(trainval.hashes) == collections.Counter(train.hashes + val.hashes)
+        assert_class_balanced(val.labels, trainval.labels, spec.num_classes)
+        assert again.ids == val.ids
+
+
+def test_caltech101_ids_name_the_class_folder():
+    class_names = tfds.builder("caltech101").info.features["label"].names
+    with mocked_tfds(num_examples=10):
+        part = materialise(datasets.load("caltech101", "test"))
+    for example_id, label in zip(part.ids, part.labels):
+        assert example_id.split("/")[0] == class_names[label]
+
+
+def test_voc2007_multi_hot_marks_difficult_only_classes_minus_one():
+    spec = datasets.spec("voc2007")
+    with mocked_tfds(num_examples=40):
+        loaded = materialise(datasets.load("voc2007", "train"))
+        # The raw TFDS features of the same (mock) examples: mock values depend on which features
+        # are read, so read the ones tfbench reads.
+        raw = tfds.builder("voc/2007").as_dataset(
+            split="train",
+            decoders=tfds.decode.PartialDecoding(
+                {"image": True, "image/filename": True, "labels": True, "labels_no_difficult": True},
+                decoders={"image": tfds.decode.SkipDecoding()},
+            ),
+        )
+        raw = list(raw.as_numpy_iterator())
+    _assert_example_format({"train": loaded}, spec)
+    assert [example["image/filename"].decode() for example in raw] == loaded.ids
+    for example, label in zip(raw, loaded.labels):
+        expected = np.zeros(20, dtype=np.int32)
+        expected[example["labels"]] = -1  # an object of the class, all of them difficult so far
+        expected[example["labels_no_difficult"]] = 1  # a clearly visible object
+        np.testing.assert_array_equal(label, expected)
+    assert (loaded.labels == -1).any() and (loaded.labels == 1).any()
+
+
+def test_fashion_mnist_falls_back_to_prepared_tfds(tmp_path):
+    spec = dataclasses.replace(datasets.spec("fashion_mnist"), path=str(tmp_path / "absent"))
+    with mocked_tfds(num_examples=50):
+        parts = {split: materialise(offline.load_fashion_mnist(spec, split, None)) 
+                 for split in ("train", "val")}
+    assert not set(parts["train"].ids) & set(parts["val"].ids)
+    assert len(parts["train"].ids) + len(parts["val"].ids) == 50
+    for image in parts["train"].images:
+        assert image.shape == (28, 28, 3)
+        np.testing.assert_array_equal(image[..., 0], image[..., 2])
+
+
+def test_unprepared_tfds_datasets_fail_fast_with_the_prepare_command(tmp_path):
+    for name in TFDS_BACKED:
+        start = time.monotonic()
+        with pytest.raises(datasets.DatasetNotPreparedError) as error:
+            datasets.load(name, "train", data_dir=str(tmp_path))
+        assert time.monotonic() - start < 5, name
+        message = str(error.value)
+        assert f"python -m tfbench.prepare --datasets={name} --data_dir={tmp_path}" in message
+        assert "\n" not in message
+    assert not any(tmp_path.iterdir())  # nothing was written either
+
+
+def test_held_out_ids_skip_image_decoding():
+    spec = datasets.spec("cifar10")
+    never_decode = AssertionError("decoded an image")
+    with mocked_tfds(num_examples=30), mock.patch.object(
+        tfds.features.Image, "decode_example", side_effect=never_decode
+    ), mock.patch.object(tfds_source, "decode_image", side_effect=never_decode):
+        held, pool_size = tfds_source.held_out_ids(tfds_source.prepared_builder(spec, None), spec)
+    assert 0 < len(held) < pool_size == 30

@@ -1,0 +1,129 @@
+"""The dataset registry: every benchmark dataset with its classes, metric and split definition.
+
+Paper datasets follow Kornblith, Shlens & Le (2019), DESIGN.md §4: the official validation split
+for FGVC Aircraft, VOC 2007, DTD and Flowers; elsewhere validation is held out from the training
+split. The paper's text does not give the held-out size; HELD_OUT_FRACTION = 0.2 of every class is
+the fraction public re-implementations of this protocol use, and it keeps at least 6 validation
+images per class on the smallest held-out dataset (Caltech-101, 30 training images per class)
+while leaving 80% for fitting. Model selection then refits on train+val, so the fraction only
+affects the selection, not the final training set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import List, Optional
+
+from tfbench.registry import Registry
+
+METRICS = ("top1", "mean_per_class", "map11")
+SOURCES = ("tfds", "tfbench_tfds", "sklearn_digits", "fashion_mnist", "folder")
+HELD_OUT_FRACTION = 0.2
+SPLIT_SEED = 0
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset and exactly how its train / val / trainval / test splits are formed.
+
+    train_split, val_split and test_split name the source's official splits (TFDS split names
+    for TFDS sources: Food-101's official test set, for instance, is TFDS "validation").
+    val_split None: validation is held out from train_split, val_fraction of every class drawn
+    with split_seed. test_split None: the source has no official test split, and test_fraction of
+    every class is held out (before validation) from train_split. split_seed is fixed here, not
+    taken from the run, so every run of the benchmark sees the same split.
+    """
+
+    name: str
+    num_classes: int
+    metric: str
+    multi_label: bool
+    source: str
+    train_split: str = "train"
+    val_split: Optional[str] = None
+    test_split: Optional[str] = "test"
+    val_fraction: float = HELD_OUT_FRACTION
+    test_fraction: float = 0.0
+    split_seed: int = SPLIT_SEED
+    tfds_name: Optional[str] = None  # "builder[/config][:version]"
+    id_feature: Optional[str] = None  # the feature naming the example's file; None: TFDS record id
+    id_with_class: bool = False  # prefix the class name: the file name repeats across classes
+    path: Optional[str] = None  # where folder / Debian files live
+    notes: str = ""
+
+    def __post_init__(self):
+        for field, value, choices in (("metric", self.metric, METRICS), ("source", self.source, SOURCES)):
+            if value not in choices:
+                raise ValueError(
+                    f"{self.name}: unknown {field} {value!r}; valid choices: {', '.join(choices)}"
+                )
+        if (self.val_split is None) != (0.0 < self.val_fraction < 1.0):
+            raise ValueError(f"{self.name}: give either an official val_split or a val_fraction in (0, 1)")
+        if (self.test_split is None) != (0.0 < self.test_fraction < 1.0):
+            raise ValueError(f"{self.name}: give either an official test_split or a test_fraction in (0, 1)")
+        if self.multi_label and self.val_split is None:
+            raise ValueError(f"{self.name}: multi-label datasets need an official validation split")
+
+
+_REGISTRY: Registry[DatasetSpec] = Registry(
+    "dataset", list_hint="python -m tfbench.probe --dataset=list lists them"
+)
+
+
+def _register(**fields) -> None:
+    _REGISTRY.register(fields["name"], DatasetSpec(**fields))
+
+
+def _tfds(name, num_classes, metric, tfds_name, id_feature, **fields) -> None:
+    _register(name=name, num_classes=num_classes, metric=metric, multi_label=False,
+              source="tfds", tfds_name=tfds_name, id_feature=id_feature, **fields)
+
+
+def _official_val(split: str = "validation") -> dict:
+    return {"val_split": split, "val_fraction": 0.0}
+
+
+# --- the twelve paper datasets (DESIGN.md §4) ---
+_tfds("food101", 101, "top1", "food101:2.1.0", "id", test_split="validation",
+      notes="TFDS 'validation' is the official 25,250-image test set; version 2.1.0 carries image ids.")
+_tfds("cifar10", 10, "top1", "cifar10", "id")
+_tfds("cifar100", 100, "top1", "cifar100", "id")
+_register(name="birdsnap", num_classes=500, metric="top1", multi_label=False, source="tfbench_tfds",
+          tfds_name="birdsnap", id_feature="file_name",
+          notes="TFDS has no Birdsnap builder; tfbench's own builder is pending.")
+_tfds("sun397", 397, "top1", "sun397/standard-part1-120k", "file_name",
+      notes="First official partition (19,850 / 19,850); TFDS stores images at most 120,000 pixels.")
+_tfds("stanford_cars", 196, "top1", "cars196", "id")
+_register(name="fgvc_aircraft", num_classes=100, metric="mean_per_class", multi_label=False,
+          source="tfbench_tfds", tfds_name="fgvc_aircraft", id_feature="file_name", **_official_val(),
+          notes="100 variants; TFDS has no FGVC Aircraft builder; tfbench's own builder is pending.")
+_register(name="voc2007", num_classes=20, metric="map11", multi_label=True, source="tfds",
+          tfds_name="voc/2007", id_feature="image/filename", **_official_val(),
+          notes="Multi-hot labels: 1 present, 0 absent, -1 only 'difficult' objects of the class.")
+_tfds("dtd", 47, "top1", "dtd", "file_name", **_official_val(),
+      notes="TFDS dtd is the first official split (train1 / val1 / test1).")
+_tfds("oxford_pets", 37, "mean_per_class", "oxford_iiit_pet", "file_name",
+      notes="TFDS 'train' is the official trainval list (3,680 images).")
+_tfds("caltech101", 102, "mean_per_class", "caltech101", "image/file_name", id_with_class=True,
+      notes="TFDS draws 30 training images per class (102 classes incl. background); "
+            "the paper's own draw is pending.")
+_tfds("oxford_flowers102", 102, "mean_per_class", "oxford_flowers102", "file_name", **_official_val())
+
+# --- offline datasets (no download at all) ---
+_register(name="digits", num_classes=10, metric="top1", multi_label=False, source="sklearn_digits",
+          train_split="all", test_split=None, test_fraction=HELD_OUT_FRACTION,
+          notes="scikit-learn's bundled 8x8 digits (1,797): 20% test, then 20% of the rest val.")
+_register(name="fashion_mnist", num_classes=10, metric="top1", multi_label=False,
+          source="fashion_mnist", tfds_name="fashion_mnist", path=FASHION_MNIST_DIR,
+          notes="Debian dataset-fashion-mnist IDX files, else TFDS fashion_mnist when prepared.")
+
+
+def names() -> List[str]:
+    """Registered dataset names (a folder of images is also accepted as "folder:PATH")."""
+    return _REGISTRY.names()
+
+
+def registered_spec(name: str) -> DatasetSpec:
+    """The DatasetSpec registered under `name`; unknown names fail with close matches."""
+    return _REGISTRY.get(name)

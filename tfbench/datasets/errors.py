@@ -1,0 +1,16 @@
+"""The error a user sees when a dataset's files are not on this machine yet."""
+
+from __future__ import annotations
+
+
+class DatasetNotPreparedError(RuntimeError):
+    """The dataset's files are absent; the message says how to get them.
+
+    Raised before any download could start: an offline `tfds.load` of an absent dataset retries
+    for minutes, so loading never asks TFDS to fetch anything.
+    """
+
+
+def prepare_command(name: str, data_dir: str) -> str:
+    """The shell command that prepares dataset `name` in `data_dir`."""
+    return f"python -m tfbench.prepare --datasets={name} --data_dir={data_dir}"

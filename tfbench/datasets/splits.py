@@ -1,0 +1,93 @@
+"""Which examples form train, val, trainval and test.
+
+Every source keeps one invariant: train and val are disjoint, trainval = train ∪ val, and test is
+disjoint from both. A held-out subset takes the same fraction of every class (class-balanced) and
+is drawn with the DatasetSpec's split_seed. It depends only on the examples' ids and labels, never
+on reading order or the run seed, so the same data gives the same split on every machine and run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from tfbench.registry import UnknownNameError
+
+SPLITS = ("train", "val", "trainval", "test")
+
+# Stream numbers keep the test and the validation draws independent of each other.
+_TEST_STREAM = 0
+_VAL_STREAM = 1
+
+
+def check_split(split: str) -> str:
+    """Return `split` if it is one of SPLITS, else raise a one-line error listing them."""
+    if split not in SPLITS:
+        raise UnknownNameError(f"unknown split {split!r}; valid choices: {', '.join(SPLITS)}")
+    return split
+
+
+def held_out_count(class_size: int, fraction: float) -> int:
+    """How many of a class's `class_size` examples a `fraction` hold-out takes.
+
+    round(fraction * n), but at least one when the class has two or more examples (so every class
+    is represented on both sides) and never the whole class (train keeps at least one example).
+    """
+    if fraction <= 0.0 or class_size < 2:
+        return 0
+    count = math.floor(fraction * class_size + 0.5)
+    return min(max(count, 1), class_size - 1)
+
+
+def held_out(ids: Sequence, labels: Sequence[int], fraction: float, seed: int,
+             stream: int = _VAL_STREAM) -> np.ndarray:
+    """Boolean mask of a class-balanced, seeded hold-out of `fraction` of every class.
+
+    Within each class the examples are ordered by id and permuted by a generator seeded with
+    (seed, stream, class), so the selection of one class does not depend on the others, and
+    reading the same examples in another order selects the same ones.
+    """
+    ids = np.asarray(ids)
+    labels = np.asarray(labels)
+    if len(np.unique(ids)) != len(ids):
+        values, counts = np.unique(ids, return_counts=True)
+        raise ValueError(
+            f"example ids are not unique (e.g. {values[counts > 1][0]!r}); "
+            "a held-out split needs one id per example"
+        )
+    mask = np.zeros(len(ids), dtype=bool)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        members = members[np.argsort(ids[members], kind="stable")]
+        rng = np.random.default_rng([seed, stream, int(label)])
+        chosen = rng.permutation(members)[: held_out_count(len(members), fraction)]
+        mask[chosen] = True
+    return mask
+
+
+def assign(ids: Sequence, labels: Sequence[int], val_fraction: float, seed: int,
+           test_fraction: float = 0.0) -> np.ndarray:
+    """Assign every example of a pool to "train", "val" or "test".
+
+    Test (when test_fraction > 0, for sources with no official test split) is held out first;
+    validation is then held out from what remains, so it is a fraction of the training pool.
+    """
+    ids = np.asarray(ids)
+    labels = np.asarray(labels)
+    assignment = np.full(len(ids), "train", dtype=object)
+    is_test = held_out(ids, labels, test_fraction, seed, stream=_TEST_STREAM)
+    assignment[is_test] = "test"
+    rest = np.flatnonzero(~is_test)
+    is_val = held_out(ids[rest], labels[rest], val_fraction, seed, stream=_VAL_STREAM)
+    assignment[rest[is_val]] = "val"
+    return assignment
+
+
+def members(assignment: np.ndarray, split: str) -> np.ndarray:
+    """Boolean mask of the examples of `split` given a per-example assignment."""
+    check_split(split)
+    if split == "trainval":
+        return (assignment == "train") | (assignment == "val")
+    return assignment == split

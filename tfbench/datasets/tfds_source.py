@@ -1,0 +1,156 @@
+"""Datasets read from prepared TFDS builders, never downloading.
+
+The builder must already be prepared in data_dir; otherwise DatasetNotPreparedError is raised
+before TFDS is asked for any data (an offline `tfds.load` would retry its download for minutes).
+
+Ids are the dataset's own file names (spec.id_feature), which stay the same however the files
+are sharded, so a held-out validation set drawn from them is stable across re-preparations; the
+TFDS record id is the fallback when a builder has no such feature. Drawing the held-out set
+looks only at ids and labels (image bytes pass by undecoded) and keeps only the ids in memory.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from tfbench.datasets import splits
+from tfbench.datasets.catalog import DatasetSpec
+from tfbench.datasets.errors import DatasetNotPreparedError, prepare_command
+from tfbench.datasets.images import decode_image
+
+_SCAN_BATCH = 4096
+_AUTOTUNE = tf.data.AUTOTUNE
+# Multi-label builders follow TFDS voc's layout: every class with an object, and every class
+# with an object not marked "difficult" (TFDS derives both from objects/is_difficult).
+_MULTI_LABEL_FEATURES = ("labels", "labels_no_difficult")
+
+
+def resolve_data_dir(data_dir: Optional[str]) -> str:
+    """The directory TFDS reads for `data_dir` (None: TFDS_DATA_DIR or ~/tensorflow_datasets)."""
+    return data_dir or tfds.core.constants.DATA_DIR
+
+
+def prepared_builder(spec: DatasetSpec, data_dir: Optional[str]) -> tfds.core.DatasetBuilder:
+    """The TFDS builder of `spec`; DatasetNotPreparedError at once if its files are absent."""
+    try:
+        builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise DatasetNotPreparedError(
+            f"dataset {spec.name!r} is not prepared: TFDS has no builder {spec.tfds_name!r}; "
+            f"prepare it with: {prepare_command(spec.name, resolve_data_dir(data_dir))}"
+        ) from None
+    if not builder.is_prepared():
+        raise DatasetNotPreparedError(
+            f"dataset {spec.name!r} is not prepared: no TFDS {spec.tfds_name} files at "
+            f"{builder.data_path}; prepare it with: "
+            f"{prepare_command(spec.name, str(builder.data_dir_root))}"
+        )
+    return builder
+
+
+def load(spec: DatasetSpec, split: str, data_dir: Optional[str]) -> tf.data.Dataset:
+    """The dict dataset {"image", "label", "id"} of one split (see tfbench.datasets.load)."""
+    splits.check_split(split)
+    builder = prepared_builder(spec, data_dir)
+    if split == "test":
+        return _decode_images(_read(builder, spec, spec.test_split))
+    if spec.val_split is not None:
+        official = {
+            "train": spec.train_split,
+            "val": spec.val_split,
+            "trainval": f"{spec.train_split}+{spec.val_split}",
+        }[split]
+        return _decode_images(_read(builder, spec, official))
+    examples = _read(builder, spec, spec.train_split)
+    if split != "trainval":
+        val_ids, pool_size = held_out_ids(builder, spec)
+        examples = _keep(examples, val_ids, held_out=(split == "val"))
+        count = len(val_ids) if split == "val" else pool_size - len(val_ids)
+        examples = examples.apply(tf.data.experimental.assert_cardinality(count))
+    return _decode_images(examples)
+
+
+def held_out_ids(builder: tfds.core.DatasetBuilder, spec: DatasetSpec) -> Tuple[np.ndarray, int]:
+    """Ids of the class-balanced validation examples held out from the official train split,
+    and the size of that split."""
+    ids, labels = [], []
+    scan = _read(builder, spec, spec.train_split).map(
+        lambda example: {"id": example["id"], "label": example["label"]}, num_parallel_calls=_AUTOTUNE
+    ).batch(_SCAN_BATCH)
+    for batch in scan.as_numpy_iterator():
+        ids.append(batch["id"])
+        labels.append(batch["label"])
+    ids = np.concatenate(ids) if ids else np.zeros([0], dtype=object)
+    labels = np.concatenate(labels) if labels else np.zeros([0], dtype=np.int64)
+    return ids[splits.held_out(ids, labels, spec.val_fraction, spec.split_seed)], len(ids)
+
+
+def _read(builder, spec: DatasetSpec, official_split: str) -> tf.data.Dataset:
+    """Examples as {"id", "label", "image"} in file order, the image still encoded.
+
+    Only these features are parsed (Pets' segmentation masks, for instance, are not), and the
+    image is decoded only after filtering, so skipped examples cost no decoding.
+    """
+    label_features = _MULTI_LABEL_FEATURES if spec.multi_label else ("label",)
+    wanted = {name: True for name in (*label_features, "image")}
+    if spec.id_feature is not None:
+        wanted[spec.id_feature] = True
+    decoders = tfds.decode.PartialDecoding(wanted, decoders={"image": tfds.decode.SkipDecoding()})
+    dataset = builder.as_dataset(
+        split=official_split,
+        shuffle_files=False,
+        decoders=decoders,
+        read_config=tfds.ReadConfig(add_tfds_id=spec.id_feature is None),
+    )
+    class_names = tf.constant(builder.info.features["label"].names) if spec.id_with_class else None
+
+    def standardise(example):
+        output = {"id": _example_id(example, spec, class_names)}
+        if spec.multi_label:
+            output["label"] = _multi_hot(*(example[name] for name in label_features), spec.num_classes)
+        else:
+            output["label"] = tf.cast(example["label"], tf.int64)
+        output["image"] = example["image"]
+        return output
+
+    return dataset.map(standardise, num_parallel_calls=_AUTOTUNE)
+
+
+def _example_id(example, spec: DatasetSpec, class_names: Optional[tf.Tensor]) -> tf.Tensor:
+    if spec.id_feature is None:
+        return example["tfds_id"]
+    if spec.id_with_class:
+        return tf.strings.join([tf.gather(class_names, example["label"]), example[spec.id_feature]], "/")
+    return example[spec.id_feature]
+
+
+def _multi_hot(all_labels: tf.Tensor, clear_labels: tf.Tensor, num_classes: int) -> tf.Tensor:
+    """int32 [C]: 1 where the class has an object not marked difficult, -1 where it has only
+    difficult objects (the VOC devkit ignores those when scoring), 0 where it has none."""
+    present = tf.reduce_sum(tf.one_hot(all_labels, num_classes, dtype=tf.int32), axis=0) > 0
+    clear = tf.reduce_sum(tf.one_hot(clear_labels, num_classes, dtype=tf.int32), axis=0) > 0
+    return tf.where(clear, 1, tf.where(present, -1, 0))
+
+
+def _keep(examples: tf.data.Dataset, val_ids: np.ndarray, held_out: bool) -> tf.data.Dataset:
+    """The examples whose id is (held_out=True) or is not (False) among val_ids."""
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(val_ids, dtype=tf.string), tf.ones([len(val_ids)], dtype=tf.int32)
+        ),
+        default_value=0,
+    )
+    return examples.filter(lambda example: tf.equal(table.lookup(example["id"]) == 1, held_out))
+
+
+def _decode_images(examples: tf.data.Dataset) -> tf.data.Dataset:
+    """Decode the (filtered) encoded images into uint8 [H, W, 3]; grayscale becomes RGB."""
+
+    def decode(example):
+        return {"image": decode_image(example["image"]), "label": example["label"], "id": example["id"]}
+
+    return examples.map(decode, num_parallel_calls=_AUTOTUNE)
