@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tfbench import backbones, probe, results
+from tfbench import backbones, probe
 from tfbench.experiment import Experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

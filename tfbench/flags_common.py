@@ -8,21 +8,17 @@ with a non-zero exit, and writes nothing for a run that never started.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any, Callable, Dict, Mapping
 
-from absl import app, flags
+from absl import flags
 
 from tfbench import results, runs
+from tfbench.cli import RUN_FAILED, fail, run_app
 from tfbench.experiment import PRECISIONS, Experiment, InvalidSettingError
 from tfbench.registry import UnknownNameError
 
 FLAGS = flags.FLAGS
-
-# TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) buries the progress display; a user
-# who wants it sets TF_CPP_MIN_LOG_LEVEL themselves.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 flags.DEFINE_string(
     "model", None,
@@ -54,12 +50,6 @@ def user_errors() -> tuple:
     return (UnknownNameError, InvalidSettingError, results.RunConflictError,
             results.CorruptRecordError, backbones.WeightsUnavailableError,
             datasets.DatasetNotPreparedError)
-
-
-def fail(message: str) -> None:
-    """One line on stderr and exit code 2: the contract for every bad input."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def print_models() -> None:
@@ -127,9 +117,7 @@ def main(regime: str, settings_from_flags: Callable[[], Dict[str, Any]],
          run: Callable[[Experiment], Dict[str, Any]]) -> None:
     """absl entry point shared by the regime binaries."""
 
-    def _main(argv):
-        if len(argv) > 1:
-            fail(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
+    def _main():
         if FLAGS.model == "list":
             print_models()
             return
@@ -149,12 +137,6 @@ def main(regime: str, settings_from_flags: Callable[[], Dict[str, Any]],
             print(outcome.record["traceback"], file=sys.stderr)
             print(f"error: {regime} run failed: {outcome.record['reason']} "
                   f"(recorded in {results.record_path(experiment)})", file=sys.stderr)
-            sys.exit(1)
+            sys.exit(RUN_FAILED)
 
-    def _parse_flags(argv):
-        try:
-            return FLAGS(argv)
-        except flags.Error as error:  # absl's own two-line message becomes our one line
-            fail(str(error))
-
-    app.run(_main, flags_parser=_parse_flags)
+    run_app(_main)

@@ -54,7 +54,6 @@ def feature_components(experiment, split: str, precision: str) -> Dict[str, Any]
 
 def run(experiment) -> Dict[str, Any]:
     """Run the probe protocol for one experiment and return its finished record."""
-    import numpy as np
 
     from tfbench import backbones, datasets, features, linear, metrics, results, training
 

@@ -82,15 +82,14 @@ def new_record(experiment: Experiment, *, metric: str, started_at: str) -> Dict[
     }
 
 
-def write_json_atomic(path: str, payload: Mapping[str, Any]) -> None:
-    """Write JSON so that readers only ever see a complete file (temp file, fsync, rename)."""
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Readers see the old file or the new one, never a partial one (temp file, fsync, rename)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=False)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text + "\n")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -98,6 +97,11 @@ def write_json_atomic(path: str, payload: Mapping[str, Any]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_json_atomic(path: str, payload: Mapping[str, Any]) -> None:
+    text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=False)
+    write_bytes_atomic(path, (text + "\n").encode())
 
 
 def read_json(path: str) -> Dict[str, Any]:
@@ -181,6 +185,7 @@ def table(records: Iterable[Mapping[str, Any]]) -> List[Dict[str, Any]]:
                 "metric": record.get("metric"),
                 "test_score": record.get("test_score"),
                 "status": record["status"],
+                "reason": record.get("reason"),
                 "hyperparameters": json.dumps(record.get("hyperparameters", {}), sort_keys=True),
                 "wall_seconds": timings.get("wall_seconds"),
                 "images_per_second": timings.get("images_per_second"),

@@ -1,0 +1,42 @@
+"""How every tfbench binary talks to the shell: one-line errors, exit codes, flag parsing.
+
+Holds no flags itself, so binaries with different flag sets (the regimes, report, prepare, sweep)
+share it without defining each other's flags.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable, List, NoReturn
+
+# TensorFlow's C++ start-up chatter buries the progress display; a user who wants it sets
+# TF_CPP_MIN_LOG_LEVEL themselves.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+USAGE_ERROR = 2  # bad input: nothing ran, nothing was written
+RUN_FAILED = 1  # the input was fine but a run failed (its record says why)
+
+
+def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
+    """One line on stderr and a non-zero exit: the contract for every bad input."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def run_app(main: Callable[[], None]) -> None:
+    """absl's app.run with flag errors as one line and stray positional arguments refused."""
+    from absl import app, flags
+
+    def parse_flags(argv: List[str]) -> List[str]:
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as error:  # absl's own message spans two lines
+            fail(str(error))
+
+    def absl_main(argv: List[str]) -> None:
+        if len(argv) > 1:
+            fail(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
+        main()
+
+    app.run(absl_main, flags_parser=parse_flags)
