@@ -64,9 +64,13 @@ socket.getaddrinfo = _guarded_getaddrinfo
 
 @pytest.fixture(autouse=True)
 def _seeded_keras():
-    """Every test starts from the same Keras/NumPy/TF seeds and a clean Keras session."""
-    import keras
+    """Every test starts from the same seeds and a clean Keras session (when Keras is in use:
+    tests that never import it do not pay for it)."""
+    import sys
 
-    keras.utils.set_random_seed(0)
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        keras.utils.set_random_seed(0)
     yield
-    keras.backend.clear_session()
+    if keras is not None:
+        keras.backend.clear_session()

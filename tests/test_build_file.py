@@ -23,6 +23,7 @@ def _load_build():
 
     namespace = {
         "load": lambda *args: None,
+        "package": lambda **kwargs: None,
         "requirement": lambda name: f"@pip//{name}",
         "py_library": rule("py_library"),
         "py_binary": rule("py_binary"),
