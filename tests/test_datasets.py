@@ -23,7 +23,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from tfbench import datasets
-from tfbench.datasets import offline, tfds_source
+from tfbench.datasets import offline, splits, tfds_source
 from tfbench.registry import UnknownNameError
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
@@ -137,6 +137,33 @@ def test_unknown_name_and_bad_split_fail_in_one_line_with_choices():
 def test_spec_rejects_an_unknown_metric():
     with pytest.raises(ValueError, match="top5"):
         datasets.DatasetSpec(name="x", num_classes=2, metric="top5", multi_label=False, source="tfds")
+
+
+def test_spec_needs_exactly_one_test_rule():
+    with pytest.raises(ValueError, match="exactly one"):
+        datasets.DatasetSpec(name="x", num_classes=2, metric="top1", multi_label=False, source="tfds",
+                             trainval_per_class=30)  # and the official test split
+    with pytest.raises(ValueError, match="exactly one"):
+        datasets.DatasetSpec(name="x", num_classes=2, metric="top1", multi_label=False, source="tfds",
+                             test_split=None)
+
+
+def test_caltech_style_draw_takes_exactly_k_per_class_whatever_the_order():
+    class_sizes = {0: 31, 1: 45, 2: 30, 3: 12}
+    ids = np.array([f"c{label}/image_{n:04d}.jpg" for label, size in class_sizes.items() for n in range(size)])
+    labels = np.array([label for label, size in class_sizes.items() for _ in range(size)])
+    assignment = splits.assign(ids, labels, val_fraction=0.2, seed=0, trainval_per_class=30)
+    for label, size in class_sizes.items():
+        mine = assignment[labels == label]
+        trainval = min(30, size)
+        assert np.sum(mine == "test") == size - trainval
+        assert np.sum(mine == "val") == round(0.2 * trainval)
+        assert np.sum(mine == "train") == trainval - round(0.2 * trainval)
+    order = np.random.default_rng(7).permutation(len(ids))
+    shuffled = splits.assign(ids[order], labels[order], val_fraction=0.2, seed=0, trainval_per_class=30)
+    assert dict(zip(ids[order], shuffled)) == dict(zip(ids, assignment))
+    other_seed = splits.assign(ids, labels, val_fraction=0.2, seed=1, trainval_per_class=30)
+    assert (other_seed != assignment).any()
 
 
 # ---------------------------------------------------------------- digits
@@ -330,29 +357,33 @@ def _assert_example_format(parts, spec):
                 assert label.dtype == np.int64 and 0 <= label < spec.num_classes
 
 
-@pytest.mark.parametrize("name", ["cifar10", "food101", "oxford_pets", "caltech101", "dtd"])
+@pytest.mark.parametrize("name", [name for name in PAPER_TABLE if name != "voc2007"])
 def test_tfds_entries_load_through_mock_data(name):
     spec = datasets.spec(name)
+    # Mock data repeats the same examples in every official split, so only splits tfbench draws
+    # (held-out validation, Caltech-101's test) can be checked for disjointness here.
     with mocked_tfds(num_examples=60):
+        if spec.val_split is not None:
+            _assert_example_format({split: materialise(datasets.load(name, split)) for split in ("train", "test")},
+                                   spec)
+            return
         parts = load_all(name)
         again = materialise(datasets.load(name, "val"))
     _assert_example_format(parts, spec)
     train, val, trainval = parts["train"], parts["val"], parts["trainval"]
-    # Mock data repeats the same examples in every official split, so only a held-out
-    # validation split can be checked for disjointness here.
-    if spec.val_split is None:
-        assert not set(train.ids) & set(val.ids)
-        assert set(trainval.ids) == set(train.ids) | set(val.ids)
-        assert len(trainval.ids) == 60 and len(val.ids) > 0
-        assert collections.Counter(trainval.hashes) == collections.Counter(train.hashes + val.hashes)
-        assert_class_balanced(val.labels, trainval.labels, spec.num_classes)
-        assert again.ids == val.ids
+    assert not set(train.ids) & set(val.ids)
+    assert set(trainval.ids) == set(train.ids) | set(val.ids)
+    assert len(trainval.ids) == 60 and len(val.ids) > 0
+    assert collections.Counter(trainval.hashes) == collections.Counter(train.hashes + val.hashes)
+    assert_class_balanced(val.labels, trainval.labels, spec.num_classes)
+    assert again.ids == val.ids
 
 
 def test_caltech101_ids_name_the_class_folder():
     class_names = tfds.builder("caltech101").info.features["label"].names
     with mocked_tfds(num_examples=10):
-        part = materialise(datasets.load("caltech101", "test"))
+        part = materialise(datasets.load("caltech101", "trainval"))
+    assert len(part.ids) == 10
     for example_id, label in zip(part.ids, part.labels):
         assert example_id.split("/")[0] == class_names[label]
 
@@ -405,11 +436,12 @@ def test_unprepared_tfds_datasets_fail_fast_with_the_prepare_command(tmp_path):
     assert not any(tmp_path.iterdir())  # nothing was written either
 
 
-def test_held_out_ids_skip_image_decoding():
+def test_held_out_assignment_skips_image_decoding():
     spec = datasets.spec("cifar10")
     never_decode = AssertionError("decoded an image")
     with mocked_tfds(num_examples=30), mock.patch.object(
         tfds.features.Image, "decode_example", side_effect=never_decode
     ), mock.patch.object(tfds_source, "decode_image", side_effect=never_decode):
-        held, pool_size = tfds_source.held_out_ids(tfds_source.prepared_builder(spec, None), spec)
-    assert 0 < len(held) < pool_size == 30
+        ids, assignment = tfds_source.pool_assignment(tfds_source.prepared_builder(spec, None), spec)
+    assert len(ids) == 30
+    assert 0 < np.sum(assignment == "val") < 30 and not np.any(assignment == "test")

@@ -7,15 +7,20 @@
 
 split is "train", "val", "trainval" (= train ∪ val) or "test". name is a registered dataset
 (`names()`) or "folder:PATH" for a folder of images (see tfbench.datasets.folder).
+
+Preparing the data (`python -m tfbench.prepare`) lives in tfbench.datasets.preparation, the split
+audit in tfbench.datasets.audit; TFDS builders of tfbench's own in fgvc_aircraft and birdsnap.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Optional
 
 import tensorflow as tf
 
 from tfbench.datasets import folder, offline, tfds_source
+# Importing the builders registers "fgvc_aircraft" and "birdsnap" with TFDS.
+from tfbench.datasets import birdsnap, fgvc_aircraft  # noqa: F401  pylint: disable=unused-import
 from tfbench.datasets.catalog import DatasetSpec, names, registered_spec
 from tfbench.datasets.errors import DatasetNotPreparedError
 from tfbench.datasets.splits import SPLITS, check_split

@@ -12,7 +12,7 @@ affects the selection, not the final training set.
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from tfbench.registry import Registry
 
@@ -30,9 +30,13 @@ class DatasetSpec:
     train_split, val_split and test_split name the source's official splits (TFDS split names
     for TFDS sources: Food-101's official test set, for instance, is TFDS "validation").
     val_split None: validation is held out from train_split, val_fraction of every class drawn
-    with split_seed. test_split None: the source has no official test split, and test_fraction of
-    every class is held out (before validation) from train_split. split_seed is fixed here, not
-    taken from the run, so every run of the benchmark sees the same split.
+    with split_seed. test_split None: the source has no official test split; test is held out
+    (before validation) from train_split, either test_fraction of every class or, with
+    trainval_per_class, everything but trainval_per_class examples drawn from every class.
+    split_seed is fixed here, not taken from the run, so every run of the benchmark sees the same
+    split. paper_sizes: the (trainval, test) example counts of the paper's table (DESIGN.md §4),
+    which `python -m tfbench.prepare --audit` checks the prepared data against. crop_bottom:
+    rows removed from the bottom of every decoded image (FGVC Aircraft's copyright banner).
     """
 
     name: str
@@ -45,11 +49,14 @@ class DatasetSpec:
     test_split: Optional[str] = "test"
     val_fraction: float = HELD_OUT_FRACTION
     test_fraction: float = 0.0
+    trainval_per_class: int = 0
     split_seed: int = SPLIT_SEED
     tfds_name: Optional[str] = None  # "builder[/config][:version]"
     id_feature: Optional[str] = None  # the feature naming the example's file; None: TFDS record id
     id_with_class: bool = False  # prefix the class name: the file name repeats across classes
     path: Optional[str] = None  # where folder / Debian files live
+    paper_sizes: Optional[Tuple[int, int]] = None  # (trainval, test)
+    crop_bottom: int = 0  # pixel rows cut off the bottom of every image after decoding
     notes: str = ""
 
     def __post_init__(self):
@@ -60,8 +67,12 @@ class DatasetSpec:
                 )
         if (self.val_split is None) != (0.0 < self.val_fraction < 1.0):
             raise ValueError(f"{self.name}: give either an official val_split or a val_fraction in (0, 1)")
-        if (self.test_split is None) != (0.0 < self.test_fraction < 1.0):
-            raise ValueError(f"{self.name}: give either an official test_split or a test_fraction in (0, 1)")
+        test_rules = [self.test_split is not None, 0.0 < self.test_fraction < 1.0, self.trainval_per_class > 0]
+        if sum(test_rules) != 1:
+            raise ValueError(
+                f"{self.name}: give exactly one of an official test_split, a test_fraction in (0, 1) "
+                "or a trainval_per_class > 0"
+            )
         if self.multi_label and self.val_split is None:
             raise ValueError(f"{self.name}: multi-label datasets need an official validation split")
 
@@ -85,30 +96,36 @@ def _official_val(split: str = "validation") -> dict:
 
 
 # --- the twelve paper datasets (DESIGN.md §4) ---
-_tfds("food101", 101, "top1", "food101:2.1.0", "id", test_split="validation",
+_tfds("food101", 101, "top1", "food101:2.1.0", "id", test_split="validation", paper_sizes=(75750, 25250),
       notes="TFDS 'validation' is the official 25,250-image test set; version 2.1.0 carries image ids.")
-_tfds("cifar10", 10, "top1", "cifar10", "id")
-_tfds("cifar100", 100, "top1", "cifar100", "id")
+_tfds("cifar10", 10, "top1", "cifar10", "id", paper_sizes=(50000, 10000))
+_tfds("cifar100", 100, "top1", "cifar100", "id", paper_sizes=(50000, 10000))
 _register(name="birdsnap", num_classes=500, metric="top1", multi_label=False, source="tfbench_tfds",
-          tfds_name="birdsnap", id_feature="file_name",
-          notes="TFDS has no Birdsnap builder; tfbench's own builder is pending.")
-_tfds("sun397", 397, "top1", "sun397/standard-part1-120k", "file_name",
-      notes="First official partition (19,850 / 19,850); TFDS stores images at most 120,000 pixels.")
-_tfds("stanford_cars", 196, "top1", "cars196", "id")
+          tfds_name="birdsnap", id_feature="file_name", paper_sizes=(47386, 2443),
+          notes="tfbench's TFDS builder (tfbench.datasets.birdsnap): the official image list, test = "
+                "test_images.txt; only images whose MD5 matches the list; dead links are left out.")
+_tfds("sun397", 397, "top1", "sun397/standard-part1-120k", "file_name", paper_sizes=(19850, 19850),
+      notes="First official partition (Training_01 / Testing_01, 50 + 50 per class); TFDS stores "
+            "images resized to at most 120,000 pixels.")
+_tfds("stanford_cars", 196, "top1", "cars196", "id", paper_sizes=(8144, 8041))
 _register(name="fgvc_aircraft", num_classes=100, metric="mean_per_class", multi_label=False,
           source="tfbench_tfds", tfds_name="fgvc_aircraft", id_feature="file_name", **_official_val(),
-          notes="100 variants; TFDS has no FGVC Aircraft builder; tfbench's own builder is pending.")
+          paper_sizes=(6667, 3333), crop_bottom=20,
+          notes="100 variants; tfbench's TFDS builder (tfbench.datasets.fgvc_aircraft) of the official "
+                "2013b archive, with the 20-pixel copyright banner cropped off every image.")
 _register(name="voc2007", num_classes=20, metric="map11", multi_label=True, source="tfds",
-          tfds_name="voc/2007", id_feature="image/filename", **_official_val(),
+          tfds_name="voc/2007", id_feature="image/filename", **_official_val(), paper_sizes=(5011, 4952),
           notes="Multi-hot labels: 1 present, 0 absent, -1 only 'difficult' objects of the class.")
-_tfds("dtd", 47, "top1", "dtd", "file_name", **_official_val(),
+_tfds("dtd", 47, "top1", "dtd", "file_name", **_official_val(), paper_sizes=(3760, 1880),
       notes="TFDS dtd is the first official split (train1 / val1 / test1).")
-_tfds("oxford_pets", 37, "mean_per_class", "oxford_iiit_pet", "file_name",
+_tfds("oxford_pets", 37, "mean_per_class", "oxford_iiit_pet", "file_name", paper_sizes=(3680, 3669),
       notes="TFDS 'train' is the official trainval list (3,680 images).")
 _tfds("caltech101", 102, "mean_per_class", "caltech101", "image/file_name", id_with_class=True,
-      notes="TFDS draws 30 training images per class (102 classes incl. background); "
-            "the paper's own draw is pending.")
-_tfds("oxford_flowers102", 102, "mean_per_class", "oxford_flowers102", "file_name", **_official_val())
+      train_split="train+test", test_split=None, trainval_per_class=30, paper_sizes=(3060, 6084),
+      notes="102 classes (101 + BACKGROUND_Google). tfbench's own seeded draw over all images: 30 "
+            "per class for train+val, the rest for test (TFDS's own draw depends on directory order).")
+_tfds("oxford_flowers102", 102, "mean_per_class", "oxford_flowers102", "file_name", **_official_val(),
+      paper_sizes=(2040, 6149))
 
 # --- offline datasets (no download at all) ---
 _register(name="digits", num_classes=10, metric="top1", multi_label=False, source="sklearn_digits",

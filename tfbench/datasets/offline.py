@@ -54,8 +54,7 @@ def load_fashion_mnist(spec: DatasetSpec, split: str, data_dir: Optional[str]) -
     validation set depends on which of the two is read; the Debian files come first.
     """
     splits.check_split(split)
-    if all(os.path.exists(os.path.join(spec.path, name))
-           for names in _FASHION_MNIST_FILES.values() for name in names):
+    if fashion_mnist_files_present(spec):
         return _fashion_mnist_from_idx(spec, split)
     try:
         tfds_source.prepared_builder(spec, data_dir)
@@ -66,6 +65,12 @@ def load_fashion_mnist(spec: DatasetSpec, split: str, data_dir: Optional[str]) -
             "install the files with: apt-get install dataset-fashion-mnist"
         ) from None
     return tfds_source.load(spec, split, data_dir)
+
+
+def fashion_mnist_files_present(spec: DatasetSpec) -> bool:
+    """Whether Debian's four Fashion-MNIST IDX files are in spec.path."""
+    return all(os.path.exists(os.path.join(spec.path, name))
+               for names in _FASHION_MNIST_FILES.values() for name in names)
 
 
 def _fashion_mnist_from_idx(spec: DatasetSpec, split: str) -> tf.data.Dataset:

@@ -9,7 +9,7 @@ on reading order or the run seed, so the same data gives the same split on every
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -42,8 +42,9 @@ def held_out_count(class_size: int, fraction: float) -> int:
 
 
 def held_out(ids: Sequence, labels: Sequence[int], fraction: float, seed: int,
-             stream: int = _VAL_STREAM) -> np.ndarray:
-    """Boolean mask of a class-balanced, seeded hold-out of `fraction` of every class.
+             stream: int = _VAL_STREAM, per_class: Optional[int] = None) -> np.ndarray:
+    """Boolean mask of a class-balanced, seeded hold-out of `fraction` of every class, or of
+    exactly `per_class` examples of every class (all of a class that has no more).
 
     Within each class the examples are ordered by id and permuted by a generator seeded with
     (seed, stream, class), so the selection of one class does not depend on the others, and
@@ -62,22 +63,28 @@ def held_out(ids: Sequence, labels: Sequence[int], fraction: float, seed: int,
         members = np.flatnonzero(labels == label)
         members = members[np.argsort(ids[members], kind="stable")]
         rng = np.random.default_rng([seed, stream, int(label)])
-        chosen = rng.permutation(members)[: held_out_count(len(members), fraction)]
+        size = held_out_count(len(members), fraction) if per_class is None else per_class
+        chosen = rng.permutation(members)[:size]
         mask[chosen] = True
     return mask
 
 
 def assign(ids: Sequence, labels: Sequence[int], val_fraction: float, seed: int,
-           test_fraction: float = 0.0) -> np.ndarray:
+           test_fraction: float = 0.0, trainval_per_class: int = 0) -> np.ndarray:
     """Assign every example of a pool to "train", "val" or "test".
 
-    Test (when test_fraction > 0, for sources with no official test split) is held out first;
-    validation is then held out from what remains, so it is a fraction of the training pool.
+    For sources with no official test split, test is taken first: test_fraction of every class,
+    or, with trainval_per_class > 0, everything but trainval_per_class examples drawn from every
+    class (Caltech-101's "30 random images per class"). Validation is then held out from what
+    remains, so it is a fraction of the training pool.
     """
     ids = np.asarray(ids)
     labels = np.asarray(labels)
     assignment = np.full(len(ids), "train", dtype=object)
-    is_test = held_out(ids, labels, test_fraction, seed, stream=_TEST_STREAM)
+    if trainval_per_class > 0:
+        is_test = ~held_out(ids, labels, 0.0, seed, stream=_TEST_STREAM, per_class=trainval_per_class)
+    else:
+        is_test = held_out(ids, labels, test_fraction, seed, stream=_TEST_STREAM)
     assignment[is_test] = "test"
     rest = np.flatnonzero(~is_test)
     is_val = held_out(ids[rest], labels[rest], val_fraction, seed, stream=_VAL_STREAM)

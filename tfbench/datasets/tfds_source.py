@@ -11,7 +11,7 @@ looks only at ids and labels (image bytes pass by undecoded) and keeps only the 
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -56,27 +56,34 @@ def load(spec: DatasetSpec, split: str, data_dir: Optional[str]) -> tf.data.Data
     """The dict dataset {"image", "label", "id"} of one split (see tfbench.datasets.load)."""
     splits.check_split(split)
     builder = prepared_builder(spec, data_dir)
+    official = official_split(spec, split)
+    if official is not None:
+        return _decode_images(_read(builder, spec, official), spec)
+    ids, assignment = pool_assignment(builder, spec)
+    chosen = ids[splits.members(assignment, split)]
+    examples = _keep(_read(builder, spec, spec.train_split), chosen)
+    return _decode_images(examples.apply(tf.data.experimental.assert_cardinality(len(chosen))), spec)
+
+
+def official_split(spec: DatasetSpec, split: str) -> Optional[str]:
+    """The source split(s) that form `split` as they are, or None when `split` is drawn from the
+    pool spec.train_split (held-out validation, or a test set the source does not give)."""
     if split == "test":
-        return _decode_images(_read(builder, spec, spec.test_split))
+        return spec.test_split
     if spec.val_split is not None:
-        official = {
+        return {
             "train": spec.train_split,
             "val": spec.val_split,
             "trainval": f"{spec.train_split}+{spec.val_split}",
         }[split]
-        return _decode_images(_read(builder, spec, official))
-    examples = _read(builder, spec, spec.train_split)
-    if split != "trainval":
-        val_ids, pool_size = held_out_ids(builder, spec)
-        examples = _keep(examples, val_ids, held_out=(split == "val"))
-        count = len(val_ids) if split == "val" else pool_size - len(val_ids)
-        examples = examples.apply(tf.data.experimental.assert_cardinality(count))
-    return _decode_images(examples)
+    if split == "trainval" and spec.test_split is not None:
+        return spec.train_split
+    return None
 
 
-def held_out_ids(builder: tfds.core.DatasetBuilder, spec: DatasetSpec) -> Tuple[np.ndarray, int]:
-    """Ids of the class-balanced validation examples held out from the official train split,
-    and the size of that split."""
+def pool_assignment(builder: tfds.core.DatasetBuilder, spec: DatasetSpec) -> Tuple[np.ndarray, np.ndarray]:
+    """Ids of every example of the pool spec.train_split and the split ("train", "val" or
+    "test") each one belongs to, drawn from ids and labels alone (see tfbench.datasets.splits)."""
     ids, labels = [], []
     scan = _read(builder, spec, spec.train_split).map(
         lambda example: {"id": example["id"], "label": example["label"]}, num_parallel_calls=_AUTOTUNE
@@ -86,7 +93,25 @@ def held_out_ids(builder: tfds.core.DatasetBuilder, spec: DatasetSpec) -> Tuple[
         labels.append(batch["label"])
     ids = np.concatenate(ids) if ids else np.zeros([0], dtype=object)
     labels = np.concatenate(labels) if labels else np.zeros([0], dtype=np.int64)
-    return ids[splits.held_out(ids, labels, spec.val_fraction, spec.split_seed)], len(ids)
+    assignment = splits.assign(ids, labels, spec.val_fraction, spec.split_seed, spec.test_fraction,
+                               spec.trainval_per_class)
+    return ids, assignment
+
+
+def split_sizes(spec: DatasetSpec, data_dir: Optional[str]) -> Dict[str, int]:
+    """Examples in each of train / val / trainval / test of a prepared dataset (no image is read)."""
+    builder = prepared_builder(spec, data_dir)
+    sizes = {}
+    assignment = None
+    for split in splits.SPLITS:
+        official = official_split(spec, split)
+        if official is not None:
+            sizes[split] = sum(builder.info.splits[part].num_examples for part in official.split("+"))
+            continue
+        if assignment is None:
+            assignment = pool_assignment(builder, spec)[1]
+        sizes[split] = int(np.sum(splits.members(assignment, split)))
+    return sizes
 
 
 def _read(builder, spec: DatasetSpec, official_split: str) -> tf.data.Dataset:
@@ -136,21 +161,27 @@ def _multi_hot(all_labels: tf.Tensor, clear_labels: tf.Tensor, num_classes: int)
     return tf.where(clear, 1, tf.where(present, -1, 0))
 
 
-def _keep(examples: tf.data.Dataset, val_ids: np.ndarray, held_out: bool) -> tf.data.Dataset:
-    """The examples whose id is (held_out=True) or is not (False) among val_ids."""
+def _keep(examples: tf.data.Dataset, chosen_ids: np.ndarray) -> tf.data.Dataset:
+    """The examples whose id is among chosen_ids."""
+    if len(chosen_ids) == 0:  # a lookup table cannot be empty
+        return examples.take(0)
     table = tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(
-            tf.constant(val_ids, dtype=tf.string), tf.ones([len(val_ids)], dtype=tf.int32)
+            tf.constant(chosen_ids, dtype=tf.string), tf.ones([len(chosen_ids)], dtype=tf.int32)
         ),
         default_value=0,
     )
-    return examples.filter(lambda example: tf.equal(table.lookup(example["id"]) == 1, held_out))
+    return examples.filter(lambda example: table.lookup(example["id"]) == 1)
 
 
-def _decode_images(examples: tf.data.Dataset) -> tf.data.Dataset:
-    """Decode the (filtered) encoded images into uint8 [H, W, 3]; grayscale becomes RGB."""
+def _decode_images(examples: tf.data.Dataset, spec: DatasetSpec) -> tf.data.Dataset:
+    """Decode the (filtered) encoded images into uint8 [H, W, 3]; grayscale becomes RGB, and
+    spec.crop_bottom rows are cut off the bottom."""
 
     def decode(example):
-        return {"image": decode_image(example["image"]), "label": example["label"], "id": example["id"]}
+        image = decode_image(example["image"])
+        if spec.crop_bottom:
+            image = image[: tf.shape(image)[0] - spec.crop_bottom]
+        return {"image": image, "label": example["label"], "id": example["id"]}
 
     return examples.map(decode, num_parallel_calls=_AUTOTUNE)
