@@ -445,3 +445,23 @@ def test_held_out_assignment_skips_image_decoding():
         ids, assignment = tfds_source.pool_assignment(tfds_source.prepared_builder(spec, None), spec)
     assert len(ids) == 30
     assert 0 < np.sum(assignment == "val") < 30 and not np.any(assignment == "test")
+
+
+def test_fashion_mnist_mini_is_a_fixed_class_balanced_subset():
+    import collections
+
+    def materialise(split):
+        return list(datasets.load("fashion_mnist_mini", split).as_numpy_iterator())
+
+    sizes = {}
+    for split in ("train", "val", "test"):
+        examples = materialise(split)
+        counts = collections.Counter(int(e["label"]) for e in examples)
+        assert sorted(counts) == list(range(10)) and len(set(counts.values())) == 1, split
+        sizes[split] = len(examples)
+    assert sizes == {"train": 2400, "val": 600, "test": 1000}
+    train_ids = {e["id"] for e in materialise("train")}
+    assert train_ids == {e["id"] for e in materialise("train")}  # seeded: the same every time
+    assert not train_ids & {e["id"] for e in materialise("val")}
+    assert all(i.startswith(b"train/") for i in train_ids)
+    assert all(e["id"].startswith(b"test/") for e in materialise("test"))

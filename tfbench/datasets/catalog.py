@@ -37,6 +37,9 @@ class DatasetSpec:
     split. paper_sizes: the (trainval, test) example counts of the paper's table (DESIGN.md §4),
     which `python -m tfbench.prepare --audit` checks the prepared data against. crop_bottom:
     rows removed from the bottom of every decoded image (FGVC Aircraft's copyright banner).
+    subset_per_class: (train pool, test) examples kept per class, drawn with split_seed before
+    any other split rule (0 = all); a small, fixed, class-balanced version of a large dataset
+    for runs that must finish in minutes (the offline mini-reproduction).
     """
 
     name: str
@@ -57,6 +60,7 @@ class DatasetSpec:
     path: Optional[str] = None  # where folder / Debian files live
     paper_sizes: Optional[Tuple[int, int]] = None  # (trainval, test)
     crop_bottom: int = 0  # pixel rows cut off the bottom of every image after decoding
+    subset_per_class: Tuple[int, int] = (0, 0)  # (train pool, test) per class; 0 = all
     notes: str = ""
 
     def __post_init__(self):
@@ -134,6 +138,11 @@ _register(name="digits", num_classes=10, metric="top1", multi_label=False, sourc
 _register(name="fashion_mnist", num_classes=10, metric="top1", multi_label=False,
           source="fashion_mnist", tfds_name="fashion_mnist", path=FASHION_MNIST_DIR,
           notes="Debian dataset-fashion-mnist IDX files, else TFDS fashion_mnist when prepared.")
+_register(name="fashion_mnist_mini", num_classes=10, metric="top1", multi_label=False,
+          source="fashion_mnist", tfds_name="fashion_mnist", path=FASHION_MNIST_DIR,
+          subset_per_class=(300, 100),
+          notes="A fixed seeded subset of fashion_mnist for minutes-long CPU runs: 300 training "
+                "images per class (240 train / 60 val) and 100 test images per class (1,000).")
 
 
 def names() -> List[str]:

@@ -56,6 +56,10 @@ def load_fashion_mnist(spec: DatasetSpec, split: str, data_dir: Optional[str]) -
     splits.check_split(split)
     if fashion_mnist_files_present(spec):
         return _fashion_mnist_from_idx(spec, split)
+    if any(spec.subset_per_class):
+        raise DatasetNotPreparedError(
+            f"dataset {spec.name!r} is drawn from Debian's Fashion-MNIST IDX files, not found in "
+            f"{spec.path}; install them with: apt-get install dataset-fashion-mnist")
     try:
         tfds_source.prepared_builder(spec, data_dir)
     except DatasetNotPreparedError:
@@ -80,6 +84,11 @@ def _fashion_mnist_from_idx(spec: DatasetSpec, split: str) -> tf.data.Dataset:
     if len(images) != len(labels):
         raise ValueError(f"{image_file} has {len(images)} images but {label_file} has {len(labels)} labels")
     ids = np.array([f"{official}/{index:05d}" for index in range(len(labels))])
+    keep = spec.subset_per_class[official == "test"]
+    if keep:
+        chosen = splits.held_out(ids, labels, 0.0, spec.split_seed, stream=splits.SUBSET_STREAM,
+                                 per_class=keep)
+        images, labels, ids = images[chosen], labels[chosen], ids[chosen]
     if official == "train":
         chosen = splits.members(splits.assign(ids, labels, spec.val_fraction, spec.split_seed), split)
         images, labels, ids = images[chosen], labels[chosen], ids[chosen]

@@ -20,6 +20,7 @@ SPLITS = ("train", "val", "trainval", "test")
 # Stream numbers keep the test and the validation draws independent of each other.
 _TEST_STREAM = 0
 _VAL_STREAM = 1
+SUBSET_STREAM = 2
 
 
 def check_split(split: str) -> str:
