@@ -119,7 +119,7 @@ def test_paper_datasets_match_the_design_table():
         assert (spec.val_split is not None) == official_val, name
         if not official_val:
             assert spec.val_fraction == HELD_OUT
-    assert set(PAPER_TABLE) | {"digits", "fashion_mnist"} == set(datasets.names())
+    assert set(PAPER_TABLE) | {"digits", "fashion_mnist", "fashion_mnist_mini"} == set(datasets.names())
 
 
 def test_unknown_name_and_bad_split_fail_in_one_line_with_choices():
