@@ -1,0 +1,83 @@
+"""The sweep: every (regime x dataset x model), skipping finished runs, continuing past failures."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tfbench import flags_common, results, sweep
+from tfbench.experiment import Experiment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _experiments(tmp_path):
+    return [Experiment(regime="probe", model=model, dataset="digits", output_dir=str(tmp_path),
+                       settings={"l2_search": "fast"}) for model in ("tiny", "broken", "other")]
+
+
+def _fake_run(calls):
+    def run(experiment):
+        calls.append(experiment.model)
+        if experiment.model == "broken":
+            raise RuntimeError("out of memory in layer 3")
+        record = results.new_record(experiment, metric="top1", started_at=results.now())
+        record["test_score"] = 0.5
+        return results.finish(record, "ok")
+    return run
+
+
+def test_sweep_records_a_failure_continues_and_skips_finished_runs(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(sweep, "run_function", lambda regime: _fake_run(calls))
+    experiments = _experiments(tmp_path)
+    counts = sweep.sweep(experiments, overwrite=False, user_errors=())
+    assert counts == {"ran": 3, "skipped": 0, "failed": 1}
+    assert calls == ["tiny", "broken", "other"]
+    failed = json.loads(open(results.record_path(experiments[1])).read())
+    assert failed["status"] == "failed" and "out of memory in layer 3" in failed["reason"]
+    assert "Traceback" in failed["traceback"]
+
+    calls.clear()
+    counts = sweep.sweep(experiments, overwrite=False, user_errors=())
+    assert calls == ["broken"]  # finished runs skipped, the failed one tried again
+    assert counts == {"ran": 1, "skipped": 2, "failed": 1}
+
+
+def test_eta_uses_the_mean_time_of_each_regime():
+    remaining = [Experiment(regime=r, model="tiny", dataset="digits", output_dir="x")
+                 for r in ("probe", "finetune", "finetune")]
+    assert sweep.eta({}, remaining) == "ETA unknown"
+    assert sweep.eta({"probe": [10.0, 20.0], "finetune": [100.0]}, remaining) == "ETA 00:03:35"
+
+
+def test_smoke_preset_runs_end_to_end_then_is_skipped(tmp_path):
+    """CI runs flags/smoke.flags end to end, so the main path cannot silently break."""
+    command = [sys.executable, "-m", "tfbench.sweep", "--flagfile=flags/smoke.flags",
+               f"--output_dir={tmp_path}/runs", f"--cache_dir={tmp_path}/cache"]
+    first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "3 ran, 0 skipped" in first.stdout.splitlines()[-1]
+    records = results.collect(f"{tmp_path}/runs")
+    assert sorted(r["experiment"]["regime"] for r in records) == ["finetune", "probe", "scratch"]
+    for record in records:
+        assert record["status"] == "ok" and record["test_score"] > 0.25, record["experiment"]["regime"]
+        assert record["trials"], "every regime records its hyperparameter trials"
+    assert os.path.exists(f"{tmp_path}/runs/report/report.md")
+    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0 and "0 ran, 3 skipped" in second.stdout.splitlines()[-1]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--models=tiny", "--datasets=digits", "--regimes=probe,linear"], "unknown regime 'linear'"),
+    (["--models=tinyy", "--datasets=digits"], "did you mean: tiny"),
+    (["--datasets=digits"], "--models is required"),
+])
+def test_bad_sweep_input_is_one_line(tmp_path, args, expected):
+    completed = subprocess.run([sys.executable, "-m", "tfbench.sweep", *args, f"--output_dir={tmp_path}"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=120)
+    errors = [line for line in completed.stderr.splitlines() if line.startswith("error:")]
+    assert completed.returncode == 2 and len(errors) == 1 and expected in errors[0], completed.stderr[-1500:]
+    assert not os.listdir(tmp_path)

@@ -1,0 +1,146 @@
+"""Run every (regime x dataset x model) of a study through the regime binaries' own code.
+
+    python -m tfbench.sweep --flagfile=flags/mini.flags
+    python -m tfbench.sweep --models=resnet50,mobilenet_v2 --datasets=dtd,oxford_pets \
+        --regimes=probe,finetune --finetune_flags=flags/finetune.flags --data_dir=~/tensorflow_datasets
+
+Each regime's settings come from the same flags its binary takes; `--<regime>_flags=FILE` gives a
+regime its own flagfile (fine-tuning and scratch share flag names but not values). Finished runs
+are skipped, a failed run is recorded with its error and the sweep goes on, and the exit code is
+non-zero if any run failed. When every run is done the report (tfbench.report) is rebuilt.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Dict, List, Tuple
+
+from absl import flags
+
+from tfbench import cli, finetune, flags_common, probe, results, runs
+from tfbench.experiment import REGIMES, Experiment
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_list("models", None, "Backbones to run (registry names or paths), comma-separated.")
+flags.DEFINE_list("datasets", None, "Datasets to run, comma-separated.")
+flags.DEFINE_list("regimes", list(REGIMES), "Regimes to run, in this order.")
+for _regime in REGIMES:
+    flags.DEFINE_string(f"{_regime}_flags", None,
+                        f"Flagfile with the {_regime} regime's own settings, read after the "
+                        "command line for that regime only.")
+flags.DEFINE_boolean("report", True, "Rebuild the report under <output_dir>/report at the end.")
+
+SETTINGS = {
+    "probe": probe.settings_from_flags,
+    "finetune": finetune.settings_from_flags,
+    "scratch": finetune.settings_from_flags,
+}
+
+
+def run_function(regime: str):
+    if regime == "probe":
+        return probe.run
+    from tfbench import training
+
+    return training.run_regime
+
+
+def regime_settings(regime: str, argv: List[str]) -> Tuple[Dict, Dict]:
+    """(shared Experiment fields, regime settings) as the regime's binary would parse them."""
+    flagfile = FLAGS[f"{regime}_flags"].value
+    if flagfile:
+        FLAGS.unparse_flags()
+        FLAGS(argv + [f"--flagfile={flagfile}"])
+    shared = {"output_dir": FLAGS.output_dir, "seed": FLAGS.seed, "data_dir": FLAGS.data_dir,
+              "image_size": FLAGS.image_size, "batch_size": FLAGS.batch_size,
+              "precision": FLAGS.precision, "cache_dir": FLAGS.cache_dir}
+    settings = SETTINGS[regime]()
+    if flagfile:  # back to the command line alone for the next regime
+        FLAGS.unparse_flags()
+        FLAGS(argv)
+    return shared, settings
+
+
+def plan(argv: List[str]) -> List[Experiment]:
+    """Every experiment of the sweep, validated before any of them runs."""
+    from tfbench import backbones, datasets
+
+    for flag in ("models", "datasets"):
+        if not FLAGS[flag].value:
+            cli.fail(f"--{flag} is required (a comma-separated list)")
+    unknown = [r for r in FLAGS.regimes if r not in REGIMES]
+    if unknown:
+        cli.fail(f"unknown regime {unknown[0]!r}; valid choices: {', '.join(REGIMES)}")
+    for model in FLAGS.models:
+        backbones.spec(model)
+    for dataset in FLAGS.datasets:
+        datasets.spec(dataset)
+    experiments = []
+    for regime in FLAGS.regimes:
+        shared, settings = regime_settings(regime, argv)
+        experiments += [Experiment(regime=regime, model=model, dataset=dataset, settings=settings, **shared)
+                        for dataset in FLAGS.datasets for model in FLAGS.models]
+    return experiments
+
+
+def eta(seconds_by_regime: Dict[str, List[float]], remaining: List[Experiment]) -> str:
+    """Remaining time from the mean wall time of runs done so far, per regime where known."""
+    everything = [s for values in seconds_by_regime.values() for s in values]
+    if not everything:
+        return "ETA unknown"
+    total = 0.0
+    for experiment in remaining:
+        known = seconds_by_regime.get(experiment.regime) or everything
+        total += sum(known) / len(known)
+    return f"ETA {time.strftime('%H:%M:%S', time.gmtime(total))}"
+
+
+def sweep(experiments: List[Experiment], overwrite: bool, user_errors: tuple) -> Dict[str, int]:
+    """Run them in order; returns how many were run, skipped and failed."""
+    counts = {"ran": 0, "skipped": 0, "failed": 0}
+    seconds_by_regime: Dict[str, List[float]] = {}
+    for index, experiment in enumerate(experiments):
+        label = f"[{index + 1}/{len(experiments)}] {experiment.regime} {experiment.dataset} {experiment.model}"
+        print(f"{label} ... {eta(seconds_by_regime, experiments[index:])}", flush=True)
+        started = time.time()
+        outcome = runs.execute(experiment, run_function(experiment.regime), overwrite=overwrite,
+                               user_errors=user_errors)
+        if outcome.skipped:
+            counts["skipped"] += 1
+        else:
+            counts["ran"] += 1
+            seconds_by_regime.setdefault(experiment.regime, []).append(time.time() - started)
+        if outcome.error is not None:
+            counts["failed"] += 1
+            print(f"{label} failed: {outcome.record['reason']} (recorded; continuing)", file=sys.stderr)
+        print(f"{label} {flags_common.summary_line(outcome.record, skipped=outcome.skipped)}", flush=True)
+    return counts
+
+
+def main():
+    def _main():
+        from tfbench import report
+
+        argv = list(sys.argv)
+        errors = flags_common.user_errors() + (report.ReportInputError,)
+        try:
+            experiments = plan(argv)
+            started = time.time()
+            counts = sweep(experiments, FLAGS.overwrite, errors)
+            if FLAGS.report:
+                report.report(FLAGS.output_dir)
+        except errors as error:
+            cli.fail(str(error))
+        print(f"sweep: {len(experiments)} runs: {counts['ran']} ran, {counts['skipped']} skipped "
+              f"(finished earlier), {counts['failed']} failed in {time.time() - started:.0f}s; "
+              f"records under {FLAGS.output_dir}")
+        if counts["failed"]:
+            sys.exit(cli.RUN_FAILED)
+
+    cli.run_app(_main)
+
+
+if __name__ == "__main__":
+    main()
