@@ -1,0 +1,182 @@
+"""Training throughput of tfbench against plain Keras, the forward-pass bound, and the input pipeline.
+
+    python bench/train_bench.py --model=mobilenet_v2 --image_size=128 --batch_size=32 --steps=20
+
+Three ratios, each against a baseline measured in the same run and round (median over --rounds):
+  1. tfbench training step / plain keras.applications model trained with model.fit, both on the
+     same in-memory batches (goal >= 1.0);
+  2. tfbench training / forward-pass bound = training img/s / (inference img/s / 3): a training
+     step costs about three forward passes, so 1.0 is the bound (goal >= 0.8); the breakdown says
+     where the rest goes (batch-norm statistics in training mode, the backward pass, the update);
+  3. end-to-end with the real input pipeline (JPEG decode, Inception crop, flip) / the same step on
+     in-memory tensors (goal >= 0.9: the input pipeline must not be the bottleneck).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import keras  # noqa: E402
+
+from tfbench import backbones, preprocessing, training  # noqa: E402
+
+NUM_CLASSES = 10
+JPEG_SIZE = 256  # stored images are larger than the training size, as in real datasets
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="mobilenet_v2", help="a registered backbone name")
+    parser.add_argument("--keras_application", default="MobileNetV2",
+                        help="the keras.applications class of the same network, for the model.fit baseline")
+    parser.add_argument("--image_size", type=int, default=128)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of measurements (median ratio reported)")
+    return parser.parse_args()
+
+
+def in_memory_batches(args):
+    rng = np.random.RandomState(0)
+    images = rng.randint(0, 256, (args.batch_size * 4, args.image_size, args.image_size, 3)).astype("float32")
+    labels = rng.randint(0, NUM_CLASSES, len(images)).astype("int64")
+    return images, labels
+
+
+def synthetic_stream(images, labels, batch_size):
+    return lambda start: (tf.data.Dataset.from_tensor_slices((images, labels)).cache().repeat()
+                          .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+
+
+def jpeg_stream(args):
+    """The real input path: JPEG bytes -> decode -> Inception crop + flip -> batches."""
+    rng = np.random.RandomState(1)
+    smooth = tf.image.resize(rng.uniform(0, 255, (64, 16, 16, 3)).astype("float32"), [JPEG_SIZE, JPEG_SIZE])
+    encoded = [tf.io.encode_jpeg(tf.cast(image, tf.uint8)).numpy() for image in smooth]
+    labels = rng.randint(0, NUM_CLASSES, len(encoded)).astype("int64")
+    examples = tf.data.Dataset.from_tensor_slices((encoded, labels)).map(
+        lambda data, label: {"image": tf.io.decode_jpeg(data, channels=3), "label": label},
+        num_parallel_calls=tf.data.AUTOTUNE)
+    return lambda start: preprocessing.pipeline(
+        examples, args.image_size, args.batch_size, training=True, seed=0, deterministic=True,
+        repeat=True).skip(start)
+
+
+def tfbench_training(args, stream) -> float:
+    """Steady-state img/s of tfbench's training loop (the first loop, with tracing, excluded)."""
+    config = training.TrainConfig(learning_rate=0.01, weight_decay=1e-5, train_steps=args.steps + 5,
+                                  batch_size=args.batch_size, steps_per_loop=5)
+    model_fn = lambda: training.build_classifier(  # noqa: E731
+        backbones.build(args.model, pretrained=False, image_size=args.image_size), NUM_CLASSES)
+    _, result = training.train(model_fn, stream, config, strategy=training.make_strategy("auto"),
+                               precision=training.resolve_precision("auto"), verbose=False)
+    return result.images_per_second
+
+
+def keras_fit(args, images, labels) -> float:
+    """img/s of keras.applications.<network> trained with plain model.fit on the same batches."""
+    application = getattr(keras.applications, args.keras_application)
+    model = application(weights=None, input_shape=(args.image_size, args.image_size, 3),
+                        classes=NUM_CLASSES, classifier_activation=None)
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    data = synthetic_stream(images, labels, args.batch_size)(0)
+    model.fit(data, steps_per_epoch=5, epochs=1, verbose=0, shuffle=False)  # trace and warm up
+    started = time.perf_counter()
+    model.fit(data, steps_per_epoch=args.steps, epochs=1, verbose=0, shuffle=False)
+    return args.steps * args.batch_size / (time.perf_counter() - started)
+
+
+def step_breakdown(args, images, labels) -> dict:
+    """img/s of the pieces of a training step, on the tfbench classifier: where time goes."""
+    model = training.build_classifier(backbones.build(args.model, pretrained=False, image_size=args.image_size),
+                                      NUM_CLASSES)
+    optimizer = training.make_optimizer(training.TrainConfig(0.01, 0.0, 10, args.batch_size), "float32")
+    optimizer.build(model.trainable_variables)
+    batch = tf.constant(images[:args.batch_size])
+    batch_labels = tf.constant(labels[:args.batch_size])
+
+    def loss_of(training_mode):
+        logits = model(batch, training=training_mode)
+        return tf.reduce_mean(training.per_example_loss(batch_labels, logits, False, 0.0))
+
+    @tf.function
+    def inference():
+        return model(batch, training=False)
+
+    @tf.function
+    def forward_training_mode():
+        return model(batch, training=True)
+
+    @tf.function
+    def gradients_inference_mode():
+        with tf.GradientTape() as tape:
+            loss = loss_of(False)
+        return tape.gradient(loss, model.trainable_variables)
+
+    @tf.function
+    def gradients_training_mode():
+        with tf.GradientTape() as tape:
+            loss = loss_of(True)
+        return tape.gradient(loss, model.trainable_variables)
+
+    @tf.function
+    def full_step():
+        with tf.GradientTape() as tape:
+            loss = loss_of(True)
+        optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+        return loss
+
+    pieces = {"inference": inference, "forward, batch-norm training mode": forward_training_mode,
+              "forward+backward, batch norm frozen": gradients_inference_mode,
+              "forward+backward, batch-norm training mode": gradients_training_mode,
+              "full step (+ SGD update)": full_step}
+    speeds = {}
+    for name, function in pieces.items():
+        tf.nest.map_structure(lambda t: t.numpy(), function())
+        started = time.perf_counter()
+        for _ in range(args.steps):
+            out = function()
+        tf.nest.map_structure(lambda t: t.numpy(), out)
+        speeds[name] = args.steps * args.batch_size / (time.perf_counter() - started)
+    return speeds
+
+
+def main():
+    args = parse_args()
+    images, labels = in_memory_batches(args)
+    print(f"{args.model} at {args.image_size} px, batch {args.batch_size}, {args.steps} timed steps, "
+          f"{args.rounds} rounds; precision {training.resolve_precision('auto')}; "
+          f"{os.cpu_count()} CPUs, GPUs: {len(tf.config.list_physical_devices('GPU'))}")
+    ratios = {"tfbench training / keras model.fit (goal >= 1.0)": [],
+              "tfbench training / forward-pass bound (goal >= 0.8)": [],
+              "keras model.fit / forward-pass bound": [],
+              "end-to-end (JPEG decode, crop, flip) / in-memory (goal >= 0.9)": []}
+    for round_index in range(args.rounds):
+        fit = keras_fit(args, images, labels)
+        tfbench = tfbench_training(args, synthetic_stream(images, labels, args.batch_size))
+        end_to_end = tfbench_training(args, jpeg_stream(args))
+        pieces = step_breakdown(args, images, labels)
+        bound = pieces["inference"] / 3
+        for name, value in zip(ratios, (tfbench / fit, tfbench / bound, fit / bound, end_to_end / tfbench)):
+            ratios[name].append(value)
+        print(f"\nround {round_index + 1}: keras fit {fit:.1f}, tfbench {tfbench:.1f}, end-to-end "
+              f"{end_to_end:.1f} img/s; where a step's time goes:")
+        for name, speed in pieces.items():
+            print(f"  {name:45s} {speed:8.1f} img/s  {1000 / speed:7.2f} ms/img")
+    print("\nratios, median over rounds (each round's ratio compares neighbouring measurements, which "
+          "damps the drift of a shared machine):")
+    for name, values in ratios.items():
+        print(f"  {name:66s} {np.median(values):5.2f}   rounds: " + " ".join(f"{v:.2f}" for v in values))
+
+
+if __name__ == "__main__":
+    main()

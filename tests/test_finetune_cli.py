@@ -1,0 +1,119 @@
+"""The fine-tune / scratch regimes end to end on the tiny backbone and digits, offline.
+
+- a real search in which one trial's huge learning rate diverges: it is recorded as diverged, the
+  search goes on, and the test split is read once, after the choice, for the final score;
+- kill -9 during training, then the same command again: the run resumes from its checkpoint and
+  ends with the result of an uninterrupted run.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tfbench import results, search, training
+from tfbench.experiment import Experiment
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_search_with_a_diverging_trial_reads_test_only_for_the_final_score(tmp_path, monkeypatch):
+    from tfbench import datasets
+
+    monkeypatch.setitem(search.SMALL_GRIDS, "finetune", ([1e20, 0.1], [0.0]))
+    loaded = []
+    real_load = datasets.load
+
+    def recording_load(name, split, data_dir=None):
+        loaded.append(split)
+        return real_load(name, split, data_dir)
+
+    monkeypatch.setattr(datasets, "load", recording_load)
+    experiment = Experiment(
+        regime="finetune", model="tiny", dataset="digits", output_dir=str(tmp_path), batch_size=32,
+        settings={"search": "small", "train_steps": 60, "checkpoint_every": 30, "bn_momentum": 0.9})
+    record = training.run_regime(experiment, verbose=False)
+
+    trials = {trial["trial_id"]: trial for trial in record["trials"]}
+    assert trials["lr1e+20_wd0"]["status"] == "diverged"
+    assert "non-finite" in trials["lr1e+20_wd0"]["reason"]
+    assert trials["lr0.1_wd0"]["status"] == "ok"
+    assert record["status"] == "ok" and record["hyperparameters"]["learning_rate"] == 0.1
+    assert 0.0 <= record["test_score"] <= 1.0
+    diverged = results.read_json(results.trial_path(experiment, "lr1e+20_wd0"))
+    assert diverged["status"] == "diverged"
+
+    # Selection reads only train and val; test is loaded once, after the retrain on trainval.
+    assert loaded.count("test") == 1 and loaded[-1] == "test" and loaded[-2] == "trainval"
+    assert set(loaded[:-2]) == {"train", "val"}
+    test_examples = sum(1 for _ in real_load("digits", "test"))
+    assert record["training"]["scored_examples"] == test_examples  # none dropped by batching
+
+    assert record["conventions"]["weight_decay"] == training.WEIGHT_DECAY_CONVENTION
+    assert record["training"]["precision"] == "float32"
+    log_dir = record["tensorboard_dir"]
+    assert any(name.startswith("events") for name in os.listdir(log_dir))  # HParams config
+    for trial_id in ("lr1e+20_wd0", "lr0.1_wd0", "final"):
+        assert os.listdir(os.path.join(log_dir, trial_id, "tensorboard"))
+    assert not os.path.exists(os.path.join(log_dir, "lr0.1_wd0", "checkpoints"))  # freed
+
+
+SETTINGS = {"search": "none", "learning_rate": 0.1, "weight_decay": 1e-4, "train_steps": 200,
+            "checkpoint_every": 20, "bn_momentum": 0.9}
+
+
+def _command(output_dir):
+    return ([sys.executable, "-m", "tfbench.scratch", "--model=tiny", "--dataset=digits",
+             "--batch_size=16", f"--output_dir={output_dir}"]
+            + [f"--{name}={value}" for name, value in SETTINGS.items()])
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+
+
+def test_kill_during_training_then_rerun_resumes_and_matches(tmp_path):
+    # The uninterrupted reference: the same experiment as the command, run in this process.
+    reference = Experiment(regime="scratch", model="tiny", dataset="digits", batch_size=16,
+                           output_dir=str(tmp_path / "uninterrupted"),
+                           settings={**training.DEFAULT_SETTINGS, **SETTINGS})
+    expected = training.run_regime(reference, verbose=False)
+
+    resumed = tmp_path / "resumed"
+    trials_dir = resumed / "scratch" / "digits" / "tiny" / "trials"
+    process = subprocess.Popen(_command(resumed), env=_env(), cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    try:
+        while time.time() < deadline and process.poll() is None:
+            if trials_dir.exists() and any(
+                    (trials_dir / name / "checkpoints" / "checkpoint").exists() for name in os.listdir(trials_dir)):
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, "the run ended before it could be killed"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        process.kill()
+    assert not (resumed / "scratch" / "digits" / "tiny" / "record.json").exists()
+
+    rerun = subprocess.run(_command(resumed), env=_env(), timeout=240, cwd=tmp_path,
+                           capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "scratch: model=tiny dataset=digits status=ok" in rerun.stdout
+
+    with open(resumed / "scratch" / "digits" / "tiny" / "record.json") as handle:
+        got = json.load(handle)
+    assert got["experiment"] == reference.to_dict() | {"output_dir": str(resumed)}
+    resumed_from = [got["training"]["resumed_from_step"]]
+    trial_file = trials_dir / "lr0.1_wd0.0001.json"  # the one trial of --search=none
+    resumed_from.append(json.loads(trial_file.read_text())["training"]["resumed_from_step"])
+    assert max(resumed_from) > 0, "the rerun started from scratch instead of the checkpoint"
+    assert got["validation_score"] == pytest.approx(expected["validation_score"], abs=1e-6)
+    assert got["test_score"] == pytest.approx(expected["test_score"], abs=1e-6)
+    assert got["training"]["final_loss"] == pytest.approx(expected["training"]["final_loss"], rel=1e-4)

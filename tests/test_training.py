@@ -1,0 +1,332 @@
+"""Training loop: weight decay, schedule, loss, divergence, precision, and the distributed paths.
+
+The distributed checks run in subprocesses (logical CPU devices and TF_CONFIG must be set before
+TensorFlow starts): MirroredStrategy over two logical CPUs, and MultiWorkerMirroredStrategy with
+two worker processes on loopback ports, each compared with a one-device run of the same case.
+"""
+
+import importlib.util
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A small case every distributed check runs: conv (with bias) -> ReLU -> pooling -> linear head,
+# no batch norm, so that any number of replicas must reproduce the one-device update exactly.
+DISTRIBUTED_CASE = textwrap.dedent('''
+    import json, os, sys
+    import numpy as np
+
+    STEPS, BATCH = 12, 16
+
+    def data():
+        rng = np.random.RandomState(0)
+        images = rng.uniform(0, 255, (64, 8, 8, 3)).astype("float32")
+        labels = images.mean(axis=(1, 2)).argmax(axis=1).astype("int64")  # brightest channel
+        return images, labels
+
+    def model_fn():
+        import keras
+        from tfbench import training
+        keras.utils.set_random_seed(0)
+        images = keras.Input((8, 8, 3))
+        x = keras.layers.Rescaling(1 / 255.0)(images)
+        x = keras.layers.Conv2D(6, 3, activation="relu")(x)
+        backbone = keras.Model(images, keras.layers.GlobalAveragePooling2D()(x))
+        return training.build_classifier(backbone, 3)
+
+    def run(strategy, checkpoint_dir=None):
+        import tensorflow as tf
+        from tfbench import training
+        images, labels = data()
+        batches = lambda start: (tf.data.Dataset.from_tensor_slices((images, labels)).repeat()
+                                 .batch(BATCH, drop_remainder=True).skip(start))
+        config = training.TrainConfig(learning_rate=0.2, weight_decay=0.01, train_steps=STEPS,
+                                      batch_size=BATCH, steps_per_loop=4, checkpoint_every=6)
+        model, result = training.train(model_fn, batches, config, strategy=strategy,
+                                       checkpoint_dir=checkpoint_dir, verbose=False)
+        assert result.status == "ok", result
+        weights = np.concatenate([np.ravel(w) for w in model.get_weights()])
+        return {"weights": weights.tolist(), "loss": result.final_loss,
+                "replicas": strategy.num_replicas_in_sync}
+
+    if __name__ == "__main__":
+        mode, out = sys.argv[1], sys.argv[2]
+        import tensorflow as tf
+        from tfbench import training
+        if mode == "mirrored":
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+            result = run(training.make_strategy("mirrored"))
+        else:
+            result = run(training.make_strategy("multi_worker"), checkpoint_dir=sys.argv[3])
+        with open(out, "w") as handle:
+            json.dump(result, handle)
+''')
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("case")
+    path = folder / "distributed_case.py"
+    path.write_text(DISTRIBUTED_CASE)
+    spec = importlib.util.spec_from_file_location("distributed_case", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def one_device_reference(case):
+    from tfbench import training
+
+    return case.run(training.make_strategy("one_device"))
+
+
+def _subprocess_env(extra=None):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    env.pop("TF_CONFIG", None)
+    env.update(extra or {})
+    return env
+
+
+def test_mirrored_on_two_logical_cpus_matches_one_device(case, one_device_reference, tmp_path):
+    out = tmp_path / "mirrored.json"
+    subprocess.run([sys.executable, case.__file__, "mirrored", str(out)], env=_subprocess_env(),
+                   check=True, timeout=240, cwd=tmp_path)
+    mirrored = json.loads(out.read_text())
+    assert mirrored["replicas"] == 2
+    np.testing.assert_allclose(mirrored["weights"], one_device_reference["weights"], rtol=1e-4, atol=1e-5)
+    assert mirrored["loss"] == pytest.approx(one_device_reference["loss"], rel=1e-4)
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_multi_worker_two_processes_match_one_device(case, one_device_reference, tmp_path):
+    workers = [f"127.0.0.1:{_free_loopback_port()}" for _ in range(2)]
+    checkpoints = tmp_path / "checkpoints"
+    processes, outputs = [], []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        outputs.append(tmp_path / f"worker{index}.json")
+        processes.append(subprocess.Popen(
+            [sys.executable, case.__file__, "worker", str(outputs[-1]), str(checkpoints)],
+            env=_subprocess_env({"TF_CONFIG": json.dumps(tf_config)}), cwd=tmp_path,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    try:
+        logs = [process.communicate(timeout=240)[0].decode(errors="replace") for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+    for process, log in zip(processes, logs):
+        assert process.returncode == 0, log[-3000:]
+    results = [json.loads(out.read_text()) for out in outputs]
+    for result in results:
+        assert result["replicas"] == 2
+        np.testing.assert_allclose(result["weights"], one_device_reference["weights"], rtol=1e-4, atol=1e-5)
+    # The chief keeps the final checkpoint; the other worker's scratch copy is gone.
+    assert any(name.startswith("ckpt-12") for name in os.listdir(checkpoints))
+    assert not [name for name in os.listdir(checkpoints) if name.startswith(".worker")]
+
+
+def _small_model(with_batch_norm=True):
+    import keras
+
+    from tfbench import training
+
+    keras.utils.set_random_seed(3)
+    images = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(4, 3, use_bias=True)(images)
+    if with_batch_norm:
+        x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    backbone = keras.Model(images, keras.layers.GlobalAveragePooling2D()(x))
+    return training.build_classifier(backbone, 3)
+
+
+def _batches(start, batch=8):
+    import tensorflow as tf
+
+    rng = np.random.RandomState(1)
+    images = rng.uniform(0, 255, (32, 6, 6, 3)).astype("float32")
+    labels = rng.randint(0, 3, 32).astype("int64")
+    return tf.data.Dataset.from_tensor_slices((images, labels)).repeat().batch(batch).skip(start)
+
+
+def _one_step(weight_decay):
+    from tfbench import training
+
+    config = training.TrainConfig(learning_rate=0.05, weight_decay=weight_decay, train_steps=1, batch_size=8)
+    model, result = training.train(_small_model, _batches, config,
+                                   strategy=training.make_strategy("one_device"), verbose=False)
+    assert result.status == "ok"
+    return [variable.numpy() for variable in model.variables]
+
+
+def test_weight_decay_touches_only_kernels():
+    """One Nesterov step from zero momentum moves w by -(1 + 0.9) * lr * grad; the decay adds
+    lr * (wd / lr) * w to the step of kernels only (hand-derived reference)."""
+    model = _small_model()
+    names = [variable.name for variable in model.variables]
+    initial = [variable.numpy() for variable in model.variables]
+    weight_decay = 0.02
+    decayed, plain = _one_step(weight_decay), _one_step(0.0)
+    # conv and head kernels; conv and head biases, BN gamma, beta and moving statistics
+    assert sorted(names) == sorted(["kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance",
+                                    "kernel", "bias"])
+    for name, start, with_decay, without in zip(names, initial, decayed, plain):
+        if name == "kernel":
+            np.testing.assert_allclose(with_decay - without, -1.9 * weight_decay * start, rtol=1e-3, atol=1e-7)
+        else:
+            np.testing.assert_array_equal(with_decay, without)
+
+
+def test_cosine_schedule_with_warmup_matches_formula():
+    from tfbench import training
+
+    config = training.TrainConfig(learning_rate=0.4, weight_decay=0.0, train_steps=100, batch_size=1,
+                                  warmup_steps=10)
+    schedule = training.learning_rate_schedule(config)
+    for step in (0, 5, 10, 40, 99, 100):
+        if step < 10:
+            expected = 0.4 * step / 10
+        else:
+            expected = 0.4 * 0.5 * (1 + math.cos(math.pi * (step - 10) / 90))
+        assert float(schedule(step)) == pytest.approx(expected, abs=1e-6)
+    plain = training.learning_rate_schedule(training.TrainConfig(0.4, 0.0, 100, 1))
+    assert float(plain(0)) == pytest.approx(0.4) and float(plain(50)) == pytest.approx(0.2)
+
+
+def test_losses_match_numpy():
+    from tfbench import training
+
+    logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]], np.float32)
+    labels = np.array([0, 2])
+    smoothing = 0.1
+    targets = np.eye(3)[labels] * (1 - smoothing) + smoothing / 3
+    log_softmax = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    expected = -(targets * log_softmax).sum(axis=1)
+    got = training.per_example_loss(labels, logits, multi_label=False, label_smoothing=smoothing)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5)
+
+    multi = np.array([[1, 0, -1], [0, -1, 1]], np.int32)  # -1 = difficult: ignored
+    probabilities = 1 / (1 + np.exp(-logits))
+    bce = -(multi.clip(0) * np.log(probabilities) + (1 - multi.clip(0)) * np.log(1 - probabilities))
+    expected = (bce * (multi >= 0)).sum(axis=1) / 3
+    got = training.per_example_loss(multi, logits, multi_label=True, label_smoothing=0.0)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5)
+
+
+def test_huge_learning_rate_is_reported_as_diverged(tmp_path):
+    from tfbench import training
+
+    config = training.TrainConfig(learning_rate=1e30, weight_decay=1e-4, train_steps=40, batch_size=8,
+                                  steps_per_loop=5, checkpoint_every=5)
+    _, result = training.train(_small_model, _batches, config,
+                               strategy=training.make_strategy("one_device"),
+                               checkpoint_dir=str(tmp_path), verbose=False)
+    assert result.status == "diverged"
+    assert result.steps < 40 and "non-finite" in result.reason
+
+
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_keeps_float32_logits(precision):
+    import keras
+
+    from tfbench import training
+
+    config = training.TrainConfig(learning_rate=0.01, weight_decay=1e-4, train_steps=3, batch_size=8)
+    loss_scaling = isinstance(training.make_optimizer(config, precision), keras.optimizers.LossScaleOptimizer)
+    assert loss_scaling == (precision == "mixed_float16")  # bfloat16 has float32's range
+    model, result = training.train(_small_model, _batches, config, precision=precision,
+                                   strategy=training.make_strategy("one_device"), verbose=False)
+    assert result.status == "ok"
+    assert model.layers[1].compute_dtype == precision.split("_")[1]  # the backbone ran in half precision
+    assert model(np.zeros((2, 6, 6, 3), np.float32)).dtype == "float32"
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after building
+
+
+def test_batch_norm_momentum_reaches_nested_layers():
+    import keras
+
+    from tfbench import training
+
+    inner = _small_model()
+    outer_input = keras.Input((6, 6, 3))
+    wrapped = keras.Model(outer_input, inner(outer_input))
+    training.build_classifier(wrapped, 2, bn_momentum=0.9)
+    layers = training.batch_norm_layers(wrapped)
+    assert len(layers) == 1 and layers[0].momentum == 0.9
+
+
+def test_bad_settings_fail_with_one_line_messages(monkeypatch):
+    from tfbench import training
+    from tfbench.experiment import InvalidSettingError
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(InvalidSettingError, match="TF_CONFIG"):
+        training.make_strategy("multi_worker")
+    with pytest.raises(InvalidSettingError, match="valid choices: auto, one_device, mirrored, multi_worker"):
+        training.make_strategy("tpu")
+    with pytest.raises(InvalidSettingError, match="warmup_steps"):
+        training.TrainConfig(learning_rate=0.1, weight_decay=0.0, train_steps=10, batch_size=2, warmup_steps=10)
+    with pytest.raises(InvalidSettingError, match="weight_decay"):
+        training.TrainConfig(learning_rate=0.1, weight_decay=-1.0, train_steps=10, batch_size=2)
+
+
+@pytest.mark.parametrize("training_mode", [True, False])
+def test_fused_batch_norm_matches_keras_batch_norm(training_mode):
+    """The fused kernel gives Keras's outputs and moving statistics (Keras's own layer is the reference)."""
+    import keras
+
+    from tfbench import training
+
+    rng = np.random.RandomState(0)
+    inputs = rng.normal(2.0, 3.0, (4, 5, 5, 6)).astype("float32")
+    gamma = rng.uniform(0.5, 1.5, 6).astype("float32")
+    layers = []
+    for fused in (False, True):
+        layer = keras.layers.BatchNormalization(momentum=0.8, epsilon=1e-3)
+        layer.build(inputs.shape)
+        layer.gamma.assign(gamma)
+        layer.beta.assign(np.linspace(-1, 1, 6).astype("float32"))
+        layer.moving_mean.assign(np.full(6, 0.5, "float32"))
+        layer.moving_variance.assign(np.full(6, 2.0, "float32"))
+        if fused:
+            training.use_fused_kernel(layer)
+        layers.append(layer)
+    reference, fused_layer = layers
+    np.testing.assert_allclose(fused_layer(inputs, training=training_mode).numpy(),
+                               reference(inputs, training=training_mode).numpy(), rtol=1e-4, atol=1e-4)
+    for name in ("moving_mean", "moving_variance"):
+        np.testing.assert_allclose(getattr(fused_layer, name).numpy(), getattr(reference, name).numpy(),
+                                   rtol=1e-5)
+    if training_mode:  # the statistics moved towards the batch's
+        assert not np.allclose(reference.moving_mean.numpy(), 0.5)
+
+
+def test_checkpoints_of_another_training_run_are_not_resumed(tmp_path):
+    from tfbench import training
+
+    folder = tmp_path / "checkpoints"
+    training.forget_stale_checkpoints(str(folder), {"train_steps": 10})
+    (folder / "ckpt-5.index").write_text("x")
+    training.forget_stale_checkpoints(str(folder), {"train_steps": 10})
+    assert (folder / "ckpt-5.index").exists()  # same run: kept for resuming
+    training.forget_stale_checkpoints(str(folder), {"train_steps": 20})
+    assert not (folder / "ckpt-5.index").exists()
+    assert json.loads((folder / training.CHECKPOINT_IDENTITY).read_text()) == {"train_steps": 20}
