@@ -37,16 +37,21 @@ setup(
         # Report plots (the paper's Figure 1 scatter) are PNG files written by matplotlib.
         "matplotlib>=3.8",
         "tqdm>=4.66",
+        # Per-trial scalars and the HParams dashboard summaries (TF 2.21 no longer pulls it in).
+        "tensorboard~=2.21",
     ],
     extras_require={
         "lite": LITE_WEIGHTS,
-        "test": ["pytest>=8"] + LITE_WEIGHTS,
+        "test": ["pytest>=8", "pillow", "scipy"] + LITE_WEIGHTS,
     },
     entry_points={
         "console_scripts": [
             "tfbench-probe=tfbench.probe:main",
             "tfbench-finetune=tfbench.finetune:main",
             "tfbench-scratch=tfbench.scratch:main",
+            "tfbench-sweep=tfbench.sweep:main",
+            "tfbench-report=tfbench.report:main",
+            "tfbench-prepare=tfbench.prepare:main",
         ]
     },
     classifiers=[

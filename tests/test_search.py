@@ -144,3 +144,11 @@ def test_trials_are_shared_between_grids_but_not_across_other_settings(tmp_path)
     assert any("other settings" in message for message in messages)
     replaced = results.read_json(results.trial_path(experiment, TRIALS[0].trial_id))
     assert replaced["experiment"]["settings"] == {"train_steps": 20}
+
+
+def test_given_grid_is_the_cross_product_and_needs_both_lists():
+    trials = search.grid("grid", "finetune", learning_rates=[0.01, 0.1], weight_decays=[0.0, 1e-4])
+    assert trials == [search.Trial(0.01, 0.0), search.Trial(0.01, 1e-4), search.Trial(0.1, 0.0),
+                      search.Trial(0.1, 1e-4)]
+    with pytest.raises(InvalidSettingError, match="weight_decays"):
+        search.grid("grid", "scratch", learning_rates=[0.1])

@@ -81,3 +81,16 @@ def test_bad_sweep_input_is_one_line(tmp_path, args, expected):
     errors = [line for line in completed.stderr.splitlines() if line.startswith("error:")]
     assert completed.returncode == 2 and len(errors) == 1 and expected in errors[0], completed.stderr[-1500:]
     assert not os.listdir(tmp_path)
+
+
+def test_overwrite_discards_finished_trials(tmp_path):
+    from tfbench import runs
+
+    experiment = _experiments(tmp_path)[0]
+    trial = results.trial_path(experiment, "lr0.1_wd0")
+    results.write_json_atomic(trial, {"status": "ok", "experiment": experiment.to_dict()})
+    calls = []
+    runs.execute(experiment, _fake_run(calls), overwrite=False)
+    assert os.path.exists(trial)  # a normal run keeps them (resume)
+    runs.execute(experiment, _fake_run(calls), overwrite=True)
+    assert not os.path.exists(trial) and calls == ["tiny", "tiny"]

@@ -8,6 +8,8 @@ resumed next time.
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 import traceback
 from typing import Any, Callable, Dict, NamedTuple
@@ -31,7 +33,9 @@ def execute(experiment: Experiment, run: RunFunction, *, overwrite: bool = False
     `user_errors` are exceptions that mean the request itself is wrong (unknown name, missing
     data): they propagate without a record, because nothing about the run was learned.
     """
-    if not overwrite:
+    if overwrite:  # a rerun from scratch: finished trials and checkpoints must not be reused
+        shutil.rmtree(os.path.join(experiment.run_dir(), results.TRIALS_DIR), ignore_errors=True)
+    else:
         done = results.finished_run(experiment)
         if done is not None:
             return Outcome(done, True, None)

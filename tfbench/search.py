@@ -21,7 +21,7 @@ from tfbench import results
 from tfbench.experiment import Experiment, InvalidSettingError
 from tfbench.registry import Registry
 
-SEARCHES = ("paper", "small", "none")
+SEARCHES = ("paper", "small", "grid", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,11 +83,19 @@ SMALL_GRIDS = {
     "scratch": ([1e-2, 1e-1, 1.0], [1e-4, 1e-3]),
 }
 
-GRIDS: Registry[Callable[[str, Optional[float], Optional[float]], List[Trial]]] = Registry(
-    "search", "valid: " + ", ".join(SEARCHES))
-GRIDS.register("paper", lambda regime, lr, wd: _grid(*PAPER_GRIDS[regime]))
-GRIDS.register("small", lambda regime, lr, wd: _grid(*SMALL_GRIDS[regime]))
-GRIDS.register("none", lambda regime, lr, wd: [_single_trial(lr, wd)])
+GRIDS: Registry[Callable[..., List[Trial]]] = Registry("search", "valid: " + ", ".join(SEARCHES))
+GRIDS.register("paper", lambda regime, lr, wd, lrs, wds: _grid(*PAPER_GRIDS[regime]))
+GRIDS.register("small", lambda regime, lr, wd, lrs, wds: _grid(*SMALL_GRIDS[regime]))
+GRIDS.register("grid", lambda regime, lr, wd, lrs, wds: _given_grid(lrs, wds))
+GRIDS.register("none", lambda regime, lr, wd, lrs, wds: [_single_trial(lr, wd)])
+
+
+def _given_grid(learning_rates: Optional[List[float]], weight_decays: Optional[List[float]]) -> List[Trial]:
+    if not learning_rates or not weight_decays:
+        raise InvalidSettingError(
+            "search 'grid' trains every pair of the given values: give both learning_rates and "
+            f"weight_decays (got learning_rates={learning_rates}, weight_decays={weight_decays})")
+    return _grid([float(v) for v in learning_rates], [float(v) for v in weight_decays])
 
 
 def _single_trial(learning_rate: Optional[float], weight_decay: Optional[float]) -> Trial:
@@ -99,12 +107,15 @@ def _single_trial(learning_rate: Optional[float], weight_decay: Optional[float])
 
 
 def grid(search: str, regime: str, learning_rate: Optional[float] = None,
-         weight_decay: Optional[float] = None) -> List[Trial]:
-    """The trials of search `search` ("paper", "small" or "none") for regime finetune or scratch."""
+         weight_decay: Optional[float] = None, learning_rates: Optional[List[float]] = None,
+         weight_decays: Optional[List[float]] = None) -> List[Trial]:
+    """The trials of search `search` for regime finetune or scratch: "paper" and "small" are fixed
+    grids, "grid" the cross product of the given learning_rates and weight_decays, "none" the one
+    given learning_rate and weight_decay."""
     if regime not in PAPER_GRIDS:
         raise InvalidSettingError(f"unknown regime {regime!r} for a training search; valid choices: "
                                   + ", ".join(PAPER_GRIDS))
-    return GRIDS.get(search)(regime, learning_rate, weight_decay)
+    return GRIDS.get(search)(regime, learning_rate, weight_decay, learning_rates, weight_decays)
 
 
 def select(trial_records: List[Mapping[str, Any]]) -> Optional[Mapping[str, Any]]:
@@ -124,7 +135,7 @@ def select(trial_records: List[Mapping[str, Any]]) -> Optional[Mapping[str, Any]
 
 # Settings that choose the grid rather than define a trial: a trial trained under --search=small is
 # the same trial under --search=paper, and is reused there.
-GRID_SETTINGS = ("search", "learning_rate", "weight_decay")
+GRID_SETTINGS = ("search", "learning_rate", "weight_decay", "learning_rates", "weight_decays")
 
 
 def trial_experiment(experiment: Experiment) -> Experiment:

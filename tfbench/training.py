@@ -550,6 +550,8 @@ DEFAULT_SETTINGS = {
     "search": "small",
     "learning_rate": None,
     "weight_decay": None,
+    "learning_rates": None,
+    "weight_decays": None,
     "train_steps": 1000,
     "warmup_steps": 0,
     "label_smoothing": 0.0,
@@ -698,7 +700,7 @@ def run_regime(experiment, strategy=None, verbose: bool = True) -> Dict[str, Any
     trainer = RegimeTrainer(experiment, strategy=strategy, verbose=verbose)
     settings = trainer.settings
     trials = search.grid(settings["search"], experiment.regime, settings["learning_rate"],
-                         settings["weight_decay"])
+                         settings["weight_decay"], settings["learning_rates"], settings["weight_decays"])
     log = print if trainer.chief else (lambda message: None)
     log(f"TensorBoard logs: {trainer.log_dir()}  (tensorboard --logdir {trainer.log_dir()})")
     log(f"{len(trials)} trials, {settings['train_steps']} steps each; precision {trainer.precision}, "
