@@ -47,8 +47,9 @@ def run_function(regime: str):
     return training.run_regime
 
 
-def regime_settings(regime: str, argv: List[str]) -> Tuple[Dict, Dict]:
-    """(shared Experiment fields, regime settings) as the regime's binary would parse them."""
+def regime_settings(regime: str, argv: List[str]) -> Tuple[Dict, Dict, List[str], List[str]]:
+    """(shared Experiment fields, regime settings, models, datasets) as the regime's binary
+    would parse them; a regime's flagfile may also narrow --models and --datasets."""
     flagfile = FLAGS[f"{regime}_flags"].value
     if flagfile:
         FLAGS.unparse_flags()
@@ -57,10 +58,11 @@ def regime_settings(regime: str, argv: List[str]) -> Tuple[Dict, Dict]:
               "image_size": FLAGS.image_size, "batch_size": FLAGS.batch_size,
               "precision": FLAGS.precision, "cache_dir": FLAGS.cache_dir}
     settings = SETTINGS[regime]()
+    models, datasets = list(FLAGS.models), list(FLAGS.datasets)
     if flagfile:  # back to the command line alone for the next regime
         FLAGS.unparse_flags()
         FLAGS(argv)
-    return shared, settings
+    return shared, settings, models, datasets
 
 
 def plan(argv: List[str]) -> List[Experiment]:
@@ -73,15 +75,15 @@ def plan(argv: List[str]) -> List[Experiment]:
     unknown = [r for r in FLAGS.regimes if r not in REGIMES]
     if unknown:
         cli.fail(f"unknown regime {unknown[0]!r}; valid choices: {', '.join(REGIMES)}")
-    for model in FLAGS.models:
-        backbones.spec(model)
-    for dataset in FLAGS.datasets:
-        datasets.spec(dataset)
     experiments = []
     for regime in FLAGS.regimes:
-        shared, settings = regime_settings(regime, argv)
+        shared, settings, models, names = regime_settings(regime, argv)
+        for model in models:
+            backbones.spec(model)
+        for dataset in names:
+            datasets.spec(dataset)
         experiments += [Experiment(regime=regime, model=model, dataset=dataset, settings=settings, **shared)
-                        for dataset in FLAGS.datasets for model in FLAGS.models]
+                        for dataset in names for model in models]
     return experiments
 
 
