@@ -1,0 +1,238 @@
+"""tfbench.linear against scikit-learn fitted to convergence, with objectives evaluated by
+independent NumPy code, and the l2 search against scikit-learn sweeps of the paper grid."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
+from threadpoolctl import threadpool_limits
+
+from tfbench import linear, metrics
+from tfbench.registry import UnknownNameError
+
+
+def _features(rng, labels, centres, noise=1.5):
+    """Non-negative, post-ReLU-like features with class structure."""
+    return np.maximum(centres[labels] + noise * rng.normal(size=(len(labels), centres.shape[1])) + 0.5, 0.0)
+
+
+def _single_label_problem(seed=0, num_train=300, dim=20, num_classes=5, imbalanced=False):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(num_classes, dim))
+    priors = np.linspace(1, 4, num_classes) if imbalanced else np.ones(num_classes)
+    priors = priors / priors.sum()
+
+    def split(count):
+        labels = rng.choice(num_classes, size=count, p=priors)
+        return _features(rng, labels, centres), labels
+
+    return split(num_train), split(200), split(200)
+
+
+def _multi_label_problem(seed=0, num_train=300, dim=20, num_classes=4):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(num_classes, dim))
+
+    def split(count):
+        main = rng.integers(0, num_classes, count)
+        features = _features(rng, main, centres)
+        labels = (rng.random((count, num_classes)) < 0.15).astype(np.int64)
+        labels[np.arange(count), main] = 1
+        labels[rng.random((count, num_classes)) < 0.1] = -1  # difficult: ignored by the loss
+        return features, labels
+
+    return split(num_train), split(200)
+
+
+def multinomial_objective(weights, bias, features, labels, l2):
+    logits = features @ weights + bias
+    logits = logits - logits.max(axis=1, keepdims=True)
+    cross_entropy = np.log(np.exp(logits).sum(axis=1)) - logits[np.arange(len(labels)), labels]
+    return cross_entropy.mean() + 0.5 * l2 * np.sum(weights**2)
+
+
+def binary_objective(weights, bias, features, targets, l2):
+    logits = features @ weights + bias
+    return np.mean(np.logaddexp(0.0, logits) - targets * logits) + 0.5 * l2 * np.sum(weights**2)
+
+
+def _sklearn(features, labels, l2, tol=1e-8):
+    """scikit-learn fitted to convergence (its objective is the mean loss, so tol is absolute).
+    One BLAS thread: these matrices are tiny, and threads only contend."""
+    model = LogisticRegression(C=linear.sklearn_c(l2, len(labels)), tol=tol, max_iter=100000)
+    with threadpool_limits(1):
+        return model.fit(features, labels)
+
+
+@pytest.mark.parametrize("l2", [1e-3, 3e-2, 1.0])
+@pytest.mark.parametrize("dtype, tolerance", [("float64", 1e-7), ("float32", linear.DEFAULT_TOLERANCE)])
+def test_multinomial_matches_sklearn(l2, dtype, tolerance):
+    (train_x, train_y), (test_x, _), _ = _single_label_problem()
+    result = linear.fit(train_x, train_y, l2, dtype=dtype, tolerance=tolerance)
+    reference = _sklearn(train_x, train_y, l2)
+    ours = multinomial_objective(result.weights.astype(np.float64), result.bias, train_x, train_y, l2)
+    theirs = multinomial_objective(reference.coef_.T, reference.intercept_, train_x, train_y, l2)
+    assert result.converged and result.iterations > 0
+    assert result.weights.dtype == np.dtype(dtype)
+    assert abs(ours - theirs) <= 1e-4 * theirs
+    assert result.objective == pytest.approx(ours, rel=1e-5)
+    for features in (train_x, test_x):
+        assert np.mean(linear.predict(result, features) == reference.predict(features)) >= 0.995
+
+
+def test_many_features_use_the_randomized_principal_axes():
+    # 64 features exceed the exactly decomposed size: the remainder block is in play.
+    (train_x, train_y), (test_x, _), _ = _single_label_problem(seed=1, num_train=250, dim=64)
+    assert 64 > linear.PRECONDITIONER_RANK + linear.SUBSPACE_OVERSAMPLING
+    l2 = 1e-2
+    result = linear.fit(train_x, train_y, l2, dtype="float64", tolerance=1e-7)
+    reference = _sklearn(train_x, train_y, l2)
+    ours = multinomial_objective(result.weights, result.bias, train_x, train_y, l2)
+    theirs = multinomial_objective(reference.coef_.T, reference.intercept_, train_x, train_y, l2)
+    assert abs(ours - theirs) <= 1e-4 * theirs
+    assert np.mean(linear.predict(result, test_x) == reference.predict(test_x)) >= 0.995
+
+
+def test_fewer_examples_than_features_solve_in_the_row_space():
+    (train_x, train_y), (test_x, _), _ = _single_label_problem(seed=2, num_train=80, dim=120)
+    l2 = 1e-2
+    result = linear.fit(train_x, train_y, l2, dtype="float64", tolerance=1e-7)
+    reference = _sklearn(train_x, train_y, l2)
+    ours = multinomial_objective(result.weights, result.bias, train_x, train_y, l2)
+    theirs = multinomial_objective(reference.coef_.T, reference.intercept_, train_x, train_y, l2)
+    assert result.weights.shape == (120, 5)
+    assert abs(ours - theirs) <= 1e-4 * theirs
+    assert np.mean(linear.predict(result, test_x) == reference.predict(test_x)) >= 0.995
+
+
+def test_bias_is_not_penalised():
+    # At a huge l2 the weights vanish and the unpenalised bias alone must fit the class priors:
+    # softmax(b) = class frequencies, so b_k - b_0 = log(n_k / n_0).
+    (train_x, train_y), _, _ = _single_label_problem(imbalanced=True)
+    result = linear.fit(train_x, train_y, 1e5, dtype="float64", tolerance=1e-8)
+    counts = np.bincount(train_y)
+    assert np.abs(result.weights).max() < 1e-4
+    np.testing.assert_allclose(result.bias - result.bias[0], np.log(counts / counts[0]), atol=1e-3)
+
+
+@pytest.mark.parametrize("l2", [1e-3, 1e-1])
+def test_multi_label_matches_sklearn_binary_problems_per_class(l2):
+    (train_x, train_y), (test_x, _) = _multi_label_problem()
+    result = linear.fit(train_x, train_y, l2, multi_label=True, dtype="float64", tolerance=1e-7)
+    assert result.converged
+    agreements = []
+    for c in range(train_y.shape[1]):
+        counted = train_y[:, c] != -1  # difficult entries are not examples of class c's problem
+        x, t = train_x[counted], train_y[counted, c]
+        reference = _sklearn(x, t, l2)
+        ours = binary_objective(result.weights[:, c], result.bias[c], x, t, l2)
+        theirs = binary_objective(reference.coef_[0], reference.intercept_[0], x, t, l2)
+        assert abs(ours - theirs) <= 1e-4 * theirs
+        agreements.append(linear.predict(result, test_x)[:, c] == reference.predict(test_x))
+    assert np.mean(agreements) >= 0.995
+
+
+def test_warm_start_still_converges_to_the_optimum():
+    # Started from the solution at a neighbouring l2, the fit must still move to this l2's
+    # optimum (scikit-learn's warm start stops after 0 iterations here).
+    (train_x, train_y), _, _ = _single_label_problem(seed=3)
+    neighbour = linear.fit(train_x, train_y, 1.78e-3)
+    warm = linear.fit(train_x, train_y, 1e-3, init=neighbour)
+    reference = _sklearn(train_x, train_y, 1e-3)
+    theirs = multinomial_objective(reference.coef_.T, reference.intercept_, train_x, train_y, 1e-3)
+    ours = multinomial_objective(warm.weights.astype(np.float64), warm.bias, train_x, train_y, 1e-3)
+    assert warm.converged and warm.iterations > 0
+    assert abs(ours - theirs) <= 1e-4 * theirs
+
+
+def test_paper_grid_scores_match_sklearn_sweep():
+    (train_x, train_y), (val_x, val_y), _ = _single_label_problem(seed=4)
+    result = linear.search(train_x, train_y, val_x, val_y, metric="top1", grid="paper")
+    assert [trial.l2 for trial in result.trials] == list(linear.PAPER_GRID)
+    assert all(trial.converged for trial in result.trials)
+    # Around the peak (where scikit-learn converges quickly), every validation score is
+    # scikit-learn's up to one example, and so is the choice.
+    reference = {
+        trial.l2: metrics.top1(val_y, _sklearn(train_x, train_y, trial.l2, tol=1e-6).decision_function(val_x))
+        for trial in result.trials
+        if 1e-3 <= trial.l2 <= 1.0
+    }
+    for trial in result.trials:
+        if trial.l2 in reference:
+            assert trial.validation_score == pytest.approx(reference[trial.l2], abs=1 / len(val_y))
+    assert reference[result.l2] >= max(reference.values()) - 1 / len(val_y)
+
+
+@pytest.mark.parametrize(
+    "problem, metric, multi_label",
+    [
+        (lambda: _single_label_problem(seed=5)[:2], "top1", False),
+        (lambda: _single_label_problem(seed=6, imbalanced=True)[:2], "mean_per_class", False),
+        (lambda: _multi_label_problem(seed=7), "map11", True),
+    ],
+)
+def test_fast_search_finds_the_paper_grids_best(problem, metric, multi_label):
+    (train_x, train_y), (val_x, val_y) = problem()
+    paper = linear.search(train_x, train_y, val_x, val_y, metric=metric, multi_label=multi_label, grid="paper")
+    fast = linear.search(train_x, train_y, val_x, val_y, metric=metric, multi_label=multi_label)
+    paper_scores = {trial.l2: trial.validation_score for trial in paper.trials}
+    assert len(fast.trials) < len(paper.trials)
+    assert all(trial.converged for trial in fast.trials)
+    assert paper_scores[fast.l2] >= max(paper_scores.values()) - 0.001
+
+
+def test_mean_per_class_search_matches_sklearn_balanced_accuracy():
+    (train_x, train_y), (val_x, val_y), _ = _single_label_problem(seed=8, imbalanced=True)
+    result = linear.search(train_x, train_y, val_x, val_y, metric="mean_per_class")
+    chosen = _sklearn(train_x, train_y, result.l2)
+    sweep = {
+        l2: balanced_accuracy_score(val_y, _sklearn(train_x, train_y, l2, tol=1e-6).predict(val_x))
+        for l2 in linear.PAPER_GRID[(linear.PAPER_GRID >= 1e-3) & (linear.PAPER_GRID <= 1.0)]
+    }
+    assert balanced_accuracy_score(val_y, chosen.predict(val_x)) >= max(sweep.values()) - 0.001
+    trial = next(trial for trial in result.trials if trial.l2 == result.l2)
+    one_example_of_the_smallest_class = 1 / (len(np.bincount(val_y)) * np.bincount(val_y).min())
+    expected = balanced_accuracy_score(val_y, chosen.predict(val_x))
+    assert trial.validation_score == pytest.approx(expected, abs=one_example_of_the_smallest_class)
+
+
+def test_refit_on_train_and_val_matches_sklearn():
+    (train_x, train_y), (val_x, val_y), _ = _single_label_problem(seed=9)
+    searched = linear.search(train_x, train_y, val_x, val_y, metric="top1")
+    final = linear.refit(train_x, train_y, val_x, val_y, searched, dtype="float64", tolerance=1e-7)
+    all_x, all_y = np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y])
+    reference = _sklearn(all_x, all_y, searched.l2)
+    ours = multinomial_objective(final.weights, final.bias, all_x, all_y, searched.l2)
+    theirs = multinomial_objective(reference.coef_.T, reference.intercept_, all_x, all_y, searched.l2)
+    assert final.l2 == searched.l2
+    assert abs(ours - theirs) <= 1e-4 * theirs
+
+
+def test_accepts_tensors():
+    (train_x, train_y), _, _ = _single_label_problem()
+    from_numpy = linear.fit(train_x, train_y, 1e-2)
+    from_tensors = linear.fit(tf.constant(train_x, tf.float32), tf.constant(train_y), 1e-2)
+    np.testing.assert_allclose(from_tensors.weights, from_numpy.weights, atol=1e-4)
+
+
+def test_sklearn_c_conversion():
+    assert linear.sklearn_c(1e-3, 500) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda x, y: linear.search(x, y, x, y, metric="top1", grid="dense"), UnknownNameError, "'dense'"),
+        (lambda x, y: linear.search(x, y, x, y, metric="top5"), UnknownNameError, "'top5'"),
+        (lambda x, y: linear.fit(x, y, 1e-2, dtype="float16"), ValueError, "float32, float64"),
+        (lambda x, y: linear.fit(x, y, 0.0), ValueError, "l2 must be positive"),
+        (lambda x, y: linear.fit(x, y[:-1], 1e-2), ValueError, "expected 300 rows"),
+        (lambda x, y: linear.fit(x, y + 0.5, 1e-2), ValueError, "integer class ids"),
+        (lambda x, y: linear.fit(x, np.stack([y, y], 1), 1e-2, multi_label=True), ValueError, "1, 0 or -1"),
+    ],
+)
+def test_bad_input_names_the_problem(call, error, match):
+    (train_x, train_y), _, _ = _single_label_problem()
+    with pytest.raises(error, match=match):
+        call(train_x, train_y)

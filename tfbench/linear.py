@@ -1,0 +1,588 @@
+"""The linear probe: L2-regularised logistic regression on fixed features, solved by L-BFGS in
+TensorFlow, and the search for the regularisation strength on a validation split.
+
+Convention for the regularisation strength ``l2`` (the value the search tries)::
+
+    objective(W, b) = mean_i CE_i(x_i W + b) + (l2 / 2) * ||W||_F^2        (bias unpenalised)
+
+which is scikit-learn's ``LogisticRegression(C=1 / (n * l2))`` on the same n examples
+(``sklearn_c``). Single-label problems use the multinomial (softmax) cross-entropy over K classes;
+multi-label problems (VOC) are K independent binary (sigmoid) problems, class c's mean taken over
+its n_c examples not labelled -1 ("difficult"), so each class is ``C = 1 / (n_c * l2)`` in
+scikit-learn terms. They are solved jointly as one separable sum.
+
+Why the solver is fast:
+- It works on centred features (the bias absorbs the mean exactly) in coordinates where the top
+  PRECONDITIONER_RANK principal axes are separated from the rest, each scaled by
+  1 / sqrt(a * variance + l2) (a = the loss's curvature per unit logit) and the rest by the
+  smallest such scale: the few steep directions of non-negative features no longer dominate
+  L-BFGS. (Whitening every axis was slower at small l2, where the data are separable and the
+  loss's real curvature is far below a * variance.) An orthogonal change of variables, exact for
+  an L2 penalty that ignores the bias. With fewer examples than features it first moves to the
+  features' row space, which shrinks every matmul to N x N.
+- Line searches run in logit space: one matmul gives the logits along the whole search direction,
+  so a strong-Wolfe search costs elementwise work only; an iteration is two matmuls.
+- The whole loop is one ``tf.function`` (``tf.while_loop``): no Python per iteration, and it runs on
+  a GPU when there is one.
+- The search follows the regularisation path: each fit starts on the line through its two nearest
+  solved neighbours (in log l2), and skips the grid's over-regularised end a decade at a time.
+
+Convergence: ``||grad objective||_2 <= tolerance * ||l2 W||_F``. At the optimum the loss's pull on
+the weights balances the penalty's, l2 W; since the objective is l2-strongly convex in W this bounds
+the relative error of W by ``tolerance``, whatever the starting point, so a warm-started fit is held
+to the same standard as a cold one (it cannot stop after 0 iterations just because it started
+close). Below the rounding noise of the dtype (GRADIENT_NOISE_EPS epsilons of the gradient norm at
+zero) a float32 fit also counts as converged; use float64 for tighter fits at tiny l2. At l2 so
+large that the weights barely move the logits, which class wins is decided by rounding either way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Dict, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from tfbench import metrics
+from tfbench.registry import Registry
+
+PAPER_GRID = np.logspace(-6, 5, 45)
+DEFAULT_TOLERANCE = 1e-3
+DEFAULT_MAX_ITERATIONS = 1000
+HISTORY_SIZE = 10
+LINE_SEARCH_TRIALS = 20
+ARMIJO_C1 = 1e-4
+CURVATURE_C2 = 0.9
+APPROXIMATE_ARMIJO_DELTA = 0.1
+VALUE_NOISE_EPS = 100  # rounding noise of an objective value, in units of the dtype's epsilon
+GRADIENT_NOISE_EPS = 10  # rounding noise of a gradient norm, in epsilons of its norm at W = 0
+PRECONDITIONER_RANK = 16  # top principal axes scaled individually; the rest share one scale
+SUBSPACE_OVERSAMPLING = 16
+SUBSPACE_ITERATIONS = 3
+FAST_PATIENCE = 4  # grid values (a decade) scoring below the best before the fast search stops
+DTYPES = {"float32": tf.float32, "float64": tf.float64}
+
+
+def sklearn_c(l2: float, num_examples: int) -> float:
+    """scikit-learn's inverse regularisation C for the same problem: C = 1 / (n * l2)."""
+    return 1.0 / (num_examples * l2)
+
+
+@dataclasses.dataclass(frozen=True)
+class FitResult:
+    """A fitted probe: scores are ``features @ weights + bias``."""
+
+    weights: np.ndarray  # [D, K]
+    bias: np.ndarray  # [K]
+    l2: float
+    multi_label: bool
+    objective: float
+    gradient_norm: float  # ||grad objective|| / ||l2 W||, the ratio the tolerance bounds
+    iterations: int
+    converged: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    """One regularisation value tried by the search, as a run record keeps it."""
+
+    l2: float
+    validation_score: float
+    iterations: int
+    converged: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    l2: float  # the chosen value
+    trials: Tuple[Trial, ...]  # every value tried, in increasing l2
+    fit: FitResult  # the chosen value's model, trained on the training split only
+
+
+def decision_scores(result: FitResult, features) -> np.ndarray:
+    """Logits [N, K]: rank these for mAP, argmax them for top-1."""
+    features = np.asarray(features, dtype=result.weights.dtype)
+    return features @ result.weights + result.bias
+
+
+def predict(result: FitResult, features) -> np.ndarray:
+    """Class ids [N] (single-label) or 0/1 presence [N, K] (multi-label, score > 0)."""
+    scores = decision_scores(result, features)
+    if result.multi_label:
+        return (scores > 0).astype(np.int32)
+    return np.argmax(scores, axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The problem in principal axes.
+
+
+@dataclasses.dataclass(frozen=True)
+class _Problem:
+    """Training data prepared once and shared by every l2 of a search.
+
+    With fewer examples than features, the features are first expressed in an orthonormal basis
+    of their row space (the optimal W lies in it, since the gradient of the loss does), which
+    shrinks every matmul to N x N. In that space (or the feature space), parameters live in
+    "natural" coordinates [P, K]: weights A on the top principal axes, then (when those axes do not
+    span it) weights B on the remainder after projecting the axes out, then the bias of the centred
+    features. W = row_space @ (axes @ A + B), and ||W||^2 = ||A||^2 + ||B||^2 because B stays
+    orthogonal to the axes.
+    """
+
+    design: tf.Tensor  # [N, P]: [centred @ axes, centred remainder (optional), ones]
+    targets: tf.Tensor  # [N, K]: one-hot (single-label) or 0/1 (multi-label)
+    entry_weights: tf.Tensor  # [N, 1] = 1/n, or [N, K] = mask / n_c for multi-label
+    column_variances: np.ndarray  # [P - 1]: variance along each weight row, for preconditioning
+    mean: np.ndarray  # [D]
+    row_space: Optional[np.ndarray]  # [D, N] orthonormal columns, or None when N >= D
+    axes: np.ndarray  # [M, r], orthonormal columns (M = N with a row space, else D)
+    has_remainder: bool
+    curvature: float  # typical curvature of the loss per unit logit, for preconditioning
+    gradient_floor: float  # rounding noise of a gradient norm in this dtype
+    multi_label: bool
+
+
+def _dtype(dtype) -> tf.DType:
+    name = tf.as_dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if name not in DTYPES:
+        raise ValueError(f"unsupported dtype {dtype!r}; valid choices: {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def _targets(labels, num_examples: int, multi_label: bool, num_classes: Optional[int]):
+    """(targets [N, K], entry weights) that make the weighted loss sum equal the objective's mean."""
+    labels = np.asarray(labels)
+    if labels.shape[:1] != (num_examples,):
+        raise ValueError(f"labels have shape {list(labels.shape)}, expected {num_examples} rows")
+    if multi_label:
+        if labels.ndim != 2 or not np.isin(labels, (-1, 0, 1)).all():
+            raise ValueError("multi-label labels must be [N, K] with values 1, 0 or -1 (difficult)")
+        counted = (labels != -1).astype(np.float64)
+        per_class = counted.sum(axis=0)
+        weights = counted / np.maximum(per_class, 1.0)
+        return (labels == 1).astype(np.float64), weights
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+        raise ValueError(
+            f"single-label labels must be non-negative integer class ids of shape [N], got "
+            f"{labels.dtype} {list(labels.shape)} (multi-label data needs multi_label=True)"
+        )
+    num_classes = num_classes or int(labels.max()) + 1
+    return np.eye(num_classes)[labels], np.full((num_examples, 1), 1.0 / num_examples)
+
+
+def _top_principal_axes(covariance: tf.Tensor, rank: int) -> Tuple[tf.Tensor, tf.Tensor]:
+    """(axes [D, r], variances [r]), largest first: exact for small D, else by randomized subspace
+    iteration (matmuls only: a full eigendecomposition of a 2,048-square covariance takes seconds
+    to tens of seconds on a busy 2-core machine, more than the rest of a search)."""
+    dim = covariance.shape[0]
+    if rank + SUBSPACE_OVERSAMPLING >= dim:
+        basis = tf.eye(dim, dtype=covariance.dtype)
+    else:
+        basis = tf.random.stateless_normal([dim, rank + SUBSPACE_OVERSAMPLING], seed=[0, 0], dtype=covariance.dtype)
+        for _ in range(SUBSPACE_ITERATIONS):
+            basis, _ = tf.linalg.qr(tf.matmul(covariance, basis))
+    ritz_values, ritz_vectors = tf.linalg.eigh(tf.matmul(basis, tf.matmul(covariance, basis), transpose_a=True))
+    return tf.matmul(basis, ritz_vectors[:, ::-1][:, :rank]), ritz_values[::-1][:rank]
+
+
+def _prepare(features, labels, multi_label: bool, dtype: tf.DType, num_classes=None) -> _Problem:
+    """Centre the features (the bias absorbs the mean exactly), and rotate the top principal axes
+    into coordinates of their own so that each can be scaled by its curvature."""
+    features = np.asarray(features)
+    if features.ndim != 2:
+        raise ValueError(f"features must be [N, D], got shape {list(features.shape)}")
+    num_examples, dim = features.shape
+    targets, entry_weights = _targets(labels, num_examples, multi_label, num_classes)
+    mean = features.mean(axis=0, dtype=np.float64)
+    centred = tf.constant(features - mean, dtype)
+    row_space = None
+    if num_examples < dim:
+        row_space, _ = tf.linalg.qr(tf.transpose(centred))
+        centred = tf.matmul(centred, row_space)
+    covariance = tf.matmul(centred, centred, transpose_a=True) / num_examples
+    axes, variances = _top_principal_axes(covariance, PRECONDITIONER_RANK)
+    rotated = tf.matmul(centred, axes)
+    blocks, column_variances = [rotated], [variances.numpy()]
+    has_remainder = axes.shape[1] < centred.shape[1]
+    if has_remainder:  # its directions all get the smallest top variance, an upper bound for them
+        blocks.append(centred - tf.matmul(rotated, axes, transpose_b=True))
+        column_variances.append(np.full(centred.shape[1], column_variances[0][-1]))
+    design = tf.concat(blocks + [tf.ones([num_examples, 1], dtype)], axis=1)
+    targets = tf.constant(targets, dtype)
+    entry_weights = tf.constant(entry_weights, dtype)
+    _, logit_gradient = _loss(tf.zeros_like(targets), targets, entry_weights, multi_label)
+    gradient_at_zero = float(tf.norm(tf.matmul(design, logit_gradient, transpose_a=True)))
+    return _Problem(
+        design=design,
+        targets=targets,
+        entry_weights=entry_weights,
+        column_variances=np.maximum(np.concatenate(column_variances), 0.0),
+        mean=mean,
+        row_space=None if row_space is None else row_space.numpy().astype(np.float64),
+        axes=axes.numpy().astype(np.float64),
+        has_remainder=has_remainder,
+        curvature=0.25 if multi_label else 1.0 / targets.shape[1],
+        gradient_floor=GRADIENT_NOISE_EPS * np.finfo(dtype.as_numpy_dtype).eps * gradient_at_zero,
+        multi_label=multi_label,
+    )
+
+
+def _to_problem_coordinates(problem: _Problem, weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """(W, b) -> natural coordinates [P, K] (see _Problem); W's part outside the row space, which
+    the optimum does not have, is dropped."""
+    reduced = weights if problem.row_space is None else problem.row_space.T @ weights
+    on_axes = problem.axes.T @ reduced
+    blocks = [on_axes, reduced - problem.axes @ on_axes] if problem.has_remainder else [on_axes]
+    return np.concatenate(blocks + [(bias + problem.mean @ weights)[None]], axis=0)
+
+
+def _from_problem_coordinates(problem: _Problem, natural: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    rank = problem.axes.shape[1]
+    weights = problem.axes @ natural[:rank]
+    if problem.has_remainder:
+        weights = weights + natural[rank:-1]
+    if problem.row_space is not None:
+        weights = problem.row_space @ weights
+    return weights, natural[-1] - problem.mean @ weights
+
+
+# ---------------------------------------------------------------------------------------------
+# L-BFGS in TensorFlow.
+
+
+def _loss(logits, targets, entry_weights, multi_label: bool):
+    """(weighted loss sum, its gradient with respect to the logits)."""
+    if multi_label:
+        losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits)
+        return tf.reduce_sum(entry_weights * losses), entry_weights * (tf.sigmoid(logits) - targets)
+    log_norm = tf.reduce_logsumexp(logits, axis=1, keepdims=True)
+    losses = log_norm - tf.reduce_sum(targets * logits, axis=1, keepdims=True)
+    return tf.reduce_sum(entry_weights * losses), entry_weights * (tf.exp(logits - log_norm) - targets)
+
+
+def _dot(a, b):
+    return tf.reduce_sum(a * b)
+
+
+def _two_loop_direction(gradient, steps, changes, inverse_curvatures):
+    """-H g by the L-BFGS two-loop recursion; history is oldest first, unused slots have rho = 0."""
+    alphas = []
+    q = gradient
+    for i in reversed(range(HISTORY_SIZE)):
+        alpha = inverse_curvatures[i] * _dot(steps[i], q)
+        q = q - alpha * changes[i]
+        alphas.append(alpha)
+    newest_step, newest_change = steps[-1], changes[-1]
+    change_norm = _dot(newest_change, newest_change)
+    gamma = tf.where(
+        inverse_curvatures[-1] > 0,
+        tf.math.divide_no_nan(_dot(newest_step, newest_change), change_norm),
+        tf.ones_like(change_norm),
+    )
+    r = gamma * q
+    for i, alpha in zip(range(HISTORY_SIZE), reversed(alphas)):
+        beta = inverse_curvatures[i] * _dot(changes[i], r)
+        r = r + (alpha - beta) * steps[i]
+    return -r
+
+
+def _line_search(loss_along, penalty_coefficients, value0, slope0, logits):
+    """A step t meeting the strong Wolfe conditions on the convex phi(t), found by bracketing the
+    root of phi' (secant steps, safeguarded). Every trial is elementwise work on logits only.
+
+    Near the optimum, float32 cannot resolve the decrease phi(t) - phi(0); there the sufficient
+    decrease test switches to Hager and Zhang's approximate Wolfe condition, which reads the slope
+    (accurate) instead of the values (phi(t) need only not rise beyond rounding noise).
+
+    Returns (found, t, phi(t), logit gradient at t): the trial meeting both conditions, else the
+    lowest trial meeting the sufficient-decrease condition, if any.
+    """
+    p1, p2 = penalty_coefficients
+    dtype = value0.dtype
+    inf = tf.constant(np.inf, dtype)
+    value_noise = VALUE_NOISE_EPS * np.finfo(dtype.as_numpy_dtype).eps * tf.abs(value0)
+
+    def evaluate(t):
+        loss, logit_gradient, slope_loss = loss_along(t)
+        return loss + (p1 + p2 * t) * t, slope_loss + p1 + 2.0 * p2 * t, logit_gradient
+
+    def condition(trial, done, *_):
+        return tf.logical_and(trial < LINE_SEARCH_TRIALS, tf.logical_not(done))
+
+    def body(trial, done, t, low, low_slope, high, high_slope, best_t, best_value, best_gradient):
+        value, slope, logit_gradient = evaluate(t)
+        not_higher = value <= value0 + value_noise
+        sufficient = tf.logical_or(
+            value <= value0 + ARMIJO_C1 * t * slope0,
+            tf.logical_and(not_higher, slope <= (1.0 - 2.0 * APPROXIMATE_ARMIJO_DELTA) * -slope0),
+        )
+        flat = tf.abs(slope) <= CURVATURE_C2 * tf.abs(slope0)
+        done = tf.logical_and(sufficient, flat)
+        improves = tf.logical_or(done, tf.logical_and(sufficient, tf.logical_or(best_t == 0, value < best_value)))
+        best_t = tf.where(improves, t, best_t)
+        best_value = tf.where(improves, value, best_value)
+        best_gradient = tf.where(improves, logit_gradient, best_gradient)
+        beyond = tf.logical_or(tf.logical_not(not_higher), slope > 0)
+        high, high_slope = tf.where(beyond, t, high), tf.where(beyond, slope, high_slope)
+        low, low_slope = tf.where(beyond, low, t), tf.where(beyond, low_slope, slope)
+        bracketed = tf.math.is_finite(high)
+        secant = low - low_slope * (high - low) / (high_slope - low_slope)
+        width = high - low
+        inside = tf.where(
+            high_slope > 0,
+            tf.clip_by_value(secant, low + 0.1 * width, high - 0.1 * width),
+            low + 0.5 * width,
+        )
+        extrapolated = t - slope * (t - low) / (slope - low_slope)
+        outside = tf.where(slope > low_slope, tf.clip_by_value(extrapolated, 2.0 * t, 16.0 * t), 4.0 * t)
+        next_t = tf.where(done, t, tf.where(bracketed, inside, outside))
+        return (trial + 1, done, next_t, low, low_slope, high, high_slope, best_t, best_value,
+                best_gradient)
+
+    zero = tf.constant(0.0, dtype)
+    state = (0, False, tf.constant(1.0, dtype), zero, slope0, inf, inf, zero, value0, tf.zeros_like(logits))
+    *_, best_t, best_value, best_gradient = tf.while_loop(condition, body, state)
+    return best_t > 0, best_t, best_value, best_gradient
+
+
+@tf.function(reduce_retracing=True)
+def _minimise(design, targets, entry_weights, scale, penalty, start, tolerance, gradient_floor,
+              max_iterations, multi_label: bool):
+    """L-BFGS on u, where the natural parameters are scale[:, None] * u.
+
+    design [N, P], start [P, K] natural parameters, scale [P] preconditioner, penalty [P]
+    (l2, ..., l2, 0). Returns (natural parameters, objective, ||gradient|| / ||l2 W||, iterations,
+    converged).
+    """
+    scale = scale[:, None]
+    penalty = penalty[:, None]
+    dtype = design.dtype
+
+    logits0 = tf.matmul(design, start)
+    loss0, logit_gradient0 = _loss(logits0, targets, entry_weights, multi_label)
+    value0 = loss0 + 0.5 * _dot(penalty * start, start)
+    natural_gradient0 = tf.matmul(design, logit_gradient0, transpose_a=True) + penalty * start
+    history = tf.zeros(tf.concat([[HISTORY_SIZE], tf.shape(start)], 0), dtype)
+
+    def stationarity(natural, natural_gradient):
+        """(||grad|| / ||l2 W||, converged): at the optimum the loss's pull -grad CE equals l2 W."""
+        gradient_norm = tf.norm(natural_gradient)
+        pull = tf.norm(penalty * natural)
+        converged = gradient_norm <= tf.maximum(tolerance * pull, gradient_floor)
+        return tf.math.divide_no_nan(gradient_norm, pull), converged
+
+    relative0, converged0 = stationarity(start, natural_gradient0)
+
+    def condition(iteration, converged, stalled, *_):
+        return tf.logical_and(iteration < max_iterations, tf.logical_not(tf.logical_or(converged, stalled)))
+
+    def body(iteration, converged, stalled, u, logits, value, gradient, relative, steps, changes, rhos):
+        direction = _two_loop_direction(gradient, steps, changes, rhos)
+        slope0 = _dot(direction, gradient)
+        had_history = tf.reduce_any(rhos > 0)
+        natural = scale * u
+        natural_direction = scale * direction
+        logit_direction = tf.matmul(design, natural_direction)
+
+        def loss_along(t):
+            loss, logit_gradient = _loss(logits + t * logit_direction, targets, entry_weights, multi_label)
+            return loss + 0.5 * _dot(penalty * natural, natural), logit_gradient, _dot(
+                logit_gradient, logit_direction)
+
+        penalty_coefficients = (_dot(penalty * natural, natural_direction),
+                                0.5 * _dot(penalty * natural_direction, natural_direction))
+        found, t, new_value, logit_gradient = _line_search(
+            loss_along, penalty_coefficients, value, slope0, logits)
+        found = tf.logical_and(found, slope0 < 0)
+        t = tf.where(found, t, tf.zeros_like(t))  # a failed search leaves u, logits and value as they were
+        new_u = u + t * direction
+        new_logits = logits + t * logit_direction
+        natural_gradient = tf.matmul(design, logit_gradient, transpose_a=True) + penalty * scale * new_u
+        new_gradient = scale * natural_gradient
+        step, change = t * direction, new_gradient - gradient
+        curvature = _dot(step, change)
+        keep = tf.logical_and(found, curvature > 0)
+        steps, changes, rhos = tf.cond(
+            keep,
+            lambda: (tf.concat([steps[1:], step[None]], 0), tf.concat([changes[1:], change[None]], 0),
+                     tf.concat([rhos[1:], [1.0 / curvature]], 0)),
+            lambda: (steps, changes, rhos),
+        )
+        # Rounding can spoil the quasi-Newton direction near the optimum: after a failed search,
+        # drop the history and try the (preconditioned) gradient before giving up.
+        steps, changes, rhos = tf.cond(
+            found, lambda: (steps, changes, rhos), lambda: tuple(tf.zeros_like(h) for h in (steps, changes, rhos))
+        )
+        new_relative, new_converged = stationarity(scale * new_u, natural_gradient)
+        return (
+            iteration + 1,
+            tf.logical_and(found, new_converged),
+            tf.logical_not(tf.logical_or(found, had_history)),
+            new_u,
+            new_logits,
+            new_value,
+            tf.where(found, new_gradient, gradient),
+            tf.where(found, new_relative, relative),
+            steps,
+            changes,
+            rhos,
+        )
+
+    state = (tf.constant(0), converged0, tf.constant(False), start / scale, logits0, value0,
+             scale * natural_gradient0, relative0, history, history, tf.zeros([HISTORY_SIZE], dtype))
+    iteration, converged, _, u, _, value, _, relative, *_ = tf.while_loop(condition, body, state)
+    return scale * u, value, relative, iteration, converged
+
+
+def _solve(problem: _Problem, l2: float, start: np.ndarray, tolerance: float,
+           max_iterations: int) -> Tuple[np.ndarray, FitResult]:
+    """Minimise at one l2 from natural parameters ``start`` [P, K]; returns (natural solution, result)."""
+    if not l2 > 0:
+        raise ValueError(f"l2 must be positive, got {l2!r}")
+    dtype = problem.design.dtype
+    precision = np.concatenate([problem.curvature * problem.column_variances + l2, [problem.curvature]])
+    penalty = np.concatenate([np.full(problem.column_variances.shape, l2), [0.0]])
+    natural, value, relative, iterations, converged = _minimise(
+        problem.design, problem.targets, problem.entry_weights,
+        tf.constant(1.0 / np.sqrt(precision), dtype), tf.constant(penalty, dtype),
+        tf.constant(start, dtype), tf.constant(tolerance, dtype),
+        tf.constant(problem.gradient_floor, dtype), tf.constant(max_iterations),
+        problem.multi_label,
+    )
+    natural = natural.numpy()
+    weights, bias = _from_problem_coordinates(problem, natural)
+    result = FitResult(
+        weights=weights.astype(dtype.as_numpy_dtype),
+        bias=bias.astype(dtype.as_numpy_dtype),
+        l2=float(l2),
+        multi_label=problem.multi_label,
+        objective=float(value),
+        gradient_norm=float(relative),
+        iterations=int(iterations),
+        converged=bool(converged),
+    )
+    return natural, result
+
+
+def _zero_start(problem: _Problem) -> np.ndarray:
+    return np.zeros(problem.design.shape[1:2] + problem.targets.shape[1:2])
+
+
+def fit(features, labels, l2: float, *, multi_label: bool = False, init: Optional[FitResult] = None,
+        dtype="float32", tolerance: float = DEFAULT_TOLERANCE,
+        max_iterations: int = DEFAULT_MAX_ITERATIONS) -> FitResult:
+    """Minimise mean cross-entropy + (l2 / 2) ||W||^2 on (features [N, D], labels).
+
+    labels: int class ids [N] (multinomial over K = max id + 1 classes, or init's K), or with
+    multi_label=True an int [N, K] matrix of 1 / 0 / -1 (difficult, left out of that class's loss).
+    init: a previous FitResult to start from (warm start); convergence is judged the same way.
+    """
+    num_classes = init.weights.shape[1] if init is not None and not multi_label else None
+    problem = _prepare(features, labels, multi_label, _dtype(dtype), num_classes)
+    start = _zero_start(problem) if init is None else _to_problem_coordinates(problem, init.weights, init.bias)
+    return _solve(problem, l2, start, tolerance, max_iterations)[1]
+
+
+def refit(train_features, train_labels, val_features, val_labels, search_result: SearchResult,
+          **fit_options) -> FitResult:
+    """The final probe: the chosen l2 fitted on train + val, warm-started from the search's model.
+
+    The same l2 on more examples keeps the penalty per example (scikit-learn's C would shrink as
+    1 / n); this is the protocol's "retrain on train+val with the chosen hyperparameter".
+    """
+    features = np.concatenate([np.asarray(train_features), np.asarray(val_features)])
+    labels = np.concatenate([np.asarray(train_labels), np.asarray(val_labels)])
+    return fit(features, labels, search_result.l2, multi_label=search_result.fit.multi_label,
+               init=search_result.fit, **fit_options)
+
+
+# ---------------------------------------------------------------------------------------------
+# The regularisation search.
+
+
+def _paper_schedule(evaluate: Callable[[int], float], data_curvature: float) -> None:
+    """Every one of the paper's 45 values, strongest regularisation first (cheap warm starts)."""
+    for index in reversed(range(len(PAPER_GRID))):
+        evaluate(index)
+
+
+def _fast_schedule(evaluate: Callable[[int], float], data_curvature: float) -> None:
+    """Down the paper grid from the strongest penalty, stopping a decade past the peak.
+
+    Values above ``data_curvature`` (the loss's largest curvature) are taken a decade at a time:
+    there the penalty outweighs the data in every direction, the weights are nearly zero, and
+    which logit wins is rounding noise, so they neither count as a decline nor need a fine grid.
+    Below it every paper value is fitted (following the path in small steps costs no more per
+    decade than in large ones), until FAST_PATIENCE values in a row score below the best so far:
+    the small-l2 fits are the slow ones, and past the peak they only overfit more. Finally any
+    value within three grid steps of the best that the decade steps skipped is fitted too. So the
+    search picks the paper grid's choice unless that lies more than a decade past a decline.
+    """
+    scores: Dict[int, float] = {}
+    index, worse_in_a_row = len(PAPER_GRID) - 1, 0
+    while index >= 0 and worse_in_a_row < FAST_PATIENCE:
+        best_so_far = max(scores.values(), default=-np.inf)
+        scores[index] = evaluate(index)
+        informative = PAPER_GRID[index] < data_curvature
+        worse_in_a_row = worse_in_a_row + 1 if informative and scores[index] < best_so_far else 0
+        index -= 4 if index >= 4 and PAPER_GRID[index - 4] >= data_curvature else 1
+    best = _best_index(scores)
+    for index in range(max(best - 3, 0), min(best + 4, len(PAPER_GRID))):
+        if index not in scores:
+            scores[index] = evaluate(index)
+
+
+def _best_index(scores: Dict[int, float]) -> int:
+    """Highest validation score; ties go to the stronger regularisation (larger l2)."""
+    return max(scores, key=lambda index: (scores[index], index))
+
+
+GRIDS: Registry[Callable[[Callable[[int], float], float], None]] = Registry("l2 grid")
+GRIDS.register("fast", _fast_schedule)
+GRIDS.register("paper", _paper_schedule)
+
+
+def _path_start(problem: _Problem, solutions: Dict[int, np.ndarray], index: int) -> np.ndarray:
+    """Where to start the fit at PAPER_GRID[index]: on the line through the two nearest solved
+    points in log(l2) (the regularisation path is smooth), else at the nearest one, else at zero."""
+    nearest = sorted(solutions, key=lambda solved: abs(solved - index))[:2]
+    if len(nearest) < 2:
+        return solutions[nearest[0]] if nearest else _zero_start(problem)
+    near, far = (solutions[i] for i in nearest)
+    return near + (near - far) * (index - nearest[0]) / (nearest[0] - nearest[1])
+
+
+def search(train_features, train_labels, val_features, val_labels, *, metric: str,
+           multi_label: bool = False, grid: str = "fast", dtype="float32",
+           tolerance: float = DEFAULT_TOLERANCE, max_iterations: int = DEFAULT_MAX_ITERATIONS) -> SearchResult:
+    """Choose l2 on the validation split, scoring each fit with ``metrics.score(metric, ...)``.
+
+    grid="paper" fits all 45 values of np.logspace(-6, 5, 45); grid="fast" (see _fast_schedule)
+    fits the informative ones down to a decade past the validation peak. Each fit starts from the
+    solved path nearby and runs to the same gradient tolerance as a cold fit: warm starts change
+    the cost, not the answer. Refit the chosen value on train + val with ``refit``.
+    """
+    schedule = GRIDS.get(grid)
+    metrics.METRICS.get(metric)
+    val_labels = np.asarray(val_labels)
+    num_classes = None if multi_label else int(max(np.max(train_labels), np.max(val_labels))) + 1
+    problem = _prepare(train_features, train_labels, multi_label, _dtype(dtype), num_classes)
+    solutions: Dict[int, np.ndarray] = {}  # in the working dtype: 45 of them can be large
+    trials: Dict[int, Trial] = {}
+    chosen: Optional[FitResult] = None
+
+    def evaluate(index: int) -> float:
+        nonlocal chosen
+        start = _path_start(problem, solutions, index)
+        natural, result = _solve(problem, PAPER_GRID[index], start, tolerance, max_iterations)
+        solutions[index] = natural.astype(problem.design.dtype.as_numpy_dtype)
+        score = metrics.score(metric, val_labels, decision_scores(result, val_features))
+        trials[index] = Trial(float(PAPER_GRID[index]), score, result.iterations, result.converged)
+        if _best_index({i: trial.validation_score for i, trial in trials.items()}) == index:
+            chosen = result  # only the best model so far is kept
+        return score
+
+    schedule(evaluate, problem.curvature * problem.column_variances[0])
+    return SearchResult(l2=chosen.l2, trials=tuple(trials[i] for i in sorted(trials)), fit=chosen)
