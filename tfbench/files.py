@@ -53,10 +53,37 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
         raise
 
 
+def _json_bytes(payload: Mapping[str, Any]) -> bytes:
+    return (json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
+
+
 def write_json_atomic(path: str, payload: Mapping[str, Any]) -> None:
     """Canonical JSON (sorted keys, no NaN) written atomically."""
-    text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=False)
-    write_bytes_atomic(path, (text + "\n").encode())
+    write_bytes_atomic(path, _json_bytes(payload))
+
+
+def create_json_exclusive(path: str, payload: Mapping[str, Any]) -> bool:
+    """Create `path` complete with `payload` only if it does not exist; False if it does.
+
+    The content is written to a temporary file first and hard-linked into place: the link either
+    fails because the file exists or makes it appear whole, atomically, also on NFS (where
+    O_EXCL alone has not always been reliable). Locks are made this way.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(_json_bytes(payload))
+            handle.flush()
+            os.fsync(handle.fileno())
+        apply_umask(tmp)
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
 
 
 def file_digest(path: str, algorithm: str = "sha256") -> str:

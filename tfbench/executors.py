@@ -1,0 +1,251 @@
+"""Executors: where the tasks of a plan run. They decide where, never what.
+
+    local   every task in this process, one after another in dependency order (imports nothing new)
+    ray     plain Ray tasks with resource requests (num_cpus, num_gpus): on this machine, or on a
+            running cluster (`ray_address`), many at once
+
+Every task runs through `run_task` wherever it runs: skip it if its record is finished, take its lock
+(tfbench.locks) so that no other driver runs it at the same time, check again, call it. A task that
+raises, or ends without a finished record, is reported failed and is not retried in this
+invocation (its own record says why when it wrote one); a Ray worker that dies (machine lost,
+SIGKILL, out of memory) is retried by Ray up to `max_retries` times, and the retry resumes from the
+task's checkpoints. A task whose needs are not all finished (failed, held by another driver, or in
+another shard) is left for a rerun and named.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import socket
+import time
+from typing import Callable, Deque, Dict, List, Optional, Sequence
+
+from tfbench import locks
+from tfbench.plan import Plan, Task, finished, read_record
+
+EXECUTORS = ("local", "ray")
+OUTCOMES = ("ran", "skipped", "busy", "failed")
+
+
+class ExecutorError(RuntimeError):
+    """An executor that cannot start (Ray missing, cluster unreachable); the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What happened to one task: ran, skipped (finished earlier), busy (another driver holds its
+    lock) or failed; where, and how long it took."""
+
+    key: str
+    status: str
+    seconds: float = 0.0
+    reason: Optional[str] = None
+    host: str = ""
+    pid: int = 0
+
+
+def run_task(task: Task, stale_after: float = locks.STALE_AFTER_SECONDS,
+             heartbeat_seconds: float = locks.HEARTBEAT_SECONDS) -> Outcome:
+    """Run one task under its lock unless it is finished; what every executor's worker calls."""
+    where = {"host": socket.gethostname(), "pid": os.getpid()}
+    if finished(task):
+        return Outcome(task.key, "skipped", **where)
+    lock = locks.acquire(locks.lock_path(task.record), stale_after=stale_after,
+                         heartbeat_seconds=heartbeat_seconds)
+    if lock is None:
+        owner = locks.read_owner(locks.lock_path(task.record)) or {}
+        return Outcome(task.key, "busy", reason=f"running elsewhere ({owner.get('host')}:{owner.get('pid')})",
+                       **where)
+    with lock:
+        if finished(task):  # finished by another driver between our check and the lock
+            return Outcome(task.key, "skipped", **where)
+        started = time.perf_counter()
+        try:
+            task.call()
+        except Exception as error:  # reported; the task's own record (if any) keeps the details
+            return Outcome(task.key, "failed", time.perf_counter() - started,
+                           f"{type(error).__name__}: {error}", **where)
+        seconds = time.perf_counter() - started
+    if finished(task):
+        return Outcome(task.key, "ran", seconds, **where)
+    record = read_record(task.record) or {}
+    return Outcome(task.key, "failed", seconds,
+                   record.get("reason") or f"ended without a finished record at {task.record}", **where)
+
+
+class _Executor:
+    """`submit(task)`, `next_outcome()` in completion order, `close()`; usable in a `with` block."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class LocalExecutor(_Executor):
+    """Runs submitted tasks in this process, in the order submitted."""
+
+    name = "local"
+
+    def __init__(self, stale_after: float = locks.STALE_AFTER_SECONDS,
+                 heartbeat_seconds: float = locks.HEARTBEAT_SECONDS):
+        self._queue: Deque[Task] = collections.deque()
+        self._lock_timing = (stale_after, heartbeat_seconds)
+
+    def submit(self, task: Task) -> None:
+        self._queue.append(task)
+
+    def next_outcome(self) -> Outcome:
+        return run_task(self._queue.popleft(), *self._lock_timing)
+
+    def close(self) -> None:
+        self._queue.clear()
+
+
+class RayExecutor(_Executor):
+    """Runs each task as a Ray task asking for `cpus_per_task` CPUs and `gpus_per_task` GPUs.
+
+    Ray sets CUDA_VISIBLE_DEVICES in the worker, so a task sees only the GPUs it was given (and a
+    MirroredStrategy inside it spans exactly those); Ray starts a fresh worker process for each GPU
+    task, so TensorFlow never keeps a previous task's devices. `address=None` starts Ray on this
+    machine (or joins the cluster in RAY_ADDRESS, as under `ray job submit`); "auto" joins the
+    cluster this machine belongs to; "ray://host:10001" or "host:6379" one elsewhere.
+    """
+
+    name = "ray"
+
+    def __init__(self, address: Optional[str] = None, cpus_per_task: float = 1, gpus_per_task: float = 0,
+                 max_retries: int = 3, stale_after: float = locks.STALE_AFTER_SECONDS,
+                 heartbeat_seconds: float = locks.HEARTBEAT_SECONDS, num_cpus: Optional[int] = None):
+        try:
+            import ray
+        except ImportError:
+            raise ExecutorError("--executor=ray needs Ray: pip install 'tfbench[ray]' "
+                                "(or pip install 'ray[default]')") from None
+        self._ray = ray
+        self._started_here = not ray.is_initialized()
+        if self._started_here:
+            try:
+                ray.init(address=address, num_cpus=num_cpus if address is None else None)
+            except (ConnectionError, RuntimeError, ValueError) as error:
+                raise ExecutorError(f"cannot start or reach Ray at --ray_address={address!r}: {error}") from None
+        self._remote = ray.remote(run_task).options(
+            num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=max_retries,
+            retry_exceptions=False, name="tfbench-task")
+        self._lock_timing = (stale_after, heartbeat_seconds)
+        self._pending: Dict[object, Task] = {}
+
+    def submit(self, task: Task) -> None:
+        self._pending[self._remote.remote(task, *self._lock_timing)] = task
+
+    def next_outcome(self) -> Outcome:
+        ray = self._ray
+        (ref,), _ = ray.wait(list(self._pending), num_returns=1)
+        task = self._pending.pop(ref)
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayError as error:  # the worker died more often than max_retries
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            return Outcome(task.key, "failed", reason=f"{type(error).__name__}: {reason}")
+
+    def close(self) -> None:
+        for ref in self._pending:
+            self._ray.cancel(ref, force=True)
+        self._pending.clear()
+        if self._started_here:
+            self._ray.shutdown()
+
+
+def make(name: str, **options):
+    """The executor called `name` (EXECUTORS); Ray's options are ignored by `local`."""
+    if name == "local":
+        return LocalExecutor(**{key: options[key] for key in ("stale_after", "heartbeat_seconds") if key in options})
+    if name == "ray":
+        return RayExecutor(**options)
+    raise ExecutorError(f"unknown executor {name!r}; valid choices: {', '.join(EXECUTORS)}")
+
+
+@dataclasses.dataclass
+class Summary:
+    """Every selected task's outcome, and the tasks left waiting for needs that are not finished."""
+
+    outcomes: Dict[str, Outcome] = dataclasses.field(default_factory=dict)
+    waiting: Dict[str, List[str]] = dataclasses.field(default_factory=dict)
+
+    def count(self, status: str) -> int:
+        return sum(outcome.status == status for outcome in self.outcomes.values())
+
+    def complete(self) -> bool:
+        """Every selected task finished (ran now or earlier)."""
+        return not self.waiting and all(o.status in ("ran", "skipped") for o in self.outcomes.values())
+
+    def line(self) -> str:
+        counts = ", ".join(f"{self.count(status)} {status}" for status in OUTCOMES)
+        return f"{len(self.outcomes) + len(self.waiting)} tasks: {counts}, {len(self.waiting)} waiting"
+
+
+def execute(plan: Plan, tasks: Sequence[Task], executor, log: Callable[[str], None] = print) -> Summary:
+    """Run `tasks` (a part of `plan`, say one shard) on `executor` as their needs are met; the
+    caller closes the executor (`with executors.make(...) as executor:`).
+
+    A need outside `tasks` must already be finished; a need inside is waited for. Tasks are
+    submitted as soon as they are ready, so an executor with many workers runs them at once.
+    """
+    selected = {task.key: task for task in tasks}
+    dependents = plan.dependents()
+    done: Dict[str, bool] = {}  # resolved needs: finished or not
+
+    def need_done(key: str) -> Optional[bool]:
+        """True/False once known, None while it is still to run here."""
+        if key not in done:
+            if key in selected:
+                return None
+            done[key] = finished(plan[key])
+        return done[key]
+
+    summary = Summary()
+    unsubmitted = dict(selected)
+    in_flight = 0
+
+    def consider(task: Task) -> None:
+        nonlocal in_flight
+        states = [need_done(need) for need in task.needs]
+        if None in states:
+            return
+        del unsubmitted[task.key]
+        missing = [need for need, state in zip(task.needs, states) if not state]
+        if missing:
+            summary.waiting[task.key] = missing
+            done[task.key] = False
+            log(f"waiting: {task.kind} {task.key} needs {len(missing)} unfinished task(s) "
+                f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); a rerun completes it")
+            for key in dependents[task.key]:
+                if key in unsubmitted:
+                    consider(unsubmitted[key])
+            return
+        executor.submit(task)
+        in_flight += 1
+
+    for task in list(unsubmitted.values()):
+        if task.key in unsubmitted:
+            consider(task)
+    while in_flight:
+        outcome = executor.next_outcome()
+        in_flight -= 1
+        task = selected[outcome.key]
+        summary.outcomes[task.key] = outcome
+        done[task.key] = outcome.status in ("ran", "skipped")
+        where = f" on {outcome.host}:{outcome.pid}" if outcome.status == "ran" else ""
+        detail = f": {outcome.reason}" if outcome.reason else ""
+        log(f"[{len(summary.outcomes)}/{len(selected)}] {outcome.status} {task.kind} {task.key}"
+            f"{f' in {outcome.seconds:.1f}s' if outcome.seconds else ''}{where}{detail}")
+        for key in dependents[task.key]:
+            if key in unsubmitted:
+                consider(unsubmitted[key])
+    return summary
