@@ -10,23 +10,23 @@ raises, or ends without a finished record, is reported failed and is not retried
 invocation (its own record says why when it wrote one); a Ray worker that dies (machine lost,
 SIGKILL, out of memory) is retried by Ray up to `max_retries` times, and the retry resumes from the
 task's checkpoints. A task whose needs are not all finished (failed, held by another driver, or in
-another shard) is left for a rerun and named.
+another shard) is left for a rerun and named; one that another driver is running is waited for.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
+import heapq
 import os
 import socket
 import time
-from typing import Callable, Deque, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from tfbench import locks
 from tfbench.plan import Plan, Task, finished, read_record
 
 EXECUTORS = ("local", "ray")
-OUTCOMES = ("ran", "skipped", "busy", "failed")
+OUTCOMES = ("ran", "skipped", "failed")  # final; "busy" is looked at again
 
 
 class ExecutorError(RuntimeError):
@@ -35,8 +35,8 @@ class ExecutorError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-    """What happened to one task: ran, skipped (finished earlier), busy (another driver holds its
-    lock) or failed; where, and how long it took."""
+    """What happened to one task: ran, skipped (finished earlier), failed, or busy (another driver
+    holds its lock: not final); where, and how long it took."""
 
     key: str
     status: str
@@ -76,7 +76,8 @@ def run_task(task: Task, stale_after: float = locks.STALE_AFTER_SECONDS,
 
 
 class _Executor:
-    """`submit(task)`, `next_outcome()` in completion order, `close()`; usable in a `with` block."""
+    """`submit(task, position)` (its place in the plan's order), `next_outcome()` in completion
+    order, `close()`; usable in a `with` block."""
 
     def close(self) -> None:
         raise NotImplementedError
@@ -89,20 +90,21 @@ class _Executor:
 
 
 class LocalExecutor(_Executor):
-    """Runs submitted tasks in this process, in the order submitted."""
+    """Runs submitted tasks in this process one at a time, earliest in the plan first (so a run's
+    conclusion follows its trials before the next run starts, as a sequential sweep would)."""
 
     name = "local"
 
     def __init__(self, stale_after: float = locks.STALE_AFTER_SECONDS,
                  heartbeat_seconds: float = locks.HEARTBEAT_SECONDS):
-        self._queue: Deque[Task] = collections.deque()
+        self._queue: List[Tuple[int, Task]] = []
         self._lock_timing = (stale_after, heartbeat_seconds)
 
-    def submit(self, task: Task) -> None:
-        self._queue.append(task)
+    def submit(self, task: Task, position: int) -> None:
+        heapq.heappush(self._queue, (position, task))
 
     def next_outcome(self) -> Outcome:
-        return run_task(self._queue.popleft(), *self._lock_timing)
+        return run_task(heapq.heappop(self._queue)[1], *self._lock_timing)
 
     def close(self) -> None:
         self._queue.clear()
@@ -141,7 +143,7 @@ class RayExecutor(_Executor):
         self._lock_timing = (stale_after, heartbeat_seconds)
         self._pending: Dict[object, Task] = {}
 
-    def submit(self, task: Task) -> None:
+    def submit(self, task: Task, position: int) -> None:
         self._pending[self._remote.remote(task, *self._lock_timing)] = task
 
     def next_outcome(self) -> Outcome:
@@ -190,16 +192,20 @@ class Summary:
         return f"{len(self.outcomes) + len(self.waiting)} tasks: {counts}, {len(self.waiting)} waiting"
 
 
-def execute(plan: Plan, tasks: Sequence[Task], executor, log: Callable[[str], None] = print) -> Summary:
+def execute(plan: Plan, tasks: Sequence[Task], executor, log: Callable[[str], None] = print,
+            busy_poll_seconds: float = 10.0) -> Summary:
     """Run `tasks` (a part of `plan`, say one shard) on `executor` as their needs are met; the
     caller closes the executor (`with executors.make(...) as executor:`).
 
     A need outside `tasks` must already be finished; a need inside is waited for. Tasks are
-    submitted as soon as they are ready, so an executor with many workers runs them at once.
+    submitted as soon as they are ready, so an executor with many workers runs them at once. A
+    task that another driver is running (busy) is looked at again every `busy_poll_seconds` once
+    nothing else is left to do here, until that driver finishes it (or dies, and it is taken over).
     """
     selected = {task.key: task for task in tasks}
+    position = {task.key: i for i, task in enumerate(plan.tasks)}
     dependents = plan.dependents()
-    done: Dict[str, bool] = {}  # resolved needs: finished or not
+    done: Dict[str, bool] = {}  # resolved tasks: finished or not
 
     def need_done(key: str) -> Optional[bool]:
         """True/False once known, None while it is still to run here."""
@@ -212,40 +218,54 @@ def execute(plan: Plan, tasks: Sequence[Task], executor, log: Callable[[str], No
     summary = Summary()
     unsubmitted = dict(selected)
     in_flight = 0
+    busy: List[Task] = []
+
+    def submit(task: Task) -> None:
+        nonlocal in_flight
+        executor.submit(task, position[task.key])
+        in_flight += 1
+
+    def resolve(key: str, is_done: bool) -> None:
+        done[key] = is_done
+        for dependent in dependents[key]:
+            if dependent in unsubmitted:
+                consider(unsubmitted[dependent])
 
     def consider(task: Task) -> None:
-        nonlocal in_flight
         states = [need_done(need) for need in task.needs]
         if None in states:
             return
         del unsubmitted[task.key]
         missing = [need for need, state in zip(task.needs, states) if not state]
-        if missing:
-            summary.waiting[task.key] = missing
-            done[task.key] = False
-            log(f"waiting: {task.kind} {task.key} needs {len(missing)} unfinished task(s) "
-                f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); a rerun completes it")
-            for key in dependents[task.key]:
-                if key in unsubmitted:
-                    consider(unsubmitted[key])
+        if not missing:
+            submit(task)
             return
-        executor.submit(task)
-        in_flight += 1
+        summary.waiting[task.key] = missing
+        log(f"waiting: {task.kind} {task.key} needs {len(missing)} unfinished task(s) "
+            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); a rerun completes it")
+        resolve(task.key, False)
 
     for task in list(unsubmitted.values()):
         if task.key in unsubmitted:
             consider(task)
-    while in_flight:
+    while in_flight or busy:
+        if not in_flight:
+            time.sleep(busy_poll_seconds)
+            for task in busy:
+                submit(task)
+            busy.clear()
+            continue
         outcome = executor.next_outcome()
         in_flight -= 1
         task = selected[outcome.key]
+        if outcome.status == "busy":
+            log(f"busy: {task.kind} {task.key} is {outcome.reason}; looking again later")
+            busy.append(task)
+            continue
         summary.outcomes[task.key] = outcome
-        done[task.key] = outcome.status in ("ran", "skipped")
         where = f" on {outcome.host}:{outcome.pid}" if outcome.status == "ran" else ""
         detail = f": {outcome.reason}" if outcome.reason else ""
         log(f"[{len(summary.outcomes)}/{len(selected)}] {outcome.status} {task.kind} {task.key}"
             f"{f' in {outcome.seconds:.1f}s' if outcome.seconds else ''}{where}{detail}")
-        for key in dependents[task.key]:
-            if key in unsubmitted:
-                consider(unsubmitted[key])
+        resolve(task.key, outcome.status in ("ran", "skipped"))
     return summary

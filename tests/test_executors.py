@@ -1,0 +1,134 @@
+"""Executors on fake tasks: local and Ray agree, a killed Ray worker is retried, shards and two
+drivers on one folder run every task exactly once."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import cluster_fakes
+from tfbench import executors, plan
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+
+def _run(study, executor, tasks=None):
+    lines = []
+    with executor:
+        summary = executors.execute(study, study.tasks if tasks is None else tasks, executor,
+                                    log=lines.append, busy_poll_seconds=0.1)
+    return summary, lines
+
+
+def _records(folder):
+    out = {}
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".json"):
+            with open(os.path.join(folder, name)) as handle:
+                out[name] = json.load(handle)
+    return out
+
+
+def test_local_runs_in_dependency_order_and_a_second_run_skips_everything(tmp_path):
+    log = os.path.join(tmp_path, "log")
+    study = cluster_fakes.study(tmp_path, log=log, runs=2, trials=2)
+    summary, lines = _run(study, executors.LocalExecutor())
+    assert summary.complete() and summary.count("ran") == 6
+    with open(log) as handle:
+        order = [line.split()[1] for line in handle if line.startswith("end")]
+    assert order == [task.key for task in study.tasks]
+    assert lines[0].startswith("[1/6] ran trial run0-trial0 in ") and f"on {os.uname().nodename}:{os.getpid()}" in lines[0]
+    again, _ = _run(study, executors.LocalExecutor())
+    assert again.count("skipped") == 6 and again.complete()
+
+
+def test_ray_gives_the_same_records_as_local_from_worker_processes(tmp_path, ray_cluster):
+    local_dir, ray_dir = os.path.join(tmp_path, "local"), os.path.join(tmp_path, "ray")
+    for folder, executor in [(local_dir, executors.LocalExecutor()), (ray_dir, executors.RayExecutor())]:
+        os.makedirs(folder)
+        study = plan.Plan(cluster_fakes.task(folder, t.key, needs=t.needs, kind=t.kind, value=t.key)
+                          for t in cluster_fakes.study(folder, runs=2, trials=3).tasks)
+        summary, _ = _run(study, executor)
+        assert summary.complete() and summary.count("ran") == 8
+    assert _records(ray_dir) == _records(local_dir) and len(_records(ray_dir)) == 8
+    assert {o.pid for o in summary.outcomes.values()} - {os.getpid()} == {o.pid for o in summary.outcomes.values()}
+    assert ray_cluster.is_initialized()  # the executor did not shut down a Ray it did not start
+
+
+def test_a_ray_worker_killed_mid_task_is_retried_and_the_record_written_once(tmp_path, ray_cluster):
+    log, pid_file = os.path.join(tmp_path, "log"), os.path.join(tmp_path, "pid")
+    victim = cluster_fakes.task(tmp_path, "victim", log=log, seconds=2.0, pid_file=pid_file)
+    study = plan.Plan([victim, cluster_fakes.task(tmp_path, "conclude", needs=["victim"], log=log)])
+    killed = []
+
+    def kill_the_worker():
+        deadline = time.time() + 60
+        while not os.path.exists(pid_file) and time.time() < deadline:
+            time.sleep(0.05)
+        with open(pid_file) as handle:
+            killed.append(int(handle.read()))
+        os.unlink(pid_file)
+        os.kill(killed[0], signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_the_worker)
+    killer.start()
+    summary, _ = _run(study, executors.RayExecutor(max_retries=2))
+    killer.join()
+    assert summary.complete(), summary.outcomes
+    assert cluster_fakes.events(log, "start") == {"victim": 2, "conclude": 1}
+    assert cluster_fakes.events(log, "end") == {"victim": 1, "conclude": 1}
+    assert summary.outcomes["victim"].pid != killed[0]
+    # no lock and no temporary file left (the retry announced its pid again)
+    assert sorted(os.listdir(tmp_path)) == ["conclude.json", "log", "pid", "victim.json"]
+
+
+def test_ray_does_not_retry_a_task_that_raised(tmp_path, ray_cluster):
+    log = os.path.join(tmp_path, "log")
+    study = plan.Plan([cluster_fakes.task(tmp_path, "bad", log=log, function="raise_error")])
+    summary, _ = _run(study, executors.RayExecutor(max_retries=3))
+    assert (summary.outcomes["bad"].status, summary.outcomes["bad"].reason) == ("failed", "ValueError: the data is bad")
+    assert cluster_fakes.events(log, "start") == {"bad": 1}
+
+
+def test_three_shards_cover_the_plan_once_and_a_fourth_run_finds_nothing_left(tmp_path):
+    log = os.path.join(tmp_path, "log")
+    study = cluster_fakes.study(tmp_path, log=log, runs=3, trials=4)
+    first_pass = [_run(study, executors.LocalExecutor(), study.shard(index, 3))[0] for index in range(3)]
+    ran = [key for summary in first_pass for key, o in summary.outcomes.items() if o.status == "ran"]
+    waiting = [key for summary in first_pass for key in summary.waiting]
+    assert sorted(ran + waiting) == sorted(t.key for t in study.tasks)  # disjoint and covering
+    assert waiting and all(key.endswith("conclude") for key in waiting)  # their trials were in later shards
+    second_pass = [_run(study, executors.LocalExecutor(), study.shard(index, 3))[0] for index in range(3)]
+    assert all(summary.complete() for summary in second_pass)
+    fourth, _ = _run(study, executors.LocalExecutor())
+    assert fourth.count("skipped") == len(study) and fourth.count("ran") == 0
+    assert set(cluster_fakes.events(log, "end").values()) == {1}
+    assert len(cluster_fakes.events(log, "end")) == len(study)
+
+
+DRIVER = """
+import sys
+import cluster_fakes
+from tfbench import executors
+study = cluster_fakes.study(sys.argv[1], log=sys.argv[2], runs=3, trials=4, seconds=0.1)
+with executors.LocalExecutor() as executor:
+    summary = executors.execute(study, study.tasks, executor, log=print, busy_poll_seconds=0.2)
+print(summary.line())
+sys.exit(0 if summary.complete() else 1)
+"""
+
+
+def test_two_drivers_on_one_folder_run_every_task_once(tmp_path):
+    log = os.path.join(tmp_path, "log")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, os.getcwd()])}
+    drivers = [subprocess.Popen([sys.executable, "-c", DRIVER, str(tmp_path), log], env=env,
+                                stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [driver.communicate(timeout=60)[0] for driver in drivers]
+    assert [driver.returncode for driver in drivers] == [0, 0], outputs
+    study = cluster_fakes.study(tmp_path, runs=3, trials=4)
+    assert cluster_fakes.events(log, "start") == {task.key: 1 for task in study.tasks}
+    ran = [int(output.strip().splitlines()[-1].split(": ")[1].split()[0]) for output in outputs]
+    assert sum(ran) == len(study) and min(ran) > 0, outputs  # both did some of the work
