@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tfbench import flags_common, results, sweep
+from tfbench import executors, results, study
 from tfbench.experiment import Experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,28 +29,34 @@ def _fake_run(calls):
     return run
 
 
+def _sweep(experiments):
+    study_plan = study.study_plan(experiments)
+    with executors.LocalExecutor() as executor:
+        summary = executors.execute(study_plan, study_plan.tasks, executor)
+    return {status: summary.count(status) for status in executors.OUTCOMES}
+
+
 def test_sweep_records_a_failure_continues_and_skips_finished_runs(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(sweep, "run_function", lambda regime: _fake_run(calls))
+    monkeypatch.setattr(study, "run_function", lambda regime: _fake_run(calls))
     experiments = _experiments(tmp_path)
-    counts = sweep.sweep(experiments, overwrite=False, user_errors=())
-    assert counts == {"ran": 3, "skipped": 0, "failed": 1}
+    assert _sweep(experiments) == {"ran": 2, "skipped": 0, "failed": 1}
     assert calls == ["tiny", "broken", "other"]
     failed = json.loads(open(results.record_path(experiments[1])).read())
     assert failed["status"] == "failed" and "out of memory in layer 3" in failed["reason"]
     assert "Traceback" in failed["traceback"]
 
     calls.clear()
-    counts = sweep.sweep(experiments, overwrite=False, user_errors=())
+    assert _sweep(experiments) == {"ran": 0, "skipped": 2, "failed": 1}
     assert calls == ["broken"]  # finished runs skipped, the failed one tried again
-    assert counts == {"ran": 1, "skipped": 2, "failed": 1}
 
 
-def test_eta_uses_the_mean_time_of_each_regime():
-    remaining = [Experiment(regime=r, model="tiny", dataset="digits", output_dir="x")
-                 for r in ("probe", "finetune", "finetune")]
-    assert sweep.eta({}, remaining) == "ETA unknown"
-    assert sweep.eta({"probe": [10.0, 20.0], "finetune": [100.0]}, remaining) == "ETA 00:03:35"
+def test_eta_uses_the_mean_time_of_each_kind_over_the_parallel_slots():
+    remaining = {"probe": 1, "run": 2}
+    assert executors.eta({}, remaining, slots=1) == "ETA unknown"
+    assert executors.eta({"probe": [10.0, 20.0], "run": [100.0]}, remaining, slots=1) == "ETA 00:03:35"
+    assert executors.eta({"probe": [10.0, 20.0], "run": [100.0]}, remaining, slots=5) == "ETA 00:00:43"
+    assert executors.eta({"probe": [10.0]}, {"probe": 0}, slots=1) == "ETA 00:00:00"
 
 
 def test_smoke_preset_runs_end_to_end_then_is_skipped(tmp_path):

@@ -16,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 USAGE_ERROR = 2  # bad input: nothing ran, nothing was written
 RUN_FAILED = 1  # the input was fine but a run failed (its record says why)
+INCOMPLETE = 3  # nothing failed, but some tasks wait for others not finished yet (rerun to complete)
 
 
 def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:

@@ -15,12 +15,13 @@ another shard) is left for a rerun and named; one that another driver is running
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import heapq
 import os
 import socket
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from tfbench import locks
 from tfbench.plan import Plan, Task, finished, read_record
@@ -77,7 +78,9 @@ def run_task(task: Task, stale_after: float = locks.STALE_AFTER_SECONDS,
 
 class _Executor:
     """`submit(task, position)` (its place in the plan's order), `next_outcome()` in completion
-    order, `close()`; usable in a `with` block."""
+    order, `close()`; usable in a `with` block. `slots`: how many tasks run at once."""
+
+    slots = 1
 
     def close(self) -> None:
         raise NotImplementedError
@@ -142,6 +145,10 @@ class RayExecutor(_Executor):
             retry_exceptions=False, name="tfbench-task")
         self._lock_timing = (stale_after, heartbeat_seconds)
         self._pending: Dict[object, Task] = {}
+        resources = ray.cluster_resources()
+        fits = [resources.get(name, 0) / need for name, need in (("CPU", cpus_per_task), ("GPU", gpus_per_task))
+                if need > 0]
+        self.slots = max(1, int(min(fits))) if fits else 1
 
     def submit(self, task: Task, position: int) -> None:
         self._pending[self._remote.remote(task, *self._lock_timing)] = task
@@ -192,8 +199,24 @@ class Summary:
         return f"{len(self.outcomes) + len(self.waiting)} tasks: {counts}, {len(self.waiting)} waiting"
 
 
+def eta(seconds_by_kind: Mapping[str, List[float]], remaining_by_kind: Mapping[str, int], slots: int) -> str:
+    """Time left: each remaining task at the mean time of its kind so far (of all kinds when its
+    own has none yet), spread over the executor's parallel slots."""
+    everything = [s for values in seconds_by_kind.values() for s in values]
+    if not any(remaining_by_kind.values()):
+        return "ETA 00:00:00"
+    if not everything:
+        return "ETA unknown"
+    total = 0.0
+    for kind, count in remaining_by_kind.items():
+        known = seconds_by_kind.get(kind) or everything
+        total += count * sum(known) / len(known)
+    return f"ETA {time.strftime('%H:%M:%S', time.gmtime(total / max(1, slots)))}"
+
+
 def execute(plan: Plan, tasks: Sequence[Task], executor, log: Callable[[str], None] = print,
-            busy_poll_seconds: float = 10.0) -> Summary:
+            busy_poll_seconds: float = 10.0,
+            on_outcome: Optional[Callable[[Task, Outcome], None]] = None) -> Summary:
     """Run `tasks` (a part of `plan`, say one shard) on `executor` as their needs are met; the
     caller closes the executor (`with executors.make(...) as executor:`).
 
@@ -201,6 +224,7 @@ def execute(plan: Plan, tasks: Sequence[Task], executor, log: Callable[[str], No
     submitted as soon as they are ready, so an executor with many workers runs them at once. A
     task that another driver is running (busy) is looked at again every `busy_poll_seconds` once
     nothing else is left to do here, until that driver finishes it (or dies, and it is taken over).
+    Each final outcome is logged with an ETA and passed to `on_outcome`.
     """
     selected = {task.key: task for task in tasks}
     position = {task.key: i for i, task in enumerate(plan.tasks)}
@@ -216,6 +240,8 @@ def execute(plan: Plan, tasks: Sequence[Task], executor, log: Callable[[str], No
         return done[key]
 
     summary = Summary()
+    seconds_by_kind: Dict[str, List[float]] = {}
+    remaining_by_kind = collections.Counter(task.kind for task in tasks)
     unsubmitted = dict(selected)
     in_flight = 0
     busy: List[Task] = []
@@ -241,6 +267,7 @@ def execute(plan: Plan, tasks: Sequence[Task], executor, log: Callable[[str], No
             submit(task)
             return
         summary.waiting[task.key] = missing
+        remaining_by_kind[task.kind] -= 1
         log(f"waiting: {task.kind} {task.key} needs {len(missing)} unfinished task(s) "
             f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); a rerun completes it")
         resolve(task.key, False)
@@ -263,9 +290,15 @@ def execute(plan: Plan, tasks: Sequence[Task], executor, log: Callable[[str], No
             busy.append(task)
             continue
         summary.outcomes[task.key] = outcome
+        remaining_by_kind[task.kind] -= 1
+        if outcome.status == "ran":
+            seconds_by_kind.setdefault(task.kind, []).append(outcome.seconds)
         where = f" on {outcome.host}:{outcome.pid}" if outcome.status == "ran" else ""
         detail = f": {outcome.reason}" if outcome.reason else ""
         log(f"[{len(summary.outcomes)}/{len(selected)}] {outcome.status} {task.kind} {task.key}"
-            f"{f' in {outcome.seconds:.1f}s' if outcome.seconds else ''}{where}{detail}")
+            f"{f' in {outcome.seconds:.1f}s' if outcome.seconds else ''}{where}{detail}; "
+            f"{eta(seconds_by_kind, remaining_by_kind, executor.slots)}")
+        if on_outcome is not None:
+            on_outcome(task, outcome)
         resolve(task.key, outcome.status in ("ran", "skipped"))
     return summary

@@ -8,6 +8,13 @@ Each regime's settings come from the same flags its binary takes; `--<regime>_fl
 regime its own flagfile (fine-tuning and scratch share flag names but not values). Finished runs
 are skipped, a failed run is recorded with its error and the sweep goes on, and the exit code is
 non-zero if any run failed. When every run is done the report (tfbench.report) is rebuilt.
+
+Every run is a task of a plan (tfbench.plan) run by an executor: `--executor=local` (the default)
+runs them one after another in this process; `--executor=ray` runs them as Ray tasks, each with
+`--cpus_per_trial` CPUs and `--gpus_per_trial` GPUs, on this machine or the cluster at
+`--ray_address`. `--shard=INDEX/COUNT` (or `auto/COUNT` under a Kubernetes Indexed Job or a Slurm
+array) runs a deterministic slice; a lock per task lets several drivers share one output folder.
+`--dry_run` prints the plan and its cost instead of running it.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from typing import Dict, List, Tuple
 
 from absl import flags
 
-from tfbench import cli, finetune, flags_common, probe, results, runs
+from tfbench import cli, executors, finetune, flags_common, plan, probe, study
 from tfbench.experiment import REGIMES, Experiment
 
 FLAGS = flags.FLAGS
@@ -30,21 +37,29 @@ for _regime in REGIMES:
     flags.DEFINE_string(f"{_regime}_flags", None,
                         f"Flagfile with the {_regime} regime's own settings, read after the "
                         "command line for that regime only.")
-flags.DEFINE_boolean("report", True, "Rebuild the report under <output_dir>/report at the end.")
+flags.DEFINE_boolean("report", True, "Rebuild the report under <output_dir>/report once every run is finished.")
+flags.DEFINE_enum("executor", "local", executors.EXECUTORS,
+                  "Where tasks run: local = one after another in this process; ray = Ray tasks on "
+                  "this machine or on the cluster at --ray_address (pip install 'tfbench[ray]').")
+flags.DEFINE_string("ray_address", None,
+                    "Ray cluster to run on (auto = the one this machine belongs to, or host:6379, "
+                    "ray://host:10001); default: RAY_ADDRESS if set, else start Ray on this machine.")
+flags.DEFINE_float("gpus_per_trial", 0, "GPUs each Ray task asks for (it sees only those).", lower_bound=0)
+flags.DEFINE_float("cpus_per_trial", 1, "CPUs each Ray task asks for.", lower_bound=0)
+flags.DEFINE_string("shard", None,
+                    "Run only shard INDEX of COUNT (INDEX/COUNT), or auto/COUNT with INDEX from "
+                    "JOB_COMPLETION_INDEX (Kubernetes Indexed Job) or SLURM_ARRAY_TASK_ID.")
+flags.DEFINE_boolean("dry_run", False, "Print the plan and its cost (steps, images, GPU-hours) and exit.")
+flags.DEFINE_float("images_per_second", None,
+                   "Training throughput per GPU for --dry_run's estimate; default: measured in "
+                   "the finished records.", lower_bound=0)
+flags.DEFINE_integer("dry_run_gpus", 1, "GPUs that --dry_run's wall-time estimate assumes.", lower_bound=1)
 
 SETTINGS = {
     "probe": probe.settings_from_flags,
     "finetune": finetune.settings_from_flags,
     "scratch": finetune.settings_from_flags,
 }
-
-
-def run_function(regime: str):
-    if regime == "probe":
-        return probe.run
-    from tfbench import training
-
-    return training.run_regime
 
 
 def regime_settings(regime: str, argv: List[str]) -> Tuple[Dict, Dict, List[str], List[str]]:
@@ -65,7 +80,7 @@ def regime_settings(regime: str, argv: List[str]) -> Tuple[Dict, Dict, List[str]
     return shared, settings, models, datasets
 
 
-def plan(argv: List[str]) -> List[Experiment]:
+def experiments_from_flags(argv: List[str]) -> List[Experiment]:
     """Every experiment of the sweep, validated before any of them runs."""
     from tfbench import backbones, datasets
 
@@ -87,38 +102,25 @@ def plan(argv: List[str]) -> List[Experiment]:
     return experiments
 
 
-def eta(seconds_by_regime: Dict[str, List[float]], remaining: List[Experiment]) -> str:
-    """Remaining time from the mean wall time of runs done so far, per regime where known."""
-    everything = [s for values in seconds_by_regime.values() for s in values]
-    if not everything:
-        return "ETA unknown"
-    total = 0.0
-    for experiment in remaining:
-        known = seconds_by_regime.get(experiment.regime) or everything
-        total += sum(known) / len(known)
-    return f"ETA {time.strftime('%H:%M:%S', time.gmtime(total))}"
+def selected_tasks(study_plan: plan.Plan) -> List[plan.Task]:
+    if not FLAGS.shard:
+        return study_plan.tasks
+    shard = plan.parse_shard(FLAGS.shard)
+    return study_plan.shard(shard.index, shard.count)
 
 
-def sweep(experiments: List[Experiment], overwrite: bool, user_errors: tuple) -> Dict[str, int]:
-    """Run them in order; returns how many were run, skipped and failed."""
-    counts = {"ran": 0, "skipped": 0, "failed": 0}
-    seconds_by_regime: Dict[str, List[float]] = {}
-    for index, experiment in enumerate(experiments):
-        label = f"[{index + 1}/{len(experiments)}] {experiment.regime} {experiment.dataset} {experiment.model}"
-        print(f"{label} ... {eta(seconds_by_regime, experiments[index:])}", flush=True)
-        started = time.time()
-        outcome = runs.execute(experiment, run_function(experiment.regime), overwrite=overwrite,
-                               user_errors=user_errors)
-        if outcome.skipped:
-            counts["skipped"] += 1
-        else:
-            counts["ran"] += 1
-            seconds_by_regime.setdefault(experiment.regime, []).append(time.time() - started)
-        if outcome.error is not None:
-            counts["failed"] += 1
-            print(f"{label} failed: {outcome.record['reason']} (recorded; continuing)", file=sys.stderr)
-        print(f"{label} {flags_common.summary_line(outcome.record, skipped=outcome.skipped)}", flush=True)
-    return counts
+def print_run_summary(task: plan.Task, outcome: executors.Outcome) -> None:
+    """The line each regime binary ends with, for each run a task concluded (or found finished)."""
+    record = plan.read_record(task.record)
+    if task.kind != "trial" and record is not None and "experiment" in record:
+        print(f"  {flags_common.summary_line(record, skipped=outcome.status == 'skipped')}", flush=True)
+
+
+def make_executor():
+    if FLAGS.executor == "local":
+        return executors.LocalExecutor()
+    return executors.RayExecutor(address=FLAGS.ray_address, cpus_per_task=FLAGS.cpus_per_trial,
+                                 gpus_per_task=FLAGS.gpus_per_trial)
 
 
 def main():
@@ -126,20 +128,31 @@ def main():
         from tfbench import report
 
         argv = list(sys.argv)
-        errors = flags_common.user_errors() + (report.ReportInputError,)
+        errors = flags_common.user_errors() + (report.ReportInputError, plan.PlanError, executors.ExecutorError)
         try:
-            experiments = plan(argv)
+            experiments = experiments_from_flags(argv)
+            study_plan = study.study_plan(experiments, overwrite=FLAGS.overwrite)
+            tasks = selected_tasks(study_plan)
+            if FLAGS.dry_run:
+                print(plan.cost(tasks, FLAGS.images_per_second).summary(FLAGS.dry_run_gpus))
+                return
+            if FLAGS.overwrite:
+                study.discard([Experiment.from_dict(task.call.arguments["experiment"]) for task in tasks])
             started = time.time()
-            counts = sweep(experiments, FLAGS.overwrite, errors)
-            if FLAGS.report:
+            with make_executor() as executor:
+                summary = executors.execute(study_plan, tasks, executor, on_outcome=print_run_summary)
+            everything_finished = all(plan.finished(task) for task in study_plan.tasks)
+            if FLAGS.report and everything_finished:
                 report.report(FLAGS.output_dir)
         except errors as error:
             cli.fail(str(error))
-        print(f"sweep: {len(experiments)} runs: {counts['ran']} ran, {counts['skipped']} skipped "
-              f"(finished earlier), {counts['failed']} failed in {time.time() - started:.0f}s; "
-              f"records under {FLAGS.output_dir}")
-        if counts["failed"]:
+        print(f"sweep: {summary.line()} in {time.time() - started:.0f}s; records under {FLAGS.output_dir}")
+        if summary.count("failed"):
             sys.exit(cli.RUN_FAILED)
+        if not summary.complete():
+            print("sweep: some tasks wait for tasks that are not finished; run the same command again "
+                  "once those are done", file=sys.stderr)
+            sys.exit(cli.INCOMPLETE)
 
     cli.run_app(_main)
 
