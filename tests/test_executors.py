@@ -15,11 +15,11 @@ from tfbench import executors, plan
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
-def _run(study, executor, tasks=None):
+def _run(study, executor, tasks=None, wait_for_needs=0.0):
     lines = []
     with executor:
         summary = executors.execute(study, study.tasks if tasks is None else tasks, executor,
-                                    log=lines.append, busy_poll_seconds=0.1)
+                                    log=lines.append, poll_seconds=0.1, wait_for_needs=wait_for_needs)
     return summary, lines
 
 
@@ -109,13 +109,41 @@ def test_three_shards_cover_the_plan_once_and_a_fourth_run_finds_nothing_left(tm
     assert len(cluster_fakes.events(log, "end")) == len(study)
 
 
+def test_shards_run_at_once_wait_for_each_others_trials_and_finish_in_one_pass(tmp_path):
+    log = os.path.join(tmp_path, "log")
+    study = cluster_fakes.study(tmp_path, log=log, runs=3, trials=4, seconds=0.05)
+    summaries = {}
+
+    def shard(index):
+        with executors.LocalExecutor() as executor:
+            summaries[index] = executors.execute(study, study.shard(index, 3), executor, log=lambda line: None,
+                                                 poll_seconds=0.05, wait_for_needs=30)
+
+    threads = [threading.Thread(target=shard, args=(index,)) for index in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(summary.complete() for summary in summaries.values())
+    assert cluster_fakes.events(log, "end") == {task.key: 1 for task in study.tasks}
+
+
+def test_waiting_for_needs_gives_up_on_a_failed_need_at_once(tmp_path):
+    study = cluster_fakes.study(tmp_path, runs=1, trials=2)
+    cluster_fakes.write_record(study["run0-trial0"].record)
+    cluster_fakes.write_record(study["run0-trial1"].record, status="failed")
+    started = time.monotonic()
+    summary, _ = _run(study, executors.LocalExecutor(), [study["run0-conclude"]], wait_for_needs=60)
+    assert summary.waiting == {"run0-conclude": ["run0-trial1"]} and time.monotonic() - started < 5
+
+
 DRIVER = """
 import sys
 import cluster_fakes
 from tfbench import executors
 study = cluster_fakes.study(sys.argv[1], log=sys.argv[2], runs=3, trials=4, seconds=0.1)
 with executors.LocalExecutor() as executor:
-    summary = executors.execute(study, study.tasks, executor, log=print, busy_poll_seconds=0.2)
+    summary = executors.execute(study, study.tasks, executor, log=print, poll_seconds=0.2)
 print(summary.line())
 sys.exit(0 if summary.complete() else 1)
 """

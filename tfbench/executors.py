@@ -214,22 +214,30 @@ def eta(seconds_by_kind: Mapping[str, List[float]], remaining_by_kind: Mapping[s
     return f"ETA {time.strftime('%H:%M:%S', time.gmtime(total / max(1, slots)))}"
 
 
+def _failed(task: Task) -> bool:
+    record = read_record(task.record)
+    return record is not None and record.get("status") == "failed"
+
+
 def execute(plan: Plan, tasks: Sequence[Task], executor, log: Callable[[str], None] = print,
-            busy_poll_seconds: float = 10.0,
+            poll_seconds: float = 10.0, wait_for_needs: float = 0.0,
             on_outcome: Optional[Callable[[Task, Outcome], None]] = None) -> Summary:
     """Run `tasks` (a part of `plan`, say one shard) on `executor` as their needs are met; the
     caller closes the executor (`with executors.make(...) as executor:`).
 
-    A need outside `tasks` must already be finished; a need inside is waited for. Tasks are
-    submitted as soon as they are ready, so an executor with many workers runs them at once. A
-    task that another driver is running (busy) is looked at again every `busy_poll_seconds` once
-    nothing else is left to do here, until that driver finishes it (or dies, and it is taken over).
-    Each final outcome is logged with an ETA and passed to `on_outcome`.
+    Tasks are submitted as soon as they are ready, so an executor with many workers runs them at
+    once. A need inside `tasks` is waited for. A need outside (another shard's) must be finished;
+    else the task is left for a rerun, or, with `wait_for_needs` seconds, waited for while no need
+    has failed. A task that another driver is running (busy) is looked at again until that
+    driver finishes it (or dies, and it is taken over). Waiting polls the records every
+    `poll_seconds` once nothing else is left to do here. Each final outcome is logged with an ETA
+    and passed to `on_outcome`.
     """
     selected = {task.key: task for task in tasks}
     position = {task.key: i for i, task in enumerate(plan.tasks)}
     dependents = plan.dependents()
     done: Dict[str, bool] = {}  # resolved tasks: finished or not
+    deadline = time.monotonic() + wait_for_needs
 
     def need_done(key: str) -> Optional[bool]:
         """True/False once known, None while it is still to run here."""
@@ -245,6 +253,7 @@ def execute(plan: Plan, tasks: Sequence[Task], executor, log: Callable[[str], No
     unsubmitted = dict(selected)
     in_flight = 0
     busy: List[Task] = []
+    parked: List[Task] = []  # waiting for needs that other shards or drivers run
 
     def submit(task: Task) -> None:
         nonlocal in_flight
@@ -265,22 +274,34 @@ def execute(plan: Plan, tasks: Sequence[Task], executor, log: Callable[[str], No
         missing = [need for need, state in zip(task.needs, states) if not state]
         if not missing:
             submit(task)
-            return
-        summary.waiting[task.key] = missing
-        remaining_by_kind[task.kind] -= 1
-        log(f"waiting: {task.kind} {task.key} needs {len(missing)} unfinished task(s) "
-            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); a rerun completes it")
-        resolve(task.key, False)
+        elif time.monotonic() < deadline and not any(need in selected or _failed(plan[need]) for need in missing):
+            parked.append(task)
+        else:
+            summary.waiting[task.key] = missing
+            remaining_by_kind[task.kind] -= 1
+            log(f"waiting: {task.kind} {task.key} needs {len(missing)} unfinished task(s) "
+                f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); a rerun completes it")
+            resolve(task.key, False)
+
+    def look_again() -> None:
+        time.sleep(poll_seconds)
+        for task in busy:
+            submit(task)
+        busy.clear()
+        for task in list(parked):
+            parked.remove(task)
+            for need in task.needs:
+                if need not in selected and not done.get(need, True):
+                    del done[need]  # read its record again
+            unsubmitted[task.key] = task
+            consider(task)
 
     for task in list(unsubmitted.values()):
         if task.key in unsubmitted:
             consider(task)
-    while in_flight or busy:
+    while in_flight or busy or parked:
         if not in_flight:
-            time.sleep(busy_poll_seconds)
-            for task in busy:
-                submit(task)
-            busy.clear()
+            look_again()
             continue
         outcome = executor.next_outcome()
         in_flight -= 1

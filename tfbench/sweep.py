@@ -49,6 +49,9 @@ flags.DEFINE_float("cpus_per_trial", 1, "CPUs each Ray task asks for.", lower_bo
 flags.DEFINE_string("shard", None,
                     "Run only shard INDEX of COUNT (INDEX/COUNT), or auto/COUNT with INDEX from "
                     "JOB_COMPLETION_INDEX (Kubernetes Indexed Job) or SLURM_ARRAY_TASK_ID.")
+flags.DEFINE_float("wait_for_needs", 0,
+                   "Seconds a task whose needs another shard or driver runs waits for them "
+                   "(0: leave it for a rerun); a need that failed is not waited for.", lower_bound=0)
 flags.DEFINE_boolean("dry_run", False, "Print the plan and its cost (steps, images, GPU-hours) and exit.")
 flags.DEFINE_float("images_per_second", None,
                    "Training throughput per GPU for --dry_run's estimate; default: measured in "
@@ -140,7 +143,8 @@ def main():
                 study.discard([Experiment.from_dict(task.call.arguments["experiment"]) for task in tasks])
             started = time.time()
             with make_executor() as executor:
-                summary = executors.execute(study_plan, tasks, executor, on_outcome=print_run_summary)
+                summary = executors.execute(study_plan, tasks, executor, wait_for_needs=FLAGS.wait_for_needs,
+                                            on_outcome=print_run_summary)
             everything_finished = all(plan.finished(task) for task in study_plan.tasks)
             if FLAGS.report and everything_finished:
                 report.report(FLAGS.output_dir)
