@@ -8,7 +8,10 @@ WORKDIR /opt/tfbench
 COPY setup.py README.md ./
 COPY tfbench ./tfbench
 COPY flags ./flags
-RUN python -m pip install --no-cache-dir ".[lite]"
+# wget: KubeRay's health probes run it in every Ray pod (docs/cluster/rayjob.yaml); the ray extra
+# lets the image serve as a Ray head or worker for --executor=ray.
+RUN apt-get update && apt-get install -y --no-install-recommends wget && rm -rf /var/lib/apt/lists/*
+RUN python -m pip install --no-cache-dir ".[lite,ray]"
 
 ENV TFDS_DATA_DIR=/data \
     KERAS_HOME=/cache/keras \
