@@ -7,19 +7,21 @@ import sys
 
 import pytest
 
-from tfbench import flags_common, results, sweep
+from tfbench import files, flags_common, results, sweep
 from tfbench.experiment import Experiment
+from tfbench.settings import ProbeSettings, Runtime, TrainingSettings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _experiments(tmp_path):
-    return [Experiment(regime="probe", model=model, dataset="digits", output_dir=str(tmp_path),
-                       settings={"l2_search": "fast"}) for model in ("tiny", "broken", "other")]
+    return [(Experiment(regime="probe", model=model, dataset="digits", output_dir=str(tmp_path),
+                        settings=ProbeSettings(l2_search="fast")), Runtime())
+            for model in ("tiny", "broken", "other")]
 
 
 def _fake_run(calls):
-    def run(experiment):
+    def run(experiment, runtime):
         calls.append(experiment.model)
         if experiment.model == "broken":
             raise RuntimeError("out of memory in layer 3")
@@ -31,12 +33,12 @@ def _fake_run(calls):
 
 def test_sweep_records_a_failure_continues_and_skips_finished_runs(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(sweep, "run_function", lambda regime: _fake_run(calls))
+    monkeypatch.setitem(sweep.RUN, "probe", _fake_run(calls))
     experiments = _experiments(tmp_path)
     counts = sweep.sweep(experiments, overwrite=False, user_errors=())
     assert counts == {"ran": 3, "skipped": 0, "failed": 1}
     assert calls == ["tiny", "broken", "other"]
-    failed = json.loads(open(results.record_path(experiments[1])).read())
+    failed = json.loads(open(results.record_path(experiments[1][0])).read())
     assert failed["status"] == "failed" and "out of memory in layer 3" in failed["reason"]
     assert "Traceback" in failed["traceback"]
 
@@ -47,8 +49,9 @@ def test_sweep_records_a_failure_continues_and_skips_finished_runs(tmp_path, mon
 
 
 def test_eta_uses_the_mean_time_of_each_regime():
-    remaining = [Experiment(regime=r, model="tiny", dataset="digits", output_dir="x")
-                 for r in ("probe", "finetune", "finetune")]
+    settings = {"probe": ProbeSettings(), "finetune": TrainingSettings()}
+    remaining = [(Experiment(regime=r, model="tiny", dataset="digits", output_dir="x", settings=settings[r]),
+                  Runtime()) for r in ("probe", "finetune", "finetune")]
     assert sweep.eta({}, remaining) == "ETA unknown"
     assert sweep.eta({"probe": [10.0, 20.0], "finetune": [100.0]}, remaining) == "ETA 00:03:35"
 
@@ -86,11 +89,11 @@ def test_bad_sweep_input_is_one_line(tmp_path, args, expected):
 def test_overwrite_discards_finished_trials(tmp_path):
     from tfbench import runs
 
-    experiment = _experiments(tmp_path)[0]
+    experiment = _experiments(tmp_path)[0][0]
     trial = results.trial_path(experiment, "lr0.1_wd0")
-    results.write_json_atomic(trial, {"status": "ok", "experiment": experiment.to_dict()})
+    files.write_json_atomic(trial, {"status": "ok", "experiment": experiment.to_dict()})
     calls = []
-    runs.execute(experiment, _fake_run(calls), overwrite=False)
+    runs.execute(experiment, _fake_run(calls), Runtime(), overwrite=False)
     assert os.path.exists(trial)  # a normal run keeps them (resume)
-    runs.execute(experiment, _fake_run(calls), overwrite=True)
+    runs.execute(experiment, _fake_run(calls), Runtime(), overwrite=True)
     assert not os.path.exists(trial) and calls == ["tiny", "tiny"]

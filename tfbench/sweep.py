@@ -18,8 +18,9 @@ from typing import Dict, List, Tuple
 
 from absl import flags
 
-from tfbench import cli, finetune, flags_common, probe, results, runs
-from tfbench.experiment import REGIMES, Experiment
+from tfbench import cli, finetune, flags_common, probe, protocol, runs
+from tfbench.experiment import Experiment
+from tfbench.settings import REGIMES, TRAINED_REGIMES, Runtime
 
 FLAGS = flags.FLAGS
 
@@ -34,39 +35,39 @@ flags.DEFINE_boolean("report", True, "Rebuild the report under <output_dir>/repo
 
 SETTINGS = {
     "probe": probe.settings_from_flags,
-    "finetune": finetune.settings_from_flags,
-    "scratch": finetune.settings_from_flags,
+    "finetune": lambda: finetune.settings_from_flags("finetune"),
+    "scratch": lambda: finetune.settings_from_flags("scratch"),
 }
+RUNTIMES = {
+    "probe": flags_common.runtime_from_flags,
+    "finetune": finetune.runtime_from_flags,
+    "scratch": finetune.runtime_from_flags,
+}
+RUN = {"probe": probe.run, "finetune": finetune.run, "scratch": finetune.run}
 
 
-def run_function(regime: str):
-    if regime == "probe":
-        return probe.run
-    from tfbench import training
-
-    return training.run_regime
-
-
-def regime_settings(regime: str, argv: List[str]) -> Tuple[Dict, Dict, List[str], List[str]]:
-    """(shared Experiment fields, regime settings, models, datasets) as the regime's binary
-    would parse them; a regime's flagfile may also narrow --models and --datasets."""
+def regime_settings(regime: str, argv: List[str]) -> Tuple[Dict, object, Runtime, List[str], List[str]]:
+    """(shared Experiment fields, regime settings, runtime, models, datasets) as the regime's
+    binary would parse them; a regime's flagfile may also narrow --models and --datasets."""
     flagfile = FLAGS[f"{regime}_flags"].value
     if flagfile:
         FLAGS.unparse_flags()
         FLAGS(argv + [f"--flagfile={flagfile}"])
+    batch_size = FLAGS.batch_size or (protocol.BATCH_SIZE if regime in TRAINED_REGIMES
+                                      else flags_common.PROBE_BATCH_SIZE)
     shared = {"output_dir": FLAGS.output_dir, "seed": FLAGS.seed, "data_dir": FLAGS.data_dir,
-              "image_size": FLAGS.image_size, "batch_size": FLAGS.batch_size,
+              "image_size": FLAGS.image_size, "batch_size": batch_size,
               "precision": FLAGS.precision, "cache_dir": FLAGS.cache_dir}
-    settings = SETTINGS[regime]()
+    settings, runtime = SETTINGS[regime](), RUNTIMES[regime]()
     models, datasets = list(FLAGS.models), list(FLAGS.datasets)
     if flagfile:  # back to the command line alone for the next regime
         FLAGS.unparse_flags()
         FLAGS(argv)
-    return shared, settings, models, datasets
+    return shared, settings, runtime, models, datasets
 
 
-def plan(argv: List[str]) -> List[Experiment]:
-    """Every experiment of the sweep, validated before any of them runs."""
+def plan(argv: List[str]) -> List[Tuple[Experiment, Runtime]]:
+    """Every experiment of the sweep with its runtime, validated before any of them runs."""
     from tfbench import backbones, datasets
 
     for flag in ("models", "datasets"):
@@ -77,37 +78,39 @@ def plan(argv: List[str]) -> List[Experiment]:
         cli.fail(f"unknown regime {unknown[0]!r}; valid choices: {', '.join(REGIMES)}")
     experiments = []
     for regime in FLAGS.regimes:
-        shared, settings, models, names = regime_settings(regime, argv)
+        shared, settings, runtime, models, names = regime_settings(regime, argv)
         for model in models:
             backbones.spec(model)
         for dataset in names:
             datasets.spec(dataset)
-        experiments += [Experiment(regime=regime, model=model, dataset=dataset, settings=settings, **shared)
+        experiments += [(Experiment(regime=regime, model=model, dataset=dataset, settings=settings,
+                                    **shared), runtime)
                         for dataset in names for model in models]
     return experiments
 
 
-def eta(seconds_by_regime: Dict[str, List[float]], remaining: List[Experiment]) -> str:
+def eta(seconds_by_regime: Dict[str, List[float]], remaining: List[Tuple[Experiment, Runtime]]) -> str:
     """Remaining time from the mean wall time of runs done so far, per regime where known."""
     everything = [s for values in seconds_by_regime.values() for s in values]
     if not everything:
         return "ETA unknown"
     total = 0.0
-    for experiment in remaining:
+    for experiment, _ in remaining:
         known = seconds_by_regime.get(experiment.regime) or everything
         total += sum(known) / len(known)
     return f"ETA {time.strftime('%H:%M:%S', time.gmtime(total))}"
 
 
-def sweep(experiments: List[Experiment], overwrite: bool, user_errors: tuple) -> Dict[str, int]:
+def sweep(experiments: List[Tuple[Experiment, Runtime]], overwrite: bool,
+          user_errors: tuple) -> Dict[str, int]:
     """Run them in order; returns how many were run, skipped and failed."""
     counts = {"ran": 0, "skipped": 0, "failed": 0}
     seconds_by_regime: Dict[str, List[float]] = {}
-    for index, experiment in enumerate(experiments):
+    for index, (experiment, runtime) in enumerate(experiments):
         label = f"[{index + 1}/{len(experiments)}] {experiment.regime} {experiment.dataset} {experiment.model}"
         print(f"{label} ... {eta(seconds_by_regime, experiments[index:])}", flush=True)
         started = time.time()
-        outcome = runs.execute(experiment, run_function(experiment.regime), overwrite=overwrite,
+        outcome = runs.execute(experiment, RUN[experiment.regime], runtime, overwrite=overwrite,
                                user_errors=user_errors)
         if outcome.skipped:
             counts["skipped"] += 1
