@@ -43,6 +43,8 @@ setup(
     extras_require={
         "lite": LITE_WEIGHTS,
         "test": ["pytest>=8", "pillow", "scipy"] + LITE_WEIGHTS,
+        # Only the sweep's --executor=ray imports it, to spread trials over a Ray cluster.
+        "ray": ["ray[default]~=2.60"],
     },
     entry_points={
         "console_scripts": [
