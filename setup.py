@@ -21,6 +21,7 @@ setup(
     description="Does a better ImageNet model transfer better? A TensorFlow/Keras transfer benchmark.",
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["tfbench", "tfbench.*"]),
     package_data={"tfbench": ["data/*"]},

@@ -319,6 +319,20 @@ def test_lock_pins_are_exact_and_hashed():
         assert "--hash=sha256:" in entry, entry.splitlines()[0]
 
 
+def test_license_and_citation_describe_this_release():
+    arguments = requirements.setup_arguments(ROOT)
+    assert arguments["license"] == "Apache-2.0"
+    assert "Apache License\n                           Version 2.0" in open(os.path.join(ROOT, "LICENSE")).read()
+    citation = open(os.path.join(ROOT, "CITATION.cff")).read()
+    assert re.search(r"^cff-version: 1\.2\.0$", citation, re.M)
+    assert re.search(r"^version: (\S+)$", citation, re.M).group(1) == arguments["version"]
+    assert re.search(r"^license: Apache-2\.0$", citation, re.M)
+    for section in ("preferred-citation:", "references:"):  # the paper, in both
+        paper = citation.split(section, 1)[1]
+        assert "title: Do Better ImageNet Models Transfer Better?" in paper and "1805.08974" in paper
+        assert re.search(r"year: 2019\s+start: 2661\s+end: 2671", paper)
+
+
 # --- the test entry point and the set-up script ------------------------------------------------
 
 def _run_runner(tmp_path, body):
