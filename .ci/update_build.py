@@ -44,9 +44,10 @@ DISTRIBUTION_OF_IMPORT = {
 }
 # Tests that read the repository itself (BUILD, the lock file, every source) get all of it.
 TREE_READING_TESTS = {"tests/test_build_file.py"}
-REPOSITORY_FILES = ["BUILD", "MODULE.bazel", ".bazelrc", ".bazelversion", "README.md", "Dockerfile",
-                    "requirements_lock.txt", "setup.py", ".ci/**", "bench/**", "docs/**", "flags/**",
-                    "tests/**", "tfbench/**"]
+# (.ci/'s Python files come with the `ci_tools` library: a glob of a hidden folder may match nothing.)
+REPOSITORY_FILES = [".bazelrc", ".bazelversion", "BUILD", "CITATION.cff", "Dockerfile", "LICENSE", "MODULE.bazel",
+                    "README.md", "requirements_lock.txt", "setup.py"]
+REPOSITORY_TREES = ["bench/**", "docs/**", "flags/**", "tests/**", "tfbench/**"]
 
 
 class BuildGenerationError(ValueError):
@@ -191,11 +192,12 @@ def _deps(scans: List[Scan], own: str, dynamic: Set[str], extra_targets: Iterabl
             + [f'requirement("{name}")' for name in sorted(distributions)])
 
 
-def _repository_glob(root: str) -> str:
-    """A glob of REPOSITORY_FILES that exist (Bazel refuses a pattern that matches nothing)."""
-    present = [pattern for pattern in REPOSITORY_FILES if glob.glob(os.path.join(root, pattern), recursive=True)]
-    return "glob(\n        " + _label_list(_quoted(present)).replace("\n", "\n    ") + \
-        ',\n        exclude = ["**/__pycache__/**"],\n    )'
+def _repository_files(root: str) -> str:
+    """REPOSITORY_FILES and REPOSITORY_TREES that exist (Bazel refuses a pattern that matches nothing)."""
+    files = [path for path in REPOSITORY_FILES if os.path.exists(os.path.join(root, path))]
+    trees = [pattern for pattern in REPOSITORY_TREES if glob.glob(os.path.join(root, pattern), recursive=True)]
+    return (_label_list(_quoted(files)) + " + glob(\n        " + _label_list(_quoted(trees)).replace("\n", "\n    ")
+            + ',\n        exclude = ["**/__pycache__/**"],\n    )')
 
 
 def _refuse_cycles(graph: Dict[str, Set[str]]) -> None:
@@ -255,7 +257,7 @@ def render(root: str = ROOT) -> str:
         'load("@rules_python//python:defs.bzl", "py_binary", "py_library", "py_test")\n\n'
         'package(default_visibility = ["//visibility:public"])',
         _rule("filegroup", name='"flagfiles"', srcs='glob(["flags/*.flags"])'),
-        _rule("filegroup", name='"repository_files"', testonly=True, srcs=_repository_glob(root)),
+        _rule("filegroup", name='"repository_files"', testonly=True, srcs=_repository_files(root)),
         _rule("py_library", name='"ci_tools"', testonly=True, srcs=_quoted(CI_TOOLS),
               deps=['requirement("packaging")']),
     ]
@@ -295,6 +297,10 @@ def render(root: str = ROOT) -> str:
             srcs=_quoted([RUNNER, path]), main=f'"{RUNNER}"', args=_quoted([f"$(rootpath {path})"]),
             data=test_data + _quoted(siblings),
             deps=_deps([test, runner] + [others[s] for s in siblings], "", dynamic, extra)))
+    names = re.findall(r'^    name = "([^"]+)",$', "\n".join(blocks), re.M)
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise BuildGenerationError(f"two targets would be called {', '.join(twice)}: rename a file")
     return "\n\n".join(blocks) + "\n"
 
 

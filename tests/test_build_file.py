@@ -11,6 +11,7 @@
 """
 
 import ast
+import difflib
 import glob
 import importlib.util
 import os
@@ -117,7 +118,10 @@ def _pip_deps(target):
 def test_build_is_what_the_generator_writes():
     with open(os.path.join(ROOT, "BUILD")) as handle:
         current = handle.read()
-    assert current == update_build.render(ROOT), "BUILD is stale: run `python3 .ci/update_build.py`"
+    wanted = update_build.render(ROOT)
+    difference = "\n".join(list(difflib.unified_diff(current.splitlines(), wanted.splitlines(), "BUILD",
+                                                     "wanted", lineterm=""))[:60])
+    assert current == wanted, f"BUILD is stale: run `python3 .ci/update_build.py`\n{difference}"
 
 
 def test_every_module_belongs_to_exactly_one_library():
