@@ -21,6 +21,7 @@ setup(
     description="Does a better ImageNet model transfer better? A TensorFlow/Keras transfer benchmark.",
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["tfbench", "tfbench.*"]),
     package_data={"tfbench": ["data/*"]},
@@ -43,6 +44,8 @@ setup(
     extras_require={
         "lite": LITE_WEIGHTS,
         "test": ["pytest>=8", "pillow", "scipy"] + LITE_WEIGHTS,
+        # Only the sweep's --executor=ray imports it, to spread trials over a Ray cluster.
+        "ray": ["ray[default]~=2.60"],
     },
     entry_points={
         "console_scripts": [

@@ -26,7 +26,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 
-from tfbench import backbones, preprocessing, training  # noqa: E402
+from tfbench import backbones, classifier, devices, preprocessing, training  # noqa: E402
+from tfbench.settings import Runtime  # noqa: E402
 
 NUM_CLASSES = 10
 JPEG_SIZE = 256  # stored images are larger than the training size, as in real datasets
@@ -73,11 +74,12 @@ def jpeg_stream(args):
 def tfbench_training(args, stream) -> float:
     """Steady-state img/s of tfbench's training loop (the first loop, with tracing, excluded)."""
     config = training.TrainConfig(learning_rate=0.01, weight_decay=1e-5, train_steps=args.steps + 5,
-                                  batch_size=args.batch_size, steps_per_loop=5)
-    model_fn = lambda: training.build_classifier(  # noqa: E731
+                                  batch_size=args.batch_size)
+    model_fn = lambda: classifier.build_classifier(  # noqa: E731
         backbones.build(args.model, pretrained=False, image_size=args.image_size), NUM_CLASSES)
-    _, result = training.train(model_fn, stream, config, strategy=training.make_strategy("auto"),
-                               precision=training.resolve_precision("auto"), verbose=False)
+    _, result = training.train(model_fn, stream, config, strategy=devices.make_strategy("auto"),
+                               runtime=Runtime(steps_per_loop=5, verbose=False),
+                               precision=devices.resolve_precision("auto"))
     return result.images_per_second
 
 
@@ -97,8 +99,8 @@ def keras_fit(args, images, labels) -> float:
 
 def step_breakdown(args, images, labels) -> dict:
     """img/s of the pieces of a training step, on the tfbench classifier: where time goes."""
-    model = training.build_classifier(backbones.build(args.model, pretrained=False, image_size=args.image_size),
-                                      NUM_CLASSES)
+    model = classifier.build_classifier(backbones.build(args.model, pretrained=False, image_size=args.image_size),
+                                        NUM_CLASSES)
     optimizer = training.make_optimizer(training.TrainConfig(0.01, 0.0, 10, args.batch_size), "float32")
     optimizer.build(model.trainable_variables)
     batch = tf.constant(images[:args.batch_size])
@@ -154,7 +156,7 @@ def main():
     args = parse_args()
     images, labels = in_memory_batches(args)
     print(f"{args.model} at {args.image_size} px, batch {args.batch_size}, {args.steps} timed steps, "
-          f"{args.rounds} rounds; precision {training.resolve_precision('auto')}; "
+          f"{args.rounds} rounds; precision {devices.resolve_precision('auto')}; "
           f"{os.cpu_count()} CPUs, GPUs: {len(tf.config.list_physical_devices('GPU'))}")
     ratios = {"tfbench training / keras model.fit (goal >= 1.0)": [],
               "tfbench training / forward-pass bound (goal >= 0.8)": [],

@@ -57,7 +57,7 @@ def test_the_image_serves_as_a_ray_node_and_runs_modules():
     text, workdir, copied = _dockerfile()
     assert workdir == "/opt/tfbench" and {"tfbench", "flags"} <= set(copied)
     assert 'ENTRYPOINT ["python", "-m"]' in text
-    assert re.search(r'pip install [^\n]*"\.\[[^\]]*\bray\b', text)
+    assert re.search(r"^ARG EXTRAS=\S*\bray\b", text, re.M) and '".[${EXTRAS}]"' in text
     assert "wget" in text  # KubeRay's probes
 
 
@@ -103,7 +103,8 @@ def test_the_rayjob_runs_the_papers_study_with_one_gpu_per_trial(tmp_path, monke
     args, pods = _rayjob()
     tasks, values = _plan_of(args, tmp_path, monkeypatch)
     cost = plan.cost(tasks)
-    assert (cost.runs, dict(cost.tasks_by_kind)) == (15 * 12 * 3, {"probe": 180, "run": 360})
+    trials = 15 * 12 * (7 * 8 + 7 * 8)  # the paper's fine-tune and scratch grids
+    assert (cost.runs, dict(cost.tasks_by_kind)) == (15 * 12 * 3, {"probe": 180, "trial": trials, "conclude": 360})
     assert (values["executor"], values["ray_address"], values["shard"]) == ("ray", "auto", None)
     worker = pods[1]["containers"][0]["resources"]["limits"]
     assert values["gpus_per_trial"] == float(worker["nvidia.com/gpu"]) == 1
@@ -116,4 +117,4 @@ def test_the_indexed_job_runs_one_shard_per_index(tmp_path, monkeypatch):
     count = int(values["shard"].split("/")[1])
     assert values["shard"].startswith("auto/") and count == spec["completions"] == spec["parallelism"]
     assert values["executor"] == "local" and values["wait_for_needs"] > 0
-    assert len(tasks) == -(-540 // count)  # shard 0 of the 540 runs
+    assert len(tasks) == -(-(180 + 20160 + 360) // count)  # shard 0 of the 20,700 tasks

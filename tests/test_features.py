@@ -8,11 +8,12 @@ import pytest
 
 from tfbench import backbones, datasets, features, probe
 from tfbench.experiment import Experiment
+from tfbench.settings import ProbeSettings, Runtime
 
 
 def _experiment(**overrides):
     fields = dict(regime="probe", model="tiny", dataset="digits", output_dir="/unused",
-                  settings={"l2_search": "fast"})
+                  settings=ProbeSettings(l2_search="fast"))
     fields.update(overrides)
     return Experiment(**fields)
 

@@ -15,8 +15,9 @@ import time
 
 import pytest
 
-from tfbench import results, search, training
+from tfbench import finetune, protocol, results, tuning
 from tfbench.experiment import Experiment
+from tfbench.settings import Runtime, TrainingSettings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,7 +25,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_search_with_a_diverging_trial_reads_test_only_for_the_final_score(tmp_path, monkeypatch):
     from tfbench import datasets
 
-    monkeypatch.setitem(search.SMALL_GRIDS, "finetune", ([1e20, 0.1], [0.0]))
+    monkeypatch.setitem(tuning.SMALL_GRIDS, "finetune", ((1e20, 0.1), (0.0,)))
     loaded = []
     real_load = datasets.load
 
@@ -35,8 +36,8 @@ def test_search_with_a_diverging_trial_reads_test_only_for_the_final_score(tmp_p
     monkeypatch.setattr(datasets, "load", recording_load)
     experiment = Experiment(
         regime="finetune", model="tiny", dataset="digits", output_dir=str(tmp_path), batch_size=32,
-        settings={"search": "small", "train_steps": 60, "checkpoint_every": 30, "bn_momentum": 0.9})
-    record = training.run_regime(experiment, verbose=False)
+        settings=TrainingSettings(search="small", train_steps=60, bn_momentum=0.9))
+    record = finetune.run(experiment, Runtime(checkpoint_every=30, verbose=False))
 
     trials = {trial["trial_id"]: trial for trial in record["trials"]}
     assert trials["lr1e+20_wd0"]["status"] == "diverged"
@@ -46,6 +47,9 @@ def test_search_with_a_diverging_trial_reads_test_only_for_the_final_score(tmp_p
     assert 0.0 <= record["test_score"] <= 1.0
     diverged = results.read_json(results.trial_path(experiment, "lr1e+20_wd0"))
     assert diverged["status"] == "diverged"
+    chosen = results.read_json(results.trial_path(experiment, "lr0.1_wd0"))
+    assert [step for step, _ in chosen["validation_curve"]] == [30, 60]  # every checkpoint, and the end
+    assert chosen["validation_curve"][-1][1] == chosen["validation_score"]
 
     # Selection reads only train and val; test is loaded once, after the retrain on trainval.
     assert loaded.count("test") == 1 and loaded[-1] == "test" and loaded[-2] == "trainval"
@@ -53,23 +57,41 @@ def test_search_with_a_diverging_trial_reads_test_only_for_the_final_score(tmp_p
     test_examples = sum(1 for _ in real_load("digits", "test"))
     assert record["training"]["scored_examples"] == test_examples  # none dropped by batching
 
-    assert record["conventions"]["weight_decay"] == training.WEIGHT_DECAY_CONVENTION
+    assert record["conventions"]["weight_decay"] == protocol.WEIGHT_DECAY_CONVENTION
+    assert record["conventions"]["initialisation"].startswith("fixed seeded")  # tiny has no ImageNet weights
     assert record["training"]["precision"] == "float32"
     log_dir = record["tensorboard_dir"]
-    assert any(name.startswith("events") for name in os.listdir(log_dir))  # HParams config
-    for trial_id in ("lr1e+20_wd0", "lr0.1_wd0", "final"):
-        assert os.listdir(os.path.join(log_dir, trial_id, "tensorboard"))
+    for trial_id, status in (("lr1e+20_wd0", b"STATUS_FAILURE"), ("lr0.1_wd0", b"STATUS_SUCCESS")):
+        tags = _hparams_summaries(os.path.join(log_dir, trial_id, "tensorboard"))
+        start, end = tags["_hparams_/session_start_info"], tags["_hparams_/session_end_info"]
+        for hparam in (b"regime", b"dataset", b"model", b"train_steps", b"search", b"learning_rate"):
+            assert hparam in start
+        assert end  # the session's end, with its status
+    assert os.listdir(os.path.join(log_dir, "final", "tensorboard"))
     assert not os.path.exists(os.path.join(log_dir, "lr0.1_wd0", "checkpoints"))  # freed
 
 
+def _hparams_summaries(folder):
+    """{tag: serialized plugin content} of the HParams summaries in a TensorBoard folder."""
+    import tensorflow as tf
+
+    found = {}
+    for name in os.listdir(folder):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(folder, name)):
+            for value in event.summary.value:
+                if value.tag.startswith("_hparams_/"):
+                    found[value.tag] = value.metadata.plugin_data.content
+    return found
+
+
 SETTINGS = {"search": "none", "learning_rate": 0.1, "weight_decay": 1e-4, "train_steps": 200,
-            "checkpoint_every": 20, "bn_momentum": 0.9}
+            "bn_momentum": 0.9}
 
 
 def _command(output_dir):
     return ([sys.executable, "-m", "tfbench.scratch", "--model=tiny", "--dataset=digits",
              "--batch_size=16", f"--output_dir={output_dir}"]
-            + [f"--{name}={value}" for name, value in SETTINGS.items()])
+            + [f"--{name}={value}" for name, value in SETTINGS.items()] + ["--checkpoint_every=20"])
 
 
 def _env():
@@ -80,9 +102,8 @@ def _env():
 def test_kill_during_training_then_rerun_resumes_and_matches(tmp_path):
     # The uninterrupted reference: the same experiment as the command, run in this process.
     reference = Experiment(regime="scratch", model="tiny", dataset="digits", batch_size=16,
-                           output_dir=str(tmp_path / "uninterrupted"),
-                           settings={**training.DEFAULT_SETTINGS, **SETTINGS})
-    expected = training.run_regime(reference, verbose=False)
+                           output_dir=str(tmp_path / "uninterrupted"), settings=TrainingSettings(**SETTINGS))
+    expected = finetune.run(reference, Runtime(checkpoint_every=20, verbose=False))
 
     resumed = tmp_path / "resumed"
     trials_dir = resumed / "scratch" / "digits" / "tiny" / "trials"
@@ -107,6 +128,13 @@ def test_kill_during_training_then_rerun_resumes_and_matches(tmp_path):
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "scratch: model=tiny dataset=digits status=ok" in rerun.stdout
 
+    # Runtime knobs are not part of a run's identity: other ones skip the finished run.
+    again = subprocess.run(_command(resumed) + ["--checkpoint_every=7", "--eval_every=0",
+                                                "--strategy=one_device"],
+                           env=_env(), timeout=120, cwd=tmp_path, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "(finished earlier; --overwrite reruns)" in again.stdout
+
     with open(resumed / "scratch" / "digits" / "tiny" / "record.json") as handle:
         got = json.load(handle)
     assert got["experiment"] == reference.to_dict() | {"output_dir": str(resumed)}
@@ -117,3 +145,33 @@ def test_kill_during_training_then_rerun_resumes_and_matches(tmp_path):
     assert got["validation_score"] == pytest.approx(expected["validation_score"], abs=1e-6)
     assert got["test_score"] == pytest.approx(expected["test_score"], abs=1e-6)
     assert got["training"]["final_loss"] == pytest.approx(expected["training"]["final_loss"], rel=1e-4)
+
+
+def _binary(*args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "tfbench.finetune", *args], env=_env(), cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_shows_the_shared_flags():
+    for binary in ("finetune", "scratch", "probe"):
+        shown = subprocess.run([sys.executable, "-m", f"tfbench.{binary}", "--help"], env=_env(),
+                               cwd=REPO, capture_output=True, text=True, timeout=60).stdout
+        for flag in ("--model", "--dataset", "--output_dir", "--batch_size"):
+            assert flag in shown, (binary, flag)
+
+
+@pytest.mark.parametrize("flag, used_by", [("--learning_rate=0.1", "none"),
+                                           ("--learning_rates=0.1,0.01", "grid")])
+def test_a_flag_the_search_ignores_is_refused(tmp_path, flag, used_by):
+    completed = _binary("--model=tiny", "--dataset=digits", f"--output_dir={tmp_path}", flag)
+    assert completed.returncode == 2
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"used only by search '{used_by}'" in lines[0], completed.stderr
+    assert not os.listdir(tmp_path)
+
+
+def test_without_a_preset_the_binary_runs_the_papers_protocol(tmp_path, monkeypatch):
+    settings = TrainingSettings.paper("finetune")
+    assert (settings.search, settings.train_steps) == ("paper", protocol.FINETUNE_STEPS)
+    assert len(finetune.trials(Experiment(regime="finetune", model="tiny", dataset="digits",
+                                          output_dir=str(tmp_path), settings=settings))) == 56

@@ -86,8 +86,9 @@ def test_cost_counts_unfinished_work_and_uses_measured_throughput(tmp_path):
     assert given.gpu_hours() == pytest.approx(8000 / 3600)
     assert "on 4 GPU(s) >= 33.3 minutes" in given.summary(gpus=4)
 
-    for name, speed in [("run0-trial0", 0.2), ("run0-trial1", 0.6)]:
-        cluster_fakes.write_record(os.path.join(tmp_path, name + ".json"), images_per_second=speed)
+    cluster_fakes.write_record(os.path.join(tmp_path, "run0-trial0.json"), images_per_second=0.2)
+    with open(os.path.join(tmp_path, "run0-trial1.json"), "w") as handle:  # a trial's record on 2 GPUs
+        json.dump({"status": "ok", "training": {"images_per_second": 1.2, "replicas": 2}}, handle)
     measured = plan.cost(study.tasks)
     assert (measured.remaining, measured.images, measured.images_per_second) == (6, 1920, pytest.approx(0.4))
     assert "measured: mean of 2 finished records" in measured.summary(gpus=1)

@@ -9,14 +9,15 @@ import pytest
 
 from tfbench import backbones, probe
 from tfbench.experiment import Experiment
+from tfbench.settings import ProbeSettings, Runtime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_probe_on_digits_beats_chance_and_second_run_is_a_cache_hit(tmp_path, monkeypatch):
     experiment = Experiment(regime="probe", model="tiny", dataset="digits", output_dir=str(tmp_path / "runs"),
-                            cache_dir=str(tmp_path / "cache"), settings={"l2_search": "fast"})
-    record = probe.run(experiment)
+                            cache_dir=str(tmp_path / "cache"), settings=ProbeSettings(l2_search="fast"))
+    record = probe.run(experiment, Runtime())
     assert record["status"] == "ok"
     assert record["test_score"] > 0.6  # 10 classes: chance is 0.1
     assert record["details"]["examples"] == {"train": 1151, "val": 287, "test": 359}
@@ -28,7 +29,7 @@ def test_probe_on_digits_beats_chance_and_second_run_is_a_cache_hit(tmp_path, mo
         raise AssertionError("the backbone was built although every split is cached")
 
     monkeypatch.setattr(backbones, "build", no_build)
-    again = probe.run(experiment)
+    again = probe.run(experiment, Runtime())
     assert again["details"]["feature_cache_hits"] == ["train", "val", "test"]
     assert again["test_score"] == pytest.approx(record["test_score"])
 

@@ -16,10 +16,11 @@ import pytest
 from PIL import Image
 from scipy import special, stats
 
-from tfbench import report, results
+from tfbench import files, report, results
 from tfbench.experiment import Experiment
+from tfbench.settings import SETTINGS_TYPES
 
-# ImageNet top-1 as published (/work/shared/reference/imagenet_top1.csv); "tiny" has none.
+# ImageNet top-1 as the backbone registry states it (with its sources); "tiny" has none.
 TOP1 = {"mobilenet_v2": 0.713, "resnet50": 0.749, "efficientnet_lite0": 0.751, "resnet101": 0.764,
         "efficientnet_lite1": 0.767, "efficientnet_lite2": 0.776, "tiny": None}
 METRICS = {"digits": "top1", "fgvc_aircraft": "mean_per_class", "voc2007": "map11"}
@@ -56,11 +57,12 @@ RUNS = _scores()
 def output_dir(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("runs"))
     for (regime, dataset, model), (status, score, reason) in RUNS.items():
-        experiment = Experiment(regime=regime, model=model, dataset=dataset, output_dir=root)
+        experiment = Experiment(regime=regime, model=model, dataset=dataset, output_dir=root,
+                                settings=SETTINGS_TYPES[regime]())
         record = results.new_record(experiment, metric=METRICS[dataset], started_at=results.now())
         record["test_score"] = score
         record["timings"] = {"wall_seconds": 12.5, "images_per_second": 80.0}
-        results.write_json_atomic(results.record_path(experiment), results.finish(record, status, reason))
+        files.write_json_atomic(results.record_path(experiment), results.finish(record, status, reason))
     return root
 
 

@@ -7,19 +7,21 @@ import sys
 
 import pytest
 
-from tfbench import executors, results, study
+from tfbench import executors, files, probe, results, study
 from tfbench.experiment import Experiment
+from tfbench.settings import ProbeSettings, Runtime, TrainingSettings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _experiments(tmp_path):
-    return [Experiment(regime="probe", model=model, dataset="digits", output_dir=str(tmp_path),
-                       settings={"l2_search": "fast"}) for model in ("tiny", "broken", "other")]
+    return [(Experiment(regime="probe", model=model, dataset="digits", output_dir=str(tmp_path),
+                        settings=ProbeSettings(l2_search="fast")), Runtime())
+            for model in ("tiny", "broken", "other")]
 
 
 def _fake_run(calls):
-    def run(experiment):
+    def run(experiment, runtime):
         calls.append(experiment.model)
         if experiment.model == "broken":
             raise RuntimeError("out of memory in layer 3")
@@ -38,11 +40,11 @@ def _sweep(experiments):
 
 def test_sweep_records_a_failure_continues_and_skips_finished_runs(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(study, "run_function", lambda regime: _fake_run(calls))
+    monkeypatch.setattr(probe, "run", _fake_run(calls))
     experiments = _experiments(tmp_path)
     assert _sweep(experiments) == {"ran": 2, "skipped": 0, "failed": 1}
     assert calls == ["tiny", "broken", "other"]
-    failed = json.loads(open(results.record_path(experiments[1])).read())
+    failed = json.loads(open(results.record_path(experiments[1][0])).read())
     assert failed["status"] == "failed" and "out of memory in layer 3" in failed["reason"]
     assert "Traceback" in failed["traceback"]
 
@@ -52,10 +54,10 @@ def test_sweep_records_a_failure_continues_and_skips_finished_runs(tmp_path, mon
 
 
 def test_eta_uses_the_mean_time_of_each_kind_over_the_parallel_slots():
-    remaining = {"probe": 1, "run": 2}
+    remaining = {"probe": 1, "trial": 2}
     assert executors.eta({}, remaining, slots=1) == "ETA unknown"
-    assert executors.eta({"probe": [10.0, 20.0], "run": [100.0]}, remaining, slots=1) == "ETA 00:03:35"
-    assert executors.eta({"probe": [10.0, 20.0], "run": [100.0]}, remaining, slots=5) == "ETA 00:00:43"
+    assert executors.eta({"probe": [10.0, 20.0], "trial": [100.0]}, remaining, slots=1) == "ETA 00:03:35"
+    assert executors.eta({"probe": [10.0, 20.0], "trial": [100.0]}, remaining, slots=5) == "ETA 00:00:43"
     assert executors.eta({"probe": [10.0]}, {"probe": 0}, slots=1) == "ETA 00:00:00"
 
 
@@ -65,7 +67,7 @@ def test_smoke_preset_runs_end_to_end_then_is_skipped(tmp_path):
                f"--output_dir={tmp_path}/runs", f"--cache_dir={tmp_path}/cache"]
     first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "3 ran, 0 skipped" in first.stdout.splitlines()[-1]
+    assert "5 ran, 0 skipped" in first.stdout.splitlines()[-1]  # probe; a trial and a conclusion each for finetune and scratch
     records = results.collect(f"{tmp_path}/runs")
     assert sorted(r["experiment"]["regime"] for r in records) == ["finetune", "probe", "scratch"]
     for record in records:
@@ -73,7 +75,7 @@ def test_smoke_preset_runs_end_to_end_then_is_skipped(tmp_path):
         assert record["trials"], "every regime records its hyperparameter trials"
     assert os.path.exists(f"{tmp_path}/runs/report/report.md")
     second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert second.returncode == 0 and "0 ran, 3 skipped" in second.stdout.splitlines()[-1]
+    assert second.returncode == 0 and "0 ran, 5 skipped" in second.stdout.splitlines()[-1]
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -92,11 +94,11 @@ def test_bad_sweep_input_is_one_line(tmp_path, args, expected):
 def test_overwrite_discards_finished_trials(tmp_path):
     from tfbench import runs
 
-    experiment = _experiments(tmp_path)[0]
+    experiment = _experiments(tmp_path)[0][0]
     trial = results.trial_path(experiment, "lr0.1_wd0")
-    results.write_json_atomic(trial, {"status": "ok", "experiment": experiment.to_dict()})
+    files.write_json_atomic(trial, {"status": "ok", "experiment": experiment.to_dict()})
     calls = []
-    runs.execute(experiment, _fake_run(calls), overwrite=False)
+    runs.execute(experiment, _fake_run(calls), Runtime(), overwrite=False)
     assert os.path.exists(trial)  # a normal run keeps them (resume)
-    runs.execute(experiment, _fake_run(calls), overwrite=True)
+    runs.execute(experiment, _fake_run(calls), Runtime(), overwrite=True)
     assert not os.path.exists(trial) and calls == ["tiny", "tiny"]

@@ -35,24 +35,26 @@ DISTRIBUTED_CASE = textwrap.dedent('''
 
     def model_fn():
         import keras
-        from tfbench import training
+        from tfbench import classifier
         keras.utils.set_random_seed(0)
         images = keras.Input((8, 8, 3))
         x = keras.layers.Rescaling(1 / 255.0)(images)
         x = keras.layers.Conv2D(6, 3, activation="relu")(x)
         backbone = keras.Model(images, keras.layers.GlobalAveragePooling2D()(x))
-        return training.build_classifier(backbone, 3)
+        return classifier.build_classifier(backbone, 3)
 
     def run(strategy, checkpoint_dir=None):
         import tensorflow as tf
         from tfbench import training
+        from tfbench.settings import Runtime
         images, labels = data()
         batches = lambda start: (tf.data.Dataset.from_tensor_slices((images, labels)).repeat()
                                  .batch(BATCH, drop_remainder=True).skip(start))
         config = training.TrainConfig(learning_rate=0.2, weight_decay=0.01, train_steps=STEPS,
-                                      batch_size=BATCH, steps_per_loop=4, checkpoint_every=6)
+                                      batch_size=BATCH)
+        runtime = Runtime(steps_per_loop=4, checkpoint_every=6, verbose=False)
         model, result = training.train(model_fn, batches, config, strategy=strategy,
-                                       checkpoint_dir=checkpoint_dir, verbose=False)
+                                       runtime=runtime, checkpoint_dir=checkpoint_dir)
         assert result.status == "ok", result
         weights = np.concatenate([np.ravel(w) for w in model.get_weights()])
         return {"weights": weights.tolist(), "loss": result.final_loss,
@@ -61,14 +63,14 @@ DISTRIBUTED_CASE = textwrap.dedent('''
     if __name__ == "__main__":
         mode, out = sys.argv[1], sys.argv[2]
         import tensorflow as tf
-        from tfbench import training
+        from tfbench import devices
         if mode == "mirrored":
             cpu = tf.config.list_physical_devices("CPU")[0]
             tf.config.set_logical_device_configuration(
                 cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-            result = run(training.make_strategy("mirrored"))
+            result = run(devices.make_strategy("mirrored"))
         else:
-            result = run(training.make_strategy("multi_worker"), checkpoint_dir=sys.argv[3])
+            result = run(devices.make_strategy("multi_worker"), checkpoint_dir=sys.argv[3])
         with open(out, "w") as handle:
             json.dump(result, handle)
 ''')
@@ -87,9 +89,9 @@ def case(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def one_device_reference(case):
-    from tfbench import training
+    from tfbench import devices
 
-    return case.run(training.make_strategy("one_device"))
+    return case.run(devices.make_strategy("one_device"))
 
 
 def _subprocess_env(extra=None):
@@ -146,7 +148,7 @@ def test_multi_worker_two_processes_match_one_device(case, one_device_reference,
 def _small_model(with_batch_norm=True):
     import keras
 
-    from tfbench import training
+    from tfbench import classifier
 
     keras.utils.set_random_seed(3)
     images = keras.Input((6, 6, 3))
@@ -155,7 +157,7 @@ def _small_model(with_batch_norm=True):
         x = keras.layers.BatchNormalization()(x)
     x = keras.layers.ReLU()(x)
     backbone = keras.Model(images, keras.layers.GlobalAveragePooling2D()(x))
-    return training.build_classifier(backbone, 3)
+    return classifier.build_classifier(backbone, 3)
 
 
 def _batches(start, batch=8):
@@ -167,12 +169,24 @@ def _batches(start, batch=8):
     return tf.data.Dataset.from_tensor_slices((images, labels)).repeat().batch(batch).skip(start)
 
 
+def _runtime(**knobs):
+    from tfbench.settings import Runtime
+
+    return Runtime(verbose=False, **knobs)
+
+
+def _strategy():
+    from tfbench import devices
+
+    return devices.make_strategy("one_device")
+
+
 def _one_step(weight_decay):
     from tfbench import training
 
     config = training.TrainConfig(learning_rate=0.05, weight_decay=weight_decay, train_steps=1, batch_size=8)
-    model, result = training.train(_small_model, _batches, config,
-                                   strategy=training.make_strategy("one_device"), verbose=False)
+    model, result = training.train(_small_model, _batches, config, strategy=_strategy(),
+                                    runtime=_runtime())
     assert result.status == "ok"
     return [variable.numpy() for variable in model.variables]
 
@@ -234,11 +248,10 @@ def test_losses_match_numpy():
 def test_huge_learning_rate_is_reported_as_diverged(tmp_path):
     from tfbench import training
 
-    config = training.TrainConfig(learning_rate=1e30, weight_decay=1e-4, train_steps=40, batch_size=8,
-                                  steps_per_loop=5, checkpoint_every=5)
-    _, result = training.train(_small_model, _batches, config,
-                               strategy=training.make_strategy("one_device"),
-                               checkpoint_dir=str(tmp_path), verbose=False)
+    config = training.TrainConfig(learning_rate=1e30, weight_decay=1e-4, train_steps=40, batch_size=8)
+    _, result = training.train(_small_model, _batches, config, strategy=_strategy(),
+                               runtime=_runtime(steps_per_loop=5, checkpoint_every=5),
+                               checkpoint_dir=str(tmp_path))
     assert result.status == "diverged"
     assert result.steps < 40 and "non-finite" in result.reason
 
@@ -253,80 +266,45 @@ def test_mixed_precision_keeps_float32_logits(precision):
     loss_scaling = isinstance(training.make_optimizer(config, precision), keras.optimizers.LossScaleOptimizer)
     assert loss_scaling == (precision == "mixed_float16")  # bfloat16 has float32's range
     model, result = training.train(_small_model, _batches, config, precision=precision,
-                                   strategy=training.make_strategy("one_device"), verbose=False)
+                                   strategy=_strategy(), runtime=_runtime())
     assert result.status == "ok"
     assert model.layers[1].compute_dtype == precision.split("_")[1]  # the backbone ran in half precision
     assert model(np.zeros((2, 6, 6, 3), np.float32)).dtype == "float32"
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after building
 
 
-def test_batch_norm_momentum_reaches_nested_layers():
-    import keras
-
+def test_validation_curve_is_scored_on_schedule_and_survives_resume(tmp_path):
+    """evaluate() runs every eval_every steps (never at the end: the caller scores that), its
+    scores reach TensorBoard, and a resumed run keeps the scores from before the interruption."""
     from tfbench import training
 
-    inner = _small_model()
-    outer_input = keras.Input((6, 6, 3))
-    wrapped = keras.Model(outer_input, inner(outer_input))
-    training.build_classifier(wrapped, 2, bn_momentum=0.9)
-    layers = training.batch_norm_layers(wrapped)
-    assert len(layers) == 1 and layers[0].momentum == 0.9
+    config = training.TrainConfig(learning_rate=0.05, weight_decay=0.0, train_steps=12, batch_size=8)
+    calls = []
+
+    def evaluate(model):
+        calls.append(len(calls))
+        return "val/top1", 0.1 * len(calls)
+
+    runtime = _runtime(steps_per_loop=5, checkpoint_every=6, eval_every=4)
+    _, result = training.train(_small_model, _batches, config, strategy=_strategy(), runtime=runtime,
+                               checkpoint_dir=str(tmp_path / "ckpt"), log_dir=str(tmp_path / "tb"),
+                               evaluate=evaluate)
+    assert [step for step, _ in result.validation_curve] == [4, 8]
+    assert [score for _, score in result.validation_curve] == pytest.approx([0.1, 0.2])
+
+    longer = training.TrainConfig(learning_rate=0.05, weight_decay=0.0, train_steps=16, batch_size=8)
+    _, resumed = training.train(_small_model, _batches, longer, strategy=_strategy(), runtime=runtime,
+                                checkpoint_dir=str(tmp_path / "ckpt"), evaluate=evaluate)
+    assert resumed.resumed_from_step == 12
+    assert [step for step, _ in resumed.validation_curve] == [4, 8]  # 12 is the end of the first run
+    assert len(calls) == 2
 
 
-def test_bad_settings_fail_with_one_line_messages(monkeypatch):
-    from tfbench import training
-    from tfbench.experiment import InvalidSettingError
-
-    monkeypatch.delenv("TF_CONFIG", raising=False)
-    with pytest.raises(InvalidSettingError, match="TF_CONFIG"):
-        training.make_strategy("multi_worker")
-    with pytest.raises(InvalidSettingError, match="valid choices: auto, one_device, mirrored, multi_worker"):
-        training.make_strategy("tpu")
-    with pytest.raises(InvalidSettingError, match="warmup_steps"):
-        training.TrainConfig(learning_rate=0.1, weight_decay=0.0, train_steps=10, batch_size=2, warmup_steps=10)
-    with pytest.raises(InvalidSettingError, match="weight_decay"):
-        training.TrainConfig(learning_rate=0.1, weight_decay=-1.0, train_steps=10, batch_size=2)
-
-
-@pytest.mark.parametrize("training_mode", [True, False])
-def test_fused_batch_norm_matches_keras_batch_norm(training_mode):
-    """The fused kernel gives Keras's outputs and moving statistics (Keras's own layer is the reference)."""
-    import keras
-
+def test_validation_every_zero_scores_nothing_during_training():
     from tfbench import training
 
-    rng = np.random.RandomState(0)
-    inputs = rng.normal(2.0, 3.0, (4, 5, 5, 6)).astype("float32")
-    gamma = rng.uniform(0.5, 1.5, 6).astype("float32")
-    layers = []
-    for fused in (False, True):
-        layer = keras.layers.BatchNormalization(momentum=0.8, epsilon=1e-3)
-        layer.build(inputs.shape)
-        layer.gamma.assign(gamma)
-        layer.beta.assign(np.linspace(-1, 1, 6).astype("float32"))
-        layer.moving_mean.assign(np.full(6, 0.5, "float32"))
-        layer.moving_variance.assign(np.full(6, 2.0, "float32"))
-        if fused:
-            training.use_fused_kernel(layer)
-        layers.append(layer)
-    reference, fused_layer = layers
-    np.testing.assert_allclose(fused_layer(inputs, training=training_mode).numpy(),
-                               reference(inputs, training=training_mode).numpy(), rtol=1e-4, atol=1e-4)
-    for name in ("moving_mean", "moving_variance"):
-        np.testing.assert_allclose(getattr(fused_layer, name).numpy(), getattr(reference, name).numpy(),
-                                   rtol=1e-5)
-    if training_mode:  # the statistics moved towards the batch's
-        assert not np.allclose(reference.moving_mean.numpy(), 0.5)
-
-
-def test_checkpoints_of_another_training_run_are_not_resumed(tmp_path):
-    from tfbench import training
-
-    folder = tmp_path / "checkpoints"
-    training.forget_stale_checkpoints(str(folder), {"train_steps": 10})
-    (folder / "ckpt-5.index").write_text("x")
-    training.forget_stale_checkpoints(str(folder), {"train_steps": 10})
-    assert (folder / "ckpt-5.index").exists()  # same run: kept for resuming
-    training.forget_stale_checkpoints(str(folder), {"train_steps": 20})
-    assert not (folder / "ckpt-5.index").exists()
-    assert json.loads((folder / training.CHECKPOINT_IDENTITY).read_text()) == {"train_steps": 20}
+    config = training.TrainConfig(learning_rate=0.05, weight_decay=0.0, train_steps=6, batch_size=8)
+    _, result = training.train(_small_model, _batches, config, strategy=_strategy(),
+                               runtime=_runtime(eval_every=0, checkpoint_every=2),
+                               evaluate=lambda model: pytest.fail("scored with eval_every=0"))
+    assert result.validation_curve == []

@@ -25,6 +25,22 @@ def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
     sys.exit(code)
 
 
+def warn(message: str) -> None:
+    """One line on stderr about something tfbench handled on its own (and what it did)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def quiet_libraries() -> None:
+    """Keep the terminal for tfbench's own progress: TensorFlow's and absl's INFO lines (one per
+    checkpoint) and retracing warnings say nothing a user can act on."""
+    import logging
+
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
 def run_app(main: Callable[[], None]) -> None:
     """absl's app.run with flag errors as one line and stray positional arguments refused."""
     from absl import app, flags
@@ -36,6 +52,7 @@ def run_app(main: Callable[[], None]) -> None:
             fail(str(error))
 
     def absl_main(argv: List[str]) -> None:
+        quiet_libraries()
         if len(argv) > 1:
             fail(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
         main()

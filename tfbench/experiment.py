@@ -11,43 +11,44 @@ import hashlib
 import json
 import os
 import re
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Union
 
-REGIMES = ("probe", "finetune", "scratch")
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+from tfbench.settings import (PRECISIONS, REGIMES, SETTINGS_TYPES, InvalidSettingError,
+                              ProbeSettings, TrainingSettings, settings_from_dict, settings_to_dict)
 
-
+# Where things live, not what they are: kept out of a run's identity, so moving the data, the
+# feature cache or the output folder does not make a finished run look different.
 LOCATIONS = ("output_dir", "data_dir", "cache_dir")
-
-
-class InvalidSettingError(ValueError):
-    """A setting outside its valid range; the message names the value and what is allowed."""
+Settings = Union[ProbeSettings, TrainingSettings]
 
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
-    """One (regime, model, dataset) run and the settings that change its result.
+    """One (regime, model, dataset) run and everything that changes its result.
 
-    `settings` holds the regime's own knobs (L2 search, schedule, grid, ...). Paths that only say
-    where things live (`LOCATIONS`) are kept out of `identity()`, so moving the data or the feature
-    cache does not make a finished run look different.
+    `settings` is the regime's own typed settings (tfbench.settings). How the run executes (the
+    Runtime) is not here: it never changes what a run is.
     """
 
     regime: str
     model: str
     dataset: str
     output_dir: str
+    settings: Settings
     seed: int = 0
     data_dir: Optional[str] = None
     image_size: Optional[int] = None
     batch_size: int = 64
     precision: str = "auto"
-    settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     cache_dir: Optional[str] = None
 
     def __post_init__(self):
         if self.regime not in REGIMES:
             raise InvalidSettingError(f"unknown regime {self.regime!r}; valid choices: {', '.join(REGIMES)}")
+        if not isinstance(self.settings, SETTINGS_TYPES[self.regime]):
+            raise InvalidSettingError(
+                f"{self.regime} takes {SETTINGS_TYPES[self.regime].__name__}, got "
+                f"{type(self.settings).__name__}")
         if self.precision not in PRECISIONS:
             raise InvalidSettingError(
                 f"unknown precision {self.precision!r}; valid choices: {', '.join(PRECISIONS)}"
@@ -59,18 +60,17 @@ class Experiment:
 
     def identity(self) -> Dict[str, Any]:
         """The fields that decide the result: two runs with equal identity are the same run."""
-        config = self.to_dict()
-        for location in LOCATIONS:
-            config.pop(location)
-        return config
+        return identity(self.to_dict())
 
     def to_dict(self) -> Dict[str, Any]:
-        config = dataclasses.asdict(self)
-        config["settings"] = dict(self.settings)
+        config = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        config["settings"] = settings_to_dict(self.settings)
         return config
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> "Experiment":
+        config = dict(config)
+        config["settings"] = settings_from_dict(config["regime"], config.get("settings", {}))
         return cls(**config)
 
     def run_dir(self) -> str:
@@ -78,6 +78,11 @@ class Experiment:
         return os.path.join(
             self.output_dir, self.regime, path_component(self.dataset), path_component(self.model)
         )
+
+
+def identity(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """An experiment dict (as records store it) without its locations."""
+    return {key: value for key, value in config.items() if key not in LOCATIONS}
 
 
 def path_component(name: str) -> str:

@@ -1,9 +1,11 @@
 """Flags and the `main` that the three regime binaries share.
 
 Each binary (`tfbench.probe`, `tfbench.finetune`, `tfbench.scratch`) defines only its own flags and a
-`run(experiment) -> record` function; this module turns flags into an `Experiment`, answers
-`--model=list` / `--dataset=list`, skips finished runs, turns user mistakes into one-line errors
-with a non-zero exit, and writes nothing for a run that never started.
+`run(experiment, runtime) -> record` function; this module turns flags into typed settings, an
+`Experiment` and a `Runtime`, answers `--model=list` / `--dataset=list`, skips finished runs, turns
+user mistakes into one-line errors with a non-zero exit, and writes nothing for a run that never
+started. Names are checked against the registries before TensorFlow is imported, so a typo answers
+at once.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from typing import Any, Callable, Dict, Mapping
 
 from absl import flags
 
-from tfbench import results, runs
+from tfbench import protocol, results, runs
 from tfbench.cli import RUN_FAILED, fail, run_app
-from tfbench.experiment import PRECISIONS, Experiment, InvalidSettingError
+from tfbench.experiment import Experiment
 from tfbench.registry import UnknownNameError
+from tfbench.settings import PRECISIONS, STRATEGIES, TRAINED_REGIMES, InvalidSettingError, Runtime
 
 FLAGS = flags.FLAGS
+PROBE_BATCH_SIZE = 64  # extraction only: it does not change a probe's result
 
 flags.DEFINE_string(
     "model", None,
@@ -37,19 +41,26 @@ flags.DEFINE_string(
 flags.DEFINE_integer("seed", 0, "Seed for initialisation, data order and augmentation.")
 flags.DEFINE_integer(
     "image_size", None, "Input resolution in pixels; default: the backbone's native size.")
-flags.DEFINE_integer("batch_size", 64, "Images per batch (global, across replicas).", lower_bound=1)
+flags.DEFINE_integer(
+    "batch_size", None,
+    f"Images per batch (global, across replicas); default {protocol.BATCH_SIZE} (the paper's) for "
+    f"fine-tune and scratch, {PROBE_BATCH_SIZE} for probe feature extraction.", lower_bound=1)
 flags.DEFINE_enum(
     "precision", "auto", PRECISIONS,
     "Numeric precision; auto = mixed_float16 on GPU, float32 on CPU (faster there).")
 flags.DEFINE_boolean("overwrite", False, "Rerun even if a finished run record exists.")
+flags.DEFINE_enum(
+    "strategy", "auto", STRATEGIES,
+    "Devices: auto = MirroredStrategy over all local GPUs (one device otherwise); one_device; "
+    "mirrored; multi_worker = MultiWorkerMirroredStrategy from TF_CONFIG (spans hosts; "
+    "--output_dir must be shared storage).")
 
 def user_errors() -> tuple:
     """Exceptions that mean "the input is wrong", reported as one line instead of a traceback."""
     from tfbench import backbones, datasets
 
     return (UnknownNameError, InvalidSettingError, results.RunConflictError,
-            results.CorruptRecordError, backbones.WeightsUnavailableError,
-            datasets.DatasetNotPreparedError)
+            backbones.WeightsUnavailableError, datasets.DatasetNotPreparedError)
 
 
 def print_models() -> None:
@@ -76,7 +87,7 @@ def print_datasets() -> None:
     results.print_table(rows)
 
 
-def experiment_from_flags(regime: str, settings: Mapping[str, Any]) -> Experiment:
+def experiment_from_flags(regime: str, settings) -> Experiment:
     """Validate names against the registries first, so a typo fails before anything runs."""
     from tfbench import backbones, datasets
 
@@ -85,11 +96,17 @@ def experiment_from_flags(regime: str, settings: Mapping[str, Any]) -> Experimen
             fail(f"--{flag} is required (--{flag}=list prints the choices)")
     backbones.spec(FLAGS.model)
     datasets.spec(FLAGS.dataset)
+    batch_size = FLAGS.batch_size or (protocol.BATCH_SIZE if regime in TRAINED_REGIMES else PROBE_BATCH_SIZE)
     return Experiment(
         regime=regime, model=FLAGS.model, dataset=FLAGS.dataset, output_dir=FLAGS.output_dir,
         seed=FLAGS.seed, data_dir=FLAGS.data_dir, image_size=FLAGS.image_size,
-        batch_size=FLAGS.batch_size, precision=FLAGS.precision, settings=dict(settings),
+        batch_size=batch_size, precision=FLAGS.precision, settings=settings,
         cache_dir=FLAGS["cache_dir"].value if "cache_dir" in FLAGS else None)
+
+
+def runtime_from_flags(**regime_knobs) -> Runtime:
+    """The Runtime: the shared --strategy plus the knobs a regime's own flags give."""
+    return Runtime(strategy=FLAGS.strategy, **regime_knobs)
 
 
 def summary_line(record: Mapping[str, Any], skipped: bool = False) -> str:
@@ -113,8 +130,9 @@ def summary_line(record: Mapping[str, Any], skipped: bool = False) -> str:
     return " ".join(parts)
 
 
-def main(regime: str, settings_from_flags: Callable[[], Dict[str, Any]],
-         run: Callable[[Experiment], Dict[str, Any]]) -> None:
+def main(regime: str, settings_from_flags: Callable[[], Any],
+         run: Callable[[Experiment, Runtime], Dict[str, Any]],
+         runtime: Callable[[], Runtime] = runtime_from_flags) -> None:
     """absl entry point shared by the regime binaries."""
 
     def _main():
@@ -124,10 +142,15 @@ def main(regime: str, settings_from_flags: Callable[[], Dict[str, Any]],
         if FLAGS.dataset == "list":
             print_datasets()
             return
+        try:  # names and settings first: a typo answers before TensorFlow is imported
+            experiment = experiment_from_flags(regime, settings_from_flags())
+            run_time = runtime()
+        except (UnknownNameError, InvalidSettingError) as error:
+            fail(str(error))
         errors = user_errors()
         try:
-            experiment = experiment_from_flags(regime, settings_from_flags())
-            outcome = runs.execute(experiment, run, overwrite=FLAGS.overwrite, user_errors=errors)
+            outcome = runs.execute(experiment, run, run_time, overwrite=FLAGS.overwrite,
+                                   user_errors=errors)
         except errors as error:
             fail(str(error))
         if not outcome.skipped:

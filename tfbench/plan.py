@@ -44,7 +44,9 @@ class Call:
 @dataclasses.dataclass(frozen=True)
 class Task:
     """One unit of work. `run` groups the tasks of one experiment; `steps`/`images` are its
-    training cost (0 for work that trains nothing), for the dry-run summary."""
+    training cost (0 for work that trains nothing), for the dry-run summary. `done`, if given,
+    decides whether the task is finished (say, a trial record made under other settings is not),
+    instead of its record's status alone."""
 
     key: str
     kind: str
@@ -54,6 +56,7 @@ class Task:
     run: str = ""
     steps: int = 0
     images: int = 0
+    done: Optional[Call] = None
 
 
 def read_record(path: str) -> Optional[Dict[str, Any]]:
@@ -67,9 +70,12 @@ def read_record(path: str) -> Optional[Dict[str, Any]]:
 
 
 def finished(task: Task) -> bool:
-    """Done means its record exists with a finished status; a failed one is tried again."""
+    """Done means its record exists with a finished status (a failed one is tried again), and
+    the task's own `done` check, if any, agrees."""
     record = read_record(task.record)
-    return record is not None and record.get("status") in FINISHED_STATUSES
+    if record is None or record.get("status") not in FINISHED_STATUSES:
+        return False
+    return task.done is None or bool(task.done())
 
 
 class Plan:
@@ -200,14 +206,19 @@ def _duration(seconds: float) -> str:
 
 
 def measured_images_per_second(tasks: Sequence[Task]) -> Tuple[Optional[float], int]:
-    """Mean `timings.images_per_second` over the finished records of these tasks, and how many."""
+    """Mean training throughput per device over the finished records of these tasks, and how many.
+
+    A run record holds it as `timings.images_per_second`, a trial record as
+    `training.images_per_second`; both are divided by the record's `training.replicas`."""
     values = []
     for task in tasks:
         record = read_record(task.record)
-        if record is not None and record.get("status") in FINISHED_STATUSES:
-            value = (record.get("timings") or {}).get("images_per_second")
-            if value:
-                values.append(float(value))
+        if record is None or record.get("status") not in FINISHED_STATUSES:
+            continue
+        training = record.get("training") or {}
+        value = (record.get("timings") or {}).get("images_per_second") or training.get("images_per_second")
+        if value:
+            values.append(float(value) / max(1, int(training.get("replicas") or 1)))
     return (sum(values) / len(values) if values else None), len(values)
 
 

@@ -15,16 +15,18 @@ from typing import Any, Dict
 from absl import flags
 
 from tfbench import flags_common
+from tfbench.settings import L2_SEARCHES, ProbeSettings
 
 FLAGS = flags.FLAGS
 
 flags.DEFINE_enum(
-    "l2_search", "fast", ["fast", "paper"],
-    "L2 search: 'paper' fits all 45 log-spaced values in [1e-6, 1e5]; 'fast' fits about 16 of "
-    "them (coarse grid, then refinement) and selects the same optimum.")
+    "l2_search", "paper", L2_SEARCHES,
+    "L2 search: 'paper' fits all 45 log-spaced values in [1e-6, 1e5] (the paper's protocol); "
+    "'fast' fits the informative part of the same grid and selects the same optimum.")
 flags.DEFINE_string(
     "cache_dir", None,
     "Feature cache folder (default: $TFBENCH_CACHE/features or ~/.cache/tfbench/features).")
+flags.adopt_module_key_flags(flags_common)
 
 SPLITS = ("train", "val", "test")
 
@@ -34,8 +36,8 @@ def default_cache_dir() -> str:
     return os.path.join(os.path.expanduser(root), "features")
 
 
-def settings_from_flags() -> Dict[str, Any]:
-    return {"l2_search": FLAGS.l2_search}
+def settings_from_flags() -> ProbeSettings:
+    return ProbeSettings(l2_search=FLAGS.l2_search)
 
 
 def feature_components(experiment, split: str, precision: str) -> Dict[str, Any]:
@@ -52,16 +54,16 @@ def feature_components(experiment, split: str, precision: str) -> Dict[str, Any]
         split_definition=features.split_definition(datasets.spec(experiment.dataset)))
 
 
-def run(experiment) -> Dict[str, Any]:
+def run(experiment, runtime) -> Dict[str, Any]:
     """Run the probe protocol for one experiment and return its finished record."""
 
-    from tfbench import backbones, datasets, features, linear, metrics, results, training
+    from tfbench import backbones, datasets, devices, features, linear, metrics, results
 
     started = time.time()
     backbone_spec = backbones.spec(experiment.model)
     dataset_spec = datasets.spec(experiment.dataset)
     image_size = experiment.image_size or backbone_spec.image_size
-    precision = training.resolve_precision(experiment.precision)
+    precision = devices.resolve_precision(experiment.precision)
     record = results.new_record(experiment, metric=dataset_spec.metric, started_at=results.now())
     cache = features.FeatureCache(experiment.cache_dir or default_cache_dir())
     strategy = None
@@ -76,8 +78,8 @@ def run(experiment) -> Dict[str, Any]:
             extracted[split] = cached
             continue
         if model is None:  # built only when some split misses the cache
-            strategy = training.make_strategy("auto")
-            with training.precision_policy(precision), strategy.scope():
+            strategy = devices.make_strategy(runtime.strategy)
+            with devices.precision_policy(precision), strategy.scope():
                 model = backbones.build(experiment.model, pretrained=True, image_size=image_size)
         data = datasets.load(experiment.dataset, split, data_dir=experiment.data_dir)
         extracted[split] = features.extract(
@@ -87,24 +89,24 @@ def run(experiment) -> Dict[str, Any]:
 
     train, val, test = (extracted[s] for s in SPLITS)
     search_started = time.time()
-    print(f"probe: choosing L2 on validation ({experiment.settings['l2_search']} search, "
+    print(f"probe: choosing L2 on validation ({experiment.settings.l2_search} search, "
           f"{len(train.features)} train x {train.features.shape[1]} features)")
-    search = linear.search(train.features, train.labels, val.features, val.labels,
-                           metric=dataset_spec.metric, multi_label=dataset_spec.multi_label,
-                           grid=experiment.settings["l2_search"])
+    selection = linear.search(train.features, train.labels, val.features, val.labels,
+                              metric=dataset_spec.metric, multi_label=dataset_spec.multi_label,
+                              grid=experiment.settings.l2_search)
     search_seconds = time.time() - search_started
     refit_started = time.time()
-    final = linear.refit(train.features, train.labels, val.features, val.labels, search)
+    final = linear.refit(train.features, train.labels, val.features, val.labels, selection)
     refit_seconds = time.time() - refit_started
     test_score = metrics.score(dataset_spec.metric, test.labels, linear.decision_scores(final, test.features))
 
     extraction_seconds = sum(f.seconds for f in extracted.values())
     extracted_images = sum(len(f.features) for f in extracted.values() if not f.from_cache)
     record.update(
-        hyperparameters={"l2": search.l2},
-        trials=[{"hyperparameters": {"l2": t.l2}, "val_score": t.validation_score,
+        hyperparameters={"l2": selection.l2},
+        trials=[{"hyperparameters": {"l2": t.l2}, "validation_score": t.validation_score,
                  "iterations": t.iterations, "converged": t.converged,
-                 "status": "ok" if t.converged else "not_converged"} for t in search.trials],
+                 "status": "ok" if t.converged else "not_converged"} for t in selection.trials],
         test_score=test_score,
         details={
             "image_size": image_size, "precision": precision,

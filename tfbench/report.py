@@ -27,14 +27,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextI
 
 import numpy as np
 
-from tfbench import results
-from tfbench.experiment import REGIMES
+from tfbench import files, protocol, results
+from tfbench.settings import REGIMES
 
 LOGIT_EPS = 1e-4
 MIN_MODELS = 3  # Pearson r of two points is always +-1: it says nothing
 BOOTSTRAP_RESAMPLES = 10_000
 CONFIDENCE = 0.95
-PAPER_R = {"probe": 0.99, "finetune": 0.96, "scratch": 0.55}
 REGIME_TITLES = {"probe": "Linear probe on fixed features", "finetune": "Fine-tuned",
                  "scratch": "Trained from scratch"}
 MISSING = "-"
@@ -286,7 +285,7 @@ def correlation_rows(analysis: Analysis) -> List[Dict[str, str]]:
         rows.append({"regime": name, "n models": str(c.n),
                      "r (this run)": MISSING if c.r is None else f"{c.r:.2f}",
                      "95% bootstrap interval": c.interval(),
-                     "paper's r": f"{PAPER_R[name]:.2f}"})
+                     "paper's r": f"{protocol.PAPER_R[name]:.2f}"})
     return rows
 
 
@@ -338,7 +337,7 @@ def analysis_json(analysis: Analysis) -> Dict[str, Any]:
                        for m in regime.models],
             "correlation": regime.correlation.to_json(),
             "per_dataset": {d: c.to_json() for d, c in regime.per_dataset.items()},
-            "paper_r": PAPER_R[name],
+            "paper_r": protocol.PAPER_R[name],
         }
     return {
         "output_dir": analysis.output_dir,
@@ -382,7 +381,7 @@ def report_markdown(analysis: Analysis) -> str:
             f"## {REGIME_TITLES[name]} (`{name}`)\n",
             "### Test scores (%)\n", markdown_table(score_rows(regime.table)),
             f"### Mean log-odds transfer accuracy\n\nr = {regime.correlation.describe()}; "
-            f"paper: {PAPER_R[name]:.2f}.\n",
+            f"paper: {protocol.PAPER_R[name]:.2f}.\n",
             markdown_table(transfer_rows(regime)),
             "### Per dataset: ImageNet top-1 against the dataset's log odds\n",
             markdown_table(per_dataset_rows(regime)),
@@ -412,7 +411,7 @@ def plot_figure(analysis: Analysis) -> bytes:
             axes.plot(line_x, slope * line_x + intercept, color="tab:gray", linewidth=1.2, zorder=2)
         axes.margins(x=0.12, y=0.12)
         axes.set_title(f"{REGIME_TITLES[name]}\nr = {regime.correlation.describe()}; "
-                       f"paper: {PAPER_R[name]:.2f}", fontsize=10)
+                       f"paper: {protocol.PAPER_R[name]:.2f}", fontsize=10)
         axes.set_xlabel("ImageNet top-1 accuracy (%)")
         axes.set_ylabel("Mean transfer accuracy (log odds)")
         axes.grid(True, alpha=0.3)
@@ -477,7 +476,7 @@ def print_summary(analysis: Analysis, file: TextIO = sys.stdout) -> None:
         results.print_table(score_rows(regime.table), file=file)
         print(f"\n== {name}: mean log odds vs ImageNet top-1 ==", file=file)
         results.print_table(transfer_rows(regime), file=file)
-        print(f"r {name} = {regime.correlation.describe()}; paper: {PAPER_R[name]:.2f}", file=file)
+        print(f"r {name} = {regime.correlation.describe()}; paper: {protocol.PAPER_R[name]:.2f}", file=file)
     if analysis.failures:
         print("\n== runs not counted ==", file=file)
         results.print_table(failure_rows(analysis), file=file)
@@ -497,18 +496,18 @@ def summary_line(analysis: Analysis, report_path: str) -> str:
 
 def write_report(analysis: Analysis, report_dir: str) -> List[str]:
     """Writes every report file into report_dir; returns their paths, report.md last."""
-    files = {FIGURE_FILE: plot_figure(analysis)}
+    contents = {FIGURE_FILE: plot_figure(analysis)}
     for name, regime in analysis.regimes.items():
-        files[f"scores_{name}.md"] = (f"# Test scores (%), {REGIME_TITLES[name]}\n\n"
-                                      + markdown_table(score_rows(regime.table))).encode()
-        files[f"scores_{name}.csv"] = scores_csv(regime.table).encode()
-    files["runs.csv"] = runs_csv(analysis).encode()
+        contents[f"scores_{name}.md"] = (f"# Test scores (%), {REGIME_TITLES[name]}\n\n"
+                                         + markdown_table(score_rows(regime.table))).encode()
+        contents[f"scores_{name}.csv"] = scores_csv(regime.table).encode()
+    contents["runs.csv"] = runs_csv(analysis).encode()
     paths = [os.path.join(report_dir, "report.json")]
-    results.write_json_atomic(paths[0], analysis_json(analysis))
-    files[REPORT_FILE] = report_markdown(analysis).encode()  # last: it refers to the others
-    for file_name, data in files.items():
+    files.write_json_atomic(paths[0], analysis_json(analysis))
+    contents[REPORT_FILE] = report_markdown(analysis).encode()  # last: it refers to the others
+    for file_name, data in contents.items():
         paths.append(os.path.join(report_dir, file_name))
-        results.write_bytes_atomic(paths[-1], data)
+        files.write_bytes_atomic(paths[-1], data)
     return paths
 
 
@@ -558,7 +557,7 @@ def main() -> None:
         try:
             report(FLAGS.output_dir, FLAGS.report_dir, resamples=FLAGS.bootstrap_resamples,
                    seed=FLAGS.seed)
-        except (ReportInputError, results.CorruptRecordError) as error:
+        except ReportInputError as error:
             cli.fail(str(error))
 
     cli.run_app(run)

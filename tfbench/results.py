@@ -1,9 +1,11 @@
 """Run records: one JSON file per run, written atomically, found again to skip finished work.
 
 Layout under the output root: `<root>/<regime>/<dataset>/<model>/record.json` for a run, and
-`<run dir>/trials/<trial id>.json` for each hyperparameter trial of a search. A record is written to
-a temporary file in the same folder, flushed to disk and renamed over the target, so a crash leaves
-either the old complete file or the new complete file, never a partial JSON.
+`<run dir>/trials/<trial id>.json` for each hyperparameter trial of a search. Records are written
+atomically (tfbench.files), so a crash leaves the old complete file or the new one. A record that
+cannot be parsed all the same (a damaged disk, a hand edit) is treated as absent, with a warning
+naming it: the run or trial is done again and the record replaced, rather than crashing or being
+taken as finished.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ import os
 import platform
 import socket
 import sys
-import tempfile
-from typing import Any, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
 import tfbench
-from tfbench.experiment import Experiment, identity_diff
+from tfbench.cli import warn
+from tfbench.experiment import Experiment, identity, identity_diff
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "diverged", "failed")
@@ -82,28 +84,6 @@ def new_record(experiment: Experiment, *, metric: str, started_at: str) -> Dict[
     }
 
 
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Readers see the old file or the new one, never a partial one (temp file, fsync, rename)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_json_atomic(path: str, payload: Mapping[str, Any]) -> None:
-    text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=False)
-    write_bytes_atomic(path, (text + "\n").encode())
-
-
 def read_json(path: str) -> Dict[str, Any]:
     try:
         with open(path) as handle:
@@ -132,14 +112,23 @@ def trial_path(experiment: Experiment, trial_id: str) -> str:
     return os.path.join(experiment.run_dir(), TRIALS_DIR, trial_id + ".json")
 
 
-def _finished(path: str, identity: Mapping[str, Any], what: str) -> Optional[Dict[str, Any]]:
+def _readable(path: str) -> Optional[Dict[str, Any]]:
+    """The record at `path`; None (with a one-line warning) when it cannot be parsed."""
+    try:
+        return read_json(path)
+    except (CorruptRecordError, UnicodeDecodeError, OSError) as error:
+        warn(f"ignoring damaged record {path} ({error.__class__.__name__}); it will be redone")
+        return None
+
+
+def _finished(path: str, wanted: Mapping[str, Any], identity_of: Callable[[Mapping[str, Any]], Dict[str, Any]],
+              what: str) -> Optional[Dict[str, Any]]:
     if not os.path.exists(path):
         return None
-    record = read_json(path)
-    if record["status"] not in ("ok", "diverged"):
-        return None  # a failed run is tried again
-    previous = Experiment.from_dict(record["experiment"]).identity()
-    differences = identity_diff(previous, identity)
+    record = _readable(path)
+    if record is None or record["status"] not in ("ok", "diverged"):
+        return None  # a failed or damaged run is tried again
+    differences = identity_diff(identity_of(record["experiment"]), wanted)
     if differences:
         listed = ", ".join(f"{key}: {old} -> {new}" for key, (old, new) in differences.items())
         raise RunConflictError(
@@ -151,15 +140,20 @@ def _finished(path: str, identity: Mapping[str, Any], what: str) -> Optional[Dic
 
 def finished_run(experiment: Experiment) -> Optional[Dict[str, Any]]:
     """The finished record of this run, None if it must (re)run; conflicting settings raise."""
-    return _finished(record_path(experiment), experiment.identity(), "run")
+    return _finished(record_path(experiment), experiment.identity(), identity, "run")
 
 
-def finished_trial(experiment: Experiment, trial_id: str, hyperparameters: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
-    """A finished trial of a search, reused when the run is resumed after an interruption."""
-    record = _finished(trial_path(experiment, trial_id), experiment.identity(), "trial")
+def finished_trial(experiment: Experiment, trial_id: str, hyperparameters: Mapping[str, Any],
+                   trial_identity: Callable[[Mapping[str, Any]], Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """A finished trial of a search, reused when the run is resumed or another search contains it.
+
+    `trial_identity` maps an experiment dict to what the trial's result depends on.
+    """
+    path = trial_path(experiment, trial_id)
+    record = _finished(path, trial_identity(experiment.to_dict()), trial_identity, "trial")
     if record is not None and record["hyperparameters"] != dict(hyperparameters):
         raise RunConflictError(
-            f"trial {trial_path(experiment, trial_id)} holds hyperparameters {record['hyperparameters']}, "
+            f"trial {path} holds hyperparameters {record['hyperparameters']}, "
             f"not {dict(hyperparameters)}; pass --overwrite"
         )
     return record
@@ -168,7 +162,8 @@ def finished_trial(experiment: Experiment, trial_id: str, hyperparameters: Mappi
 def collect(output_dir: str) -> List[Dict[str, Any]]:
     """Every run record under an output root (not trials), in a stable order."""
     pattern = os.path.join(glob.escape(output_dir), "*", "*", "*", RECORD_FILE)
-    return [read_json(path) for path in sorted(glob.glob(pattern))]
+    readable = (_readable(path) for path in sorted(glob.glob(pattern)))
+    return [record for record in readable if record is not None]
 
 
 def table(records: Iterable[Mapping[str, Any]]) -> List[Dict[str, Any]]:

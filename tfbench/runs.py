@@ -14,10 +14,11 @@ import time
 import traceback
 from typing import Any, Callable, Dict, NamedTuple
 
-from tfbench import results
+from tfbench import files, results
 from tfbench.experiment import Experiment
+from tfbench.settings import Runtime
 
-RunFunction = Callable[[Experiment], Dict[str, Any]]
+RunFunction = Callable[[Experiment, Runtime], Dict[str, Any]]
 
 
 class Outcome(NamedTuple):
@@ -26,7 +27,7 @@ class Outcome(NamedTuple):
     error: BaseException | None  # the exception of a failed run, if any
 
 
-def execute(experiment: Experiment, run: RunFunction, *, overwrite: bool = False,
+def execute(experiment: Experiment, run: RunFunction, runtime: Runtime, *, overwrite: bool = False,
             metric: str | None = None, user_errors: tuple = ()) -> Outcome:
     """Run `experiment` unless a finished record exists; write the record atomically.
 
@@ -41,16 +42,21 @@ def execute(experiment: Experiment, run: RunFunction, *, overwrite: bool = False
             return Outcome(done, True, None)
     started = time.time()
     try:
-        record = run(experiment)
+        record = run(experiment, runtime)
         error = None
     except user_errors:
         raise
     except Exception as exception:  # recorded, so a sweep can continue past it
         error = exception
-        record = results.new_record(experiment, metric=metric, started_at=results.now())
-        reason = f"{type(exception).__name__}: {exception}"
-        record["traceback"] = traceback.format_exc(limit=20)
-        results.finish(record, "failed", reason)
+        record = failed_record(experiment, exception, metric)
     record["timings"].setdefault("wall_seconds", time.time() - started)
-    results.write_json_atomic(results.record_path(experiment), record)
+    files.write_json_atomic(results.record_path(experiment), record)
     return Outcome(record, False, error)
+
+
+def failed_record(experiment: Experiment, exception: BaseException, metric: str | None = None) -> Dict[str, Any]:
+    """The record of a run (or trial) that raised `exception`, with its traceback; call it while
+    handling the exception."""
+    record = results.new_record(experiment, metric=metric, started_at=results.now())
+    record["traceback"] = traceback.format_exc(limit=20)
+    return results.finish(record, "failed", f"{type(exception).__name__}: {exception}")

@@ -1,19 +1,24 @@
 """The from-scratch regime: the same network and protocol as fine-tuning, from random weights.
 
-    python -m tfbench.scratch --flagfile=flags/scratch.flags --model=mobilenet_v2 --dataset=dtd
-    python -m tfbench.scratch --flagfile=flags/scratch_small.flags   # tiny backbone, digits, minutes
+    python -m tfbench.scratch --model=mobilenet_v2 --dataset=dtd           # the paper's protocol
+    python -m tfbench.scratch --flagfile=flags/scratch_small.flags          # minutes on a laptop
 
-Same flags as tfbench.finetune; the paper's scratch grid is 7 learning rates in [1e-3, 1] x 8
-weight decays in [1e-5, 10^-1.5], with a longer schedule.
+Same flags and code as tfbench.finetune; the paper's scratch grid is 7 learning rates in [1e-3, 1]
+x 8 weight decays in [1e-5, 10^-1.5], with a longer schedule (tfbench.protocol).
 """
 
 from __future__ import annotations
 
-from tfbench import finetune, flags_common, training
+from absl import flags
+
+from tfbench import finetune, flags_common
+
+flags.adopt_module_key_flags(finetune)
 
 
 def main():
-    flags_common.main("scratch", finetune.settings_from_flags, training.run_regime)
+    flags_common.main("scratch", lambda: finetune.settings_from_flags("scratch"), finetune.run,
+                      finetune.runtime_from_flags)
 
 
 if __name__ == "__main__":

@@ -1,81 +1,125 @@
 """A study's experiments as a plan of tasks (tfbench.plan) that any executor can run.
 
-Each experiment becomes tasks whose records are the run's own files, so that a study run by the
-local executor, on Ray, or in shards leaves the same records and the same answer. A task runs
-one experiment through `runs.execute` (skip if finished, a failure recorded), in whichever
-process or machine the executor chose.
+Tasks follow the regime interface (docs/DESIGN.md, "The regime interface"): a fine-tune or scratch
+run is one task per trial (`finetune.run_trial`: train on train, score val, write
+`<run dir>/trials/<trial id>.json`) and a conclude task that needs them all (`finetune.conclude`:
+select on validation, retrain on train+val, score test once, write the run record); a probe run is
+one task (`probe.run`). The records are the run's own files, so a study run by the local executor,
+on Ray, or in shards leaves the same records and the same answer. Task arguments are plain data
+(`Experiment.to_dict()`, the Runtime's fields, the trial's hyperparameters) so that a task can
+run in another process or on another machine.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
-from typing import Any, List, Mapping, Sequence
+from typing import Any, List, Mapping, Sequence, Tuple
 
-from tfbench import plan, results
+from tfbench import files, plan, results
 from tfbench.experiment import Experiment, path_component
+from tfbench.settings import Runtime
 
-RUN_TASK = "tfbench.study:run_experiment"
-
-
-def run_function(regime: str):
-    if regime == "probe":
-        from tfbench import probe
-
-        return probe.run
-    from tfbench import training
-
-    return training.run_regime
+TASKS = "tfbench.study"
 
 
-def run_experiment(experiment: Mapping[str, Any]) -> None:
-    """The task: one experiment, given as `Experiment.to_dict()` so it travels as plain data."""
-    from tfbench import flags_common, runs
+def _load(experiment: Mapping[str, Any], runtime: Mapping[str, Any]) -> Tuple[Experiment, Runtime]:
+    return Experiment.from_dict(experiment), Runtime(**runtime)
 
-    run = Experiment.from_dict(experiment)
-    runs.execute(run, run_function(run.regime), user_errors=flags_common.user_errors())
+
+def _user_errors() -> tuple:
+    from tfbench import flags_common
+
+    return flags_common.user_errors()
+
+
+def run_probe(experiment: Mapping[str, Any], runtime: Mapping[str, Any]) -> None:
+    """The probe task: the whole probe run (features, the L2 search, refit, test), recorded."""
+    from tfbench import probe, runs
+
+    run, settings = _load(experiment, runtime)
+    runs.execute(run, probe.run, settings, user_errors=_user_errors())
+
+
+def run_trial(experiment: Mapping[str, Any], runtime: Mapping[str, Any], trial: Mapping[str, float]) -> None:
+    """A trial task. A trial that raises (bad data, out of memory) is recorded as failed, in its
+    own record and in the run's, as a run that raises is, and is tried again only by a rerun."""
+    from tfbench import finetune, runs, tuning
+
+    run, settings = _load(experiment, runtime)
+    trial = tuning.Trial(**trial)
+    try:
+        finetune.run_trial(run, trial, settings)
+    except _user_errors():
+        raise
+    except Exception as error:
+        record = runs.failed_record(run, error)
+        files.write_json_atomic(results.trial_path(run, trial.trial_id),
+                                {**record, "trial_id": trial.trial_id, "hyperparameters": trial.hyperparameters()})
+        record["reason"] = f"trial {trial.trial_id}: {record['reason']}"
+        files.write_json_atomic(results.record_path(run), record)
+        raise
+
+
+def conclude(experiment: Mapping[str, Any], runtime: Mapping[str, Any]) -> None:
+    """The conclude task: selection, retrain on train+val and test score, recorded as a run."""
+    from tfbench import finetune, runs
+
+    run, settings = _load(experiment, runtime)
+    runs.execute(run, finetune.conclude, settings, user_errors=_user_errors())
+
+
+def trial_finished(experiment: Mapping[str, Any], trial: Mapping[str, float]) -> bool:
+    """Whether the trial's record is reusable by this experiment (not one made under other settings)."""
+    from tfbench import finetune, tuning
+
+    return finetune.finished_trial(Experiment.from_dict(experiment), tuning.Trial(**trial),
+                                   log=lambda message: None) is not None
 
 
 def run_key(experiment: Experiment) -> str:
     return "/".join([experiment.regime, path_component(experiment.dataset), path_component(experiment.model)])
 
 
-def training_steps(experiment: Experiment) -> int:
-    """Optimizer steps of a run: every trial of its search plus the retrain (0 for the probe)."""
-    if experiment.regime == "probe":
-        return 0
-    from tfbench import search, training
-
-    settings = {**training.DEFAULT_SETTINGS, **experiment.settings}
-    trials = search.grid(settings["search"], experiment.regime, settings["learning_rate"],
-                         settings["weight_decay"], settings["learning_rates"], settings["weight_decays"])
-    return (len(trials) + 1) * settings["train_steps"]
-
-
-def experiment_tasks(experiment: Experiment) -> List[plan.Task]:
+def experiment_tasks(experiment: Experiment, runtime: Runtime) -> List[plan.Task]:
+    """The tasks of one run, each trial before the conclusion that needs it."""
     key = run_key(experiment)
-    steps = training_steps(experiment)
-    return [plan.Task(key=key, kind="probe" if experiment.regime == "probe" else "run",
-                      call=plan.Call(RUN_TASK, {"experiment": experiment.to_dict()}),
-                      record=results.record_path(experiment), run=key, steps=steps,
-                      images=steps * experiment.batch_size)]
+    arguments = {"experiment": experiment.to_dict(), "runtime": dataclasses.asdict(runtime)}
+    if experiment.regime == "probe":
+        return [plan.Task(key=key, kind="probe", call=plan.Call(f"{TASKS}:run_probe", arguments),
+                          record=results.record_path(experiment), run=key)]
+    from tfbench import finetune
+
+    steps = experiment.settings.train_steps
+    cost = {"run": key, "steps": steps, "images": steps * experiment.batch_size}
+    tasks = []
+    for trial in finetune.trials(experiment):
+        hyperparameters = trial.hyperparameters()
+        tasks.append(plan.Task(
+            key=f"{key}/{trial.trial_id}", kind="trial",
+            call=plan.Call(f"{TASKS}:run_trial", {**arguments, "trial": hyperparameters}),
+            record=results.trial_path(experiment, trial.trial_id),
+            done=plan.Call(f"{TASKS}:trial_finished", {"experiment": arguments["experiment"],
+                                                       "trial": hyperparameters}), **cost))
+    tasks.append(plan.Task(key=key, kind="conclude", call=plan.Call(f"{TASKS}:conclude", arguments),
+                           record=results.record_path(experiment), needs=tuple(t.key for t in tasks), **cost))
+    return tasks
 
 
-def study_plan(experiments: Sequence[Experiment], overwrite: bool = False) -> plan.Plan:
+def study_plan(experiments: Sequence[Tuple[Experiment, Runtime]], overwrite: bool = False) -> plan.Plan:
     """The plan of every experiment. Unless overwriting, a finished run made with other settings
-    stops it here (results.RunConflictError), before anything runs: a task's done check looks only
-    at the record's status, so a conflict must never reach it."""
+    stops it here (results.RunConflictError), before anything runs, as a sequential sweep would."""
     if not overwrite:
-        for experiment in experiments:
+        for experiment, _ in experiments:
             results.finished_run(experiment)
-    return plan.Plan(task for experiment in experiments for task in experiment_tasks(experiment))
+    return plan.Plan(task for experiment, runtime in experiments for task in experiment_tasks(experiment, runtime))
 
 
-def discard(experiments: Sequence[Experiment]) -> None:
-    """For --overwrite: forget the runs' records and trials, so their tasks run again from scratch."""
-    for experiment in experiments:
-        for path in (results.record_path(experiment), os.path.join(experiment.run_dir(), results.TRIALS_DIR)):
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            elif os.path.exists(path):
-                os.unlink(path)
+def discard(tasks: Sequence[plan.Task]) -> None:
+    """For --overwrite: forget the records, trials and checkpoints of the runs these tasks belong
+    to, so that they run again from scratch."""
+    for run_dir in sorted({Experiment.from_dict(task.call.arguments["experiment"]).run_dir() for task in tasks}):
+        shutil.rmtree(os.path.join(run_dir, results.TRIALS_DIR), ignore_errors=True)
+        if os.path.exists(os.path.join(run_dir, results.RECORD_FILE)):
+            os.unlink(os.path.join(run_dir, results.RECORD_FILE))

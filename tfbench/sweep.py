@@ -9,12 +9,13 @@ regime its own flagfile (fine-tuning and scratch share flag names but not values
 are skipped, a failed run is recorded with its error and the sweep goes on, and the exit code is
 non-zero if any run failed. When every run is done the report (tfbench.report) is rebuilt.
 
-Every run is a task of a plan (tfbench.plan) run by an executor: `--executor=local` (the default)
-runs them one after another in this process; `--executor=ray` runs them as Ray tasks, each with
-`--cpus_per_trial` CPUs and `--gpus_per_trial` GPUs, on this machine or the cluster at
-`--ray_address`. `--shard=INDEX/COUNT` (or `auto/COUNT` under a Kubernetes Indexed Job or a Slurm
-array) runs a deterministic slice; a lock per task lets several drivers share one output folder.
-`--dry_run` prints the plan and its cost instead of running it.
+A run decomposes into tasks (tfbench.study): a fine-tune or scratch run into its trials, then the
+selection, retrain and test score; a probe run into one task. An executor runs them:
+`--executor=local` (the default) one after another in this process; `--executor=ray` as Ray
+tasks, each with `--cpus_per_trial` CPUs and `--gpus_per_trial` GPUs, on this machine or the
+cluster at `--ray_address`, many at once. `--shard=INDEX/COUNT` (or `auto/COUNT` under a
+Kubernetes Indexed Job or a Slurm array) runs a deterministic slice of the tasks; a lock per task
+lets several drivers share one output folder. `--dry_run` prints the plan and its cost instead.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from typing import Dict, List, Tuple
 
 from absl import flags
 
-from tfbench import cli, executors, finetune, flags_common, plan, probe, study
-from tfbench.experiment import REGIMES, Experiment
+from tfbench import cli, executors, finetune, flags_common, plan, probe, protocol, study
+from tfbench.experiment import Experiment
+from tfbench.settings import REGIMES, TRAINED_REGIMES, Runtime
 
 FLAGS = flags.FLAGS
 
@@ -45,7 +47,8 @@ flags.DEFINE_string("ray_address", None,
                     "Ray cluster to run on (auto = the one this machine belongs to, or host:6379, "
                     "ray://host:10001); default: RAY_ADDRESS if set, else start Ray on this machine.")
 flags.DEFINE_float("gpus_per_trial", 0, "GPUs each Ray task asks for (it sees only those).", lower_bound=0)
-flags.DEFINE_float("cpus_per_trial", 1, "CPUs each Ray task asks for.", lower_bound=0)
+flags.DEFINE_float("cpus_per_trial", 1, "CPUs each Ray task asks for (and its TensorFlow threads).",
+                   lower_bound=0)
 flags.DEFINE_string("shard", None,
                     "Run only shard INDEX of COUNT (INDEX/COUNT), or auto/COUNT with INDEX from "
                     "JOB_COMPLETION_INDEX (Kubernetes Indexed Job) or SLURM_ARRAY_TASK_ID.")
@@ -60,31 +63,38 @@ flags.DEFINE_integer("dry_run_gpus", 1, "GPUs that --dry_run's wall-time estimat
 
 SETTINGS = {
     "probe": probe.settings_from_flags,
-    "finetune": finetune.settings_from_flags,
-    "scratch": finetune.settings_from_flags,
+    "finetune": lambda: finetune.settings_from_flags("finetune"),
+    "scratch": lambda: finetune.settings_from_flags("scratch"),
+}
+RUNTIMES = {
+    "probe": flags_common.runtime_from_flags,
+    "finetune": finetune.runtime_from_flags,
+    "scratch": finetune.runtime_from_flags,
 }
 
 
-def regime_settings(regime: str, argv: List[str]) -> Tuple[Dict, Dict, List[str], List[str]]:
-    """(shared Experiment fields, regime settings, models, datasets) as the regime's binary
-    would parse them; a regime's flagfile may also narrow --models and --datasets."""
+def regime_settings(regime: str, argv: List[str]) -> Tuple[Dict, object, Runtime, List[str], List[str]]:
+    """(shared Experiment fields, regime settings, runtime, models, datasets) as the regime's
+    binary would parse them; a regime's flagfile may also narrow --models and --datasets."""
     flagfile = FLAGS[f"{regime}_flags"].value
     if flagfile:
         FLAGS.unparse_flags()
         FLAGS(argv + [f"--flagfile={flagfile}"])
+    batch_size = FLAGS.batch_size or (protocol.BATCH_SIZE if regime in TRAINED_REGIMES
+                                      else flags_common.PROBE_BATCH_SIZE)
     shared = {"output_dir": FLAGS.output_dir, "seed": FLAGS.seed, "data_dir": FLAGS.data_dir,
-              "image_size": FLAGS.image_size, "batch_size": FLAGS.batch_size,
+              "image_size": FLAGS.image_size, "batch_size": batch_size,
               "precision": FLAGS.precision, "cache_dir": FLAGS.cache_dir}
-    settings = SETTINGS[regime]()
+    settings, runtime = SETTINGS[regime](), RUNTIMES[regime]()
     models, datasets = list(FLAGS.models), list(FLAGS.datasets)
     if flagfile:  # back to the command line alone for the next regime
         FLAGS.unparse_flags()
         FLAGS(argv)
-    return shared, settings, models, datasets
+    return shared, settings, runtime, models, datasets
 
 
-def experiments_from_flags(argv: List[str]) -> List[Experiment]:
-    """Every experiment of the sweep, validated before any of them runs."""
+def experiments_from_flags(argv: List[str]) -> List[Tuple[Experiment, Runtime]]:
+    """Every experiment of the sweep with its runtime, validated before any of them runs."""
     from tfbench import backbones, datasets
 
     for flag in ("models", "datasets"):
@@ -95,12 +105,13 @@ def experiments_from_flags(argv: List[str]) -> List[Experiment]:
         cli.fail(f"unknown regime {unknown[0]!r}; valid choices: {', '.join(REGIMES)}")
     experiments = []
     for regime in FLAGS.regimes:
-        shared, settings, models, names = regime_settings(regime, argv)
+        shared, settings, runtime, models, names = regime_settings(regime, argv)
         for model in models:
             backbones.spec(model)
         for dataset in names:
             datasets.spec(dataset)
-        experiments += [Experiment(regime=regime, model=model, dataset=dataset, settings=settings, **shared)
+        experiments += [(Experiment(regime=regime, model=model, dataset=dataset, settings=settings,
+                                    **shared), runtime)
                         for dataset in names for model in models]
     return experiments
 
@@ -140,13 +151,12 @@ def main():
                 print(plan.cost(tasks, FLAGS.images_per_second).summary(FLAGS.dry_run_gpus))
                 return
             if FLAGS.overwrite:
-                study.discard([Experiment.from_dict(task.call.arguments["experiment"]) for task in tasks])
+                study.discard(tasks)
             started = time.time()
             with make_executor() as executor:
                 summary = executors.execute(study_plan, tasks, executor, wait_for_needs=FLAGS.wait_for_needs,
                                             on_outcome=print_run_summary)
-            everything_finished = all(plan.finished(task) for task in study_plan.tasks)
-            if FLAGS.report and everything_finished:
+            if FLAGS.report and all(plan.finished(task) for task in study_plan.tasks):
                 report.report(FLAGS.output_dir)
         except errors as error:
             cli.fail(str(error))

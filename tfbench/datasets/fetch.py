@@ -25,7 +25,7 @@ from typing import Callable, Dict, Optional, Sequence
 
 from tqdm import tqdm
 
-from tfbench.results import write_json_atomic
+from tfbench.files import write_json_atomic
 
 REPORT_FILE = "download_report.json"
 # What a failed GET raises: HTTPError (a URLError; permanent unless 5xx / 408 / 429), other

@@ -1,0 +1,135 @@
+"""The fine-tune / scratch protocol around a fake trainer: trial records, resume by skipping,
+selection on validation and test-split isolation.
+
+The fake stands in for training: it returns scores from a table and logs which splits each call
+fits and scores, so the protocol's order can be checked without training anything.
+"""
+
+import json
+import os
+
+from tfbench import finetune, results, tuning
+from tfbench.experiment import Experiment
+from tfbench.settings import Runtime, TrainingSettings
+
+RUNTIME = Runtime()
+
+
+def quiet(message):
+    pass
+
+
+class FakeTrainer:
+    """Scores from a table keyed by learning rate; logs every (fit split, score split, name)."""
+
+    def __init__(self, validation, test, diverge=(), chief=True):
+        self.validation, self.test, self.diverge, self.chief = validation, test, diverge, chief
+        self.calls, self.discarded = [], []
+
+    def train_and_score(self, hyperparameters, fit_split, score_split, name):
+        self.calls.append((fit_split, score_split, name))
+        lr = hyperparameters["learning_rate"]
+        if lr in self.diverge:
+            return finetune.TrialOutcome("diverged", None, "non-finite training loss at step 3", {})
+        table = self.test if score_split == "test" else self.validation
+        return finetune.TrialOutcome("ok", table[lr], None, {"images_per_second": 10.0})
+
+    def discard(self, name):
+        self.discarded.append(name)
+
+
+def _experiment(tmp_path, **settings):
+    return Experiment(regime="finetune", model="tiny", dataset="digits", output_dir=str(tmp_path),
+                      settings=TrainingSettings(**{"search": "small", "train_steps": 10, **settings}))
+
+
+def search(experiment, trials, trainer, log=quiet):
+    """Every trial through finetune.run_trial, as finetune.run does."""
+    return [finetune.run_trial(experiment, trial, RUNTIME, trainer, log=log) for trial in trials]
+
+
+def protocol(experiment, trials, trainer):
+    return finetune.conclude(experiment, RUNTIME, trainer, search(experiment, trials, trainer), log=quiet)
+
+
+TRIALS = [tuning.Trial(1e-3, 0.0), tuning.Trial(1e-2, 0.0), tuning.Trial(1e4, 0.0), tuning.Trial(1e-1, 0.0)]
+
+
+def test_protocol_selects_on_validation_and_reads_test_once_at_the_end(tmp_path):
+    # The test split would prefer lr 1e-3; validation prefers 1e-2, which must be chosen.
+    trainer = FakeTrainer(validation={1e-3: 0.6, 1e-2: 0.8, 1e-1: 0.7},
+                          test={1e-3: 0.95, 1e-2: 0.5, 1e-1: 0.6}, diverge=(1e4,))
+    record = protocol(_experiment(tmp_path), TRIALS, trainer)
+
+    assert [call[:2] for call in trainer.calls] == [("train", "val")] * 4 + [("trainval", "test")]
+    assert trainer.calls[-1][2] == "final"
+    assert record["hyperparameters"] == {"learning_rate": 1e-2, "weight_decay": 0.0}
+    assert record["validation_score"] == 0.8 and record["test_score"] == 0.5
+    assert record["status"] == "ok"
+    statuses = {t["trial_id"]: (t["status"], t["validation_score"]) for t in record["trials"]}
+    assert statuses["lr1e+04_wd0"] == ("diverged", None)
+    assert len(statuses) == 4
+    assert trainer.discarded == [trial.trial_id for trial in TRIALS]
+    json.dumps(record, allow_nan=False)  # a valid JSON record
+
+
+def test_trial_records_are_written_and_skipped_on_rerun(tmp_path):
+    experiment = _experiment(tmp_path)
+    scores = {1e-3: 0.6, 1e-2: 0.8, 1e-1: 0.7}
+    first = FakeTrainer(scores, scores, diverge=(1e4,))
+    search(experiment, TRIALS[:2], first)
+    for trial in TRIALS[:2]:
+        written = results.read_json(results.trial_path(experiment, trial.trial_id))
+        assert written["status"] == "ok" and written["hyperparameters"] == trial.hyperparameters()
+
+    again = FakeTrainer(scores, scores, diverge=(1e4,))
+    records = search(experiment, TRIALS, again)
+    assert [call[2] for call in again.calls] == [TRIALS[2].trial_id, TRIALS[3].trial_id]
+    assert [r["validation_score"] for r in records] == [0.6, 0.8, None, 0.7]
+    diverged = results.read_json(results.trial_path(experiment, TRIALS[2].trial_id))
+    assert diverged["status"] == "diverged" and "non-finite" in diverged["reason"]
+
+
+def test_all_trials_diverged_gives_a_diverged_run_without_touching_test(tmp_path):
+    trainer = FakeTrainer({}, {}, diverge=(1e-3, 1e-2, 1e4, 1e-1))
+    record = protocol(_experiment(tmp_path), TRIALS, trainer)
+    assert record["status"] == "diverged" and record["test_score"] is None
+    assert all(call[1] == "val" for call in trainer.calls)
+
+
+def test_non_chief_workers_write_no_trial_records(tmp_path):
+    experiment = _experiment(tmp_path)
+    scores = {1e-3: 0.6}
+    search(experiment, TRIALS[:1], FakeTrainer(scores, scores, chief=False))
+    assert not os.path.exists(results.trial_path(experiment, TRIALS[0].trial_id))
+
+
+def test_trials_are_shared_between_grids_but_not_across_other_settings(tmp_path):
+    scores = {1e-3: 0.6, 1e-2: 0.8}
+    first = FakeTrainer(scores, scores)
+    search(_experiment(tmp_path, search="small"), TRIALS[:1], first)
+    paper = FakeTrainer(scores, scores)
+    search(_experiment(tmp_path, search="paper"), TRIALS[:2], paper)
+    assert [call[2] for call in paper.calls] == [TRIALS[1].trial_id]  # the small grid's trial reused
+
+    longer = FakeTrainer(scores, scores)
+    messages = []
+    experiment = _experiment(tmp_path, search="paper", train_steps=20)
+    search(experiment, TRIALS[:1], longer, log=messages.append)
+    assert [call[2] for call in longer.calls] == [TRIALS[0].trial_id]  # stale: trained again
+    assert any("other settings" in message for message in messages)
+    replaced = results.read_json(results.trial_path(experiment, TRIALS[0].trial_id))
+    assert replaced["experiment"]["settings"]["train_steps"] == 20
+
+
+def test_checkpoints_of_another_training_run_are_not_resumed(tmp_path):
+    from tfbench import finetune
+
+    folder = tmp_path / "checkpoints"
+    finetune.forget_stale_checkpoints(str(folder), {"train_steps": 10})
+    (folder / "ckpt-5.index").write_text("x")
+    finetune.forget_stale_checkpoints(str(folder), {"train_steps": 10})
+    assert (folder / "ckpt-5.index").exists()  # same run: kept for resuming
+    finetune.forget_stale_checkpoints(str(folder), {"train_steps": 20})
+    assert not (folder / "ckpt-5.index").exists()
+    assert json.loads((folder / finetune.CHECKPOINT_IDENTITY).read_text()) == {"train_steps": 20}

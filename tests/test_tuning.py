@@ -1,0 +1,87 @@
+"""Searches (the paper's grids, presets, given values), selection on validation, trial identity."""
+
+import dataclasses
+
+import pytest
+
+from tfbench import settings, tuning
+from tfbench.settings import InvalidSettingError, TrainingSettings
+from tfbench.registry import UnknownNameError
+
+
+def grid(search, regime, **values):
+    return tuning.trials(TrainingSettings(search=search, **values), regime)
+
+
+def test_paper_grids_are_the_papers():
+    finetune = grid("paper", "finetune")
+    assert len(finetune) == 56
+    assert sorted({t.learning_rate for t in finetune}) == pytest.approx(
+        [1e-4, 3.1623e-4, 1e-3, 3.1623e-3, 1e-2, 3.1623e-2, 1e-1], rel=1e-4)
+    assert sorted({t.weight_decay for t in finetune}) == pytest.approx(
+        [0.0, 1e-6, 3.1623e-6, 1e-5, 3.1623e-5, 1e-4, 3.1623e-4, 1e-3], rel=1e-4)
+    scratch = grid("paper", "scratch")
+    assert len(scratch) == 56
+    assert sorted({t.learning_rate for t in scratch}) == pytest.approx(
+        [1e-3, 3.1623e-3, 1e-2, 3.1623e-2, 0.1, 0.31623, 1.0], rel=1e-4)
+    assert sorted({t.weight_decay for t in scratch}) == pytest.approx(
+        [1e-5, 3.1623e-5, 1e-4, 3.1623e-4, 1e-3, 3.1623e-3, 1e-2, 0.031623], rel=1e-4)
+    assert len({t.trial_id for t in finetune}) == 56  # ids are unique folder names
+
+
+def test_single_configuration_and_bad_names():
+    assert grid("none", "scratch", learning_rate=0.5, weight_decay=1e-4) == [tuning.Trial(0.5, 1e-4)]
+    with pytest.raises(InvalidSettingError, match="learning_rate and weight_decay"):
+        grid("none", "finetune", learning_rate=0.1)
+    with pytest.raises(InvalidSettingError, match="unknown search 'papr'; valid choices: paper"):
+        grid("papr", "finetune")
+    with pytest.raises(UnknownNameError, match="did you mean: paper"):
+        tuning.SEARCH_TRIALS.get("papr")
+    with pytest.raises(InvalidSettingError, match="finetune, scratch"):
+        grid("paper", "probe")
+
+
+def test_every_search_setting_has_its_trials():
+    assert tuning.SEARCH_TRIALS.names() == list(settings.SEARCHES)
+
+
+def test_select_uses_validation_only_and_skips_diverged():
+    records = [
+        {"status": "ok", "validation_score": 0.5, "test_score": 0.99, "trial_id": "a"},
+        {"status": "diverged", "validation_score": None, "trial_id": "b"},
+        {"status": "ok", "validation_score": 0.7, "test_score": 0.1, "trial_id": "c"},
+        {"status": "ok", "validation_score": 0.7, "test_score": 0.2, "trial_id": "d"},  # tie: earlier wins
+    ]
+    assert tuning.select(records)["trial_id"] == "c"
+    assert tuning.select([records[1]]) is None
+
+
+def test_given_grid_is_the_cross_product_and_needs_both_lists():
+    trials = grid("grid", "finetune", learning_rates=[0.01, 0.1], weight_decays=[0.0, 1e-4])
+    assert trials == [tuning.Trial(0.01, 0.0), tuning.Trial(0.01, 1e-4), tuning.Trial(0.1, 0.0),
+                      tuning.Trial(0.1, 1e-4)]
+    with pytest.raises(InvalidSettingError, match="weight_decays"):
+        grid("grid", "scratch", learning_rates=[0.1])
+
+
+@pytest.mark.parametrize("search, values, used_by", [
+    ("paper", {"learning_rate": 0.1}, "none"),
+    ("small", {"weight_decay": 0.0}, "none"),
+    ("paper", {"learning_rates": [0.1]}, "grid"),
+    ("none", {"learning_rate": 0.1, "weight_decay": 0.0, "weight_decays": [0.0]}, "grid"),
+])
+def test_a_value_the_search_would_ignore_is_refused(search, values, used_by):
+    with pytest.raises(InvalidSettingError, match=f"used only by search '{used_by}'"):
+        TrainingSettings(search=search, **values)
+
+
+def test_trial_identity_ignores_only_what_chooses_the_trials():
+    base = {"regime": "finetune", "model": "tiny", "dataset": "digits", "output_dir": "a", "seed": 0,
+            "settings": settings.settings_to_dict(TrainingSettings(search="small", train_steps=10))}
+    other_search = dict(base, output_dir="b", settings=settings.settings_to_dict(
+        TrainingSettings(search="none", learning_rate=0.1, weight_decay=0.0, train_steps=10)))
+    longer = dict(base, settings=settings.settings_to_dict(dataclasses.replace(
+        TrainingSettings(search="small"), train_steps=20)))
+    assert tuning.trial_identity(base) == tuning.trial_identity(other_search)
+    assert tuning.trial_identity(base) != tuning.trial_identity(longer)
+    assert "output_dir" not in tuning.trial_identity(base)

@@ -1,0 +1,178 @@
+"""What a run is asked to do, as typed values checked once, and how it executes.
+
+Two kinds of knobs, kept apart (docs/DESIGN.md, "Identity and runtime"):
+- a regime's settings (`ProbeSettings`, `TrainingSettings`) change its result, so they are part
+  of a run's identity: a finished run with other settings is never silently reused;
+- the `Runtime` (strategy, checkpoint interval, validation logging, progress display) says how and
+  where a run executes: changing it neither conflicts with a finished run nor retrains a finished
+  trial.
+
+Every value is validated when the dataclass is made, with one-line errors naming the bad value and
+what is allowed, so a bad flag fails before TensorFlow is imported. This module imports nothing
+heavy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from tfbench import protocol
+
+REGIMES = ("probe", "finetune", "scratch")
+TRAINED_REGIMES = ("finetune", "scratch")
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+# "auto" resolves per device (devices.resolve_precision); the others are Keras dtype policies.
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+L2_SEARCHES = ("paper", "fast")  # tfbench.linear implements them
+# tfbench.tuning implements them: the paper's grid, a 3 x 2 laptop grid, the cross product of given
+# values, one given configuration.
+SEARCHES = ("paper", "small", "grid", "none")
+
+
+class InvalidSettingError(ValueError):
+    """A setting outside its valid range; the message names the value and what is allowed."""
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise InvalidSettingError(message)
+
+
+def _choice(kind: str, value: str, choices: Tuple[str, ...]) -> None:
+    _check(value in choices, f"unknown {kind} {value!r}; valid choices: {', '.join(choices)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeSettings:
+    """The linear probe: which L2 search chooses the penalty (`paper` = all 45 values)."""
+
+    l2_search: str = "paper"
+
+    def __post_init__(self):
+        _choice("l2 search", self.l2_search, L2_SEARCHES)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSettings:
+    """Fine-tuning or training from scratch: the search, the schedule and the regularisation.
+
+    `search` picks the trials: "paper" (the paper's grid for the regime), "small" (a 3 x 2 laptop
+    grid), "grid" (every pair of `learning_rates` x `weight_decays`), "none" (one trial with
+    `learning_rate` and `weight_decay`). Values that only another search uses are refused rather
+    than silently ignored. `weight_decay` follows the paper's convention
+    (protocol.WEIGHT_DECAY_CONVENTION); 0 = none. `bn_momentum` None keeps each backbone's own.
+    """
+
+    search: str = "paper"
+    train_steps: int = protocol.FINETUNE_STEPS
+    learning_rate: Optional[float] = None
+    weight_decay: Optional[float] = None
+    learning_rates: Tuple[float, ...] = ()
+    weight_decays: Tuple[float, ...] = ()
+    warmup_steps: int = 0
+    label_smoothing: float = 0.0
+    dropout: float = 0.0
+    bn_momentum: Optional[float] = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "learning_rates", tuple(float(v) for v in self.learning_rates))
+        object.__setattr__(self, "weight_decays", tuple(float(v) for v in self.weight_decays))
+        _choice("search", self.search, SEARCHES)
+        single = self.search == "none"
+        given = self.search == "grid"
+        for name in ("learning_rate", "weight_decay"):
+            value = getattr(self, name)
+            _check(single or value is None,
+                   f"{name}={value} is used only by search 'none' (search is {self.search!r}); "
+                   f"drop it, or use search 'none'")
+            _check(not single or value is not None,
+                   f"search 'none' trains one configuration: give both learning_rate and "
+                   f"weight_decay (got learning_rate={self.learning_rate}, "
+                   f"weight_decay={self.weight_decay})")
+        for name in ("learning_rates", "weight_decays"):
+            values = getattr(self, name)
+            _check(given or not values,
+                   f"{name}={','.join(map(str, values))} is used only by search 'grid' (search is "
+                   f"{self.search!r}); drop it, or use search 'grid'")
+            _check(not given or values,
+                   f"search 'grid' trains every pair of the given values: give both learning_rates "
+                   f"and weight_decays (got learning_rates={list(self.learning_rates)}, "
+                   f"weight_decays={list(self.weight_decays)})")
+        rates = self.learning_rates + (() if self.learning_rate is None else (self.learning_rate,))
+        decays = self.weight_decays + (() if self.weight_decay is None else (self.weight_decay,))
+        _check(all(rate > 0 for rate in rates), f"learning rates must be positive, got {list(rates)}")
+        _check(all(decay >= 0 for decay in decays),
+               f"weight decays must be >= 0 (0 = none), got {list(decays)}")
+        _check(self.train_steps >= 1, f"train_steps must be at least 1, got {self.train_steps}")
+        _check(0 <= self.warmup_steps < self.train_steps,
+               f"warmup_steps must be in [0, train_steps={self.train_steps}), got {self.warmup_steps}")
+        _check(0 <= self.label_smoothing < 1,
+               f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        _check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+        _check(self.bn_momentum is None or 0 <= self.bn_momentum < 1,
+               f"bn_momentum must be in [0, 1), got {self.bn_momentum}")
+
+    @classmethod
+    def paper(cls, regime: str) -> "TrainingSettings":
+        """The paper's protocol for `regime` (its grid and schedule length)."""
+        _choice("trained regime", regime, TRAINED_REGIMES)
+        return cls(search="paper", train_steps=protocol.PAPER_STEPS[regime])
+
+
+SETTINGS_TYPES = {"probe": ProbeSettings, "finetune": TrainingSettings, "scratch": TrainingSettings}
+
+
+def settings_to_dict(settings) -> Dict[str, Any]:
+    """Plain JSON data (tuples as lists), the form records store."""
+    return json_ready(dataclasses.asdict(settings))
+
+
+def settings_from_dict(regime: str, config: Mapping[str, Any]):
+    """The settings of `regime` from a record's dict; unknown keys are an error that names them."""
+    _choice("regime", regime, REGIMES)
+    kind = SETTINGS_TYPES[regime]
+    known = {field.name for field in dataclasses.fields(kind)}
+    unknown = sorted(set(config) - known)
+    _check(not unknown, f"unknown {regime} settings {unknown}; valid: {', '.join(sorted(known))}")
+    return kind(**{name: tuple(value) if isinstance(value, list) else value
+                   for name, value in config.items()})
+
+
+def json_ready(value):
+    """Tuples to lists, recursively: what JSON would give back."""
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+    """How and where a run executes; never part of its identity.
+
+    strategy: devices.make_strategy's name. checkpoint_every: steps between checkpoints (a rerun
+    resumes from the last). eval_every: during a trial, score the validation split every so many
+    steps (TensorBoard curves, and the trial record's `validation_curve`); None = at every
+    checkpoint, 0 = only at the end. steps_per_loop: training steps per compiled call.
+    """
+
+    strategy: str = "auto"
+    checkpoint_every: int = 1000
+    eval_every: Optional[int] = None
+    steps_per_loop: int = 50
+    verbose: bool = True
+
+    def __post_init__(self):
+        _choice("strategy", self.strategy, STRATEGIES)
+        _check(self.checkpoint_every >= 1,
+               f"checkpoint_every must be at least 1, got {self.checkpoint_every}")
+        _check(self.eval_every is None or self.eval_every >= 0,
+               f"eval_every must be >= 0 (0 = only at the end), got {self.eval_every}")
+        _check(self.steps_per_loop >= 1, f"steps_per_loop must be at least 1, got {self.steps_per_loop}")
+
+    @property
+    def validation_interval(self) -> int:
+        """Steps between validation scores during a trial; 0 = none before the end."""
+        return self.checkpoint_every if self.eval_every is None else self.eval_every
