@@ -118,8 +118,9 @@ class RayExecutor(_Executor):
 
     Ray sets CUDA_VISIBLE_DEVICES in the worker, so a task sees only the GPUs it was given (and a
     MirroredStrategy inside it spans exactly those); Ray starts a fresh worker process for each GPU
-    task, so TensorFlow never keeps a previous task's devices. TensorFlow's intra-op threads are
-    set to the task's CPUs. `address=None` starts Ray on this
+    task, so TensorFlow never keeps a previous task's devices. TensorFlow's thread pools are left
+    as a local run has them: their size changes a CPU result's last bits (and, over a training
+    run, its test score), and the executor must never change what a task computes. `address=None` starts Ray on this
     machine (or joins the cluster in RAY_ADDRESS, as under `ray job submit`); "auto" joins the
     cluster this machine belongs to; "ray://host:10001" or "host:6379" one elsewhere.
     """
@@ -141,12 +142,9 @@ class RayExecutor(_Executor):
                 ray.init(address=address, num_cpus=num_cpus if address is None else None)
             except (ConnectionError, RuntimeError, ValueError) as error:
                 raise ExecutorError(f"cannot start or reach Ray at --ray_address={address!r}: {error}") from None
-        # TensorFlow sizes its thread pool by the machine's cores, not by the CPUs Ray gave the
-        # task: without this, two tasks on one machine would each use every core.
-        threads = {"TF_NUM_INTRAOP_THREADS": str(max(1, int(cpus_per_task)))}
         self._remote = ray.remote(run_task).options(
             num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=max_retries,
-            retry_exceptions=False, name="tfbench-task", runtime_env={"env_vars": threads})
+            retry_exceptions=False, name="tfbench-task")
         self._lock_timing = (stale_after, heartbeat_seconds)
         self._pending: Dict[object, Task] = {}
         resources = ray.cluster_resources()
