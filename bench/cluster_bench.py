@@ -1,20 +1,30 @@
-"""Scheduling overhead of the executors: what a task costs beyond its own work.
+"""The executors at work: scheduling overhead, the mini's grids local vs Ray, the paper's plan.
 
-    python bench/cluster_bench.py --tasks=1000 --workers=2
+    python bench/cluster_bench.py                       # all three parts
+    python bench/cluster_bench.py --parts=overhead --tasks=1000 --workers=2
 
-A plan of --tasks no-op tasks (each writes its record and nothing else; one conclude task per 50
+1. overhead: a plan of --tasks no-op tasks (each writes its record and nothing else; one conclude task per 50
 needs them, like a run's conclusion) runs on the local executor and on a Ray started here with
 --workers CPUs. Each task goes the full way a trial goes: finished check, lock with heartbeat
 thread, the call, the record check, and for Ray the submission, a worker and the result. Reported:
 wall time per task, and the worker-seconds per task (wall x parallel workers / tasks), i.e. the
 share of a worker a task occupies without computing anything. Goal: under 1% of a 60-second trial
 (0.6 s). Ray's start-up (about 10 s) is reported apart: it is paid once per study, not per task.
+2. grids: the mini-reproduction's fine-tune and scratch grids (flags/mini.flags: 3 EfficientNet-
+Lite networks on the Fashion-MNIST subset, 2 trials + 1 retrain per run) run by `tfbench.sweep`
+with the local executor (one process, TensorFlow on every core) and with Ray on this machine
+(one single-thread worker per core), into separate folders; wall time of each and whether they
+choose the same hyperparameters and reach the same test scores.
+3. dry_run: `tfbench.sweep --dry_run` of the paper's full study (flags/paper.flags: 12 datasets x
+3 regimes; its 15 registered networks plus resnet50_v2 standing in for Inception v4, which the
+registry lacks: the plan's size does not depend on which network) at --images_per_second per GPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -57,12 +67,7 @@ def measure(name: str, executor, count: int, workers: int) -> dict:
             "share_of_60s_trial": wall * workers / count / TRIAL_SECONDS}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", type=int, default=1000)
-    parser.add_argument("--workers", type=int, default=2, help="CPUs of the local Ray (one task each)")
-    args = parser.parse_args()
-    os.chdir(ROOT)
+def overhead(args) -> None:
     bench_dir = os.path.dirname(os.path.abspath(__file__))
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [bench_dir, ROOT, os.environ.get("PYTHONPATH")]))
     sys.modules.setdefault("cluster_bench", sys.modules[__name__])  # the tasks name this module
@@ -82,6 +87,59 @@ def main() -> None:
         print(f"{row['executor']:8} {row['tasks']:>6} {row['wall_s']:>8.2f} {row['per_task_ms']:>8.2f} "
               f"{row['worker_s_per_task']:>14.4f} {100 * row['share_of_60s_trial']:>15.3f}%")
     print(f"ray start-up (once per study): {startup:.1f} s; goal: under 1% of a {TRIAL_SECONDS:.0f}-second trial")
+
+
+def sweep(*args: str) -> str:
+    completed = subprocess.run([sys.executable, "-m", "tfbench.sweep", *args], cwd=ROOT,
+                               capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise SystemExit(f"tfbench.sweep {' '.join(args)} failed:\n{completed.stderr[-3000:]}")
+    return completed.stdout
+
+
+def grids(args) -> None:
+    from tfbench import results
+
+    folder = tempfile.mkdtemp(prefix="cluster-bench-grids-")
+    common = ["--flagfile=flags/mini.flags", "--regimes=finetune,scratch", "--report=false"]
+    rows = {}
+    for name, extra in [("local", []), ("ray", ["--executor=ray", "--cpus_per_trial=1"])]:
+        started = time.perf_counter()
+        sweep(*common, f"--output_dir={folder}/{name}", *extra)
+        rows[name] = time.perf_counter() - started
+        answers = {(r["experiment"]["regime"], r["experiment"]["model"]): (r["hyperparameters"], r["test_score"])
+                   for r in results.collect(f"{folder}/{name}")}
+        rows[name + "_answers"] = answers
+    same = rows["local_answers"] == rows["ray_answers"]
+    print(f"mini fine-tune + scratch grids ({len(rows['local_answers'])} runs) on {os.cpu_count()} cores:")
+    print(f"  local (one process, every core): {rows['local']:.0f} s")
+    print(f"  ray ({os.cpu_count()} single-thread workers): {rows['ray']:.0f} s  (Ray start-up included)")
+    print(f"  ray / local: {rows['ray'] / rows['local']:.2f}; same choices and test scores: {same}")
+    print(f"  records: {folder}")
+
+
+def dry_run(args) -> None:
+    with open(os.path.join(ROOT, "flags", "paper.flags")) as handle:
+        models = next(line for line in handle if line.startswith("--models=")).strip()
+    output = sweep("--flagfile=flags/paper.flags", f"{models},resnet50_v2", "--dry_run",
+                   f"--images_per_second={args.images_per_second}", f"--dry_run_gpus={args.gpus}",
+                   f"--output_dir={tempfile.mkdtemp(prefix='cluster-bench-paper-')}")
+    print("the paper's study (16 networks x 12 datasets x 3 regimes):")
+    print("\n".join("  " + line for line in output.strip().splitlines()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", default="overhead,grids,dry_run")
+    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=2, help="CPUs of the local Ray (one task each)")
+    parser.add_argument("--images_per_second", type=float, default=500.0,
+                        help="training throughput per GPU assumed by the dry run")
+    parser.add_argument("--gpus", type=int, default=64, help="GPUs the dry run's wall time assumes")
+    args = parser.parse_args()
+    os.chdir(ROOT)
+    for part in args.parts.split(","):
+        {"overhead": overhead, "grids": grids, "dry_run": dry_run}[part](args)
 
 
 if __name__ == "__main__":
