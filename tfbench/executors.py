@@ -9,8 +9,9 @@ Every task runs through `run_task` wherever it runs: skip it if its record is fi
 raises, or ends without a finished record, is reported failed and is not retried in this
 invocation (its own record says why when it wrote one); a Ray worker that dies (machine lost,
 SIGKILL, out of memory) is retried by Ray up to `max_retries` times, and the retry resumes from the
-task's checkpoints. A task whose needs are not all finished (failed, held by another driver, or in
-another shard) is left for a rerun and named; one that another driver is running is waited for.
+task's checkpoints. A task whose needs are not all finished (one failed, or another shard runs it)
+is left for a rerun and named, or waited for (`wait_for_needs`); a task that another driver is
+running is waited for.
 """
 
 from __future__ import annotations
@@ -173,15 +174,6 @@ class RayExecutor(_Executor):
             self._ray.shutdown()
 
 
-def make(name: str, **options):
-    """The executor called `name` (EXECUTORS); Ray's options are ignored by `local`."""
-    if name == "local":
-        return LocalExecutor(**{key: options[key] for key in ("stale_after", "heartbeat_seconds") if key in options})
-    if name == "ray":
-        return RayExecutor(**options)
-    raise ExecutorError(f"unknown executor {name!r}; valid choices: {', '.join(EXECUTORS)}")
-
-
 @dataclasses.dataclass
 class Summary:
     """Every selected task's outcome, and the tasks left waiting for needs that are not finished."""
@@ -225,7 +217,7 @@ def execute(plan: Plan, tasks: Sequence[Task], executor, log: Callable[[str], No
             poll_seconds: float = 10.0, wait_for_needs: float = 0.0,
             on_outcome: Optional[Callable[[Task, Outcome], None]] = None) -> Summary:
     """Run `tasks` (a part of `plan`, say one shard) on `executor` as their needs are met; the
-    caller closes the executor (`with executors.make(...) as executor:`).
+    caller closes the executor (`with LocalExecutor() as executor:`).
 
     Tasks are submitted as soon as they are ready, so an executor with many workers runs them at
     once. A need inside `tasks` is waited for. A need outside (another shard's) must be finished;
