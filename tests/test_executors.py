@@ -160,3 +160,23 @@ def test_two_drivers_on_one_folder_run_every_task_once(tmp_path):
     assert cluster_fakes.events(log, "start") == {task.key: 1 for task in study.tasks}
     ran = [int(output.strip().splitlines()[-1].split(": ")[1].split()[0]) for output in outputs]
     assert sum(ran) == len(study) and min(ran) > 0, outputs  # both did some of the work
+
+
+def test_a_killed_driver_run_again_skips_finished_tasks_and_takes_over_the_interrupted_ones_lock(tmp_path):
+    log = os.path.join(tmp_path, "log")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, os.getcwd()])}
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER.replace("seconds=0.1", "seconds=1.0"), str(tmp_path), log],
+                              env=env, stdout=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while sum(cluster_fakes.events(log, "end").values()) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    (interrupted,) = set(cluster_fakes.events(log, "start")) - set(cluster_fakes.events(log, "end"))
+    assert os.path.exists(os.path.join(tmp_path, interrupted + ".json.lock"))  # left by the dead driver
+
+    study = cluster_fakes.study(tmp_path, log=log, runs=3, trials=4)
+    summary, _ = _run(study, executors.LocalExecutor())
+    assert summary.complete() and summary.outcomes[interrupted].status == "ran"
+    assert summary.count("skipped") == 2 and summary.count("ran") == len(study) - 2
+    assert cluster_fakes.events(log, "end") == {task.key: 1 for task in study.tasks}
