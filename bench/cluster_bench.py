@@ -102,6 +102,8 @@ def grids(args) -> None:
 
     folder = tempfile.mkdtemp(prefix="cluster-bench-grids-")
     common = ["--flagfile=flags/mini.flags", "--regimes=finetune,scratch", "--report=false"]
+    if args.models:
+        common.append(f"--models={args.models}")
     rows = {}
     for name, extra in [("local", []), ("ray", ["--executor=ray", "--cpus_per_trial=1"])]:
         started = time.perf_counter()
@@ -136,6 +138,8 @@ def main() -> None:
     parser.add_argument("--images_per_second", type=float, default=500.0,
                         help="training throughput per GPU assumed by the dry run")
     parser.add_argument("--gpus", type=int, default=64, help="GPUs the dry run's wall time assumes")
+    parser.add_argument("--models", default=None,
+                        help="grids: only these of the mini's networks (comma-separated); default all three")
     args = parser.parse_args()
     os.chdir(ROOT)
     for part in args.parts.split(","):

@@ -94,7 +94,8 @@ def _plan_of(args, tmp_path, monkeypatch):
     try:
         FLAGS(argv)
         experiments = sweep.experiments_from_flags(argv)
-        return sweep.selected_tasks(study.study_plan(experiments)), dict(FLAGS.flag_values_dict())
+        shard = plan.parse_shard(FLAGS.shard) if FLAGS.shard else None
+        return sweep.selected_tasks(study.study_plan(experiments), shard), dict(FLAGS.flag_values_dict())
     finally:
         FLAGS.unparse_flags()
 

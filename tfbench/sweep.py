@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from absl import flags
 
@@ -116,11 +116,8 @@ def experiments_from_flags(argv: List[str]) -> List[Tuple[Experiment, Runtime]]:
     return experiments
 
 
-def selected_tasks(study_plan: plan.Plan) -> List[plan.Task]:
-    if not FLAGS.shard:
-        return study_plan.tasks
-    shard = plan.parse_shard(FLAGS.shard)
-    return study_plan.shard(shard.index, shard.count)
+def selected_tasks(study_plan: plan.Plan, shard: Optional[plan.Shard]) -> List[plan.Task]:
+    return study_plan.tasks if shard is None else study_plan.shard(shard.index, shard.count)
 
 
 def print_run_summary(task: plan.Task, outcome: executors.Outcome) -> None:
@@ -144,9 +141,10 @@ def main():
         argv = list(sys.argv)
         errors = flags_common.user_errors() + (report.ReportInputError, plan.PlanError, executors.ExecutorError)
         try:
+            shard = plan.parse_shard(FLAGS.shard) if FLAGS.shard else None  # before any slow work
             experiments = experiments_from_flags(argv)
             study_plan = study.study_plan(experiments, overwrite=FLAGS.overwrite)
-            tasks = selected_tasks(study_plan)
+            tasks = selected_tasks(study_plan, shard)
             if FLAGS.dry_run:
                 print(plan.cost(tasks, FLAGS.images_per_second).summary(FLAGS.dry_run_gpus))
                 return
