@@ -141,6 +141,10 @@ def main():
         argv = list(sys.argv)
         errors = flags_common.user_errors() + (report.ReportInputError, plan.PlanError, executors.ExecutorError)
         try:
+            if FLAGS.shard and FLAGS.overwrite:
+                raise plan.PlanError("--overwrite cannot be combined with --shard: a shard would discard the "
+                                     "trials of runs that other shards are training; delete the runs' "
+                                     "folders once, then start the shards")
             shard = plan.parse_shard(FLAGS.shard) if FLAGS.shard else None  # before any slow work
             experiments = experiments_from_flags(argv)
             study_plan = study.study_plan(experiments, overwrite=FLAGS.overwrite)
