@@ -170,8 +170,19 @@ def test_a_flag_the_search_ignores_is_refused(tmp_path, flag, used_by):
     assert not os.listdir(tmp_path)
 
 
-def test_without_a_preset_the_binary_runs_the_papers_protocol(tmp_path, monkeypatch):
-    settings = TrainingSettings.paper("finetune")
-    assert (settings.search, settings.train_steps) == ("paper", protocol.FINETUNE_STEPS)
-    assert len(finetune.trials(Experiment(regime="finetune", model="tiny", dataset="digits",
-                                          output_dir=str(tmp_path), settings=settings))) == 56
+def test_without_a_preset_the_binary_plans_the_papers_protocol(tmp_path):
+    """The command users type first runs the paper's protocol and says what it will cost."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tfbench.finetune", "--model=tiny", "--dataset=digits",
+         f"--output_dir={tmp_path}"], env=_env(), cwd=REPO, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True)
+    try:
+        plan = next((line for line in process.stdout if line.startswith("plan:")), "")
+    finally:
+        process.kill()
+        process.wait()
+    assert plan.startswith("plan: 56 trials + 1 retrain on trainval, 20,000 steps of 256 each = "
+                           "1,140,000 steps, 291,840,000 images"), plan
+    experiment = Experiment(regime="finetune", model="tiny", dataset="digits", output_dir=str(tmp_path),
+                            batch_size=protocol.BATCH_SIZE, settings=TrainingSettings.paper("finetune"))
+    assert results.new_record(experiment, metric="top1", started_at="now")["protocol"]["name"] == "paper"

@@ -17,8 +17,9 @@ NOT_FOR_TRAINING = {"digits"}
 
 def _parse(path):
     values = flags.FlagValues()
-    for name, flag in flags.FLAGS._flags().items():  # a private copy of every defined flag
-        values[name] = flag
+    for name, flag in flags.FLAGS._flags().items():  # every defined flag, under its long name
+        if name == flag.name:
+            values[name] = flag
     values.unparse_flags()
     values(["test", f"--flagfile={path}"])
     parsed = {name: values[name].value for name in ("search", "dataset", "datasets", "train_steps")}

@@ -55,7 +55,7 @@ def test_binary_runs_skips_and_overwrites(tmp_path):
     assert record["test_score"] > 0.6
     second = _run(*args)
     assert second.returncode == 0 and "finished earlier" in second.stdout
-    conflict = _run(*args, "--l2_search=paper")
+    conflict = _run(*args, "--l2_search=fast")
     assert conflict.returncode == 2
     assert len(_error_lines(conflict.stderr)) == 1 and "--overwrite" in conflict.stderr
     assert json.loads(record_file.read_text()) == record  # nothing was rewritten
@@ -65,7 +65,7 @@ def test_binary_runs_skips_and_overwrites(tmp_path):
     (["--model=resnet5O", "--dataset=digits"], "did you mean: resnet50"),
     (["--model=tiny", "--dataset=digitz"], "did you mean: digits"),
     (["--model=tiny", "--dataset=digits", "--precision=fp8"], "auto|float32|mixed_float16|mixed_bfloat16"),
-    (["--model=tiny", "--dataset=digits", "--l2_search=exhaustive"], "fast|paper"),
+    (["--model=tiny", "--dataset=digits", "--l2_search=exhaustive"], "paper|fast"),
     (["--model=tiny"], "--dataset is required"),
 ])
 def test_bad_input_is_one_line_and_nonzero(tmp_path, args, expected):
@@ -84,3 +84,15 @@ def test_lists_print_the_registries():
     datasets = _run("--dataset=list")
     for name in ("food101", "voc2007", "digits", "fashion_mnist"):
         assert f"\n{name} " in datasets.stdout
+
+
+def test_random_init_features_are_keyed_apart_and_by_seed():
+    def key(**fields):
+        experiment = Experiment(regime="probe", model="tiny", dataset="digits", output_dir="x",
+                                settings=ProbeSettings(**fields.pop("settings", {})), **fields)
+        return probe.feature_components(experiment, "train", "float32")["weights"]
+
+    imagenet, random0 = key(), key(settings={"init": "random"})
+    assert random0 != imagenet and random0.endswith(":seed0")
+    assert key(settings={"init": "random"}, seed=1) != random0
+    assert key(seed=1) == imagenet  # pretrained weights do not depend on the seed

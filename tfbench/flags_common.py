@@ -49,6 +49,10 @@ flags.DEFINE_enum(
     "precision", "auto", PRECISIONS,
     "Numeric precision; auto = mixed_float16 on GPU, float32 on CPU (faster there).")
 flags.DEFINE_boolean("overwrite", False, "Rerun even if a finished run record exists.")
+flags.DEFINE_string(
+    "preset", None,
+    "A name for these settings, recorded as the run's protocol where they differ from the paper's "
+    "(the flagfiles in flags/ set it); without it such runs are 'custom'. Not part of a run's identity.")
 flags.DEFINE_enum(
     "strategy", "auto", STRATEGIES,
     "Devices: auto = MirroredStrategy over all local GPUs (one device otherwise); one_device; "
@@ -101,7 +105,7 @@ def experiment_from_flags(regime: str, settings) -> Experiment:
         regime=regime, model=FLAGS.model, dataset=FLAGS.dataset, output_dir=FLAGS.output_dir,
         seed=FLAGS.seed, data_dir=FLAGS.data_dir, image_size=FLAGS.image_size,
         batch_size=batch_size, precision=FLAGS.precision, settings=settings,
-        cache_dir=FLAGS["cache_dir"].value if "cache_dir" in FLAGS else None)
+        cache_dir=FLAGS["cache_dir"].value if "cache_dir" in FLAGS else None, preset=FLAGS.preset)
 
 
 def runtime_from_flags(**regime_knobs) -> Runtime:

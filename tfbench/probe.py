@@ -15,7 +15,7 @@ from typing import Any, Dict
 from absl import flags
 
 from tfbench import flags_common
-from tfbench.settings import L2_SEARCHES, ProbeSettings
+from tfbench.settings import L2_SEARCHES, PROBE_INITS, ProbeSettings
 
 FLAGS = flags.FLAGS
 
@@ -23,6 +23,10 @@ flags.DEFINE_enum(
     "l2_search", "paper", L2_SEARCHES,
     "L2 search: 'paper' fits all 45 log-spaced values in [1e-6, 1e5] (the paper's protocol); "
     "'fast' fits the informative part of the same grid and selects the same optimum.")
+flags.DEFINE_enum(
+    "init", "imagenet", PROBE_INITS,
+    "Features of the backbone's ImageNet weights (the paper), or of a random initialisation of the "
+    "same network seeded by --seed (how much of the transfer the architecture alone gives).")
 flags.DEFINE_string(
     "cache_dir", None,
     "Feature cache folder (default: $TFBENCH_CACHE/features or ~/.cache/tfbench/features).")
@@ -37,7 +41,7 @@ def default_cache_dir() -> str:
 
 
 def settings_from_flags() -> ProbeSettings:
-    return ProbeSettings(l2_search=FLAGS.l2_search)
+    return ProbeSettings(l2_search=FLAGS.l2_search, init=FLAGS.init)
 
 
 def feature_components(experiment, split: str, precision: str) -> Dict[str, Any]:
@@ -45,9 +49,11 @@ def feature_components(experiment, split: str, precision: str) -> Dict[str, Any]
     from tfbench import backbones, datasets, features
 
     backbone_spec = backbones.spec(experiment.model)
+    pretrained = experiment.settings.init == "imagenet"
+    weights = backbones.weights_fingerprint(experiment.model, pretrained=pretrained)
     return features.key_components(
         model=experiment.model,
-        weights_fingerprint=backbones.weights_fingerprint(experiment.model, pretrained=True),
+        weights_fingerprint=weights if pretrained else f"{weights}:seed{experiment.seed}",
         image_size=experiment.image_size or backbone_spec.image_size,
         input_scaling=backbone_spec.input_scaling, precision=precision,
         dataset=experiment.dataset, split=split,
@@ -57,7 +63,7 @@ def feature_components(experiment, split: str, precision: str) -> Dict[str, Any]
 def run(experiment, runtime) -> Dict[str, Any]:
     """Run the probe protocol for one experiment and return its finished record."""
 
-    from tfbench import backbones, datasets, devices, features, linear, metrics, results
+    from tfbench import backbones, datasets, devices, features, linear, metrics, results, runs, tuning
 
     started = time.time()
     backbone_spec = backbones.spec(experiment.model)
@@ -78,9 +84,13 @@ def run(experiment, runtime) -> Dict[str, Any]:
             extracted[split] = cached
             continue
         if model is None:  # built only when some split misses the cache
+            import keras
+
             strategy = devices.make_strategy(runtime.strategy)
+            keras.utils.set_random_seed(experiment.seed)  # the random init of --init=random
             with devices.precision_policy(precision), strategy.scope():
-                model = backbones.build(experiment.model, pretrained=True, image_size=image_size)
+                model = backbones.build(experiment.model, image_size=image_size,
+                                        pretrained=experiment.settings.init == "imagenet")
         data = datasets.load(experiment.dataset, split, data_dir=experiment.data_dir)
         extracted[split] = features.extract(
             model, data, image_size=image_size, batch_size=experiment.batch_size,
@@ -126,6 +136,8 @@ def run(experiment, runtime) -> Dict[str, Any]:
             "images_per_second": (extracted_images / extraction_seconds) if extracted_images else None,
         },
     )
+    tuning.mark_grid_edges(record, [{"l2": trial.l2} for trial in selection.trials])
+    record["imagenet_top1"] = runs.imagenet_top1(experiment)
     return results.finish(record, "ok",
                           None if final.converged else "final fit hit its iteration limit")
 

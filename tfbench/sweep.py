@@ -57,7 +57,7 @@ def regime_settings(regime: str, argv: List[str]) -> Tuple[Dict, object, Runtime
                                       else flags_common.PROBE_BATCH_SIZE)
     shared = {"output_dir": FLAGS.output_dir, "seed": FLAGS.seed, "data_dir": FLAGS.data_dir,
               "image_size": FLAGS.image_size, "batch_size": batch_size,
-              "precision": FLAGS.precision, "cache_dir": FLAGS.cache_dir}
+              "precision": FLAGS.precision, "cache_dir": FLAGS.cache_dir, "preset": FLAGS.preset}
     settings, runtime = SETTINGS[regime](), RUNTIMES[regime]()
     models, datasets = list(FLAGS.models), list(FLAGS.datasets)
     if flagfile:  # back to the command line alone for the next regime
