@@ -13,7 +13,7 @@ from tfbench import backbones
 from tfbench.backbones import InputScaling, WeightsUnavailableError
 from tfbench.registry import UnknownNameError
 
-LITE_AVAILABLE = importlib.util.find_spec("tfbench.efficientnet_lite") is not None
+LITE_AVAILABLE = importlib.util.find_spec("tfbench.backbones.efficientnet_lite") is not None
 BUILDABLE_OFFLINE = [n for n in backbones.names() if backbones.spec(n).source != "hub"]
 KERAS_ENTRIES = [n for n in backbones.names() if backbones.spec(n).source == "keras"]
 HUB_ENTRIES = [n for n in backbones.names() if backbones.spec(n).source == "hub"]
@@ -37,7 +37,7 @@ def numpy(x):
 def test_every_entry_builds_with_its_recorded_size_and_feature_dim(name):
     described = backbones.spec(name)
     if described.source == "efficientnet_lite" and not LITE_AVAILABLE:
-        pytest.skip("tfbench.efficientnet_lite is not in the tree yet")
+        pytest.skip("tfbench.backbones.efficientnet_lite is not in the tree yet")
     model = backbones.build(name, pretrained=False)
     size = described.image_size
     assert model.input_shape == (None, size, size, 3)
@@ -147,9 +147,9 @@ def test_hub_entries_use_the_tf2_feature_vector_handles():
         "https://tfhub.dev/google/imagenet/inception_v2/feature_vector/5")
 
 
-@pytest.mark.skipif(not LITE_AVAILABLE, reason="tfbench.efficientnet_lite is not in the tree yet")
+@pytest.mark.skipif(not LITE_AVAILABLE, reason="tfbench.backbones.efficientnet_lite is not in the tree yet")
 def test_lite_entries_agree_with_efficientnet_lite():
-    from tfbench import efficientnet_lite
+    from tfbench.backbones import efficientnet_lite
 
     assert sorted(efficientnet_lite.VARIANTS) == [
         n for n in backbones.names() if backbones.spec(n).source == "efficientnet_lite"]

@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 from sklearn.datasets import load_sample_images
 
-from tfbench import efficientnet_lite, torch_pickle
+from tfbench.backbones import efficientnet_lite, torch_pickle
 from tfbench.registry import UnknownNameError
 
 LITE0 = "efficientnet_lite0"
