@@ -64,7 +64,8 @@ def user_errors() -> tuple:
     from tfbench import backbones, datasets
 
     return (UnknownNameError, InvalidSettingError, results.RunConflictError,
-            backbones.WeightsUnavailableError, datasets.DatasetNotPreparedError)
+            backbones.WeightsUnavailableError, backbones.ModelNotFoundError,
+            backbones.ModelsFileError, datasets.DatasetNotPreparedError)
 
 
 def print_models() -> None:
