@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tfbench import backbones, probe
+from tfbench import backbones, features, probe
 from tfbench.experiment import Experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,3 +83,22 @@ def test_lists_print_the_registries():
     datasets = _run("--dataset=list")
     for name in ("food101", "voc2007", "digits", "fashion_mnist"):
         assert f"\n{name} " in datasets.stdout
+
+
+def test_a_damaged_feature_cache_heals_with_one_warning(tmp_path, capsys):
+    """A cache entry truncated after a finished run (a full disk, a bad copy): the next run warns
+    once, extracts that split again and ends with the same result."""
+    experiment = Experiment(regime="probe", model="tiny", dataset="digits", output_dir=str(tmp_path / "runs"),
+                            cache_dir=str(tmp_path / "cache"), settings={"l2_search": "fast"})
+    first = probe.run(experiment)
+    train_entry = features.FeatureCache(experiment.cache_dir).entry_dir(
+        features.cache_key(probe.feature_components(experiment, "train", first["details"]["precision"])))
+    array = os.path.join(train_entry, "features.npy")
+    os.truncate(array, os.path.getsize(array) - 100)
+    capsys.readouterr()
+    again = probe.run(experiment)
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and train_entry in warned[0], warned
+    assert again["status"] == "ok" and again["details"]["feature_cache_hits"] == ["val", "test"]
+    assert again["test_score"] == pytest.approx(first["test_score"])
+    assert again["hyperparameters"] == first["hyperparameters"]
