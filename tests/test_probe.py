@@ -102,3 +102,21 @@ def test_a_damaged_feature_cache_heals_with_one_warning(tmp_path, capsys):
     assert again["status"] == "ok" and again["details"]["feature_cache_hits"] == ["val", "test"]
     assert again["test_score"] == pytest.approx(first["test_score"])
     assert again["hyperparameters"] == first["hyperparameters"]
+
+
+@pytest.mark.parametrize("layout, expected", [
+    (None, "does not exist"),
+    ({"cats/a.png": b"", "dogs/README.txt": b"notes"}, "2 problem(s): class folder 'dogs' has no images"),
+])
+def test_a_bad_folder_dataset_is_one_line_exit_2_and_nothing_recorded(tmp_path, layout, expected):
+    data = tmp_path / "data"
+    for name, content in (layout or {}).items():
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        (data / name).write_bytes(content)
+    completed = _run("--model=tiny", f"--dataset=folder:{data}", f"--output_dir={tmp_path / 'runs'}",
+                     f"--cache_dir={tmp_path / 'cache'}")
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    lines = _error_lines(completed.stderr)
+    assert len(lines) == 1 and expected in lines[0], completed.stderr[-2000:]
+    assert "Traceback" not in completed.stderr
+    assert not (tmp_path / "runs").exists()

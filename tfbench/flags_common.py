@@ -49,7 +49,7 @@ def user_errors() -> tuple:
 
     return (UnknownNameError, InvalidSettingError, results.RunConflictError,
             results.CorruptRecordError, backbones.WeightsUnavailableError,
-            datasets.DatasetNotPreparedError)
+            datasets.DatasetNotPreparedError, datasets.FolderDatasetError)
 
 
 def print_models() -> None:
