@@ -422,6 +422,7 @@ def test_images_are_decoded_once_and_the_verdict_kept_by_size_and_mtime(tmp_path
     assert len(decoded) == 6 and os.listdir(tmp_path / "cache" / "image_checks")
     second = fresh_process_spec()
     assert len(decoded) == 6 and second == first  # a rerun decodes nothing
+    assert datasets.spec(f"folder:{tmp_path / 'data'}", skip_bad_images=True) == first  # nothing to skip
     time.sleep(0.01)
     _half_a_jpeg(str(tmp_path / "data" / "a" / "000.png"))  # the same name, now damaged
     assert "'a/000.png' does not decode" in _folder_error(f"folder:{tmp_path / 'data'}")

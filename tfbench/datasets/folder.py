@@ -48,7 +48,6 @@ class FolderSpec(DatasetSpec):
     """A folder dataset's spec. Its fields are part of every feature-cache key, so images that
     were added, changed or left out (files_digest, skipped_images) never reuse stale features."""
 
-    skip_bad_images: bool = False
     skipped_images: int = 0  # unreadable images left out (skip_bad_images)
     files_digest: str = ""  # of every image's path, size and modification time
 
@@ -82,7 +81,6 @@ def folder_spec(path: str, skip_bad_images: bool = False) -> FolderSpec:
         test_split="test" if has_test else None,
         test_fraction=0.0 if has_test else HELD_OUT_FRACTION,
         path=path,
-        skip_bad_images=skip_bad_images,
         skipped_images=len(contents.skipped),
         files_digest=contents.digest,
     )
@@ -96,7 +94,7 @@ def load(spec: FolderSpec, split: str, data_dir: Optional[str]) -> "tf.data.Data
 
     del data_dir  # the folder is the data
     splits.check_split(split)
-    contents = _scan(spec.path, spec.skip_bad_images)
+    contents = _scan(spec.path, skip_bad_images=spec.skipped_images > 0)
     if contents.digest != spec.files_digest:
         raise FolderDatasetError(f"folder dataset {spec.path!r} changed since it was checked; run again")
     paths = np.array([image.path for image in contents.images])
