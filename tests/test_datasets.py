@@ -1,7 +1,7 @@
 """Dataset registry and splits, checked on the materialised examples (ids and image contents).
 
 References are independent of tfbench: scikit-learn's arrays, the Fashion-MNIST IDX files read
-with a fixed header offset, PNGs this file writes, DESIGN.md §4's table typed in by hand, and
+with a fixed header offset, PNGs this file writes, the paper's dataset table typed in by hand, and
 the VOC devkit rule applied with numpy.
 """
 
@@ -29,7 +29,8 @@ from tfbench.registry import UnknownNameError
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 HELD_OUT = 0.2
 
-# DESIGN.md §4: classes, metric, and whether the official validation split is used.
+# The paper's datasets (docs/DESIGN.md, The protocol and its sources): classes, metric, and whether
+# the official validation split is used.
 PAPER_TABLE = {
     "food101": (101, "top1", False),
     "cifar10": (10, "top1", False),
