@@ -184,3 +184,20 @@ def test_entries_are_digested_once_per_process_and_respect_the_umask(tmp_path, m
     monkeypatch.setattr(files, "file_digest", lambda path, *args: digested.append(path) or real_digest(path, *args))
     assert cache.load(key) is not None and cache.load(key) is not None
     assert sorted(os.path.basename(path) for path in digested) == ["features.npy", "labels.npy"]
+
+
+def test_an_entry_stored_meanwhile_by_another_process_is_kept(tmp_path, monkeypatch):
+    cache = features.FeatureCache(str(tmp_path))
+    key = "f2" * 32
+    theirs, mine = _sample(n=6), _sample(n=7)
+    real_rename = os.rename
+
+    def other_process_first(source, target):
+        monkeypatch.setattr(os, "rename", real_rename)
+        cache.store(key, {}, theirs)  # lands between our check for the entry and our rename
+        return real_rename(source, target)
+
+    monkeypatch.setattr(os, "rename", other_process_first)
+    cache.store(key, {}, mine)
+    assert len(cache.load(key).features) == 6
+    assert os.listdir(os.path.dirname(cache.entry_dir(key))) == [key]  # no staging folder left

@@ -159,7 +159,12 @@ class FeatureCache:
             files.write_json_atomic(os.path.join(staging, MANIFEST), manifest)
             if os.path.exists(final):  # a stale or damaged entry: replace it
                 shutil.rmtree(final)
-            os.rename(staging, final)
+            try:
+                os.rename(staging, final)
+            except OSError:
+                if not os.path.isdir(final):
+                    raise
+                shutil.rmtree(staging)  # another process stored this entry meanwhile: keep theirs
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
