@@ -26,6 +26,7 @@ VERDICTS_VERSION = 1  # bump when the check changes what it accepts
 _CACHE_FOLDER = "image_checks"
 _PROGRESS_FROM = 200  # files to decode before a progress bar is worth showing
 _DIB_HEADER_AT = 14  # BMP: the DIB header follows the 14-byte file header
+_BITMAPINFOHEADER_SIZE = 40  # the Windows DIB header and its successors (V4, V5) are at least this
 _GRAY_PALETTE = bytes(value for index in range(256) for value in (index, index, index, 0))
 
 
@@ -106,11 +107,11 @@ def decode_problem(data: bytes) -> Optional[str]:
 def _bmp_palette_problem(data: bytes) -> Optional[str]:
     """TensorFlow decodes a BMP of 8 or fewer bits per pixel as its palette indices (gray), which
     is right only for a grayscale palette."""
-    if len(data) < _DIB_HEADER_AT + 36:
+    if len(data) < _DIB_HEADER_AT + _BITMAPINFOHEADER_SIZE:
         return "is a truncated BMP"
     header_size, = struct.unpack_from("<I", data, _DIB_HEADER_AT)
     bits, = struct.unpack_from("<H", data, _DIB_HEADER_AT + 14)
-    if bits > 8:
+    if header_size < _BITMAPINFOHEADER_SIZE or bits > 8:  # an OS/2 header: left to the decoder
         return None
     colours, = struct.unpack_from("<I", data, _DIB_HEADER_AT + 32)
     palette_at = _DIB_HEADER_AT + header_size
