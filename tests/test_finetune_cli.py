@@ -186,3 +186,24 @@ def test_without_a_preset_the_binary_plans_the_papers_protocol(tmp_path):
     experiment = Experiment(regime="finetune", model="tiny", dataset="digits", output_dir=str(tmp_path),
                             batch_size=protocol.BATCH_SIZE, settings=TrainingSettings.paper("finetune"))
     assert results.new_record(experiment, metric="top1", started_at="now")["protocol"]["name"] == "paper"
+
+
+@pytest.mark.parametrize("binary", ["finetune", "probe"])
+@pytest.mark.parametrize("args, expected", [
+    (["--model=resnet5O", "--dataset=digits"], "did you mean: resnet50"),
+    (["--model=tiny", "--dataset=digitz"], "did you mean: digits"),
+    (["--model=tiny", "--dataset=digits", "--batch_size=0"], "--batch_size"),
+])
+def test_a_typo_answers_before_tensorflow_is_imported(tmp_path, binary, args, expected):
+    """TensorFlow takes seconds to import: a wrong name must not wait for it (here it cannot load)."""
+    fake = tmp_path / "no_tensorflow" / "tensorflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('tensorflow was imported')\n")
+    env = dict(_env(), PYTHONPATH=os.pathsep.join([str(fake.parent), REPO]))
+    completed = subprocess.run([sys.executable, "-m", f"tfbench.{binary}", *args,
+                                f"--output_dir={tmp_path / 'runs'}"], env=env, cwd=REPO,
+                               capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert completed.stderr.strip().splitlines() == [next(
+        line for line in completed.stderr.splitlines() if line.startswith("error:"))]
+    assert expected in completed.stderr and "tensorflow was imported" not in completed.stderr

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tfbench import backbones, probe
+from tfbench import backbones, features, probe
 from tfbench.experiment import Experiment
 from tfbench.settings import ProbeSettings, Runtime
 
@@ -96,3 +96,40 @@ def test_random_init_features_are_keyed_apart_and_by_seed():
     assert random0 != imagenet and random0.endswith(":seed0")
     assert key(settings={"init": "random"}, seed=1) != random0
     assert key(seed=1) == imagenet  # pretrained weights do not depend on the seed
+
+
+def test_a_damaged_feature_cache_heals_with_one_warning(tmp_path, capsys):
+    """A cache entry truncated after a finished run (a full disk, a bad copy): the next run warns
+    once, extracts that split again and ends with the same result."""
+    experiment = Experiment(regime="probe", model="tiny", dataset="digits", output_dir=str(tmp_path / "runs"),
+                            cache_dir=str(tmp_path / "cache"), settings=ProbeSettings(l2_search="fast"))
+    first = probe.run(experiment, Runtime())
+    train_entry = features.FeatureCache(experiment.cache_dir).entry_dir(
+        features.cache_key(probe.feature_components(experiment, "train", first["details"]["precision"])))
+    array = os.path.join(train_entry, "features.npy")
+    os.truncate(array, os.path.getsize(array) - 100)
+    capsys.readouterr()
+    again = probe.run(experiment, Runtime())
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and train_entry in warned[0], warned
+    assert again["status"] == "ok" and again["details"]["feature_cache_hits"] == ["val", "test"]
+    assert again["test_score"] == pytest.approx(first["test_score"])
+    assert again["hyperparameters"] == first["hyperparameters"]
+
+
+@pytest.mark.parametrize("layout, expected", [
+    (None, "does not exist"),
+    ({"cats/a.png": b"", "dogs/README.txt": b"notes"}, "2 problem(s): class folder 'dogs' has no images"),
+])
+def test_a_bad_folder_dataset_is_one_line_exit_2_and_nothing_recorded(tmp_path, layout, expected):
+    data = tmp_path / "data"
+    for name, content in (layout or {}).items():
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        (data / name).write_bytes(content)
+    completed = _run("--model=tiny", f"--dataset=folder:{data}", f"--output_dir={tmp_path / 'runs'}",
+                     f"--cache_dir={tmp_path / 'cache'}")
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    lines = _error_lines(completed.stderr)
+    assert len(lines) == 1 and expected in lines[0], completed.stderr[-2000:]
+    assert "Traceback" not in completed.stderr
+    assert not (tmp_path / "runs").exists()

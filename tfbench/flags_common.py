@@ -65,7 +65,7 @@ def user_errors() -> tuple:
 
     return (UnknownNameError, InvalidSettingError, results.RunConflictError,
             backbones.WeightsUnavailableError, backbones.ModelNotFoundError,
-            backbones.ModelsFileError, datasets.DatasetNotPreparedError)
+            backbones.ModelsFileError, datasets.DatasetNotPreparedError, datasets.FolderDatasetError)
 
 
 def print_models() -> None:
@@ -147,14 +147,10 @@ def main(regime: str, settings_from_flags: Callable[[], Any],
         if FLAGS.dataset == "list":
             print_datasets()
             return
+        errors = user_errors()
         try:  # names and settings first: a typo answers before TensorFlow is imported
             experiment = experiment_from_flags(regime, settings_from_flags())
-            run_time = runtime()
-        except (UnknownNameError, InvalidSettingError) as error:
-            fail(str(error))
-        errors = user_errors()
-        try:
-            outcome = runs.execute(experiment, run, run_time, overwrite=FLAGS.overwrite,
+            outcome = runs.execute(experiment, run, runtime(), overwrite=FLAGS.overwrite,
                                    user_errors=errors)
         except errors as error:
             fail(str(error))
