@@ -64,7 +64,8 @@ GRADIENT_NOISE_EPS = 10  # rounding noise of a gradient norm, in epsilons of its
 PRECONDITIONER_RANK = 16  # top principal axes scaled individually; the rest share one scale
 SUBSPACE_OVERSAMPLING = 16
 SUBSPACE_ITERATIONS = 3
-FAST_PATIENCE = 4  # grid values (a decade) scoring below the best before the fast search stops
+COARSE_STEP = 4  # grid values between the fast search's first fits: a decade of the paper grid
+SCREENING_TOLERANCE = 1e-2  # the fast search's tolerance for fits that only score a value
 DTYPES = {"float32": tf.float32, "float64": tf.float64}
 
 
@@ -522,29 +523,30 @@ def _paper_schedule(evaluate: Callable[[int], float], grid: np.ndarray, data_cur
 
 
 def _fast_schedule(evaluate: Callable[[int], float], grid: np.ndarray, data_curvature: float) -> None:
-    """Down the paper grid from the strongest penalty, stopping a decade past the peak.
+    """Coarse to fine on the paper grid: the validation curve is smooth in log l2.
 
-    Values above ``data_curvature`` (the loss's largest curvature, in l2 units) are taken a decade
-    at a time: there the penalty outweighs the data in every direction, the weights are nearly
-    zero, and which logit wins is rounding noise, so they neither count as a decline nor need a
-    fine grid. Below it every paper value is fitted (following the path in small steps costs no
-    more per decade than in large ones), until FAST_PATIENCE values in a row score below the best
-    so far: the small-l2 fits are the slow ones, and past the peak they only overfit more. Finally
-    any value within three grid steps of the best that the decade steps skipped is fitted too. So
-    the search picks the paper grid's choice unless that lies more than a decade past a decline.
+    A decade at a time (COARSE_STEP grid values) from the strongest penalty down to the weakest,
+    until a value scores below the best so far: past the peak the fits are the slowest ones and only overfit
+    more. Then around the best, half that step either side, then half again, down to neighbouring
+    grid values: a bisection of the bracket the scan found, which lands on the paper grid's best
+    value whenever the curve rises and falls once within a decade of its peak. Values above
+    ``data_curvature`` (the loss's largest curvature, in l2 units) do not count as a decline: there
+    the penalty outweighs the data in every direction, and which logit wins is rounding noise.
     """
     scores: Dict[int, float] = {}
-    index, worse_in_a_row = len(grid) - 1, 0
-    while index >= 0 and worse_in_a_row < FAST_PATIENCE:
-        best_so_far = max(scores.values(), default=-np.inf)
+    index = len(grid) - 1
+    while True:
         scores[index] = evaluate(index)
-        informative = grid[index] < data_curvature
-        worse_in_a_row = worse_in_a_row + 1 if informative and scores[index] < best_so_far else 0
-        index -= 4 if index >= 4 and grid[index - 4] >= data_curvature else 1
-    best = _best_index(scores)
-    for index in range(max(best - 3, 0), min(best + 4, len(grid))):
-        if index not in scores:
-            scores[index] = evaluate(index)
+        if index == 0 or grid[index] < data_curvature and scores[index] < max(scores.values()):
+            break
+        index = max(index - COARSE_STEP, 0)
+    step = COARSE_STEP // 2
+    while step >= 1:
+        best = _best_index(scores)
+        for neighbour in (best + step, best - step):
+            if 0 <= neighbour < len(grid) and neighbour not in scores:
+                scores[neighbour] = evaluate(neighbour)
+        step //= 2
 
 
 def _best_index(scores: Dict[int, float]) -> int:
@@ -552,9 +554,22 @@ def _best_index(scores: Dict[int, float]) -> int:
     return max(scores, key=lambda index: (scores[index], index))
 
 
-L2_SEARCHES: Registry[Callable[[Callable[[int], float], np.ndarray, float], None]] = Registry("l2 search")
-L2_SEARCHES.register("fast", _fast_schedule)
-L2_SEARCHES.register("paper", _paper_schedule)
+@dataclasses.dataclass(frozen=True)
+class L2Search:
+    """Which grid values to fit (``schedule(evaluate, grid, data curvature)``), and how tightly.
+
+    ``screening_tolerance``: when set, the fits that only score a value stop at this looser
+    tolerance (the validation ranking needs W to a percent, not to the solver's tolerance) and the
+    chosen value's fit is then polished, from where it stopped, to the search's tolerance.
+    """
+
+    schedule: Callable[[Callable[[int], float], np.ndarray, float], None]
+    screening_tolerance: Optional[float] = None
+
+
+L2_SEARCHES: Registry[L2Search] = Registry("l2 search")
+L2_SEARCHES.register("fast", L2Search(_fast_schedule, screening_tolerance=SCREENING_TOLERANCE))
+L2_SEARCHES.register("paper", L2Search(_paper_schedule))
 
 
 def _path_start(problem: _Problem, solutions: Dict[int, np.ndarray], index: int) -> np.ndarray:
@@ -565,6 +580,14 @@ def _path_start(problem: _Problem, solutions: Dict[int, np.ndarray], index: int)
         return solutions[nearest[0]] if nearest else _zero_start(problem)
     near, far = (solutions[i] for i in nearest)
     return near + (near - far) * (index - nearest[0]) / (nearest[0] - nearest[1])
+
+
+def _keep_near(solutions: Dict[int, np.ndarray], best: int, latest: int) -> None:
+    """Drop the solutions no later fit starts from: a schedule moves on from the latest value or
+    refines around the best, so keep those within COARSE_STEP of either (each is D x K: all 45 of a
+    large problem would take a sizeable fraction of its feature matrix)."""
+    for index in [i for i in solutions if min(abs(i - best), abs(i - latest)) > COARSE_STEP]:
+        del solutions[index]
 
 
 def _grid_edge(grid: np.ndarray, index: int) -> Optional[str]:
@@ -578,34 +601,40 @@ def select_l2(train_features, train_labels, val_features, val_labels, *, metric:
     """Choose l2 from ``protocol.PROBE_L2_GRID`` on the validation split, scoring each fit with
     ``metrics.score(metric, ...)``.
 
-    search="paper" fits all 45 values; search="fast" (see _fast_schedule) fits the informative ones
-    down to a decade past the validation peak. Each fit starts from the solved path nearby and runs
-    to the same gradient tolerance as a cold fit: warm starts change the cost, not the answer.
+    search="paper" fits all 45 values; search="fast" (see _fast_schedule) fits a decade at a time
+    down to a decline, then bisects around the best, scoring at SCREENING_TOLERANCE and polishing
+    the chosen fit to ``tolerance``. Each fit starts from the solved path nearby and is held to the
+    same gradient tolerance as a cold fit: warm starts change the cost, not the answer.
     Refit the chosen value on train + val with ``refit``.
     """
-    schedule = L2_SEARCHES.get(search)
+    l2_search = L2_SEARCHES.get(search)
     metrics.METRICS.get(metric)
+    fit_tolerance = max(tolerance, l2_search.screening_tolerance or tolerance)
     grid = np.asarray(protocol.PROBE_L2_GRID, dtype=np.float64)
     val_labels = np.asarray(val_labels)
     num_classes = None if multi_label else int(max(np.max(train_labels), np.max(val_labels))) + 1
     problem = _prepare(train_features, train_labels, multi_label, _dtype(dtype), num_classes)
-    solutions: Dict[int, np.ndarray] = {}  # in the working dtype: 45 of them can be large
+    solutions: Dict[int, np.ndarray] = {}  # warm starts, in the working dtype; see _keep_near
     trials: Dict[int, L2Trial] = {}
     chosen: Optional[FitResult] = None
 
     def evaluate(index: int) -> float:
         nonlocal chosen
         start = _path_start(problem, solutions, index)
-        natural, result = _solve(problem, grid[index], start, tolerance, max_iterations)
+        natural, result = _solve(problem, grid[index], start, fit_tolerance, max_iterations)
         solutions[index] = natural.astype(problem.design.dtype.as_numpy_dtype)
         score = metrics.score(metric, val_labels, decision_scores(result, val_features))
         trials[index] = L2Trial(float(grid[index]), score, result.iterations, result.converged)
-        if _best_index({i: trial.validation_score for i, trial in trials.items()}) == index:
+        best = _best_index({i: trial.validation_score for i, trial in trials.items()})
+        if best == index:
             chosen = result  # only the best model so far is kept
+        _keep_near(solutions, best, index)
         return score
 
     largest_data_curvature = problem.curvature * problem.column_variances[0]
-    schedule(evaluate, grid, largest_data_curvature * problem.num_examples / 2.0)
+    l2_search.schedule(evaluate, grid, largest_data_curvature * problem.num_examples / 2.0)
     best = _best_index({i: trial.validation_score for i, trial in trials.items()})
+    if fit_tolerance > tolerance:
+        chosen = _solve(problem, grid[best], solutions[best], tolerance, max_iterations)[1]
     return SearchResult(l2=chosen.l2, trials=tuple(trials[i] for i in sorted(trials)), fit=chosen,
                         at_grid_edge=_grid_edge(grid, best))
