@@ -106,6 +106,8 @@ def test_a_hyperparameter_tried_at_one_value_is_no_edge():
                              [{"learning_rate": 0.1, "weight_decay": 0.0}]) == {}
     record = {"hyperparameters": {"l2": 1e5}}
     messages = []
-    tuning.mark_grid_edges(record, [{"l2": 1.0}, {"l2": 1e5}], log=messages.append)
+    tuning.mark_grid_edges(record, {"l2": "largest"}, log=messages.append)
     assert record["at_grid_edge"] and record["grid_edges"] == {"l2": "largest"}
-    assert len(messages) == 1 and "l2=1e+05 is the largest tried" in messages[0]
+    assert len(messages) == 1 and "l2=1e+05 is the largest of its grid" in messages[0]
+    tuning.mark_grid_edges(record, {}, log=messages.append)
+    assert not record["at_grid_edge"] and len(messages) == 1

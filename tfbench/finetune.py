@@ -415,7 +415,8 @@ def conclude(experiment: Experiment, runtime: Runtime, trainer: Optional[Trainer
         return results.finish(record, "diverged", f"all {len(planned)} trials diverged")
     record["hyperparameters"] = dict(best["hyperparameters"])
     record["validation_score"] = best["validation_score"]
-    tuning.mark_grid_edges(record, [trial["hyperparameters"] for trial in trial_records], log)
+    tuning.mark_grid_edges(record, tuning.grid_edges(
+        record["hyperparameters"], [trial["hyperparameters"] for trial in trial_records]), log)
     log(f"chosen on validation: {best['trial_id']} ({metric}={_format(best['validation_score'])}); "
         "retraining on trainval, scoring test")
     started = time.time()

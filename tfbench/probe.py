@@ -14,7 +14,7 @@ from typing import Any, Dict
 
 from absl import flags
 
-from tfbench import flags_common
+from tfbench import flags_common, protocol
 from tfbench.settings import L2_SEARCHES, PROBE_INITS, ProbeSettings
 
 FLAGS = flags.FLAGS
@@ -101,9 +101,9 @@ def run(experiment, runtime) -> Dict[str, Any]:
     search_started = time.time()
     print(f"probe: choosing L2 on validation ({experiment.settings.l2_search} search, "
           f"{len(train.features)} train x {train.features.shape[1]} features)")
-    selection = linear.search(train.features, train.labels, val.features, val.labels,
-                              metric=dataset_spec.metric, multi_label=dataset_spec.multi_label,
-                              grid=experiment.settings.l2_search)
+    selection = linear.select_l2(train.features, train.labels, val.features, val.labels,
+                                 metric=dataset_spec.metric, multi_label=dataset_spec.multi_label,
+                                 search=experiment.settings.l2_search)
     search_seconds = time.time() - search_started
     refit_started = time.time()
     final = linear.refit(train.features, train.labels, val.features, val.labels, selection)
@@ -125,8 +125,7 @@ def run(experiment, runtime) -> Dict[str, Any]:
             "feature_cache_hits": [s for s in SPLITS if extracted[s].from_cache],
             "final_fit": {"iterations": final.iterations, "converged": final.converged,
                           "objective": final.objective},
-            "l2_convention": "objective = mean cross-entropy + (l2 / 2) * ||W||^2 (bias not "
-                             "penalised); scikit-learn C = 1 / (n * l2)",
+            "l2_convention": protocol.PROBE_PENALTY_CONVENTION,
         },
         timings={
             "wall_seconds": time.time() - started,
@@ -136,7 +135,7 @@ def run(experiment, runtime) -> Dict[str, Any]:
             "images_per_second": (extracted_images / extraction_seconds) if extracted_images else None,
         },
     )
-    tuning.mark_grid_edges(record, [{"l2": trial.l2} for trial in selection.trials])
+    tuning.mark_grid_edges(record, {"l2": selection.at_grid_edge} if selection.at_grid_edge else {})
     record["imagenet_top1"] = runs.imagenet_top1(experiment)
     return results.finish(record, "ok",
                           None if final.converged else "final fit hit its iteration limit")

@@ -105,13 +105,12 @@ def grid_edges(chosen: Dict[str, float], tried: List[Dict[str, float]]) -> Dict[
     return edges
 
 
-def mark_grid_edges(record: Dict[str, Any], tried: List[Dict[str, float]],
+def mark_grid_edges(record: Dict[str, Any], edges: Mapping[str, str],
                     log: Callable[[str], None] = print) -> None:
     """Set `at_grid_edge` / `grid_edges` on a finished record, warning once when at an edge."""
-    edges = grid_edges(record["hyperparameters"], tried)
-    record["at_grid_edge"], record["grid_edges"] = bool(edges), edges
+    record["at_grid_edge"], record["grid_edges"] = bool(edges), dict(edges)
     if edges:
-        listed = ", ".join(f"{name}={record['hyperparameters'][name]:.3g} is the {end} tried"
+        listed = ", ".join(f"{name}={record['hyperparameters'][name]:.3g} is the {end} of its grid"
                            for name, end in edges.items())
         log(f"warning: the choice lies at the edge of its grid ({listed}); the optimum may lie "
             "beyond it")
