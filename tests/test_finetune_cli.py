@@ -29,9 +29,9 @@ def test_search_with_a_diverging_trial_reads_test_only_for_the_final_score(tmp_p
     loaded = []
     real_load = datasets.load
 
-    def recording_load(name, split, data_dir=None):
+    def recording_load(name, split, data_dir=None, **options):
         loaded.append(split)
-        return real_load(name, split, data_dir)
+        return real_load(name, split, data_dir, **options)
 
     monkeypatch.setattr(datasets, "load", recording_load)
     experiment = Experiment(

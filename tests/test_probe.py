@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tfbench import backbones, features, probe
@@ -133,3 +134,28 @@ def test_a_bad_folder_dataset_is_one_line_exit_2_and_nothing_recorded(tmp_path, 
     assert len(lines) == 1 and expected in lines[0], completed.stderr[-2000:]
     assert "Traceback" not in completed.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_skip_bad_images_leaves_an_unreadable_image_out_and_counts_it(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 8), ("test", 4)):
+        for label, colour in (("red", 0), ("blue", 2)):
+            folder = tmp_path / "data" / split / label
+            folder.mkdir(parents=True)
+            for index in range(count):
+                pixels = rng.integers(0, 60, (12, 12, 3), dtype=np.uint8)
+                pixels[..., colour] += 180
+                Image.fromarray(pixels).save(folder / f"{index}.png")
+    (tmp_path / "data" / "train" / "red" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")
+    args = ["--model=tiny", f"--dataset=folder:{tmp_path / 'data'}", "--l2_search=fast",
+            f"--output_dir={tmp_path / 'runs'}", f"--cache_dir={tmp_path / 'cache'}"]
+    refused = _run(*args)
+    assert refused.returncode == 2 and "broken.png" in _error_lines(refused.stderr)[0]
+    completed = _run(*args, "--skip_bad_images")
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    record_path, = (tmp_path / "runs" / "probe").glob("*/tiny/record.json")
+    record = json.loads(record_path.read_text())
+    assert record["status"] == "ok" and record["skipped_images"] == 1
+    assert record["experiment"]["skip_bad_images"] is True

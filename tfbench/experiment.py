@@ -30,7 +30,8 @@ class Experiment:
     """One (regime, model, dataset) run and everything that changes its result.
 
     `settings` is the regime's own typed settings (tfbench.settings). How the run executes (the
-    Runtime) is not here: it never changes what a run is. `preset` names the flagfile the settings
+    Runtime) is not here: it never changes what a run is. `skip_bad_images` leaves unreadable
+    images of a folder dataset out instead of refusing it. `preset` names the flagfile the settings
     came from (recorded as the protocol's name when they differ from the paper's); `display_name`
     is how reports label the model.
     """
@@ -46,6 +47,7 @@ class Experiment:
     batch_size: int = 64
     precision: str = "auto"
     cache_dir: Optional[str] = None
+    skip_bad_images: bool = False
     preset: Optional[str] = None
     display_name: Optional[str] = None
 
@@ -79,6 +81,18 @@ class Experiment:
         config = dict(config)
         config["settings"] = settings_from_dict(config["regime"], config.get("settings", {}))
         return cls(**config)
+
+    def dataset_spec(self):
+        """The dataset's spec as this run reads it (unreadable images left out if asked)."""
+        from tfbench import datasets
+
+        return datasets.spec(self.dataset, skip_bad_images=self.skip_bad_images)
+
+    def load(self, split: str):
+        """One split of the run's dataset (tfbench.datasets.load)."""
+        from tfbench import datasets
+
+        return datasets.load(self.dataset, split, self.data_dir, skip_bad_images=self.skip_bad_images)
 
     def run_dir(self) -> str:
         """`<output_dir>/<regime>/<dataset>/<model>`, with names made safe for a file system."""

@@ -151,14 +151,14 @@ class TrialTrainer:
     """
 
     def __init__(self, experiment: Experiment, runtime: Runtime, strategy=None):
-        from tfbench import backbones, datasets, devices
+        from tfbench import backbones, devices
 
         self.experiment = experiment
         self.settings: TrainingSettings = experiment.settings
         self.runtime = runtime
         self.strategy = strategy if strategy is not None else devices.make_strategy(runtime.strategy)
         self.precision = devices.resolve_precision(experiment.precision)
-        self.dataset_spec = datasets.spec(experiment.dataset)
+        self.dataset_spec = experiment.dataset_spec()
         self.backbone_spec = backbones.spec(experiment.model)
         self.image_size = experiment.image_size or self.backbone_spec.image_size
         self.chief = devices.is_chief(self.strategy)
@@ -200,16 +200,14 @@ class TrialTrainer:
         return rule
 
     def examples(self, split: str) -> int:
-        from tfbench import datasets
-
-        data = datasets.load(self.experiment.dataset, split, self.experiment.data_dir)
+        data = self.experiment.load(split)
         count = int(data.cardinality())
         return count if count >= 0 else int(data.reduce(0, lambda total, _: total + 1))
 
     def batches(self, split: str, training: bool):
-        from tfbench import datasets, preprocessing
+        from tfbench import preprocessing
 
-        examples = datasets.load(self.experiment.dataset, split, self.experiment.data_dir)
+        examples = self.experiment.load(split)
         return preprocessing.pipeline(examples, self.image_size, self.experiment.batch_size,
                                       training=training, seed=self.experiment.seed,
                                       deterministic=training, repeat=training)
@@ -407,6 +405,7 @@ def conclude(experiment: Experiment, runtime: Runtime, trainer: Optional[Trainer
     record = results.new_record(experiment, metric=metric, started_at=results.now())
     record["conventions"] = conventions(experiment)
     record["imagenet_top1"] = runs.imagenet_top1(experiment)
+    record["skipped_images"] = getattr(experiment.dataset_spec(), "skipped_images", 0)
     record["tensorboard_dir"] = os.path.join(experiment.run_dir(), results.TRIALS_DIR)
     record["trials"] = [_trial_summary(trial) for trial in trial_records]
     record["timings"]["search_seconds"] = sum(t["timings"].get("wall_seconds") or 0.0 for t in trial_records)
@@ -477,9 +476,7 @@ def _trial_summary(record: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def _metric(experiment: Experiment) -> str:
-    from tfbench import datasets
-
-    return datasets.spec(experiment.dataset).metric
+    return experiment.dataset_spec().metric
 
 
 def _format(score: Optional[float]) -> str:

@@ -49,6 +49,10 @@ flags.DEFINE_enum(
     "precision", "auto", PRECISIONS,
     "Numeric precision; auto = mixed_float16 on GPU, float32 on CPU (faster there).")
 flags.DEFINE_boolean("overwrite", False, "Rerun even if a finished run record exists.")
+flags.DEFINE_boolean(
+    "skip_bad_images", False,
+    "For folder:PATH datasets: leave images that do not decode out (with a warning, counted in the "
+    "record) instead of refusing the folder.")
 flags.DEFINE_string(
     "preset", None,
     "A name for these settings, recorded as the run's protocol where they differ from the paper's "
@@ -100,13 +104,14 @@ def experiment_from_flags(regime: str, settings) -> Experiment:
         if not getattr(FLAGS, flag):
             fail(f"--{flag} is required (--{flag}=list prints the choices)")
     backbones.spec(FLAGS.model)
-    datasets.spec(FLAGS.dataset)
+    datasets.spec(FLAGS.dataset, skip_bad_images=FLAGS.skip_bad_images)
     batch_size = FLAGS.batch_size or (protocol.BATCH_SIZE if regime in TRAINED_REGIMES else PROBE_BATCH_SIZE)
     return Experiment(
         regime=regime, model=FLAGS.model, dataset=FLAGS.dataset, output_dir=FLAGS.output_dir,
         seed=FLAGS.seed, data_dir=FLAGS.data_dir, image_size=FLAGS.image_size,
         batch_size=batch_size, precision=FLAGS.precision, settings=settings,
-        cache_dir=FLAGS["cache_dir"].value if "cache_dir" in FLAGS else None, preset=FLAGS.preset)
+        cache_dir=FLAGS["cache_dir"].value if "cache_dir" in FLAGS else None, preset=FLAGS.preset,
+        skip_bad_images=FLAGS.skip_bad_images)
 
 
 def runtime_from_flags(**regime_knobs) -> Runtime:

@@ -36,8 +36,9 @@ SPLITS = ("train", "val", "test")
 
 
 def default_cache_dir() -> str:
-    root = os.environ.get("TFBENCH_CACHE", os.path.join("~", ".cache", "tfbench"))
-    return os.path.join(os.path.expanduser(root), "features")
+    from tfbench import files
+
+    return os.path.join(files.cache_root(), "features")
 
 
 def settings_from_flags() -> ProbeSettings:
@@ -46,7 +47,7 @@ def settings_from_flags() -> ProbeSettings:
 
 def feature_components(experiment, split: str, precision: str) -> Dict[str, Any]:
     """The feature-cache key inputs of one split of this experiment."""
-    from tfbench import backbones, datasets, features
+    from tfbench import backbones, features
 
     backbone_spec = backbones.spec(experiment.model)
     pretrained = experiment.settings.init == "imagenet"
@@ -57,17 +58,17 @@ def feature_components(experiment, split: str, precision: str) -> Dict[str, Any]
         image_size=experiment.image_size or backbone_spec.image_size,
         input_scaling=backbone_spec.input_scaling, precision=precision,
         dataset=experiment.dataset, split=split,
-        split_definition=features.split_definition(datasets.spec(experiment.dataset)))
+        split_definition=features.split_definition(experiment.dataset_spec()))
 
 
 def run(experiment, runtime) -> Dict[str, Any]:
     """Run the probe protocol for one experiment and return its finished record."""
 
-    from tfbench import backbones, datasets, devices, features, linear, metrics, results, runs, tuning
+    from tfbench import backbones, devices, features, linear, metrics, results, runs, tuning
 
     started = time.time()
     backbone_spec = backbones.spec(experiment.model)
-    dataset_spec = datasets.spec(experiment.dataset)
+    dataset_spec = experiment.dataset_spec()
     image_size = experiment.image_size or backbone_spec.image_size
     precision = devices.resolve_precision(experiment.precision)
     record = results.new_record(experiment, metric=dataset_spec.metric, started_at=results.now())
@@ -91,7 +92,7 @@ def run(experiment, runtime) -> Dict[str, Any]:
             with devices.precision_policy(precision), strategy.scope():
                 model = backbones.build(experiment.model, image_size=image_size,
                                         pretrained=experiment.settings.init == "imagenet")
-        data = datasets.load(experiment.dataset, split, data_dir=experiment.data_dir)
+        data = experiment.load(split)
         extracted[split] = features.extract(
             model, data, image_size=image_size, batch_size=experiment.batch_size,
             strategy=strategy, description=f"features {split}")
@@ -137,6 +138,7 @@ def run(experiment, runtime) -> Dict[str, Any]:
     )
     tuning.mark_grid_edges(record, {"l2": selection.at_grid_edge} if selection.at_grid_edge else {})
     record["imagenet_top1"] = runs.imagenet_top1(experiment)
+    record["skipped_images"] = getattr(dataset_spec, "skipped_images", 0)
     return results.finish(record, "ok",
                           None if final.converged else "final fit hit its iteration limit")
 

@@ -57,7 +57,8 @@ def regime_settings(regime: str, argv: List[str]) -> Tuple[Dict, object, Runtime
                                       else flags_common.PROBE_BATCH_SIZE)
     shared = {"output_dir": FLAGS.output_dir, "seed": FLAGS.seed, "data_dir": FLAGS.data_dir,
               "image_size": FLAGS.image_size, "batch_size": batch_size,
-              "precision": FLAGS.precision, "cache_dir": FLAGS.cache_dir, "preset": FLAGS.preset}
+              "precision": FLAGS.precision, "cache_dir": FLAGS.cache_dir, "preset": FLAGS.preset,
+              "skip_bad_images": FLAGS.skip_bad_images}
     settings, runtime = SETTINGS[regime](), RUNTIMES[regime]()
     models, datasets = list(FLAGS.models), list(FLAGS.datasets)
     if flagfile:  # back to the command line alone for the next regime
@@ -82,7 +83,7 @@ def plan(argv: List[str]) -> List[Tuple[Experiment, Runtime]]:
         for model in models:
             backbones.spec(model)
         for dataset in names:
-            datasets.spec(dataset)
+            datasets.spec(dataset, skip_bad_images=FLAGS.skip_bad_images)
         experiments += [(Experiment(regime=regime, model=model, dataset=dataset, settings=settings,
                                     **shared), runtime)
                         for dataset in names for model in models]
