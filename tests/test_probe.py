@@ -159,3 +159,21 @@ def test_skip_bad_images_leaves_an_unreadable_image_out_and_counts_it(tmp_path):
     record = json.loads(record_path.read_text())
     assert record["status"] == "ok" and record["skipped_images"] == 1
     assert record["experiment"]["skip_bad_images"] is True
+
+
+def test_a_keras_model_described_by_flags(tmp_path):
+    import keras
+
+    images = keras.Input((16, 16, 3))
+    features = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3)(images))
+    keras.Model(images, features).save(tmp_path / "mine.keras")
+    args = [f"--model={tmp_path / 'mine.keras'}", "--dataset=digits", "--l2_search=fast",
+            f"--output_dir={tmp_path / 'runs'}", f"--cache_dir={tmp_path / 'cache'}"]
+    missing_source = _run(*args, "--imagenet_top1=0.75")
+    assert missing_source.returncode == 2 and "needs a top1_source" in _error_lines(missing_source.stderr)[0]
+    completed = _run(*args, "--imagenet_top1=0.75", "--top1_source=our measurement",
+                     "--display_name=Mine", "--input_range=-1,1")
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    record_path, = (tmp_path / "runs" / "probe" / "digits").glob("*/record.json")
+    record = json.loads(record_path.read_text())
+    assert record["imagenet_top1"]["value"] == 0.75 and record["experiment"]["display_name"] == "Mine"

@@ -101,3 +101,11 @@ def test_batch_norm_momentum_rule():
         TrainingSettings(bn_momentum=1.5)
     with pytest.raises(InvalidSettingError, match="unknown bn_momentum 'papr'"):
         TrainingSettings(bn_momentum="papr")
+
+
+def test_a_random_init_probe_has_a_folder_of_its_own():
+    imagenet = Experiment(regime="probe", model="tiny", dataset="digits", output_dir="runs",
+                          settings=ProbeSettings())
+    random = dataclasses.replace(imagenet, settings=ProbeSettings(init="random"))
+    assert imagenet.run_dir() == "runs/probe/digits/tiny"
+    assert random.run_dir() == "runs/probe/digits/tiny+random_init"

@@ -95,10 +95,12 @@ class Experiment:
         return datasets.load(self.dataset, split, self.data_dir, skip_bad_images=self.skip_bad_images)
 
     def run_dir(self) -> str:
-        """`<output_dir>/<regime>/<dataset>/<model>`, with names made safe for a file system."""
-        return os.path.join(
-            self.output_dir, self.regime, path_component(self.dataset), path_component(self.model)
-        )
+        """`<output_dir>/<regime>/<dataset>/<model>`, with names made safe for a file system; a
+        probe of randomly initialised features is `<model>+random_init`, beside the ImageNet one."""
+        model = path_component(self.model)
+        if getattr(self.settings, "init", "imagenet") == "random":
+            model += "+random_init"
+        return os.path.join(self.output_dir, self.regime, path_component(self.dataset), model)
 
 
 def identity(config: Mapping[str, Any]) -> Dict[str, Any]:

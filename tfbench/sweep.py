@@ -80,12 +80,12 @@ def plan(argv: List[str]) -> List[Tuple[Experiment, Runtime]]:
     experiments = []
     for regime in FLAGS.regimes:
         shared, settings, runtime, models, names = regime_settings(regime, argv)
-        for model in models:
-            backbones.spec(model)
+        flags_common.load_user_models()
+        display_names = {model: backbones.spec(model).display_name for model in models}
         for dataset in names:
             datasets.spec(dataset, skip_bad_images=FLAGS.skip_bad_images)
         experiments += [(Experiment(regime=regime, model=model, dataset=dataset, settings=settings,
-                                    **shared), runtime)
+                                    display_name=display_names[model], **shared), runtime)
                         for dataset in names for model in models]
     return experiments
 

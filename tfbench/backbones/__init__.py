@@ -20,11 +20,12 @@ from typing import Optional
 from tfbench.backbones import catalog, user_models
 from tfbench.backbones.catalog import BackboneSpec
 from tfbench.backbones.errors import ModelNotFoundError, ModelsFileError, WeightsUnavailableError
-from tfbench.backbones.user_models import load_models_file
+from tfbench.backbones.user_models import describe_source, load_models_file
 from tfbench.registry import UnknownNameError, unknown_name_message
 
 __all__ = ["BackboneSpec", "InputScaling", "ModelNotFoundError", "ModelsFileError",
-           "WeightsUnavailableError", "build", "keras_weights_path", "load_models_file", "names",
+           "WeightsUnavailableError", "build", "describe_source", "keras_weights_path",
+           "load_models_file", "names",
            "spec", "weights_fingerprint"]
 
 # Imported on first use: they import Keras (and TensorFlow).

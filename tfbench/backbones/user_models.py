@@ -30,6 +30,7 @@ wrong models-file entry is reported before TensorFlow loads.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -116,7 +117,7 @@ def build(source: str, pretrained: bool, image_size: Optional[int],
     """The backbone of a path form (see the module docstring), scaled as `user` says if given."""
     kind, location = locate(source)
     scaling = user.scaling if user and user.scaling else _default_scaling(kind)
-    name = user.name if user else _model_name(location)
+    name = user.name if user and NAME_PATTERN.fullmatch(user.name) else _model_name(location)
     if kind == "keras_file":
         return _build_keras_file(location, name, pretrained, image_size, scaling)
     from tfbench.backbones import hub_layer
@@ -222,6 +223,19 @@ def load_models_file(path: str) -> List[UserModel]:
     for entry in entries:
         _register(entry, path)
     return entries
+
+
+def describe_source(source: str, fields: Mapping[str, Any]) -> None:
+    """Give a path-form model, under the very name --model gives it, what a models-file entry would
+    (display_name, imagenet_top1 with top1_source, input_range or input_mean/input_std): the
+    command-line way for a single model. Raises ModelsFileError naming the bad value."""
+    table = {"name": "command_line", "source": source,
+             **{key: value for key, value in fields.items() if value is not None}}
+    try:
+        entry = _entry(table, os.getcwd())
+    except (ValueError, TypeError) as error:
+        raise ModelsFileError(f"--model={source}: {error}") from None
+    _register(dataclasses.replace(entry, name=source), "the command line")
 
 
 def _register(entry: UserModel, path: str) -> None:
