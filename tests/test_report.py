@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from scipy import special, stats
 
-from tfbench import files, report, results
+from tfbench import correlation, files, report, results
 from tfbench.experiment import Experiment
 from tfbench.settings import SETTINGS_TYPES
 
@@ -94,25 +94,25 @@ def _reference(regime):
 def test_logit_matches_scipy_and_stays_finite():
     p = np.array([0.0, 1e-6, 0.3, 0.5, 0.97, 1.0])
     expected = special.logit(np.clip(p, EPS, 1 - EPS))
-    np.testing.assert_allclose(report.logit(p), expected, rtol=1e-12)
-    assert report.logit(1.0) == pytest.approx(np.log(9999.0))
+    np.testing.assert_allclose(correlation.logit(p), expected, rtol=1e-12)
+    assert correlation.logit(1.0) == pytest.approx(np.log(9999.0))
 
 
 def test_pearson_matches_scipy_and_is_nan_when_a_variable_is_constant():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=7), rng.normal(size=7)
-    assert report.pearson_r(x, y) == pytest.approx(stats.pearsonr(x, y)[0], abs=1e-12)
-    assert np.isnan(report.pearson_r([0.1, 0.1, 0.1], [1.0, 2.0, 3.0]))
+    assert correlation.pearson_r(x, y) == pytest.approx(stats.pearsonr(x, y)[0], abs=1e-12)
+    assert np.isnan(correlation.pearson_r([0.1, 0.1, 0.1], [1.0, 2.0, 3.0]))
 
 
 def test_bootstrap_interval_is_seeded_and_matches_an_independent_resampling():
     x = np.array([0.713, 0.749, 0.751, 0.767, 0.776, 0.79])
     y = np.array([1.1, 1.5, 1.3, 1.9, 1.8, 2.4])
-    result = report.correlate(x, y, resamples=2000, seed=3)
+    result = correlation.correlate(x, y, resamples=2000, seed=3)
     assert result.r == pytest.approx(stats.pearsonr(x, y)[0], abs=1e-12)
     assert result.low <= result.r <= result.high
-    assert report.correlate(x, y, resamples=2000, seed=3) == result
-    assert report.correlate(x, y, resamples=2000, seed=4) != result
+    assert correlation.correlate(x, y, resamples=2000, seed=3) == result
+    assert correlation.correlate(x, y, resamples=2000, seed=4) != result
     picks = np.random.default_rng(3).integers(0, len(x), size=(2000, len(x)))
     rs = [np.corrcoef(x[i], y[i])[0, 1] for i in picks if len(set(i)) >= 3]  # two models: r = +-1
     np.testing.assert_allclose([result.low, result.high], np.percentile(rs, [2.5, 97.5]), atol=1e-9)
@@ -120,12 +120,12 @@ def test_bootstrap_interval_is_seeded_and_matches_an_independent_resampling():
 
 
 def test_r_is_not_available_below_three_models_or_without_spread():
-    two = report.correlate([0.7, 0.8], [1.0, 2.0])
+    two = correlation.correlate([0.7, 0.8], [1.0, 2.0])
     assert two.r is None and two.n == 2 and "at least 3" in two.reason
     assert two.describe().startswith("n/a (")
-    flat = report.correlate([0.7, 0.7, 0.7], [1.0, 2.0, 3.0])
+    flat = correlation.correlate([0.7, 0.7, 0.7], [1.0, 2.0, 3.0])
     assert flat.r is None and "equal" in flat.reason
-    three = report.correlate([0.7, 0.75, 0.8], [1.0, 2.5, 3.0])
+    three = correlation.correlate([0.7, 0.75, 0.8], [1.0, 2.5, 3.0])
     assert three.r == pytest.approx(stats.pearsonr([0.7, 0.75, 0.8], [1.0, 2.5, 3.0])[0])
     assert three.low is None  # every resample of 3 distinct models is a permutation: no spread
 
@@ -134,7 +134,7 @@ def test_r_is_not_available_below_three_models_or_without_spread():
 def test_mean_log_odds_and_r_match_scipy(written, regime):
     analysis = written[0]
     datasets, means, known, r = _reference(regime)
-    result = analysis.regimes[regime]
+    result = analysis.groups[regime]
     assert result.table.datasets == tuple(datasets)
     got = {m.model: m.mean_log_odds for m in result.models if m.mean_log_odds is not None}
     assert got.keys() == means.keys()
@@ -153,18 +153,18 @@ def test_per_dataset_r_matches_scipy(written):
         models = [m for (d, m) in ok if d == dataset and TOP1[m] is not None]
         x = [TOP1[m] for m in models]
         y = special.logit([ok[(dataset, m)] for m in models])
-        got = analysis.regimes["finetune"].per_dataset[dataset]
+        got = analysis.groups["finetune"].per_dataset[dataset]
         assert got.n == len(models)
         assert got.r == pytest.approx(stats.pearsonr(x, y)[0], abs=1e-12)
 
 
 def test_exclusions_are_explained(written):
     analysis = written[0]
-    probe = {m.model: m for m in analysis.regimes["probe"].models}
+    probe = {m.model: m for m in analysis.groups["probe"].models}
     assert probe["tiny"].excluded == "no known ImageNet top-1"
     assert probe["tiny"].mean_log_odds == pytest.approx(
         np.mean([np.log(9999.0)] + [special.logit(_ok("probe")[(d, "tiny")]) for d in ("fgvc_aircraft", "voc2007")]))
-    finetune = {m.model: m for m in analysis.regimes["finetune"].models}
+    finetune = {m.model: m for m in analysis.groups["finetune"].models}
     assert finetune["resnet50"].excluded == "no ok run on fgvc_aircraft"
     assert finetune["efficientnet_lite2"].excluded == "no ok run on voc2007"
     assert finetune["resnet50"].mean_log_odds is None
@@ -176,7 +176,7 @@ def test_failed_and_diverged_runs_are_listed_not_counted(written):
                       if status != "ok")
     got = sorted((f["regime"], f["dataset"], f["model"], f["status"], f["reason"]) for f in analysis.failures)
     assert got == expected
-    scratch = analysis.regimes["scratch"]
+    scratch = analysis.groups["scratch"]
     assert scratch.table.score("resnet50", "digits") is None
     with open(os.path.join(report_dir, "report.md")) as handle:
         markdown = handle.read()
@@ -186,12 +186,12 @@ def test_failed_and_diverged_runs_are_listed_not_counted(written):
 
 def test_scratch_with_two_models_has_no_r_and_does_not_crash(written):
     analysis, _, report_dir, stdout = written
-    scratch = analysis.regimes["scratch"].correlation
+    scratch = analysis.groups["scratch"].correlation
     assert scratch.r is None and scratch.n == len(_reference("scratch")[2]) == 1
     with open(os.path.join(report_dir, "report.json")) as handle:
         numbers = json.load(handle)
-    assert numbers["regimes"]["scratch"]["correlation"]["r"] is None
-    assert "needs at least 3 models" in numbers["regimes"]["scratch"]["correlation"]["reason"]
+    assert numbers["groups"]["scratch"]["correlation"]["r"] is None
+    assert "needs at least 3 models" in numbers["groups"]["scratch"]["correlation"]["reason"]
     assert "r scratch = n/a (needs at least 3 models, has 1)" in stdout
 
 
@@ -235,13 +235,14 @@ def test_markdown_tables_show_percent_with_one_decimal_and_dashes(written):
 def test_report_files_json_and_figure(written):
     analysis, paths, report_dir, stdout = written
     names = sorted(os.path.basename(p) for p in paths)
-    assert names == sorted(["figure1.png", "report.json", "report.md", "runs.csv"]
+    assert names == sorted(["figure1.png", "report.json", "report.md", "runs.csv",
+                            "finetune_vs_scratch.png", "finetune_vs_probe.png"]
                            + [f"scores_{r}.{ext}" for r in ("probe", "finetune", "scratch") for ext in ("md", "csv")])
     assert sorted(os.listdir(report_dir)) == names  # no temporary files left behind
     with open(os.path.join(report_dir, "report.json")) as handle:
         numbers = json.load(handle)
-    assert numbers["regimes"]["probe"]["correlation"]["r"] == pytest.approx(_reference("probe")[3], abs=1e-12)
-    assert numbers["regimes"]["finetune"]["paper_r"] == 0.96
+    assert numbers["groups"]["probe"]["correlation"]["r"] == pytest.approx(_reference("probe")[3], abs=1e-12)
+    assert numbers["groups"]["finetune"]["paper_r"] == 0.96
     assert numbers["ok_runs"] == sum(s == "ok" for s, _, _ in RUNS.values())
     with open(os.path.join(report_dir, "report.md")) as handle:
         markdown = handle.read()
@@ -277,9 +278,9 @@ def test_binary_writes_the_report_with_registry_top1(output_dir, tmp_path):
     assert os.path.isfile(report_dir / "figure1.png")
     with open(report_dir / "report.json") as handle:
         numbers = json.load(handle)
-    top1 = {m["model"]: m["imagenet_top1"] for m in numbers["regimes"]["probe"]["models"]}
+    top1 = {m["model"]: m["imagenet_top1"] for m in numbers["groups"]["probe"]["models"]}
     assert top1 == TOP1  # the registry's figures are the published ones
-    assert numbers["regimes"]["probe"]["correlation"]["r"] == pytest.approx(_reference("probe")[3], abs=1e-12)
+    assert numbers["groups"]["probe"]["correlation"]["r"] == pytest.approx(_reference("probe")[3], abs=1e-12)
 
 
 def test_binary_rejects_a_missing_output_dir_with_one_line(tmp_path):
