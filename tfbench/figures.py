@@ -20,6 +20,7 @@ from tfbench.comparisons import Comparison
 
 PANEL_INCHES = (5.6, 5.0)
 COMPARISON_INCHES = (4.2, 4.0)
+MAX_LABELLED_PAIRS = 12  # beyond this, labels would hide the points; the tables name every pair
 DPI = 150
 
 
@@ -80,8 +81,9 @@ def comparison_figure(comparison: Comparison) -> Figure:
     axes.set_ylabel(f"{kind.first}: test score (%)")
     axes.grid(True, alpha=0.3)
     figure.draw_without_rendering()
-    labels = {m.model: m.label for side in (comparison.first, comparison.second) for m in side.models}
-    _label_points(axes, [f"{labels.get(p.model, p.model)} / {p.dataset}" for p in comparison.pairs], x, y)
+    if len(comparison.pairs) <= MAX_LABELLED_PAIRS:
+        labels = {m.model: m.label for side in (comparison.first, comparison.second) for m in side.models}
+        _label_points(axes, [f"{labels.get(p.model, p.model)} / {p.dataset}" for p in comparison.pairs], x, y)
     return figure
 
 
