@@ -540,3 +540,14 @@ def test_with_five_models_in_r_the_summary_leads_with_r(tmp_path):
     assert analysis.groups["finetune"].correlation.n == 5
     assert report.summary_lines(analysis)[0].startswith("r finetune (ImageNet top-1 vs mean log odds) = ")
     assert stdout.strip().splitlines()[-1].startswith("report: 20 runs (20 ok), r finetune=")
+
+
+def test_seeds_of_one_protocol_share_its_table_as_their_mean(tmp_path):
+    for seed, score in ((0, 0.60), (1, 0.70)):
+        _write(str(tmp_path / f"seed{seed}"), "finetune", "resnet50", "dtd", score, seed=seed,
+               display_name="ResNet-50")
+    analysis, _, stdout = _report(tmp_path)
+    assert list(analysis.groups) == ["finetune"]  # the seed is not part of the protocol
+    table = analysis.groups["finetune"].table
+    assert table.score("resnet50", "dtd") == pytest.approx(0.65) and table.seeds[("resnet50", "dtd")] == (0, 1)
+    assert "Mean over seeds: ResNet-50 on dtd (seeds 0, 1)." in stdout

@@ -3,8 +3,9 @@
 A 1,000-step fine-tune beside a 20,000-step one, or features at 128 px beside features at 224 px,
 measure different things; averaging or correlating them mixes protocols. Two records belong to the
 same protocol when every identity setting but the per-run ones (model, dataset, seed) and the
-locations is equal: regime, the regime's settings, batch size, image size, precision. Labels that
-are not identity (the preset's name, a model's display name) never split a group.
+locations is equal: PROTOCOL_FIELDS, the regime, its settings, batch size, image size, precision.
+Per-model fields (a display name, a user model's input convention) and labels that are not
+identity (the preset's name) never split a group.
 
 Each group carries the protocol's name as its records state it ("paper", a preset's name,
 "custom"; "unnamed" for records written before runs named their protocol) and a short stable id,
@@ -18,10 +19,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
-from tfbench.experiment import identity, identity_diff, path_component
+from tfbench.experiment import identity_diff, path_component
 from tfbench.settings import REGIMES
 
-PER_RUN_FIELDS = ("model", "dataset", "seed", "preset", "display_name")
+PROTOCOL_FIELDS = ("regime", "settings", "batch_size", "image_size", "precision")
 UNNAMED = "unnamed"
 ID_LENGTH = 8
 
@@ -32,7 +33,7 @@ class UnknownProtocolError(ValueError):
 
 def protocol_key(experiment: Mapping[str, Any]) -> Dict[str, Any]:
     """The settings a record shares with every other run of its protocol."""
-    return {key: value for key, value in identity(experiment).items() if key not in PER_RUN_FIELDS}
+    return {key: experiment[key] for key in PROTOCOL_FIELDS if key in experiment}
 
 
 def protocol_id(key: Mapping[str, Any]) -> str:
