@@ -111,8 +111,10 @@ def score_table(records: Sequence[Mapping[str, Any]]) -> ScoreTable:
             edges[cell] = {name: end for r in at_edge for name, end in (r.get("grid_edges") or {}).items()}
     return ScoreTable(
         datasets=tuple(sorted(metrics)), metrics=metrics, models=tuple(sorted({m for m, _ in runs})),
-        scores={cell: float(np.mean([float(r["test_score"]) for r in cell_runs])) for cell, cell_runs in runs.items()},
-        seeds={cell: tuple(sorted(r["experiment"].get("seed", 0) for r in cell_runs)) for cell, cell_runs in runs.items()},
+        scores={cell: float(np.mean([float(r["test_score"]) for r in cell_runs]))
+                for cell, cell_runs in runs.items()},
+        seeds={cell: tuple(sorted(r["experiment"].get("seed", 0) for r in cell_runs))
+               for cell, cell_runs in runs.items()},
         grid_edges=edges)
 
 

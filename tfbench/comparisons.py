@@ -16,6 +16,7 @@ import numpy as np
 
 from tfbench.analysis import RANDOM_INIT, GroupAnalysis
 from tfbench.experiment import identity_diff
+from tfbench.protocol_groups import ProtocolGroup
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class Kind:
     first_side: Callable[[GroupAnalysis], bool]
     second_side: Callable[[GroupAnalysis], bool]
     noted: Callable[[str], bool]  # which differing settings are worth a note (others are expected)
+    # why two groups (first side, second side) cannot be compared, or None; the flag says whether
+    # they are the only groups of their sides
+    incompatibility: Callable[[ProtocolGroup, ProtocolGroup, bool], Optional[str]]
 
 
 def _imagenet_probe(g: GroupAnalysis) -> bool:
@@ -41,6 +45,26 @@ def _imagenet_probe(g: GroupAnalysis) -> bool:
 
 def _random_probe(g: GroupAnalysis) -> bool:
     return g.group.regime == "probe" and g.group.settings.get("init") == RANDOM_INIT
+
+
+def _only_init_differs(a: ProtocolGroup, b: ProtocolGroup, only_pair: bool) -> Optional[str]:
+    differing = [s for s in identity_diff(a.key, b.key) if s != "settings.init"]
+    return f"{a.slug} and {b.slug} differ in {', '.join(differing)}" if differing else None
+
+
+def _equal_steps_and_batch(a: ProtocolGroup, b: ProtocolGroup, only_pair: bool) -> Optional[str]:
+    shape_a = (a.settings.get("train_steps"), a.key.get("batch_size"))
+    shape_b = (b.settings.get("train_steps"), b.key.get("batch_size"))
+    return None if shape_a == shape_b else (
+        f"{a.slug} trains {shape_a[0]} steps of {shape_a[1]}, {b.slug} {shape_b[0]} steps of {shape_b[1]}")
+
+
+def _same_protocol_name(a: ProtocolGroup, b: ProtocolGroup, only_pair: bool) -> Optional[str]:
+    """Probe and fine-tune share no setting to match: runs of one study (one protocol name) pair
+    up, and so do the only probe and the only fine-tune protocol of a folder."""
+    if a.name == b.name or only_pair:
+        return None
+    return f"{a.slug} and {b.slug} belong to different protocols ({a.name}, {b.name})"
 
 
 _SEARCH_SETTINGS = {"regime"} | {f"settings.{name}" for name in
@@ -53,7 +77,8 @@ IMAGENET_VS_RANDOM = Kind(
     second_runs="probe runs on random-init features (python -m tfbench.probe --init=random)",
     paper="The paper: features of ImageNet-trained networks are far better than those of the same "
           "networks at random initialisation.",
-    first_side=_imagenet_probe, second_side=_random_probe, noted=lambda setting: False)
+    first_side=_imagenet_probe, second_side=_random_probe, noted=lambda setting: False,
+    incompatibility=_only_init_differs)
 FINETUNE_VS_SCRATCH = Kind(
     key="finetune_vs_scratch", title="Fine-tuning vs training from scratch, at equal steps and batch size",
     short="fine-tune>scratch", first="fine-tuned", second="from scratch",
@@ -61,14 +86,14 @@ FINETUNE_VS_SCRATCH = Kind(
     paper="The paper: fine-tuning beats training from scratch, by a large margin on small datasets, "
           "and the two converge to similar accuracy on large datasets at long schedules.",
     first_side=lambda g: g.group.regime == "finetune", second_side=lambda g: g.group.regime == "scratch",
-    noted=lambda setting: setting not in _SEARCH_SETTINGS)
+    noted=lambda setting: setting not in _SEARCH_SETTINGS, incompatibility=_equal_steps_and_batch)
 FINETUNE_VS_PROBE = Kind(
     key="finetune_vs_probe", title="Fine-tuning vs the linear probe",
     short="fine-tune>probe", first="fine-tuned", second="linear probe",
     first_runs="fine-tune runs", second_runs="probe runs on ImageNet features",
     paper="The paper: fine-tuning beats the linear probe on most datasets.",
     first_side=lambda g: g.group.regime == "finetune", second_side=_imagenet_probe,
-    noted=lambda setting: setting in ("image_size", "precision"))
+    noted=lambda setting: setting in ("image_size", "precision"), incompatibility=_same_protocol_name)
 KINDS = (IMAGENET_VS_RANDOM, FINETUNE_VS_SCRATCH, FINETUNE_VS_PROBE)
 
 
@@ -129,22 +154,6 @@ class NotDrawn:
 Outcome = Union[Comparison, NotDrawn]
 
 
-def _incompatibility(kind: Kind, first: GroupAnalysis, second: GroupAnalysis, only_pair: bool) -> Optional[str]:
-    """Why two groups cannot be compared, or None."""
-    a, b = first.group, second.group
-    if kind is IMAGENET_VS_RANDOM:
-        differing = [s for s in identity_diff(a.key, b.key) if s != "settings.init"]
-        return f"{a.slug} and {b.slug} differ in {', '.join(differing)}" if differing else None
-    if kind is FINETUNE_VS_SCRATCH:
-        shape_a = (a.settings.get("train_steps"), a.key.get("batch_size"))
-        shape_b = (b.settings.get("train_steps"), b.key.get("batch_size"))
-        return None if shape_a == shape_b else (
-            f"{a.slug} trains {shape_a[0]} steps of {shape_a[1]}, {b.slug} {shape_b[0]} steps of {shape_b[1]}")
-    if a.name == b.name or only_pair:
-        return None
-    return f"{a.slug} and {b.slug} belong to different protocols ({a.name}, {b.name})"
-
-
 def _side_state(g: GroupAnalysis, model: str, dataset: str) -> str:
     statuses = [r["status"] for r in g.group.records
                 if (r["experiment"]["model"], r["experiment"]["dataset"]) == (model, dataset)]
@@ -195,7 +204,7 @@ def compare(groups: Sequence[GroupAnalysis]) -> List[Outcome]:
         drawn, refused = [], []
         for first in firsts:
             for second in seconds:
-                why_not = _incompatibility(kind, first, second, only_pair)
+                why_not = kind.incompatibility(first.group, second.group, only_pair)
                 if why_not is None:
                     drawn.append(pair_up(kind, first, second))
                 else:

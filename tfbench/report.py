@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 from tfbench import files, results
-from tfbench.analysis import GroupAnalysis, ImageNetTop1, ScoreTable, analyze_group, display_names, imagenet_top1_of_models
+from tfbench.analysis import (GroupAnalysis, ImageNetTop1, ScoreTable, analyze_group, display_names,
+                              imagenet_top1_of_models)
 from tfbench.comparisons import Comparison, NotDrawn, Outcome, compare
 from tfbench.correlation import BOOTSTRAP_RESAMPLES, CONFIDENCE, LOGIT_EPS, MIN_MODELS
 from tfbench.experiment import path_component
@@ -141,10 +142,10 @@ def table_notes(table: ScoreTable, labels: Mapping[str, str]) -> List[str]:
             for (m, d), edges in sorted(table.grid_edges.items()))
         notes.append(f"{EDGE_MARK} the chosen hyperparameter is at an end of its grid, so the best value "
                      f"may lie beyond the values searched: {cells}.")
-    averaged = [(cell, seeds) for cell, seeds in sorted(table.seeds.items()) if len(seeds) > 1]
+    averaged = [f"{labels.get(m, m)} on {d} (seeds {', '.join(map(str, seeds))})"
+                for (m, d), seeds in sorted(table.seeds.items()) if len(seeds) > 1]
     if averaged:
-        notes.append("Mean over seeds: " + "; ".join(
-            f"{labels.get(m, m)} on {d} (seeds {', '.join(map(str, seeds))})" for (m, d), seeds in averaged) + ".")
+        notes.append("Mean over seeds: " + "; ".join(averaged) + ".")
     return notes
 
 
@@ -169,13 +170,14 @@ def correlation_rows(analysis: Analysis) -> List[Dict[str, str]]:
 
 def protocol_rows(analysis: Analysis) -> List[Dict[str, str]]:
     def paper_differences(g: GroupAnalysis) -> str:
-        differences = g.group.paper_differences
-        return "; ".join(f"{k}: {v.get('run')} (paper: {v.get('paper')})" for k, v in sorted(differences.items())) \
-            if differences else ("none" if g.group.name == "paper" else "not stated")
+        differences = sorted(g.group.paper_differences.items())
+        if not differences:
+            return "none" if g.group.name == "paper" else "not stated"
+        return "; ".join(f"{k}: {v.get('run')} (paper: {v.get('paper')})" for k, v in differences)
 
     return [{"group": slug, "protocol": g.group.name, "id": g.group.id, "regime": g.group.regime,
-             "runs": str(len(g.group.records)),
-             "batch size": str(g.group.key.get("batch_size")), "image size": str(g.group.key.get("image_size") or "native"),
+             "runs": str(len(g.group.records)), "batch size": str(g.group.key.get("batch_size")),
+             "image size": str(g.group.key.get("image_size") or "native"),
              "differs from the paper in": paper_differences(g)}
             for slug, g in analysis.groups.items()]
 
@@ -410,7 +412,8 @@ def analysis_json(analysis: Analysis) -> Dict[str, Any]:
         "imagenet_top1": {model: {"value": t.value, "kind": t.kind(), "source": t.source,
                                   "label": analysis.labels.get(model, model)}
                           for model, t in analysis.top1.items()},
-        "differing_settings": {regime: {k: dict(v) for k, v in s.items()} for regime, s in analysis.differing.items()},
+        "differing_settings": {regime: {setting: dict(values) for setting, values in settings.items()}
+                               for regime, settings in analysis.differing.items()},
         "groups": groups,
         "comparisons": comparisons,
     }
@@ -435,8 +438,10 @@ def print_summary(analysis: Analysis, file: TextIO = sys.stdout) -> None:
             print(f"\n== {outcome.kind.title}: {outcome.first.group.slug} vs {outcome.second.group.slug} ==",
                   file=file)
             results.print_table(comparison_rows(outcome, analysis.labels), file=file)
-            for line in list(outcome.notes) + (["missing: " + "; ".join(outcome.missing)] if outcome.missing else []):
-                print(line, file=file)
+            for note in outcome.notes:
+                print(note, file=file)
+            if outcome.missing:
+                print("missing: " + "; ".join(outcome.missing), file=file)
     if analysis.failures:
         print("\n== runs not counted ==", file=file)
         results.print_table(failure_rows(analysis), file=file)
@@ -449,8 +454,10 @@ def write_report(analysis: Analysis, report_dir: str) -> List[str]:
     """Writes every report file into report_dir; returns their paths, report.md last."""
     from tfbench import figures
 
-    contents = {name: figures.png(figures.figure1(groups)) for name, groups in figure1_files(analysis).items()}
-    contents.update({name: figures.png(figures.comparison_figure(c)) for name, c in comparison_files(analysis).items()})
+    contents = {name: figures.png(figures.figure1(groups))
+                for name, groups in figure1_files(analysis).items()}
+    contents.update({name: figures.png(figures.comparison_figure(comparison))
+                     for name, comparison in comparison_files(analysis).items()})
     for slug, group in analysis.groups.items():
         contents[f"scores_{slug}.md"] = (
             f"# Test scores (%), {group.title()}\n\n" + markdown_table(score_rows(group.table, analysis.labels))
