@@ -551,3 +551,15 @@ def test_seeds_of_one_protocol_share_its_table_as_their_mean(tmp_path):
     table = analysis.groups["finetune"].table
     assert table.score("resnet50", "dtd") == pytest.approx(0.65) and table.seeds[("resnet50", "dtd")] == (0, 1)
     assert "Mean over seeds: ResNet-50 on dtd (seeds 0, 1)." in stdout
+
+
+def test_binary_rejects_an_unknown_protocol_with_one_line_and_writes_nothing(two_protocols):
+    finished = _binary(f"--output_dir={two_protocols}", "--protocol=full")
+    assert finished.returncode == 2
+    assert finished.stderr == ("error: --protocol: unknown protocol 'full'; valid choices: mini, paper "
+                               f"(names) or {', '.join(_ids(two_protocols))} (ids)\n")
+    assert not (two_protocols / "report").exists()
+
+
+def _ids(root):
+    return [g.group.id for g in report.analyze(report.collect(str(root)), TOP1.get, resamples=100).groups.values()]
