@@ -522,13 +522,20 @@ def test_the_three_comparisons_pair_runs_by_model_and_dataset(tmp_path):
 
 def test_comparisons_that_cannot_be_drawn_say_which_runs_are_missing(tmp_path):
     _mini(str(tmp_path), scratch_steps=600, with_random=False)
-    outcomes = {o.kind.key: o for o in _report(tmp_path)[0].comparisons}
+    analysis, _, stdout = _report(tmp_path)
+    outcomes = {o.kind.key: o for o in analysis.comparisons}
     assert isinstance(outcomes["imagenet_vs_random"], comparisons.NotDrawn)
     reason = outcomes["imagenet_vs_random"].reason
     assert "no probe runs on random-init features" in reason and "--init=random" in reason
     assert isinstance(outcomes["finetune_vs_scratch"], comparisons.NotDrawn)
     assert "finetune trains 60 steps of 32, scratch 600 steps of 32" in outcomes["finetune_vs_scratch"].reason
     assert isinstance(outcomes["finetune_vs_probe"], comparisons.Comparison)
+    # the summary leads with what can be drawn and ends with what cannot, naming the runs lacking
+    lines = report.summary_lines(analysis)
+    assert lines[0].startswith("Fine-tuning vs the linear probe (finetune vs probe)")
+    assert lines[-2:] == [outcomes["imagenet_vs_random"].sentence(), outcomes["finetune_vs_scratch"].sentence()]
+    last = stdout.strip().splitlines()[-1]
+    assert "not drawn" not in last and "fine-tune>probe 2/3" in last
 
 
 def test_with_five_models_in_r_the_summary_leads_with_r(tmp_path):

@@ -240,29 +240,36 @@ def runs_csv(analysis: Analysis) -> str:
 # Summary
 
 
+def drawn(analysis: Analysis) -> List[Comparison]:
+    return [o for o in analysis.comparisons if isinstance(o, Comparison)]
+
+
 def comparisons_lead(analysis: Analysis) -> bool:
-    """Whether the paired comparisons come first: no r rests on HEADLINE_MIN_MODELS models."""
-    return max((g.correlation.n for g in analysis.groups.values()), default=0) < HEADLINE_MIN_MODELS
+    """Whether the paired comparisons come first: some are drawn, and no r rests on
+    HEADLINE_MIN_MODELS models."""
+    most = max((g.correlation.n for g in analysis.groups.values()), default=0)
+    return bool(drawn(analysis)) and most < HEADLINE_MIN_MODELS
 
 
 def summary_lines(analysis: Analysis) -> List[str]:
-    """The report's findings, most telling first; what report.md opens with and the terminal ends with."""
-    compared = [o.sentence() + (f" {o.kind.paper}" if isinstance(o, Comparison) else "")
-                for o in analysis.comparisons]
+    """The report's findings, most telling first, then the comparisons the runs cannot draw (and
+    what they lack): what report.md opens with and the terminal ends with."""
+    compared = [f"{c.sentence()} {c.kind.paper}" for c in drawn(analysis)]
+    not_drawn = [o.sentence() for o in analysis.comparisons if isinstance(o, NotDrawn)]
     correlations = []
     for slug, g in analysis.groups.items():
         caveat = (f" (r over {g.correlation.n} models says little; the paper's is over {PAPER_NETWORKS} networks)"
                   if g.correlation.r is not None and g.correlation.n < HEADLINE_MIN_MODELS else "")
         correlations.append(f"r {slug} (ImageNet top-1 vs mean log odds) = {g.correlation.describe()}; "
                             f"{g.paper_note()}{caveat}.")
-    return compared + correlations if comparisons_lead(analysis) else correlations + compared
+    return (compared + correlations if comparisons_lead(analysis) else correlations + compared) + not_drawn
 
 
 def summary_line(analysis: Analysis, report_path: str) -> str:
     """The last line the binary prints: run counts, the lead findings, where the report is."""
     correlations = "r " + (" ".join(f"{slug}={g.correlation.compact()}" for slug, g in analysis.groups.items())
                            or "n/a (no ok runs)")
-    compared = ", ".join(o.compact() for o in analysis.comparisons)
+    compared = ", ".join(c.compact() for c in drawn(analysis))
     findings = [compared, correlations] if comparisons_lead(analysis) else [correlations, compared]
     ok = len(analysis.runs) - len(analysis.failures)
     return f"report: {len(analysis.runs)} runs ({ok} ok), {'; '.join(f for f in findings if f)} -> {report_path}"
@@ -280,11 +287,11 @@ def figure1_files(analysis: Analysis) -> Dict[str, List[GroupAnalysis]]:
 
 
 def comparison_files(analysis: Analysis) -> Dict[str, Comparison]:
-    drawn = [o for o in analysis.comparisons if isinstance(o, Comparison)]
+    comparisons = drawn(analysis)
     files_by_name = {}
-    for comparison in drawn:
+    for comparison in comparisons:
         name = comparison.kind.key
-        if sum(o.kind is comparison.kind for o in drawn) > 1:
+        if sum(c.kind is comparison.kind for c in comparisons) > 1:
             name += f"_{comparison.first.group.slug}_{comparison.second.group.slug}"
         files_by_name[f"{name}.png"] = comparison
     return files_by_name
@@ -433,15 +440,14 @@ def print_summary(analysis: Analysis, file: TextIO = sys.stdout) -> None:
         print(f"r {slug} = {group.correlation.describe()}; {group.paper_note()}", file=file)
     print("\n== ImageNet top-1 used ==", file=file)
     results.print_table(top1_rows(analysis), file=file)
-    for outcome in analysis.comparisons:
-        if isinstance(outcome, Comparison):
-            print(f"\n== {outcome.kind.title}: {outcome.first.group.slug} vs {outcome.second.group.slug} ==",
-                  file=file)
-            results.print_table(comparison_rows(outcome, analysis.labels), file=file)
-            for note in outcome.notes:
-                print(note, file=file)
-            if outcome.missing:
-                print("missing: " + "; ".join(outcome.missing), file=file)
+    for comparison in drawn(analysis):
+        print(f"\n== {comparison.kind.title}: {comparison.first.group.slug} vs "
+              f"{comparison.second.group.slug} ==", file=file)
+        results.print_table(comparison_rows(comparison, analysis.labels), file=file)
+        for note in comparison.notes:
+            print(note, file=file)
+        if comparison.missing:
+            print("missing: " + "; ".join(comparison.missing), file=file)
     if analysis.failures:
         print("\n== runs not counted ==", file=file)
         results.print_table(failure_rows(analysis), file=file)
