@@ -147,9 +147,6 @@ class NotDrawn:
     def sentence(self) -> str:
         return f"{self.kind.title}: not drawn: {self.reason}."
 
-    def compact(self) -> str:
-        return f"{self.kind.short} not drawn"
-
 
 Outcome = Union[Comparison, NotDrawn]
 
