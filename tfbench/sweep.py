@@ -12,6 +12,7 @@ non-zero if any run failed. When every run is done the report (tfbench.report) i
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from typing import Dict, List, Tuple
@@ -31,6 +32,10 @@ for _regime in REGIMES:
     flags.DEFINE_string(f"{_regime}_flags", None,
                         f"Flagfile with the {_regime} regime's own settings, read after the "
                         "command line for that regime only.")
+flags.DEFINE_list(
+    "probe_inits", ["imagenet"],
+    "Probe the features of these initialisations: imagenet (the paper), random (the same network "
+    "randomly initialised: what the architecture alone gives; the report compares the two).")
 flags.DEFINE_boolean("report", True, "Rebuild the report under <output_dir>/report at the end.")
 
 SETTINGS = {
@@ -84,9 +89,11 @@ def plan(argv: List[str]) -> List[Tuple[Experiment, Runtime]]:
         display_names = {model: backbones.spec(model).display_name for model in models}
         for dataset in names:
             datasets.spec(dataset, skip_bad_images=FLAGS.skip_bad_images)
-        experiments += [(Experiment(regime=regime, model=model, dataset=dataset, settings=settings,
+        variants = ([dataclasses.replace(settings, init=init) for init in FLAGS.probe_inits]
+                    if regime == "probe" else [settings])
+        experiments += [(Experiment(regime=regime, model=model, dataset=dataset, settings=variant,
                                     display_name=display_names[model], **shared), runtime)
-                        for dataset in names for model in models]
+                        for variant in variants for dataset in names for model in models]
     return experiments
 
 
