@@ -8,6 +8,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -127,6 +128,10 @@ def test_kill_during_training_then_rerun_resumes_and_matches(tmp_path):
                            capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "scratch: model=tiny dataset=digits status=ok" in rerun.stdout
+    # Library chatter stays out of the user's terminal: no INFO line per checkpoint, no retracing warnings.
+    chatter = [line for line in rerun.stderr.splitlines()
+               if "retracing" in line or re.match(r"(I\d{4} \d\d:|INFO:)", line) and ".py:" in line]
+    assert not chatter, chatter[:3]
 
     # Runtime knobs are not part of a run's identity: other ones skip the finished run.
     again = subprocess.run(_command(resumed) + ["--checkpoint_every=7", "--eval_every=0",

@@ -23,6 +23,7 @@ def test_probe_on_digits_beats_chance_and_second_run_is_a_cache_hit(tmp_path, mo
     assert record["test_score"] > 0.6  # 10 classes: chance is 0.1
     assert record["details"]["examples"] == {"train": 1151, "val": 287, "test": 359}
     tried = [t["hyperparameters"]["l2"] for t in record["trials"]]
+    assert all("validation_score" in t for t in record["trials"])  # one name in every regime
     assert record["hyperparameters"]["l2"] in tried and len(tried) >= 10
     assert record["timings"]["images_per_second"] > 0
 
