@@ -181,6 +181,8 @@ def test_tiny_runs_on_data_and_its_pretrained_init_is_fixed(tmp_path):
     path = str(tmp_path / "tiny.keras")
     first.save(path)
     np.testing.assert_allclose(numpy(keras.saving.load_model(path)(x)), features, rtol=1e-6)
+    # A backbone tfbench saved (its InputScaling inside) serves again as a .keras backbone.
+    np.testing.assert_allclose(numpy(backbones.build(path)(x)), features, rtol=1e-6)
 
 
 def test_image_size_overrides_the_native_size():

@@ -154,9 +154,12 @@ def _build_keras_file(path: str, name: str, pretrained: bool, image_size: Option
                       scaling: Optional[InputConvention]):
     import keras
 
+    from tfbench.backbones.hub_layer import SavedModelLayer
     from tfbench.backbones.scaling import InputScaling
 
-    network = keras.saving.load_model(path, compile=False)
+    # A backbone that tfbench fine-tuned and saved holds tfbench's own layers.
+    tfbench_layers = {"tfbench>InputScaling": InputScaling, "tfbench>SavedModelLayer": SavedModelLayer}
+    network = keras.saving.load_model(path, custom_objects=tfbench_layers, compile=False)
     if len(network.inputs) != 1 or len(network.outputs) != 1:
         raise ValueError(f"{path} must have one image input and one feature output")
     last = network.layers[-1]
