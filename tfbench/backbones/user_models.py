@@ -101,7 +101,10 @@ def _check_saved_model_dir(path: str) -> None:
         raise ModelNotFoundError(path, "not a SavedModel directory (no saved_model.pb)")
 
 
-def _default_scaling(kind: str) -> Optional[InputConvention]:
+def _convention_of(kind: str, user: Optional[UserModel]) -> Optional[InputConvention]:
+    """The models file's convention, else the source's: a .keras file scales its own input."""
+    if user and user.scaling:
+        return user.scaling
     return None if kind == "keras_file" else SAVED_MODEL_SCALING
 
 
@@ -115,7 +118,7 @@ def build(source: str, pretrained: bool, image_size: Optional[int],
           user: Optional[UserModel] = None):
     """The backbone of a path form (see the module docstring), scaled as `user` says if given."""
     kind, location = locate(source)
-    scaling = user.scaling if user and user.scaling else _default_scaling(kind)
+    scaling = _convention_of(kind, user)
     name = user.name if user else _model_name(location)
     if kind == "keras_file":
         return _build_keras_file(location, name, pretrained, image_size, scaling)
@@ -129,8 +132,8 @@ def spec(source: str, user: Optional[UserModel] = None) -> BackboneSpec:
     size and feature dimension."""
     kind, location = locate(source)
     model = build(source, True, None, user)
-    scaling = user.scaling if user and user.scaling else _default_scaling(kind)
-    description = (KERAS_FILE_SCALING if scaling is None else conventions.describe(scaling))
+    scaling = _convention_of(kind, user)
+    description = KERAS_FILE_SCALING if scaling is None else conventions.describe(scaling)
     return BackboneSpec(
         name=user.name if user else source, source=kind, image_size=int(model.input_shape[1]),
         feature_dim=int(model.output_shape[-1]),
