@@ -181,6 +181,8 @@ def test_tiny_runs_on_data_and_its_pretrained_init_is_fixed(tmp_path):
     path = str(tmp_path / "tiny.keras")
     first.save(path)
     np.testing.assert_allclose(numpy(keras.saving.load_model(path)(x)), features, rtol=1e-6)
+    # A backbone tfbench saved (its InputScaling inside) serves again as a .keras backbone.
+    np.testing.assert_allclose(numpy(backbones.build(path)(x)), features, rtol=1e-6)
 
 
 def test_image_size_overrides_the_native_size():
@@ -277,12 +279,16 @@ def test_every_entry_states_its_accuracy_source():
 
 def test_names_are_checked_without_importing_tensorflow(tmp_path):
     """A --model typo or a missing path must be answered before TensorFlow (seconds) is loaded."""
+    (tmp_path / "mine.keras").write_bytes(b"")  # only looked at, never loaded, by the checks
+    models_file = write_models_file(tmp_path, '[[model]]\nname = "mine"\nsource = "mine.keras"\n')
     script = f"""
 import sys, time
 start = time.perf_counter()
 from tfbench import backbones
 from tfbench.registry import UnknownNameError
 assert backbones.spec("resnet50").image_size == 224 and "tiny" in backbones.names()
+backbones.load_models_file({models_file!r})
+assert "mine" in backbones.names()
 for bad, error in (("resnet5O", UnknownNameError),
                    ({str(tmp_path / "missing.keras")!r}, backbones.ModelNotFoundError)):
     try:

@@ -68,12 +68,29 @@ REGISTRY: Registry[BackboneSpec] = Registry(
 )
 
 KERAS_TABLE = "Keras Applications documentation table (keras.io/api/applications)"
+LITE_TOP1_SOURCE = "tensorflow/tpu models/official/efficientnet/lite/README.md (FP32 accuracy)"
 _KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
 
 def names():
     """Registered backbone names, in registration order."""
     return REGISTRY.names()
+
+
+def input_size(source: str, static_size: Optional[int], image_size: Optional[int],
+               default_size: int) -> int:
+    """The input size of a model that may fix its own: that one, else the asked one, else default."""
+    if static_size is not None and image_size is not None and image_size != static_size:
+        raise ValueError(
+            f"{source} has a fixed input size of {static_size}; "
+            f"image_size={image_size} cannot be used"
+        )
+    return static_size or image_size or default_size
+
+
+def is_remote(handle: str) -> bool:
+    """A URL (downloaded into the TF-Hub cache) rather than a local SavedModel directory."""
+    return "://" in handle
 
 
 def _register(name: str, source: str, image_size: int, feature_dim: int,
@@ -171,25 +188,9 @@ for _version, _top1 in ((1, 0.698), (2, 0.739)):
               _SLIM_TABLE.format(f"inception_v{_version}_2016_08_28"), "unit",
               handle=f"https://tfhub.dev/google/imagenet/inception_v{_version}/feature_vector/5")
 
-_LITE_TABLE = "tensorflow/tpu models/official/efficientnet/lite/README.md (FP32 accuracy)"
 for _index, (_size, _top1) in enumerate(((224, 0.751), (240, 0.767), (260, 0.776))):
-    _register(f"efficientnet_lite{_index}", "efficientnet_lite", _size, 1280, _top1, _LITE_TABLE,
-              None)
+    _register(f"efficientnet_lite{_index}", "efficientnet_lite", _size, 1280, _top1,
+              LITE_TOP1_SOURCE, None)
 
 _register("tiny", "tiny", 32, 32, None, "none: a test network, no ImageNet weights exist", "unit")
 
-
-def input_size(source: str, static_size: Optional[int], image_size: Optional[int],
-               default_size: int) -> int:
-    """The input size of a model that may fix its own: that one, else the asked one, else default."""
-    if static_size is not None and image_size is not None and image_size != static_size:
-        raise ValueError(
-            f"{source} has a fixed input size of {static_size}; "
-            f"image_size={image_size} cannot be used"
-        )
-    return static_size or image_size or default_size
-
-
-def is_remote(handle: str) -> bool:
-    """A URL (downloaded into the TF-Hub cache) rather than a local SavedModel directory."""
-    return "://" in handle

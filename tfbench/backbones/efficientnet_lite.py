@@ -53,10 +53,10 @@ import numpy as np
 
 from tfbench import files
 from tfbench.backbones import torch_pickle
+from tfbench.backbones.catalog import LITE_TOP1_SOURCE
 from tfbench.backbones.errors import WeightsUnavailableError
 from tfbench.registry import Registry
 
-TOP1_SOURCE = "tensorflow/tpu models/official/efficientnet/lite/README.md (FP32 accuracy)"
 BATCH_NORM_MOMENTUM = 0.99
 BATCH_NORM_EPSILON = 1e-3
 DROP_CONNECT_RATE = 0.2
@@ -90,7 +90,7 @@ class LiteVariant:
     pip_package: str
     weights_file: str  # path inside the installed package
     weights_sha256: str
-    top1_source: str = TOP1_SOURCE
+    top1_source: str = LITE_TOP1_SOURCE
     feature_dim: int = HEAD_FILTERS
 
     @property

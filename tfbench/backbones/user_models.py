@@ -102,7 +102,10 @@ def _check_saved_model_dir(path: str) -> None:
         raise ModelNotFoundError(path, "not a SavedModel directory (no saved_model.pb)")
 
 
-def _default_scaling(kind: str) -> Optional[InputConvention]:
+def _convention_of(kind: str, user: Optional[UserModel]) -> Optional[InputConvention]:
+    """The models file's convention, else the source's: a .keras file scales its own input."""
+    if user and user.scaling:
+        return user.scaling
     return None if kind == "keras_file" else SAVED_MODEL_SCALING
 
 
@@ -116,7 +119,7 @@ def build(source: str, pretrained: bool, image_size: Optional[int],
           user: Optional[UserModel] = None):
     """The backbone of a path form (see the module docstring), scaled as `user` says if given."""
     kind, location = locate(source)
-    scaling = user.scaling if user and user.scaling else _default_scaling(kind)
+    scaling = _convention_of(kind, user)
     name = user.name if user and NAME_PATTERN.fullmatch(user.name) else _model_name(location)
     if kind == "keras_file":
         return _build_keras_file(location, name, pretrained, image_size, scaling)
@@ -130,8 +133,8 @@ def spec(source: str, user: Optional[UserModel] = None) -> BackboneSpec:
     size and feature dimension."""
     kind, location = locate(source)
     model = build(source, True, None, user)
-    scaling = user.scaling if user and user.scaling else _default_scaling(kind)
-    description = (KERAS_FILE_SCALING if scaling is None else conventions.describe(scaling))
+    scaling = _convention_of(kind, user)
+    description = KERAS_FILE_SCALING if scaling is None else conventions.describe(scaling)
     return BackboneSpec(
         name=user.name if user else source, source=kind, image_size=int(model.input_shape[1]),
         feature_dim=int(model.output_shape[-1]),
@@ -155,9 +158,12 @@ def _build_keras_file(path: str, name: str, pretrained: bool, image_size: Option
                       scaling: Optional[InputConvention]):
     import keras
 
+    from tfbench.backbones.hub_layer import SavedModelLayer
     from tfbench.backbones.scaling import InputScaling
 
-    network = keras.saving.load_model(path, compile=False)
+    # A backbone that tfbench fine-tuned and saved holds tfbench's own layers.
+    tfbench_layers = {"tfbench>InputScaling": InputScaling, "tfbench>SavedModelLayer": SavedModelLayer}
+    network = keras.saving.load_model(path, custom_objects=tfbench_layers, compile=False)
     if len(network.inputs) != 1 or len(network.outputs) != 1:
         raise ValueError(f"{path} must have one image input and one feature output")
     last = network.layers[-1]
