@@ -12,9 +12,10 @@ share of a worker a task occupies without computing anything. Goal: under 1% of 
 (0.6 s). Ray's start-up (about 10 s) is reported apart: it is paid once per study, not per task.
 2. grids: the mini-reproduction's fine-tune and scratch grids (flags/mini.flags: 3 EfficientNet-
 Lite networks on the Fashion-MNIST subset, 2 trials + 1 retrain per run) run by `tfbench.sweep`
-with the local executor (one process, TensorFlow on every core) and with Ray on this machine
-(one single-thread worker per core), into separate folders; wall time of each and whether they
-choose the same hyperparameters and reach the same test scores.
+with the local executor (one task at a time) and with Ray on this machine (one task per core at
+once; TensorFlow's thread pools are left at their default in both, since their size changes a CPU
+result), into separate folders; wall time of each and whether they choose the same
+hyperparameters and reach the same test scores.
 3. dry_run: `tfbench.sweep --dry_run` of the paper's full study (flags/paper.flags: 12 datasets x
 3 regimes; its 15 registered networks plus resnet50_v2 standing in for Inception v4, which the
 registry lacks: the plan's size does not depend on which network) at --images_per_second per GPU.
@@ -114,8 +115,8 @@ def grids(args) -> None:
         rows[name + "_answers"] = answers
     same = rows["local_answers"] == rows["ray_answers"]
     print(f"mini fine-tune + scratch grids ({len(rows['local_answers'])} runs) on {os.cpu_count()} cores:")
-    print(f"  local (one process, every core): {rows['local']:.0f} s")
-    print(f"  ray ({os.cpu_count()} single-thread workers): {rows['ray']:.0f} s  (Ray start-up included)")
+    print(f"  local (one task at a time): {rows['local']:.0f} s")
+    print(f"  ray ({os.cpu_count()} workers, one task each): {rows['ray']:.0f} s  (Ray start-up included)")
     print(f"  ray / local: {rows['ray'] / rows['local']:.2f}; same choices and test scores: {same}")
     print(f"  records: {folder}")
 

@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
-from tfbench import linear, metrics  # noqa: E402
+from tfbench import linear, metrics, protocol  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,10 +97,10 @@ def sklearn_search(data: ProbeData, metric: str, warm_start: bool) -> SearchOutc
         model = LogisticRegression(warm_start=warm_start)
         models: Dict[float, LogisticRegression] = {}
         scores: Dict[float, float] = {}
-        for l2 in sorted(linear.PAPER_GRID, reverse=True):
+        for l2 in sorted(protocol.PROBE_L2_GRID, reverse=True):
             if not warm_start:
                 model = LogisticRegression()
-            model.set_params(C=linear.sklearn_c(l2, len(data.train_y)))
+            model.set_params(C=linear.sklearn_c(l2))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 model.fit(data.train_x, data.train_y)
@@ -115,7 +115,7 @@ def sklearn_search(data: ProbeData, metric: str, warm_start: bool) -> SearchOutc
 
 def tfbench_search(data: ProbeData, metric: str, grid: str) -> SearchOutcome:
     def run():
-        result = linear.search(data.train_x, data.train_y, data.val_x, data.val_y, metric=metric, grid=grid)
+        result = linear.select_l2(data.train_x, data.train_y, data.val_x, data.val_y, metric=metric, search=grid)
         return result.l2, lambda features: linear.decision_scores(result.fit, features)
 
     return _timed(f"tfbench {grid} search", metric, data, run)

@@ -1,4 +1,4 @@
-"""Test-wide guards: no network, quiet TensorFlow, a private Keras/TFDS home.
+"""Test-wide guards: no network, quiet TensorFlow, a private Keras/TFDS/tfbench cache home.
 
 Any attempt to reach a non-loopback address fails at once with a clear message, so a test that
 would download weights or data (an offline `tfds.load` otherwise retries for minutes) fails fast.
@@ -14,6 +14,7 @@ _HOME = tempfile.mkdtemp(prefix="tfbench-test-home-")
 os.environ["KERAS_HOME"] = os.path.join(_HOME, "keras")
 os.environ["TFDS_DATA_DIR"] = os.path.join(_HOME, "tfds")
 os.environ["TFHUB_CACHE_DIR"] = os.path.join(_HOME, "tfhub")
+os.environ["TFBENCH_CACHE"] = os.path.join(_HOME, "tfbench")
 os.environ["NO_GCE_CHECK"] = "true"
 
 import pytest  # noqa: E402

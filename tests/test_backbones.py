@@ -1,8 +1,11 @@
-"""Backbone registry and build(): shapes, input scaling, generic sources, offline behaviour."""
+"""Backbone catalog and build(): shapes, input scaling, generic sources and models files, offline
+behaviour, and name checks that never wait for TensorFlow."""
 
 import hashlib
 import importlib
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -10,10 +13,10 @@ import pytest
 
 import keras
 from tfbench import backbones
-from tfbench.backbones import InputScaling, WeightsUnavailableError
-from tfbench.registry import UnknownNameError
+from tfbench.backbones import InputScaling, WeightsUnavailableError, conventions, user_models
+from tfbench.registry import Registry, UnknownNameError
 
-LITE_AVAILABLE = importlib.util.find_spec("tfbench.efficientnet_lite") is not None
+LITE_AVAILABLE = importlib.util.find_spec("tfbench.backbones.efficientnet_lite") is not None
 BUILDABLE_OFFLINE = [n for n in backbones.names() if backbones.spec(n).source != "hub"]
 KERAS_ENTRIES = [n for n in backbones.names() if backbones.spec(n).source == "keras"]
 HUB_ENTRIES = [n for n in backbones.names() if backbones.spec(n).source == "hub"]
@@ -37,7 +40,7 @@ def numpy(x):
 def test_every_entry_builds_with_its_recorded_size_and_feature_dim(name):
     described = backbones.spec(name)
     if described.source == "efficientnet_lite" and not LITE_AVAILABLE:
-        pytest.skip("tfbench.efficientnet_lite is not in the tree yet")
+        pytest.skip("tfbench.backbones.efficientnet_lite is not in the tree yet")
     model = backbones.build(name, pretrained=False)
     size = described.image_size
     assert model.input_shape == (None, size, size, 3)
@@ -147,9 +150,9 @@ def test_hub_entries_use_the_tf2_feature_vector_handles():
         "https://tfhub.dev/google/imagenet/inception_v2/feature_vector/5")
 
 
-@pytest.mark.skipif(not LITE_AVAILABLE, reason="tfbench.efficientnet_lite is not in the tree yet")
+@pytest.mark.skipif(not LITE_AVAILABLE, reason="tfbench.backbones.efficientnet_lite is not in the tree yet")
 def test_lite_entries_agree_with_efficientnet_lite():
-    from tfbench import efficientnet_lite
+    from tfbench.backbones import efficientnet_lite
 
     assert sorted(efficientnet_lite.VARIANTS) == [
         n for n in backbones.names() if backbones.spec(n).source == "efficientnet_lite"]
@@ -178,6 +181,8 @@ def test_tiny_runs_on_data_and_its_pretrained_init_is_fixed(tmp_path):
     path = str(tmp_path / "tiny.keras")
     first.save(path)
     np.testing.assert_allclose(numpy(keras.saving.load_model(path)(x)), features, rtol=1e-6)
+    # A backbone tfbench saved (its InputScaling inside) serves again as a .keras backbone.
+    np.testing.assert_allclose(numpy(backbones.build(path)(x)), features, rtol=1e-6)
 
 
 def test_image_size_overrides_the_native_size():
@@ -270,3 +275,189 @@ def test_every_entry_states_its_accuracy_source():
         assert described.top1_source
         if described.imagenet_top1 is not None:
             assert 0.5 < described.imagenet_top1 < 0.95, name
+
+
+def test_names_are_checked_without_importing_tensorflow(tmp_path):
+    """A --model typo or a missing path must be answered before TensorFlow (seconds) is loaded."""
+    (tmp_path / "mine.keras").write_bytes(b"")  # only looked at, never loaded, by the checks
+    models_file = write_models_file(tmp_path, '[[model]]\nname = "mine"\nsource = "mine.keras"\n')
+    script = f"""
+import sys, time
+start = time.perf_counter()
+from tfbench import backbones
+from tfbench.registry import UnknownNameError
+assert backbones.spec("resnet50").image_size == 224 and "tiny" in backbones.names()
+backbones.load_models_file({models_file!r})
+assert "mine" in backbones.names()
+for bad, error in (("resnet5O", UnknownNameError),
+                   ({str(tmp_path / "missing.keras")!r}, backbones.ModelNotFoundError)):
+    try:
+        backbones.spec(bad)
+    except error:
+        pass
+    else:
+        raise AssertionError(bad)
+elapsed = time.perf_counter() - start
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tensorflow_hub"))
+print(elapsed, heavy)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode == 0, result.stderr
+    elapsed, heavy = result.stdout.split(" ", 1)
+    assert heavy.strip() == "[]"
+    assert float(elapsed) < 1.0
+
+
+@pytest.mark.parametrize("given, problem", [
+    ("missing.keras", "no Keras model file"),
+    ("no/such/dir", "neither a SavedModel directory nor a .keras file"),
+    (".", "no saved_model.pb"),
+    ("hub:no/such/dir", "no SavedModel directory"),
+])
+def test_a_missing_model_path_is_one_line_naming_it_and_the_valid_forms(tmp_path, given, problem):
+    from tfbench import flags_common
+
+    path = given.replace("hub:", "hub:" + str(tmp_path) + os.sep) if given.startswith("hub:") \
+        else str(tmp_path / given)
+    for call in (backbones.spec, backbones.build, lambda p: backbones.weights_fingerprint(p, True)):
+        with pytest.raises(backbones.ModelNotFoundError) as raised:
+            call(path)
+        message = str(raised.value)
+        assert "\n" not in message and problem in message
+        assert path.removeprefix("hub:").rstrip(os.sep + ".") in message
+        for form in ("registered name", "hub:<handle", "SavedModel directory", ".keras file"):
+            assert form in message
+    assert issubclass(backbones.ModelNotFoundError, flags_common.user_errors())
+
+
+# ---------------------------------------------------------------- generic input conventions
+
+def test_range_and_mean_std_conventions_match_their_formulas():
+    x = pixels(seed=4)
+    for (low, high) in ((0, 1), (-1, 1), (0, 255), (-0.5, 2)):
+        layer = InputScaling(conventions.from_range(low, high))
+        np.testing.assert_allclose(numpy(layer(x)), low + x / 255.0 * (high - low), rtol=1e-5, atol=1e-4)
+    mean, std = np.array([0.5, 0.4, 0.3]), np.array([0.2, 0.25, 0.3])
+    layer = InputScaling(conventions.from_mean_std(mean, std))
+    np.testing.assert_allclose(numpy(layer(x)), (x / 255.0 - mean) / std, rtol=1e-5, atol=1e-4)
+    assert layer.mode is None
+    # A range that is a named convention gets its name's description, hence the same cache key.
+    assert conventions.from_range(0, 1).description == conventions.named("unit").description
+    assert conventions.from_range(-1, 1).description == conventions.named("tf").description
+    for bad, message in (((1, 0), "lo < hi"), ((0, float("inf")), "finite")):
+        with pytest.raises(ValueError, match=message):
+            conventions.from_range(*bad)
+    with pytest.raises(ValueError, match="3 values"):
+        conventions.from_mean_std([0.5, 0.5], [0.2, 0.2])
+    with pytest.raises(ValueError, match="positive"):
+        conventions.from_mean_std([0.5] * 3, [0.2, 0.0, 0.2])
+
+
+def test_generic_and_named_scaling_survive_saving(tmp_path):
+    x = pixels(seed=6)
+    for mode in ("caffe", conventions.from_mean_std([0.5, 0.4, 0.3], [0.2, 0.25, 0.3])):
+        inputs = keras.Input((9, 9, 3))
+        model = keras.Model(inputs, InputScaling(mode)(inputs))
+        path = str(tmp_path / "scaling.keras")
+        model.save(path)
+        np.testing.assert_allclose(numpy(keras.saving.load_model(path)(x)), numpy(model(x)), rtol=1e-6)
+    # the config written by earlier versions: {"mode": "<name>"}
+    restored = InputScaling.from_config({"name": "input_scaling", "mode": "torch"})
+    assert restored.mode == "torch"
+
+
+# ---------------------------------------------------------------- models files
+
+@pytest.fixture
+def models_registry(monkeypatch):
+    """A fresh registry of models-file models for each test."""
+    monkeypatch.setattr(user_models, "MODELS", Registry("model"))
+
+
+def write_models_file(folder, text):
+    path = folder / "models.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_models_file_names_a_keras_model_with_top1_and_input_range(tmp_path, models_registry):
+    (tmp_path / "nets").mkdir()
+    network = conv_features()
+    network.save(str(tmp_path / "nets" / "mine.keras"))
+    path = write_models_file(tmp_path, """
+[[model]]
+name = "my_net"
+source = "nets/mine.keras"
+display_name = "My Net (ours)"
+imagenet_top1 = 0.771
+top1_source = "measured on ImageNet val by its authors"
+input_range = [-1, 1]
+
+[[model]]
+name = "my_net_torch"
+source = "nets/mine.keras"
+input_mean = [0.485, 0.456, 0.406]
+input_std = [0.229, 0.224, 0.225]
+""")
+    entries = backbones.load_models_file(path)
+    assert [e.name for e in entries] == ["my_net", "my_net_torch"]
+    assert backbones.load_models_file(path) == entries  # loading again is harmless
+    assert backbones.names()[-2:] == ["my_net", "my_net_torch"]
+
+    described = backbones.spec("my_net")
+    assert (described.name, described.display_name, described.imagenet_top1) == (
+        "my_net", "My Net (ours)", 0.771)
+    assert described.top1_source == "measured on ImageNet val by its authors"
+    assert (described.image_size, described.feature_dim, described.input_scaling) == (224, 6, "[-1, 1]")
+
+    x = pixels(n=3, size=20)
+    model = backbones.build("my_net", image_size=20)
+    expected = numpy(network(x / 127.5 - 1)).mean(axis=(1, 2))
+    np.testing.assert_allclose(numpy(model(x)), expected, rtol=1e-5, atol=1e-5)
+    torch_scaled = (x / 255 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(numpy(backbones.build("my_net_torch", image_size=20)(x)),
+                               numpy(network(torch_scaled)).mean(axis=(1, 2)), rtol=1e-5, atol=1e-5)
+    assert backbones.spec("my_net_torch").input_scaling != described.input_scaling
+    assert backbones.spec("my_net_torch").imagenet_top1 is None
+
+    with open(tmp_path / "nets" / "mine.keras", "rb") as saved:
+        sha256 = hashlib.sha256(saved.read()).hexdigest()
+    assert backbones.weights_fingerprint("my_net", True) == f"keras_file:sha256:{sha256}"
+
+
+@pytest.mark.parametrize("entry, message", [
+    ('source = "a.keras"', "name must be a non-empty string"),
+    ('name = "a b"\nsource = "a.keras"', "may hold only letters"),
+    ('name = "resnet50"\nsource = "a.keras"', "'resnet50' is a registered model"),
+    ('name = "x"\nsource = "a.keras"\ncolour = "red"', "unknown keys colour; valid keys: name"),
+    ('name = "x"\nsource = "missing.keras"', "no Keras model file"),
+    ('name = "x"\nsource = "a.keras"\nimagenet_top1 = 77.1\ntop1_source = "paper"', "fraction in"),
+    ('name = "x"\nsource = "a.keras"\nimagenet_top1 = 0.7', "needs a top1_source"),
+    ('name = "x"\nsource = "a.keras"\ninput_range = [1, 0]', "lo < hi"),
+    ('name = "x"\nsource = "a.keras"\ninput_range = [0, 1]\ninput_mean = [0.5, 0.5, 0.5]',
+     "either input_range"),
+    ('name = "x"\nsource = "a.keras"\ninput_mean = [0.5, 0.5]\ninput_std = [0.2, 0.2]', "3 values"),
+    ('name = "x"\nsource = "a.keras"\n[[model]]\nname = "x"\nsource = "a.keras"', "given twice"),
+])
+def test_models_file_errors_are_one_line_naming_file_and_entry(tmp_path, models_registry, entry,
+                                                               message):
+    conv_features().save(str(tmp_path / "a.keras"))
+    path = write_models_file(tmp_path, "[[model]]\n" + entry + "\n")
+    with pytest.raises(backbones.ModelsFileError) as raised:
+        backbones.load_models_file(path)
+    text = str(raised.value)
+    assert message in text and path in text and "\n" not in text, text
+    assert user_models.MODELS.names() == []  # nothing registered from a file with an error
+
+
+def test_unreadable_models_files_are_one_line(tmp_path, models_registry):
+    from tfbench import flags_common
+
+    for text, message in (("[[model]\n", "cannot read models file"),
+                          ('name = "x"\n', r"one \[\[model\]\] table per model")):
+        with pytest.raises(backbones.ModelsFileError, match=message):
+            backbones.load_models_file(write_models_file(tmp_path, text))
+    with pytest.raises(backbones.ModelsFileError, match="no models file"):
+        backbones.load_models_file(str(tmp_path / "absent.toml"))
+    assert issubclass(backbones.ModelsFileError, flags_common.user_errors())

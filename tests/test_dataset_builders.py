@@ -272,6 +272,47 @@ def test_fetch_retries_skips_dead_links_and_verifies_md5(tmp_path):
         assert (tmp_path / "images" / "a" / "good.jpg").read_bytes() == good
 
 
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:-7])
+
+
+def _flip_first_byte(path):
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+ARCHIVE_DAMAGES = {
+    "truncated": _truncate,
+    "flipped byte": _flip_first_byte,
+    "emptied": lambda path: path.write_bytes(b""),
+    "fingerprint deleted": lambda path: (path.parent / (path.name + fetch.FINGERPRINT_SUFFIX)).unlink(),
+    "fingerprint not JSON": lambda path: (path.parent / (path.name + fetch.FINGERPRINT_SUFFIX)).write_text("{"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(ARCHIVE_DAMAGES))
+def test_a_fetched_archive_is_verified_on_reuse_and_fetched_again_when_damaged(tmp_path, capsys, damage):
+    """An archive with no published checksum (birdsnap.tgz) carries the fingerprint written with
+    it: reused while it matches, discarded with one warning and fetched again once it does not."""
+    body = bytes(range(256)) * 40
+    target = tmp_path / "downloads" / "birdsnap.tgz"
+    with FileServer({"/birdsnap.tgz": [(200, body)]}) as server:
+        url = f"{server.url}/birdsnap.tgz"
+        assert fetch.fetch_file(url, str(target), FAST_FETCH) == str(target)
+        assert fetch.fetch_file(url, str(target), FAST_FETCH) == str(target)
+        assert server.hits["/birdsnap.tgz"] == 1 and target.read_bytes() == body
+        ARCHIVE_DAMAGES[damage](target)
+        capsys.readouterr()
+        fetch.fetch_file(url, str(target), FAST_FETCH)
+        warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+        assert len(warned) == 1 and str(target) in warned[0], warned
+        assert server.hits["/birdsnap.tgz"] == 2 and target.read_bytes() == body
+        fetch.fetch_file(url, str(target), FAST_FETCH)
+        assert server.hits["/birdsnap.tgz"] == 2 and capsys.readouterr().err == ""
+
+
 # --------------------------------------------------------------------------- Birdsnap
 
 

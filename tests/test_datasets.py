@@ -1,7 +1,7 @@
 """Dataset registry and splits, checked on the materialised examples (ids and image contents).
 
 References are independent of tfbench: scikit-learn's arrays, the Fashion-MNIST IDX files read
-with a fixed header offset, PNGs this file writes, DESIGN.md §4's table typed in by hand, and
+with a fixed header offset, PNGs this file writes, the paper's dataset table typed in by hand, and
 the VOC devkit rule applied with numpy.
 """
 
@@ -29,7 +29,8 @@ from tfbench.registry import UnknownNameError
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 HELD_OUT = 0.2
 
-# DESIGN.md §4: classes, metric, and whether the official validation split is used.
+# The paper's datasets (docs/DESIGN.md, The protocol and its sources): classes, metric, and whether
+# the official validation split is used.
 PAPER_TABLE = {
     "food101": (101, "top1", False),
     "cifar10": (10, "top1", False),
@@ -332,6 +333,201 @@ def test_folder_errors_are_clear(tmp_path):
     (tmp_path / "dogs" / "notes.txt").write_text("not an image")
     with pytest.raises(ValueError, match="dogs.*has no images"):
         datasets.load(f"folder:{tmp_path}", "train")
+
+
+def _png(path, pixels, **kwargs):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(pixels, **kwargs).save(path)
+
+
+def _good_images(folder, count, start=0):
+    for index in range(start, start + count):
+        _png(os.path.join(folder, f"{index:03d}.png"), np.full((4, 5, 3), index * 7 % 256, np.uint8))
+
+
+def _bad_file(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.write(data)
+
+
+def _half_a_jpeg(path):
+    _png(path, np.arange(16 * 16 * 3, dtype=np.uint8).reshape(16, 16, 3))
+    os.truncate(path, os.path.getsize(path) // 2)
+
+
+def _folder_error(name, **kwargs):
+    with pytest.raises(datasets.FolderDatasetError) as error:
+        datasets.spec(name, **kwargs)
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def test_every_folder_problem_is_named_in_one_error_before_loading(tmp_path):
+    """An empty class folder and three unreadable images, found by one check."""
+    _good_images(tmp_path / "cats", 3)
+    _half_a_jpeg(str(tmp_path / "cats" / "half.jpg"))
+    _bad_file(tmp_path / "cats" / "empty.png", b"")
+    _bad_file(tmp_path / "birds" / "deep" / "text.jpg", b"not an image at all")
+    _good_images(tmp_path / "birds", 2)
+    os.makedirs(tmp_path / "dogs")
+    (tmp_path / "dogs" / "README.txt").write_text("no images here")
+    message = _folder_error(f"folder:{tmp_path}")
+    assert "4 problem(s)" in message
+    for named in ("'dogs' has no images", "'cats/half.jpg' does not decode", "'cats/empty.png' is empty",
+                  f"'{os.path.join('birds', 'deep', 'text.jpg')}' does not decode", "--skip_bad_images"):
+        assert named in message, message
+    for index in range(4):  # more problems than are listed: the rest are counted
+        _bad_file(tmp_path / "birds" / f"x{index}.gif", b"GIF89a")
+    message = _folder_error(f"folder:{tmp_path}")
+    assert "8 problem(s)" in message and message.endswith("and 3 more (fix or remove the unreadable "
+                                                          "images, or leave them out with --skip_bad_images)")
+
+
+@pytest.mark.parametrize("layout, expected", [
+    ({"train/a": 2, "val/a": 2}, "has split folders train, val but no test/"),
+    ({"train/a": 2, "test/a": 1, "test/b": 1}, "'test' has class folders b that 'train' lacks"),
+    ({"train/a": 2, "test": 0}, "split folder 'test' has no class sub-folders"),
+    ({"train/a": 2, "cats": 1}, "mixes split folders (train) and class folders (cats)"),
+])
+def test_folder_layout_problems(tmp_path, layout, expected):
+    for folder, count in layout.items():
+        os.makedirs(tmp_path / folder, exist_ok=True)
+        _good_images(tmp_path / folder, count)
+    assert expected in _folder_error(f"folder:{tmp_path}")
+
+
+def test_missing_folder_is_a_folder_error_that_is_also_file_not_found(tmp_path):
+    message = _folder_error(f"folder:{tmp_path / 'absent'}")
+    assert "does not exist" in message
+    assert issubclass(datasets.FolderDatasetError, ValueError)
+
+
+def test_images_are_decoded_once_and_the_verdict_kept_by_size_and_mtime(tmp_path, monkeypatch):
+    from tfbench.datasets import folder, image_check
+
+    _good_images(tmp_path / "data" / "a", 3)
+    _good_images(tmp_path / "data" / "b", 3, start=3)
+    monkeypatch.setenv("TFBENCH_CACHE", str(tmp_path / "cache"))
+    decoded = []
+    real = image_check.decode_problem
+    monkeypatch.setattr(image_check, "decode_problem", lambda data: decoded.append(data) or real(data))
+
+    def fresh_process_spec():
+        monkeypatch.setattr(folder, "_SCANNED", {})
+        monkeypatch.setattr(image_check, "_LOADED", {})
+        return datasets.spec(f"folder:{tmp_path / 'data'}")
+
+    first = fresh_process_spec()
+    assert len(decoded) == 6 and os.listdir(tmp_path / "cache" / "image_checks")
+    second = fresh_process_spec()
+    assert len(decoded) == 6 and second == first  # a rerun decodes nothing
+    assert datasets.spec(f"folder:{tmp_path / 'data'}", skip_bad_images=True) == first  # nothing to skip
+    time.sleep(0.01)
+    _half_a_jpeg(str(tmp_path / "data" / "a" / "000.png"))  # the same name, now damaged
+    assert "'a/000.png' does not decode" in _folder_error(f"folder:{tmp_path / 'data'}")
+    assert len(decoded) == 7  # only the changed file was decoded again
+    monkeypatch.setattr(image_check, "_LOADED", {})
+    _folder_error(f"folder:{tmp_path / 'data'}")  # the bad verdict is kept as well
+    assert len(decoded) == 7
+
+
+def test_skip_bad_images_leaves_them_out_with_one_warning(tmp_path, capsys):
+    for name in ("a", "b"):
+        _good_images(tmp_path / name, 5, start=10 * (name == "b"))
+    _half_a_jpeg(str(tmp_path / "a" / "bad.jpg"))
+    _bad_file(tmp_path / "b" / "bad.png", b"\x89PNG\r\n\x1a\n broken")
+    name = f"folder:{tmp_path}"
+    spec = datasets.spec(name, skip_bad_images=True)
+    assert spec.skipped_images == 2 and spec.num_classes == 2
+    assert datasets.spec(name, skip_bad_images=True) == spec
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and "leaving out 2 unreadable image(s)" in warned[0] and "a/bad.jpg" in warned[0]
+    ids = [example["id"].decode() for split in ("trainval", "test")
+           for example in datasets.load(name, split, skip_bad_images=True).as_numpy_iterator()]
+    assert sorted(ids) == sorted(f"{c}/{i:03d}.png" for c, start in (("a", 0), ("b", 10))
+                                 for i in range(start, start + 5))
+    clean = datasets.spec(name, skip_bad_images=True)
+    os.remove(tmp_path / "a" / "bad.jpg")  # fixed by the user: the spec, and so every cache key, changes
+    assert datasets.spec(name, skip_bad_images=True) != clean
+    for index in range(5):
+        os.remove(tmp_path / "b" / f"{10 + index:03d}.png")
+    assert "class folder 'b' has no readable images" in _folder_error(name, skip_bad_images=True)
+
+
+def _cmyk_jpeg(path, rgb):
+    Image.fromarray(rgb).convert("CMYK").save(path, quality=100, subsampling=0)
+
+
+def _png16_gray(path, gray):
+    Image.fromarray(gray.astype(np.uint16) * 257).save(path)  # 16 bits per pixel, full range
+
+
+def test_images_in_any_mode_load_as_rgb_and_stray_files_are_ignored(tmp_path):
+    rgb = np.stack([*np.meshgrid(np.arange(6) * 40, np.arange(5) * 50, indexing="xy"), np.full((5, 6), 90)],
+                   axis=-1).astype(np.uint8)
+    gray = rgb[..., 0]
+    alpha = np.full((5, 6), 30, np.uint8)
+    palette = Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
+    cls = tmp_path / "data" / "only"
+    os.makedirs(cls)
+    writers = {  # file -> (writer, expected RGB, tolerance)
+        "gray.png": (lambda p: Image.fromarray(gray, mode="L").save(p), np.stack([gray] * 3, -1), 0),
+        "gray.jpg": (lambda p: Image.fromarray(gray, mode="L").save(p, quality=100), np.stack([gray] * 3, -1), 8),
+        "cmyk.jpg": (lambda p: _cmyk_jpeg(p, rgb), rgb, 12),
+        "rgba.png": (lambda p: Image.fromarray(np.dstack([rgb, alpha]), mode="RGBA").save(p), rgb, 0),
+        "palette.png": (lambda p: palette.save(p), np.asarray(palette.convert("RGB")), 0),
+        "gray16.png": (lambda p: _png16_gray(p, gray), np.stack([gray] * 3, -1), 0),
+        "rgb.webp": (lambda p: Image.fromarray(rgb).save(p, lossless=True), rgb, 0),
+    }
+    for file_name, (write, _, _) in writers.items():
+        write(str(cls / file_name))
+    for stray in (".DS_Store", "README.txt", "Thumbs.db", "._gray.jpg", "notes.md"):
+        _bad_file(cls / stray, b"\x00\x05\x16\x07 not an image")
+    _bad_file(tmp_path / "data" / "__MACOSX" / "only" / "._rgb.png", b"resource fork")
+    _bad_file(tmp_path / "data" / ".ipynb_checkpoints" / "x.png", b"checkpoint")
+    _good_images(tmp_path / "data" / "other", 2)
+    name = f"folder:{tmp_path / 'data'}"
+    spec = datasets.spec(name)
+    assert spec.num_classes == 2 and spec.skipped_images == 0
+    examples = {example["id"].decode(): example for split in ("trainval", "test")
+                for example in datasets.load(name, split).as_numpy_iterator()}
+    assert set(examples) == {f"only/{f}" for f in writers} | {"other/000.png", "other/001.png"}
+    for file_name, (_, expected, tolerance) in writers.items():
+        image = examples[f"only/{file_name}"]["image"]
+        assert image.dtype == np.uint8 and image.shape == (5, 6, 3), file_name
+        assert np.abs(image.astype(int) - expected).max() <= tolerance, file_name
+
+
+def test_a_palette_bmp_is_refused_unless_its_palette_is_gray(tmp_path):
+    rgb = (np.arange(5 * 6 * 3).reshape(5, 6, 3) * 3).astype(np.uint8)
+    for name in ("a", "b"):
+        _good_images(tmp_path / name, 2)
+    Image.fromarray(rgb[..., 0], mode="L").save(tmp_path / "a" / "gray.bmp")  # decodes right
+    Image.fromarray(rgb).convert("P").save(tmp_path / "b" / "colour.bmp")  # would decode as gray
+    message = _folder_error(f"folder:{tmp_path}")
+    assert "1 problem(s): 'b/colour.bmp' is a palette BMP (8 bits per pixel)" in message
+
+
+def test_dataset_names_answer_without_tensorflow(tmp_path):
+    import subprocess
+    import sys
+
+    script = ("import sys\n"
+              "from tfbench import datasets\n"
+              "assert datasets.spec('digits').num_classes == 10 and 'voc2007' in datasets.names()\n"
+              "try:\n"
+              "    datasets.spec('cifar11')\n"
+              "except ValueError as error:\n"
+              "    assert 'did you mean: cifar10' in str(error)\n"
+              "else:\n"
+              "    raise AssertionError('no error')\n"
+              "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    completed = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True,
+                               timeout=60)
+    assert completed.returncode == 0, completed.stderr[-2000:]
 
 
 # ---------------------------------------------------------------- TFDS-backed entries

@@ -6,6 +6,7 @@ pinned below), the parameter counts in tensorflow/tpu's lite README, the checkpo
 batch-norm statistics, what the sample photos show, and TFDS' copy of the ImageNet class names.
 """
 
+import json
 import os
 import pickle
 import struct
@@ -17,7 +18,8 @@ import pytest
 import tensorflow as tf
 from sklearn.datasets import load_sample_images
 
-from tfbench import efficientnet_lite, torch_pickle
+from tfbench import files
+from tfbench.backbones import efficientnet_lite, torch_pickle
 from tfbench.registry import UnknownNameError
 
 LITE0 = "efficientnet_lite0"
@@ -303,3 +305,77 @@ def test_imagenet_labels_agree_with_tfds_class_names():
     for index, (short, long_names) in enumerate(zip(labels, siscore.IMAGENET_LABELS_LIST)):
         synonyms = [s.strip().lower() for s in long_names.replace("(", ",").replace(")", "").split(",")]
         assert short.replace("_", " ").lower() in synonyms, (index, short, long_names)
+
+
+# ---------------------------------------------------------------- the converted-weights cache heals
+
+SMALL = 32  # the smallest size the network takes: the cache holds the same weights at any size
+
+
+def _features(cache_dir):
+    model = efficientnet_lite.build(LITE0, image_size=SMALL, cache_dir=str(cache_dir))
+    images = np.random.default_rng(5).uniform(0, 255, (2, SMALL, SMALL, 3)).astype(np.float32)
+    return model(images).numpy()
+
+
+@pytest.fixture(scope="module")
+def healthy_cache(tmp_path_factory):
+    """A cache written by a successful build, and that build's features."""
+    cache_dir = tmp_path_factory.mktemp("healthy-cache")
+    return cache_dir, _features(cache_dir)
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _flip_bytes(path):
+    """Same size, altered weights: spread over the file so that some feature weights change."""
+    data = bytearray(path.read_bytes())
+    for eighth in range(1, 8):
+        start = len(data) * eighth // 8
+        data[start:start + 64] = bytes(b ^ 0xFF for b in data[start:start + 64])
+    path.write_bytes(bytes(data))
+
+
+def _empty(path):
+    path.write_bytes(b"")
+
+
+def _delete_fingerprint(path):
+    os.remove(str(path) + efficientnet_lite.FINGERPRINT_SUFFIX)
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip_bytes, _empty, _delete_fingerprint])
+def test_damaged_weights_cache_warns_once_and_is_rebuilt(healthy_cache, tmp_path, caplog, damage):
+    import shutil
+
+    source, expected = healthy_cache
+    cache_dir = tmp_path / "cache"
+    shutil.copytree(source, cache_dir)
+    cached = efficientnet_lite.cache_file(LITE0, str(cache_dir))
+    damage(cached)
+
+    with caplog.at_level("WARNING"):
+        np.testing.assert_array_equal(_features(cache_dir), expected)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and str(cached) in warnings[0] and "\n" not in warnings[0], warnings
+
+    caplog.clear()  # healed: the next build trusts the rebuilt entry without a word
+    with caplog.at_level("WARNING"):
+        np.testing.assert_array_equal(_features(cache_dir), expected)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert files.fingerprint_mismatch(
+        str(cached), json.loads(open(str(cached) + efficientnet_lite.FINGERPRINT_SUFFIX).read())) is None
+
+
+def test_cached_weights_are_digested_once_per_process(healthy_cache, monkeypatch):
+    cache_dir, expected = healthy_cache
+    cached = str(efficientnet_lite.cache_file(LITE0, str(cache_dir)))
+    digested = []
+    real_digest = files.file_digest
+    monkeypatch.setattr(files, "file_digest",
+                        lambda path, *a: digested.append(path) or real_digest(path, *a))
+    for _ in range(2):
+        np.testing.assert_array_equal(_features(cache_dir), expected)
+    assert digested.count(cached) <= 1

@@ -115,3 +115,90 @@ def test_extraction_matches_the_model_on_each_whole_image_in_order():
     assert got.features.shape == expected.shape  # 287 examples: the last batch is partial
     np.testing.assert_allclose(got.features, expected, rtol=1e-4, atol=1e-5)
     assert np.array_equal(got.labels, labels)
+
+
+# --------------------------------------------------------------------------- damaged entries
+
+
+def _flip_last_byte(path):
+    with open(path, "r+b") as handle:
+        handle.seek(-1, os.SEEK_END)
+        last = handle.read(1)
+        handle.seek(-1, os.SEEK_END)
+        handle.write(bytes([last[0] ^ 0xFF]))
+
+
+def _truncate_to_half(path):
+    os.truncate(path, os.path.getsize(path) // 2)
+
+
+DAMAGES = {
+    "truncated features": lambda folder: _truncate_to_half(os.path.join(folder, "features.npy")),
+    "flipped byte": lambda folder: _flip_last_byte(os.path.join(folder, "features.npy")),
+    "empty labels": lambda folder: open(os.path.join(folder, "labels.npy"), "wb").close(),
+    "half the files deleted": lambda folder: [os.remove(os.path.join(folder, name))
+                                              for name in ("labels.npy", features.MANIFEST)],
+    "an array deleted": lambda folder: os.remove(os.path.join(folder, "features.npy")),
+    "manifest not JSON": lambda folder: _truncate_to_half(os.path.join(folder, features.MANIFEST)),
+    "manifest empty": lambda folder: open(os.path.join(folder, features.MANIFEST), "w").close(),
+}
+
+
+def _warnings(stderr):
+    return [line for line in stderr.splitlines() if line.startswith("warning:")]
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_damaged_entry_warns_once_is_discarded_and_rebuilt(tmp_path, capsys, damage):
+    cache = features.FeatureCache(str(tmp_path))
+    key = "d0" * 32
+    sample = _sample(n=40, d=8)
+    cache.store(key, {"x": 1}, sample)
+    DAMAGES[damage](cache.entry_dir(key))
+    capsys.readouterr()
+    assert cache.load(key) is None
+    warned = _warnings(capsys.readouterr().err)
+    assert len(warned) == 1 and cache.entry_dir(key) in warned[0], warned
+    assert not os.path.exists(cache.entry_dir(key))  # discarded: the next load is a plain miss
+    assert cache.load(key) is None and _warnings(capsys.readouterr().err) == []
+    cache.store(key, {"x": 1}, sample)
+    again = cache.load(key)
+    assert np.array_equal(again.features, sample.features) and np.array_equal(again.labels, sample.labels)
+    assert _warnings(capsys.readouterr().err) == []
+
+
+def test_entries_are_digested_once_per_process_and_respect_the_umask(tmp_path, monkeypatch):
+    from tfbench import files
+
+    old_umask = os.umask(0o022)
+    try:
+        cache = features.FeatureCache(str(tmp_path))
+        key = "e1" * 32
+        cache.store(key, {}, _sample())
+    finally:
+        os.umask(old_umask)
+    folder = cache.entry_dir(key)
+    assert os.stat(folder).st_mode & 0o777 == 0o755
+    assert {os.stat(os.path.join(folder, name)).st_mode & 0o777 for name in os.listdir(folder)} == {0o644}
+    digested = []
+    real_digest = files.file_digest
+    monkeypatch.setattr(files, "file_digest", lambda path, *args: digested.append(path) or real_digest(path, *args))
+    assert cache.load(key) is not None and cache.load(key) is not None
+    assert sorted(os.path.basename(path) for path in digested) == ["features.npy", "labels.npy"]
+
+
+def test_an_entry_stored_meanwhile_by_another_process_is_kept(tmp_path, monkeypatch):
+    cache = features.FeatureCache(str(tmp_path))
+    key = "f2" * 32
+    theirs, mine = _sample(n=6), _sample(n=7)
+    real_rename = os.rename
+
+    def other_process_first(source, target):
+        monkeypatch.setattr(os, "rename", real_rename)
+        cache.store(key, {}, theirs)  # lands between our check for the entry and our rename
+        return real_rename(source, target)
+
+    monkeypatch.setattr(os, "rename", other_process_first)
+    cache.store(key, {}, mine)
+    assert len(cache.load(key).features) == 6
+    assert os.listdir(os.path.dirname(cache.entry_dir(key))) == [key]  # no staging folder left

@@ -8,6 +8,8 @@ fits and scores, so the protocol's order can be checked without training anythin
 import json
 import os
 
+import pytest
+
 from tfbench import finetune, results, tuning
 from tfbench.experiment import Experiment
 from tfbench.settings import Runtime, TrainingSettings
@@ -32,7 +34,7 @@ class FakeTrainer:
         if lr in self.diverge:
             return finetune.TrialOutcome("diverged", None, "non-finite training loss at step 3", {})
         table = self.test if score_split == "test" else self.validation
-        return finetune.TrialOutcome("ok", table[lr], None, {"images_per_second": 10.0})
+        return finetune.TrialOutcome("ok", table[lr], None, {"images_per_second": 10.0, "steps": 10})
 
     def discard(self, name):
         self.discarded.append(name)
@@ -70,6 +72,10 @@ def test_protocol_selects_on_validation_and_reads_test_once_at_the_end(tmp_path)
     assert statuses["lr1e+04_wd0"] == ("diverged", None)
     assert len(statuses) == 4
     assert trainer.discarded == [trial.trial_id for trial in TRIALS]
+    assert record["total_train_steps"] == 3 * 10 + 10  # the ok trials and the retrain
+    assert record["protocol"]["name"] == "custom" and not record["at_grid_edge"]
+    assert record["imagenet_top1"] == {"value": None, "source": "none: a test network, no ImageNet weights exist",
+                                       "measured": False}
     json.dumps(record, allow_nan=False)  # a valid JSON record
 
 
@@ -133,3 +139,23 @@ def test_checkpoints_of_another_training_run_are_not_resumed(tmp_path):
     finetune.forget_stale_checkpoints(str(folder), {"train_steps": 20})
     assert not (folder / "ckpt-5.index").exists()
     assert json.loads((folder / finetune.CHECKPOINT_IDENTITY).read_text()) == {"train_steps": 20}
+
+
+def test_a_choice_at_the_grids_edge_is_marked_and_warned(tmp_path):
+    trainer = FakeTrainer(validation={1e-3: 0.6, 1e-2: 0.7, 1e-1: 0.9}, test={1e-1: 0.8}, diverge=(1e4,))
+    messages = []
+    experiment = _experiment(tmp_path)
+    trials = [t for t in TRIALS if t.learning_rate != 1e4]
+    record = finetune.conclude(experiment, RUNTIME, trainer, search(experiment, trials, trainer),
+                               log=messages.append)
+    assert record["at_grid_edge"] and record["grid_edges"] == {"learning_rate": "largest"}
+    assert sum("edge of its grid" in message for message in messages) == 1
+
+
+def test_conclude_waits_for_every_trial(tmp_path):
+    experiment = _experiment(tmp_path)
+    trainer = FakeTrainer({1e-3: 0.6}, {1e-3: 0.5})
+    finetune.run_trial(experiment, tuning.trials(experiment.settings, "finetune")[0], RUNTIME, trainer,
+                       log=quiet)
+    with pytest.raises(finetune.TrialsUnfinishedError, match="5 of 6 trials"):
+        finetune.conclude(experiment, RUNTIME, trainer, log=quiet)

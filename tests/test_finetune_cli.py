@@ -8,6 +8,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,9 +30,9 @@ def test_search_with_a_diverging_trial_reads_test_only_for_the_final_score(tmp_p
     loaded = []
     real_load = datasets.load
 
-    def recording_load(name, split, data_dir=None):
+    def recording_load(name, split, data_dir=None, **options):
         loaded.append(split)
-        return real_load(name, split, data_dir)
+        return real_load(name, split, data_dir, **options)
 
     monkeypatch.setattr(datasets, "load", recording_load)
     experiment = Experiment(
@@ -127,6 +128,10 @@ def test_kill_during_training_then_rerun_resumes_and_matches(tmp_path):
                            capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "scratch: model=tiny dataset=digits status=ok" in rerun.stdout
+    # Library chatter stays out of the user's terminal: no INFO line per checkpoint, no retracing warnings.
+    chatter = [line for line in rerun.stderr.splitlines()
+               if "retracing" in line or re.match(r"(I\d{4} \d\d:|INFO:)", line) and ".py:" in line]
+    assert not chatter, chatter[:3]
 
     # Runtime knobs are not part of a run's identity: other ones skip the finished run.
     again = subprocess.run(_command(resumed) + ["--checkpoint_every=7", "--eval_every=0",
@@ -170,8 +175,40 @@ def test_a_flag_the_search_ignores_is_refused(tmp_path, flag, used_by):
     assert not os.listdir(tmp_path)
 
 
-def test_without_a_preset_the_binary_runs_the_papers_protocol(tmp_path, monkeypatch):
-    settings = TrainingSettings.paper("finetune")
-    assert (settings.search, settings.train_steps) == ("paper", protocol.FINETUNE_STEPS)
-    assert len(finetune.trials(Experiment(regime="finetune", model="tiny", dataset="digits",
-                                          output_dir=str(tmp_path), settings=settings))) == 56
+def test_without_a_preset_the_binary_plans_the_papers_protocol(tmp_path):
+    """The command users type first runs the paper's protocol and says what it will cost."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tfbench.finetune", "--model=tiny", "--dataset=digits",
+         f"--output_dir={tmp_path}"], env=_env(), cwd=REPO, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True)
+    try:
+        plan = next((line for line in process.stdout if line.startswith("plan:")), "")
+    finally:
+        process.kill()
+        process.wait()
+    assert plan.startswith("plan: 56 trials + 1 retrain on trainval, 20,000 steps of 256 each = "
+                           "1,140,000 steps, 291,840,000 images"), plan
+    experiment = Experiment(regime="finetune", model="tiny", dataset="digits", output_dir=str(tmp_path),
+                            batch_size=protocol.BATCH_SIZE, settings=TrainingSettings.paper("finetune"))
+    assert results.new_record(experiment, metric="top1", started_at="now")["protocol"]["name"] == "paper"
+
+
+@pytest.mark.parametrize("binary", ["finetune", "probe"])
+@pytest.mark.parametrize("args, expected", [
+    (["--model=resnet5O", "--dataset=digits"], "did you mean: resnet50"),
+    (["--model=tiny", "--dataset=digitz"], "did you mean: digits"),
+    (["--model=tiny", "--dataset=digits", "--batch_size=0"], "--batch_size"),
+])
+def test_a_typo_answers_before_tensorflow_is_imported(tmp_path, binary, args, expected):
+    """TensorFlow takes seconds to import: a wrong name must not wait for it (here it cannot load)."""
+    fake = tmp_path / "no_tensorflow" / "tensorflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('tensorflow was imported')\n")
+    env = dict(_env(), PYTHONPATH=os.pathsep.join([str(fake.parent), REPO]))
+    completed = subprocess.run([sys.executable, "-m", f"tfbench.{binary}", *args,
+                                f"--output_dir={tmp_path / 'runs'}"], env=env, cwd=REPO,
+                               capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert completed.stderr.strip().splitlines() == [next(
+        line for line in completed.stderr.splitlines() if line.startswith("error:"))]
+    assert expected in completed.stderr and "tensorflow was imported" not in completed.stderr

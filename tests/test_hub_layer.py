@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import keras
 from tfbench import backbones
-from tfbench.hub_layer import SavedModelLayer
+from tfbench.backbones.hub_layer import SavedModelLayer
 
 CHANNELS = 4
 

@@ -3,7 +3,7 @@ manual folder in the official layout, its bad input, and the split audit, which 
 overlaps, bad labels and unbalanced hold-outs on materialised examples. The builders themselves
 are tested in test_dataset_builders.py (whose fake FGVC Aircraft writer this file reuses).
 
-References: DESIGN.md §4's table typed in by hand, the fake data's lists, images this file
+References: the paper's dataset table typed in by hand, the fake data's lists, images this file
 writes, hand-built splits.
 """
 
@@ -26,7 +26,7 @@ from tfbench.registry import UnknownNameError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(ROOT, "tests")
-# DESIGN.md §4: (trainval, test) of the paper's twelve datasets.
+# (trainval, test) of the paper's twelve datasets, from its dataset table.
 PAPER_SIZES = {
     "food101": (75750, 25250), "cifar10": (50000, 10000), "cifar100": (50000, 10000),
     "birdsnap": (47386, 2443), "sun397": (19850, 19850), "stanford_cars": (8144, 8041),

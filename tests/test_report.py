@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 from scipy import special, stats
 
-from tfbench import files, report, results
-from tfbench.experiment import Experiment
+from tfbench import comparisons, correlation, figures, files, report, results
+from tfbench.experiment import Experiment, path_component
 from tfbench.settings import SETTINGS_TYPES
 
 # ImageNet top-1 as the backbone registry states it (with its sources); "tiny" has none.
@@ -94,25 +94,25 @@ def _reference(regime):
 def test_logit_matches_scipy_and_stays_finite():
     p = np.array([0.0, 1e-6, 0.3, 0.5, 0.97, 1.0])
     expected = special.logit(np.clip(p, EPS, 1 - EPS))
-    np.testing.assert_allclose(report.logit(p), expected, rtol=1e-12)
-    assert report.logit(1.0) == pytest.approx(np.log(9999.0))
+    np.testing.assert_allclose(correlation.logit(p), expected, rtol=1e-12)
+    assert correlation.logit(1.0) == pytest.approx(np.log(9999.0))
 
 
 def test_pearson_matches_scipy_and_is_nan_when_a_variable_is_constant():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=7), rng.normal(size=7)
-    assert report.pearson_r(x, y) == pytest.approx(stats.pearsonr(x, y)[0], abs=1e-12)
-    assert np.isnan(report.pearson_r([0.1, 0.1, 0.1], [1.0, 2.0, 3.0]))
+    assert correlation.pearson_r(x, y) == pytest.approx(stats.pearsonr(x, y)[0], abs=1e-12)
+    assert np.isnan(correlation.pearson_r([0.1, 0.1, 0.1], [1.0, 2.0, 3.0]))
 
 
 def test_bootstrap_interval_is_seeded_and_matches_an_independent_resampling():
     x = np.array([0.713, 0.749, 0.751, 0.767, 0.776, 0.79])
     y = np.array([1.1, 1.5, 1.3, 1.9, 1.8, 2.4])
-    result = report.correlate(x, y, resamples=2000, seed=3)
+    result = correlation.correlate(x, y, resamples=2000, seed=3)
     assert result.r == pytest.approx(stats.pearsonr(x, y)[0], abs=1e-12)
     assert result.low <= result.r <= result.high
-    assert report.correlate(x, y, resamples=2000, seed=3) == result
-    assert report.correlate(x, y, resamples=2000, seed=4) != result
+    assert correlation.correlate(x, y, resamples=2000, seed=3) == result
+    assert correlation.correlate(x, y, resamples=2000, seed=4) != result
     picks = np.random.default_rng(3).integers(0, len(x), size=(2000, len(x)))
     rs = [np.corrcoef(x[i], y[i])[0, 1] for i in picks if len(set(i)) >= 3]  # two models: r = +-1
     np.testing.assert_allclose([result.low, result.high], np.percentile(rs, [2.5, 97.5]), atol=1e-9)
@@ -120,12 +120,12 @@ def test_bootstrap_interval_is_seeded_and_matches_an_independent_resampling():
 
 
 def test_r_is_not_available_below_three_models_or_without_spread():
-    two = report.correlate([0.7, 0.8], [1.0, 2.0])
+    two = correlation.correlate([0.7, 0.8], [1.0, 2.0])
     assert two.r is None and two.n == 2 and "at least 3" in two.reason
     assert two.describe().startswith("n/a (")
-    flat = report.correlate([0.7, 0.7, 0.7], [1.0, 2.0, 3.0])
+    flat = correlation.correlate([0.7, 0.7, 0.7], [1.0, 2.0, 3.0])
     assert flat.r is None and "equal" in flat.reason
-    three = report.correlate([0.7, 0.75, 0.8], [1.0, 2.5, 3.0])
+    three = correlation.correlate([0.7, 0.75, 0.8], [1.0, 2.5, 3.0])
     assert three.r == pytest.approx(stats.pearsonr([0.7, 0.75, 0.8], [1.0, 2.5, 3.0])[0])
     assert three.low is None  # every resample of 3 distinct models is a permutation: no spread
 
@@ -134,7 +134,7 @@ def test_r_is_not_available_below_three_models_or_without_spread():
 def test_mean_log_odds_and_r_match_scipy(written, regime):
     analysis = written[0]
     datasets, means, known, r = _reference(regime)
-    result = analysis.regimes[regime]
+    result = analysis.groups[regime]
     assert result.table.datasets == tuple(datasets)
     got = {m.model: m.mean_log_odds for m in result.models if m.mean_log_odds is not None}
     assert got.keys() == means.keys()
@@ -153,18 +153,18 @@ def test_per_dataset_r_matches_scipy(written):
         models = [m for (d, m) in ok if d == dataset and TOP1[m] is not None]
         x = [TOP1[m] for m in models]
         y = special.logit([ok[(dataset, m)] for m in models])
-        got = analysis.regimes["finetune"].per_dataset[dataset]
+        got = analysis.groups["finetune"].per_dataset[dataset]
         assert got.n == len(models)
         assert got.r == pytest.approx(stats.pearsonr(x, y)[0], abs=1e-12)
 
 
 def test_exclusions_are_explained(written):
     analysis = written[0]
-    probe = {m.model: m for m in analysis.regimes["probe"].models}
+    probe = {m.model: m for m in analysis.groups["probe"].models}
     assert probe["tiny"].excluded == "no known ImageNet top-1"
     assert probe["tiny"].mean_log_odds == pytest.approx(
         np.mean([np.log(9999.0)] + [special.logit(_ok("probe")[(d, "tiny")]) for d in ("fgvc_aircraft", "voc2007")]))
-    finetune = {m.model: m for m in analysis.regimes["finetune"].models}
+    finetune = {m.model: m for m in analysis.groups["finetune"].models}
     assert finetune["resnet50"].excluded == "no ok run on fgvc_aircraft"
     assert finetune["efficientnet_lite2"].excluded == "no ok run on voc2007"
     assert finetune["resnet50"].mean_log_odds is None
@@ -176,7 +176,7 @@ def test_failed_and_diverged_runs_are_listed_not_counted(written):
                       if status != "ok")
     got = sorted((f["regime"], f["dataset"], f["model"], f["status"], f["reason"]) for f in analysis.failures)
     assert got == expected
-    scratch = analysis.regimes["scratch"]
+    scratch = analysis.groups["scratch"]
     assert scratch.table.score("resnet50", "digits") is None
     with open(os.path.join(report_dir, "report.md")) as handle:
         markdown = handle.read()
@@ -186,12 +186,12 @@ def test_failed_and_diverged_runs_are_listed_not_counted(written):
 
 def test_scratch_with_two_models_has_no_r_and_does_not_crash(written):
     analysis, _, report_dir, stdout = written
-    scratch = analysis.regimes["scratch"].correlation
+    scratch = analysis.groups["scratch"].correlation
     assert scratch.r is None and scratch.n == len(_reference("scratch")[2]) == 1
     with open(os.path.join(report_dir, "report.json")) as handle:
         numbers = json.load(handle)
-    assert numbers["regimes"]["scratch"]["correlation"]["r"] is None
-    assert "needs at least 3 models" in numbers["regimes"]["scratch"]["correlation"]["reason"]
+    assert numbers["groups"]["scratch"]["correlation"]["r"] is None
+    assert "needs at least 3 models" in numbers["groups"]["scratch"]["correlation"]["reason"]
     assert "r scratch = n/a (needs at least 3 models, has 1)" in stdout
 
 
@@ -235,13 +235,14 @@ def test_markdown_tables_show_percent_with_one_decimal_and_dashes(written):
 def test_report_files_json_and_figure(written):
     analysis, paths, report_dir, stdout = written
     names = sorted(os.path.basename(p) for p in paths)
-    assert names == sorted(["figure1.png", "report.json", "report.md", "runs.csv"]
+    assert names == sorted(["figure1.png", "report.json", "report.md", "runs.csv",
+                            "finetune_vs_scratch.png", "finetune_vs_probe.png"]
                            + [f"scores_{r}.{ext}" for r in ("probe", "finetune", "scratch") for ext in ("md", "csv")])
     assert sorted(os.listdir(report_dir)) == names  # no temporary files left behind
     with open(os.path.join(report_dir, "report.json")) as handle:
         numbers = json.load(handle)
-    assert numbers["regimes"]["probe"]["correlation"]["r"] == pytest.approx(_reference("probe")[3], abs=1e-12)
-    assert numbers["regimes"]["finetune"]["paper_r"] == 0.96
+    assert numbers["groups"]["probe"]["correlation"]["r"] == pytest.approx(_reference("probe")[3], abs=1e-12)
+    assert numbers["groups"]["finetune"]["paper_r"] == 0.96
     assert numbers["ok_runs"] == sum(s == "ok" for s, _, _ in RUNS.values())
     with open(os.path.join(report_dir, "report.md")) as handle:
         markdown = handle.read()
@@ -277,9 +278,9 @@ def test_binary_writes_the_report_with_registry_top1(output_dir, tmp_path):
     assert os.path.isfile(report_dir / "figure1.png")
     with open(report_dir / "report.json") as handle:
         numbers = json.load(handle)
-    top1 = {m["model"]: m["imagenet_top1"] for m in numbers["regimes"]["probe"]["models"]}
+    top1 = {m["model"]: m["imagenet_top1"] for m in numbers["groups"]["probe"]["models"]}
     assert top1 == TOP1  # the registry's figures are the published ones
-    assert numbers["regimes"]["probe"]["correlation"]["r"] == pytest.approx(_reference("probe")[3], abs=1e-12)
+    assert numbers["groups"]["probe"]["correlation"]["r"] == pytest.approx(_reference("probe")[3], abs=1e-12)
 
 
 def test_binary_rejects_a_missing_output_dir_with_one_line(tmp_path):
@@ -289,3 +290,283 @@ def test_binary_rejects_a_missing_output_dir_with_one_line(tmp_path):
     assert finished.stderr.count("\n") == 1 and finished.stderr.startswith("error: ")
     assert str(absent) in finished.stderr
     assert not absent.exists() and os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Protocols, grid edges, user backbones and paired comparisons, on records written by hand (the
+# fields the regimes write: protocol, at_grid_edge / grid_edges, imagenet_top1, settings.init).
+
+FINISHED = "2026-01-01T00:00:00+00:00"
+
+
+def _write(root, regime, model, dataset, score, *, status="ok", reason=None, protocol="mini",
+           settings=None, batch_size=32, image_size=64, seed=0, top1=None, display_name=None,
+           edges=None, metric="top1", finished_at=FINISHED):
+    """A run record as the regimes write it, at <root>/<regime>/<dataset>/<model>/record.json."""
+    experiment = {"regime": regime, "model": model, "dataset": dataset, "output_dir": root,
+                  "settings": settings or {}, "seed": seed, "data_dir": None, "image_size": image_size,
+                  "batch_size": batch_size, "precision": "auto", "cache_dir": None, "preset": protocol}
+    if display_name:
+        experiment["display_name"] = display_name
+    record = {"schema_version": 1, "experiment": experiment, "status": status, "reason": reason,
+              "metric": metric, "hyperparameters": {}, "trials": [], "test_score": score, "timings": {},
+              "protocol": {"name": protocol, "differences": {}}, "at_grid_edge": bool(edges),
+              "grid_edges": edges or {}, "started_at": FINISHED, "finished_at": finished_at}
+    if top1 is not None:
+        record["imagenet_top1"] = top1
+    folder = os.path.join(root, regime, path_component(dataset), path_component(model))
+    files.write_json_atomic(os.path.join(folder, results.RECORD_FILE), record)
+    return record
+
+
+def _report(root, **kwargs):
+    out = io.StringIO()
+    analysis, paths = report.report(str(root), str(root / "report"), imagenet_top1=TOP1.get,
+                                    resamples=200, file=out, **kwargs)
+    return analysis, paths, out.getvalue()
+
+
+def _r_of(scores, datasets):
+    """scipy's r between registry top-1 and the mean of scipy logits, over the given models."""
+    models = sorted(scores)
+    means = [np.mean([special.logit(scores[m][d]) for d in datasets]) for m in models]
+    return stats.pearsonr([TOP1[m] for m in models], means)[0]
+
+
+FOUR = ["mobilenet_v2", "resnet50", "efficientnet_lite0", "resnet101"]
+MINI_STEPS = {"search": "grid", "train_steps": 60}
+PAPER_STEPS = {"search": "paper", "train_steps": 20000}
+MINI_SCORES = {"mobilenet_v2": {"dtd": 0.40, "pets": 0.62}, "resnet50": {"dtd": 0.47, "pets": 0.60},
+               "efficientnet_lite0": {"dtd": 0.45, "pets": 0.71}, "resnet101": {"dtd": 0.52, "pets": 0.69}}
+PAPER_SCORES = {"mobilenet_v2": {"dtd": 0.70, "pets": 0.88}, "resnet50": {"dtd": 0.74, "pets": 0.90},
+                "efficientnet_lite0": {"dtd": 0.72, "pets": 0.93}, "resnet101": {"dtd": 0.76, "pets": 0.92}}
+
+
+@pytest.fixture()
+def two_protocols(tmp_path):
+    """The same four models and two datasets fine-tuned under two protocols, in two output roots
+    below one folder; one paper run is missing."""
+    for name, settings, batch, scores in (("mini", MINI_STEPS, 32, MINI_SCORES),
+                                          ("paper", PAPER_STEPS, 256, PAPER_SCORES)):
+        for model, by_dataset in scores.items():
+            for dataset, score in by_dataset.items():
+                if (name, model, dataset) != ("paper", "resnet101", "pets"):
+                    _write(str(tmp_path / name), "finetune", model, dataset, score, protocol=name,
+                           settings=settings, batch_size=batch)
+    return tmp_path
+
+
+def test_two_protocols_yield_two_tables_and_two_correlations(two_protocols):
+    analysis, paths, stdout = _report(two_protocols)
+    assert list(analysis.groups) == ["finetune_mini", "finetune_paper"]
+    mini, paper = analysis.groups["finetune_mini"], analysis.groups["finetune_paper"]
+    assert mini.table.scores == {(m, d): s for m, ds in MINI_SCORES.items() for d, s in ds.items()}
+    assert mini.correlation.r == pytest.approx(_r_of(MINI_SCORES, ["dtd", "pets"]), abs=1e-12)
+    assert mini.correlation.n == 4
+    complete = {m: s for m, s in PAPER_SCORES.items() if m != "resnet101"}
+    assert paper.correlation.r == pytest.approx(_r_of(complete, ["dtd", "pets"]), abs=1e-12)
+    assert paper.correlation.n == 3  # resnet101 lacks pets there: missing, not 0
+    assert paper.table.score("resnet101", "pets") is None
+    assert {m.model: m.excluded for m in paper.models}["resnet101"] == "no ok run on pets"
+    with open(two_protocols / "report" / "scores_finetune_paper.csv") as handle:
+        rows = {row["model"]: row for row in csv.DictReader(handle)}
+    assert rows["resnet101"]["pets (top1)"] == "" and float(rows["resnet101"]["dtd (top1)"]) == 0.76
+    with open(two_protocols / "report" / "report.json") as handle:
+        numbers = json.load(handle)
+    assert numbers["groups"]["finetune_mini"]["protocol"]["name"] == "mini"
+    assert numbers["groups"]["finetune_paper"]["correlation"]["r"] == pytest.approx(paper.correlation.r)
+    assert {"figure1_mini.png", "figure1_paper.png"} <= {os.path.basename(p) for p in paths}
+    # the differing settings are printed once, each group's value named
+    assert stdout.count("several protocols") == 1
+    line = next(line for line in stdout.splitlines() if "several protocols" in line)
+    assert "settings.train_steps (finetune_mini: 60, finetune_paper: 20000)" in line
+    assert "batch_size (finetune_mini: 32, finetune_paper: 256)" in line
+
+
+def test_protocol_flag_selects_by_name_or_id_and_rejects_others(two_protocols):
+    analysis, _, stdout = _report(two_protocols, protocol="paper")
+    assert list(analysis.groups) == ["finetune_paper"]  # names stay those of the whole folder
+    assert "several protocols" not in stdout
+    assert len(analysis.runs) == 7
+    mini_id = _report(two_protocols)[0].groups["finetune_mini"].group.id
+    assert list(_report(two_protocols, protocol=mini_id)[0].groups) == ["finetune_mini"]
+    with pytest.raises(report.ReportInputError, match=r"unknown protocol 'full'; valid choices: mini, paper"):
+        _report(two_protocols, protocol="full")
+
+
+def test_colliding_protocol_names_are_told_apart_by_id(tmp_path):
+    for steps, root in ((100, "a"), (200, "b")):
+        for model in FOUR[:3]:
+            _write(str(tmp_path / root), "finetune", model, "dtd", 0.5, protocol="custom",
+                   settings={"search": "none", "train_steps": steps})
+    analysis = _report(tmp_path)[0]
+    ids = [g.group.id for g in analysis.groups.values()]
+    assert len(set(ids)) == 2 and list(analysis.groups) == [f"finetune_custom_{i}" for i in ids]
+    assert list(_report(tmp_path, protocol=ids[1])[0].groups) == [f"finetune_custom_{ids[1]}"]
+
+
+def test_a_score_chosen_at_a_grid_edge_is_marked_with_a_footnote(tmp_path):
+    _write(str(tmp_path), "finetune", "resnet50", "dtd", 0.61, edges={"learning_rate": "largest"})
+    _write(str(tmp_path), "finetune", "resnet50", "pets", 0.83)
+    _report(tmp_path)
+    with open(tmp_path / "report" / "scores_finetune.md") as handle:
+        text = handle.read()
+    row = next(line for line in text.splitlines() if line.startswith("| resnet50"))
+    assert [c.strip() for c in row.split("|")[2:-1]] == ["61.0\u2020", "83.0"]
+    assert "\u2020 the chosen hyperparameter is at an end of its grid" in text
+    assert "resnet50 on dtd (learning_rate: largest)" in text
+
+
+def test_a_keras_model_with_a_given_top1_enters_r_and_figure1(tmp_path):
+    user = "/home/me/models/my_net.keras"
+    given = {"value": 0.758, "source": "given with --imagenet_top1", "measured": False}
+    scores = {"mobilenet_v2": 0.55, "resnet50": 0.61, "efficientnet_lite0": 0.60, user: 0.66}
+    for model, score in scores.items():
+        _write(str(tmp_path), "probe", model, "dtd", score, settings={"l2_search": "paper"},
+               top1=given if model == user else None, display_name="My net" if model == user else None)
+    # a measured top-1 in a record wins over the registry's published one
+    _write(str(tmp_path), "probe", "efficientnet_lite0", "dtd", 0.60, settings={"l2_search": "paper"},
+           top1={"value": 0.745, "source": "tfbench.imagenet_eval on imagenet2012 validation", "measured": True})
+    analysis, _, stdout = _report(tmp_path)
+    probe = analysis.groups["probe"]
+    top1 = {"mobilenet_v2": 0.713, "resnet50": 0.749, "efficientnet_lite0": 0.745, user: 0.758}
+    assert [m.model for m in probe.included()] == sorted(top1, key=top1.get)
+    expected = stats.pearsonr([top1[m] for m in scores], special.logit([scores[m] for m in scores]))[0]
+    assert probe.correlation.r == pytest.approx(expected, abs=1e-12)
+    figure = figures.figure1([probe])
+    (axes,) = figure.axes
+    np.testing.assert_allclose(sorted(axes.collections[0].get_offsets()[:, 0]),
+                               sorted(100 * v for v in top1.values()))
+    assert "My net" in [text.get_text() for text in axes.texts]
+    with open(tmp_path / "report" / "report.json") as handle:
+        used = json.load(handle)["imagenet_top1"]
+    assert used[user] == {"value": 0.758, "kind": "published", "source": "given with --imagenet_top1",
+                          "label": "My net"}
+    assert used["efficientnet_lite0"]["kind"] == "measured"
+    assert used["resnet50"] == {"value": 0.749, "kind": "published", "label": "resnet50",
+                                "source": "published; tfbench's backbone registry"}
+    assert "tfbench.imagenet_eval on imagenet2012 validation" in stdout
+
+
+MODELS3 = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+PROBE = {("efficientnet_lite0", "fmnist"): 0.80, ("efficientnet_lite1", "fmnist"): 0.82,
+         ("efficientnet_lite2", "fmnist"): 0.81, ("efficientnet_lite0", "digits"): 0.93,
+         ("efficientnet_lite1", "digits"): 0.95, ("efficientnet_lite2", "digits"): 0.94}
+RANDOM = {("efficientnet_lite0", "fmnist"): 0.55, ("efficientnet_lite1", "fmnist"): 0.60,
+          ("efficientnet_lite2", "fmnist"): 0.52, ("efficientnet_lite0", "digits"): 0.71,
+          ("efficientnet_lite1", "digits"): 0.83}  # lite2 on digits never ran
+FINETUNE = {("efficientnet_lite0", "fmnist"): 0.84, ("efficientnet_lite1", "fmnist"): 0.79,
+            ("efficientnet_lite2", "fmnist"): 0.86}
+SCRATCH = {("efficientnet_lite0", "fmnist"): 0.70, ("efficientnet_lite1", "fmnist"): 0.74}
+
+
+def _mini(root, scratch_steps=60, with_random=True):
+    for (model, dataset), score in PROBE.items():
+        _write(root, "probe", model, dataset, score, settings={"l2_search": "fast", "init": "imagenet"},
+               batch_size=64, image_size=128)
+    if with_random:  # kept apart in records: another output root, as a sweep would
+        for (model, dataset), score in RANDOM.items():
+            _write(os.path.join(root, "random"), "probe", model, dataset, score, protocol="custom",
+                   settings={"l2_search": "fast", "init": "random"}, batch_size=64, image_size=128)
+    for (model, dataset), score in FINETUNE.items():
+        _write(root, "finetune", model, dataset, score, settings=MINI_STEPS)
+    for (model, dataset), score in SCRATCH.items():
+        _write(root, "scratch", model, dataset, score,
+               settings={"search": "grid", "train_steps": scratch_steps})
+    _write(root, "scratch", "efficientnet_lite2", "fmnist", None, status="diverged",
+           reason="loss became NaN", settings={"search": "grid", "train_steps": scratch_steps})
+
+
+def _expected(first, second):
+    cells = sorted(set(first) & set(second))
+    return sum(first[c] > second[c] for c in cells), len(cells), np.mean([first[c] - second[c] for c in cells])
+
+
+def test_the_three_comparisons_pair_runs_by_model_and_dataset(tmp_path):
+    _mini(str(tmp_path))
+    analysis, paths, stdout = _report(tmp_path)
+    drawn = {o.kind.key: o for o in analysis.comparisons}
+    assert set(drawn) == {"imagenet_vs_random", "finetune_vs_scratch", "finetune_vs_probe"}
+    for key, first, second in (("imagenet_vs_random", PROBE, RANDOM), ("finetune_vs_scratch", FINETUNE, SCRATCH),
+                               ("finetune_vs_probe", FINETUNE, PROBE)):
+        comparison = drawn[key]
+        wins, n, mean = _expected(first, second)
+        assert {(p.model, p.dataset): (p.first, p.second) for p in comparison.pairs} == {
+            c: (first[c], second[c]) for c in set(first) & set(second)}
+        assert (comparison.wins(), len(comparison.pairs)) == (wins, n)
+        assert comparison.mean_difference() == pytest.approx(mean, abs=1e-12)
+        figure = figures.comparison_figure(comparison)
+        assert len(figure.axes[0].collections[0].get_offsets()) == n  # one point per pair
+        assert len(figure.axes[0].lines) == 1  # the diagonal
+    assert drawn["imagenet_vs_random"].missing == (
+        "random-init features (probe_custom): efficientnet_lite2 on digits (no run)",)
+    assert drawn["finetune_vs_scratch"].missing == (
+        "from scratch (scratch): efficientnet_lite2 on fmnist (diverged)",)
+    assert "only probe_mini ran dataset digits: not compared" in drawn["finetune_vs_probe"].notes
+    assert "image_size differs: 64 (finetune) vs 128 (probe_mini)" in drawn["finetune_vs_probe"].notes
+    names = {os.path.basename(p) for p in paths}
+    assert {"imagenet_vs_random.png", "finetune_vs_scratch.png", "finetune_vs_probe.png"} <= names
+    with open(tmp_path / "report" / "report.md") as handle:
+        markdown = handle.read()
+    for kind in comparisons.KINDS:
+        assert kind.paper in markdown
+    # three models: r says little, so the summary leads with the comparisons
+    summary = markdown.split("## Summary\n")[1].split("\n## ")[0]
+    first_line = summary.strip().splitlines()[0]
+    assert first_line.startswith("- ImageNet vs random-init features") and "better on 5 of 5" in first_line
+    assert markdown.index("## Comparisons") < markdown.index("## Correlation")
+    last = stdout.strip().splitlines()[-1]
+    assert last.startswith("report: 17 runs (16 ok), ImageNet>random features 5/5")
+    assert last.index("fine-tune>scratch 2/2") < last.index("; r probe_custom=n/a probe_mini=")
+
+
+def test_comparisons_that_cannot_be_drawn_say_which_runs_are_missing(tmp_path):
+    _mini(str(tmp_path), scratch_steps=600, with_random=False)
+    analysis, _, stdout = _report(tmp_path)
+    outcomes = {o.kind.key: o for o in analysis.comparisons}
+    assert isinstance(outcomes["imagenet_vs_random"], comparisons.NotDrawn)
+    reason = outcomes["imagenet_vs_random"].reason
+    assert "no probe runs on random-init features" in reason and "--init=random" in reason
+    assert isinstance(outcomes["finetune_vs_scratch"], comparisons.NotDrawn)
+    assert "finetune trains 60 steps of 32, scratch 600 steps of 32" in outcomes["finetune_vs_scratch"].reason
+    assert isinstance(outcomes["finetune_vs_probe"], comparisons.Comparison)
+    # the summary leads with what can be drawn and ends with what cannot, naming the runs lacking
+    lines = report.summary_lines(analysis)
+    assert lines[0].startswith("Fine-tuning vs the linear probe (finetune vs probe)")
+    assert lines[-2:] == [outcomes["imagenet_vs_random"].sentence(), outcomes["finetune_vs_scratch"].sentence()]
+    last = stdout.strip().splitlines()[-1]
+    assert "not drawn" not in last and "fine-tune>probe 2/3" in last
+
+
+def test_with_five_models_in_r_the_summary_leads_with_r(tmp_path):
+    for model in list(TOP1)[:5]:
+        for dataset, offset in (("dtd", 0.0), ("pets", 0.1)):
+            _write(str(tmp_path), "finetune", model, dataset, 0.3 + TOP1[model] / 2 + offset)
+            _write(str(tmp_path), "scratch", model, dataset, 0.2 + offset)
+    analysis, _, stdout = _report(tmp_path)
+    assert analysis.groups["finetune"].correlation.n == 5
+    assert report.summary_lines(analysis)[0].startswith("r finetune (ImageNet top-1 vs mean log odds) = ")
+    assert stdout.strip().splitlines()[-1].startswith("report: 20 runs (20 ok), r finetune=")
+
+
+def test_seeds_of_one_protocol_share_its_table_as_their_mean(tmp_path):
+    for seed, score in ((0, 0.60), (1, 0.70)):
+        _write(str(tmp_path / f"seed{seed}"), "finetune", "resnet50", "dtd", score, seed=seed,
+               display_name="ResNet-50")
+    analysis, _, stdout = _report(tmp_path)
+    assert list(analysis.groups) == ["finetune"]  # the seed is not part of the protocol
+    table = analysis.groups["finetune"].table
+    assert table.score("resnet50", "dtd") == pytest.approx(0.65) and table.seeds[("resnet50", "dtd")] == (0, 1)
+    assert "Mean over seeds: ResNet-50 on dtd (seeds 0, 1)." in stdout
+
+
+def test_binary_rejects_an_unknown_protocol_with_one_line_and_writes_nothing(two_protocols):
+    finished = _binary(f"--output_dir={two_protocols}", "--protocol=full")
+    assert finished.returncode == 2
+    assert finished.stderr == ("error: --protocol: unknown protocol 'full'; valid choices: mini, paper "
+                               f"(names) or {', '.join(_ids(two_protocols))} (ids)\n")
+    assert not (two_protocols / "report").exists()
+
+
+def _ids(root):
+    return [g.group.id for g in report.analyze(report.collect(str(root)), TOP1.get, resamples=100).groups.values()]

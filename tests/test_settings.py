@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tfbench import devices, protocol
-from tfbench.experiment import Experiment
+from tfbench.experiment import Experiment, protocol_of
 from tfbench.settings import (InvalidSettingError, ProbeSettings, Runtime, TrainingSettings,
                               settings_from_dict, settings_to_dict)
 
@@ -69,3 +69,43 @@ def test_validation_interval_follows_checkpoints_unless_given():
     assert Runtime(checkpoint_every=500).validation_interval == 500
     assert Runtime(checkpoint_every=500, eval_every=0).validation_interval == 0
     assert Runtime(checkpoint_every=500, eval_every=100).validation_interval == 100
+
+
+def test_records_name_their_protocol():
+    paper = Experiment(regime="scratch", model="tiny", dataset="digits", output_dir="a", batch_size=256,
+                       settings=TrainingSettings.paper("scratch"))
+    assert protocol_of(paper) == {"name": "paper", "differences": {}}
+    preset = dataclasses.replace(paper, batch_size=32, preset="mini",
+                                 settings=TrainingSettings(search="small", train_steps=60))
+    described = protocol_of(preset)
+    assert described["name"] == "mini"
+    assert described["differences"] == {
+        "batch_size": {"paper": 256, "run": 32},
+        "settings.search": {"paper": "paper", "run": "small"},
+        "settings.train_steps": {"paper": protocol.SCRATCH_STEPS, "run": 60}}
+    assert protocol_of(dataclasses.replace(preset, preset=None))["name"] == "custom"
+    probe = Experiment(regime="probe", model="tiny", dataset="digits", output_dir="a", image_size=128,
+                       settings=ProbeSettings(init="random"))
+    assert protocol_of(probe)["differences"] == {
+        "image_size": {"paper": "native", "run": 128},
+        "settings.init": {"paper": "imagenet", "run": "random"}}
+    assert preset.identity() == dataclasses.replace(preset, preset="other").identity()  # a label
+
+
+def test_batch_norm_momentum_rule():
+    # max(1 - 10 / s, 0.9), s = steps per epoch
+    assert protocol.bn_momentum(50_000, 256) == pytest.approx(1 - 10 / 195)
+    assert protocol.bn_momentum(3_000, 32) == 0.9  # 93 steps per epoch: the floor
+    assert protocol.bn_momentum(10, 256) == 0.9  # less than one batch: one step per epoch
+    with pytest.raises(InvalidSettingError, match="bn_momentum must be in"):
+        TrainingSettings(bn_momentum=1.5)
+    with pytest.raises(InvalidSettingError, match="unknown bn_momentum 'papr'"):
+        TrainingSettings(bn_momentum="papr")
+
+
+def test_a_random_init_probe_has_a_folder_of_its_own():
+    imagenet = Experiment(regime="probe", model="tiny", dataset="digits", output_dir="runs",
+                          settings=ProbeSettings())
+    random = dataclasses.replace(imagenet, settings=ProbeSettings(init="random"))
+    assert imagenet.run_dir() == "runs/probe/digits/tiny"
+    assert random.run_dir() == "runs/probe/digits/tiny+random_init"

@@ -104,3 +104,33 @@ def test_overwrite_discards_finished_trials(tmp_path):
     assert os.path.exists(trial)  # a normal run keeps them (resume)
     runs.execute(experiment, _fake_run(calls), Runtime(), overwrite=True)
     assert not os.path.exists(trial) and calls == ["tiny", "tiny"]
+
+
+def _feature_model(path):
+    """A small .keras feature model (pixels in [0, 1], pooled features out), as a user saves one."""
+    import keras
+
+    images = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, activation="relu")(images)
+    keras.Model(images, keras.layers.GlobalAveragePooling2D()(x)).save(path)
+
+
+def test_your_own_keras_model_enters_the_analysis_with_its_top1(tmp_path):
+    """A .keras model named in a models file goes through a sweep with its display name, its
+    ImageNet top-1 and input range, and reaches the report's correlation."""
+    _feature_model(tmp_path / "my_net.keras")
+    (tmp_path / "models.toml").write_text(
+        '[[model]]\nname = "my_net"\nsource = "my_net.keras"\ndisplay_name = "My Net"\n'
+        'imagenet_top1 = 0.701\ntop1_source = "our paper, table 2"\ninput_range = [0, 1]\n')
+    completed = subprocess.run(
+        [sys.executable, "-m", "tfbench.sweep", "--models=my_net,tiny", "--datasets=digits",
+         "--regimes=probe", "--probe_flags=flags/smoke_probe.flags", f"--models_file={tmp_path}/models.toml",
+         f"--output_dir={tmp_path}/runs", f"--cache_dir={tmp_path}/cache"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    record = json.loads((tmp_path / "runs" / "probe" / "digits" / "my_net" / "record.json").read_text())
+    assert record["status"] == "ok"
+    assert record["experiment"]["display_name"] == "My Net"
+    assert record["imagenet_top1"] == {"value": 0.701, "source": "our paper, table 2", "measured": False}
+    report = json.loads((tmp_path / "runs" / "report" / "report.json").read_text())
+    assert "My Net" in json.dumps(report) or "my_net" in json.dumps(report)

@@ -71,7 +71,7 @@ def test_a_worker_killed_mid_trial_is_retried_and_resumes_to_the_uninterrupted_r
     address = ray_cluster.get_runtime_context().gcs_address
     args = _longer_trials(tmp_path)
     driver = _sweep(tmp_path, "ray", *args, "--executor=ray", f"--ray_address={address}", wait=False)
-    trials = f"{tmp_path}/ray/finetune/digits/tiny/trials"
+    trials = f"{tmp_path}/ray/finetune/*/tiny/{results.TRIALS_DIR}"
     deadline = time.time() + 600
     while time.time() < deadline and not glob.glob(f"{trials}/*/checkpoints/ckpt*"):  # mid-trial
         assert driver.poll() is None, driver.communicate()[1][-3000:]

@@ -85,3 +85,29 @@ def test_trial_identity_ignores_only_what_chooses_the_trials():
     assert tuning.trial_identity(base) == tuning.trial_identity(other_search)
     assert tuning.trial_identity(base) != tuning.trial_identity(longer)
     assert "output_dir" not in tuning.trial_identity(base)
+
+
+@pytest.mark.parametrize("chosen, decays, edges", [
+    ({"learning_rate": 0.1, "weight_decay": 1e-4}, [1e-5, 1e-4, 1e-3], {"learning_rate": "largest"}),
+    ({"learning_rate": 1e-3, "weight_decay": 1e-3}, [1e-5, 1e-4, 1e-3],
+     {"learning_rate": "smallest", "weight_decay": "largest"}),
+    ({"learning_rate": 1e-2, "weight_decay": 1e-5}, [1e-5, 1e-4, 1e-3], {"weight_decay": "smallest"}),
+    ({"learning_rate": 1e-2, "weight_decay": 0.0}, [0.0, 1e-5, 1e-4], {}),  # "none" is a real end
+    ({"learning_rate": 1e-2, "weight_decay": 1e-5}, [0.0, 1e-5, 1e-4], {}),  # 0 lies below it
+])
+def test_grid_edges(chosen, decays, edges):
+    tried = [t.hyperparameters() for t in grid("grid", "finetune", learning_rates=[1e-3, 1e-2, 0.1],
+                                                weight_decays=decays)]
+    assert tuning.grid_edges(chosen, tried) == edges
+
+
+def test_a_hyperparameter_tried_at_one_value_is_no_edge():
+    assert tuning.grid_edges({"learning_rate": 0.1, "weight_decay": 0.0},
+                             [{"learning_rate": 0.1, "weight_decay": 0.0}]) == {}
+    record = {"hyperparameters": {"l2": 1e5}}
+    messages = []
+    tuning.mark_grid_edges(record, {"l2": "largest"}, log=messages.append)
+    assert record["at_grid_edge"] and record["grid_edges"] == {"l2": "largest"}
+    assert len(messages) == 1 and "l2=1e+05 is the largest of its grid" in messages[0]
+    tuning.mark_grid_edges(record, {}, log=messages.append)
+    assert not record["at_grid_edge"] and len(messages) == 1

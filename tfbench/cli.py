@@ -58,3 +58,8 @@ def run_app(main: Callable[[], None]) -> None:
         main()
 
     app.run(absl_main, flags_parser=parse_flags)
+
+
+def warn(message: str) -> None:
+    """One line on stderr for something tfbench repaired on its own (the run goes on)."""
+    print(f"warning: {' '.join(message.split())}", file=sys.stderr)

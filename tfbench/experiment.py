@@ -13,12 +13,15 @@ import os
 import re
 from typing import Any, Dict, Mapping, Optional, Union
 
+from tfbench import protocol
 from tfbench.settings import (PRECISIONS, REGIMES, SETTINGS_TYPES, InvalidSettingError,
                               ProbeSettings, TrainingSettings, settings_from_dict, settings_to_dict)
 
 # Where things live, not what they are: kept out of a run's identity, so moving the data, the
 # feature cache or the output folder does not make a finished run look different.
 LOCATIONS = ("output_dir", "data_dir", "cache_dir")
+# Names for people (a preset's name, a model's display name): recorded, never identity.
+LABELS = ("preset", "display_name")
 Settings = Union[ProbeSettings, TrainingSettings]
 
 
@@ -27,7 +30,10 @@ class Experiment:
     """One (regime, model, dataset) run and everything that changes its result.
 
     `settings` is the regime's own typed settings (tfbench.settings). How the run executes (the
-    Runtime) is not here: it never changes what a run is.
+    Runtime) is not here: it never changes what a run is. `skip_bad_images` leaves unreadable
+    images of a folder dataset out instead of refusing it. `preset` names the flagfile the settings
+    came from (recorded as the protocol's name when they differ from the paper's); `display_name`
+    is how reports label the model.
     """
 
     regime: str
@@ -41,6 +47,9 @@ class Experiment:
     batch_size: int = 64
     precision: str = "auto"
     cache_dir: Optional[str] = None
+    skip_bad_images: bool = False
+    preset: Optional[str] = None
+    display_name: Optional[str] = None
 
     def __post_init__(self):
         if self.regime not in REGIMES:
@@ -73,16 +82,50 @@ class Experiment:
         config["settings"] = settings_from_dict(config["regime"], config.get("settings", {}))
         return cls(**config)
 
+    def dataset_spec(self):
+        """The dataset's spec as this run reads it (unreadable images left out if asked)."""
+        from tfbench import datasets
+
+        return datasets.spec(self.dataset, skip_bad_images=self.skip_bad_images)
+
+    def load(self, split: str):
+        """One split of the run's dataset (tfbench.datasets.load)."""
+        from tfbench import datasets
+
+        return datasets.load(self.dataset, split, self.data_dir, skip_bad_images=self.skip_bad_images)
+
     def run_dir(self) -> str:
-        """`<output_dir>/<regime>/<dataset>/<model>`, with names made safe for a file system."""
-        return os.path.join(
-            self.output_dir, self.regime, path_component(self.dataset), path_component(self.model)
-        )
+        """`<output_dir>/<regime>/<dataset>/<model>`, with names made safe for a file system; a
+        probe of randomly initialised features is `<model>+random_init`, beside the ImageNet one."""
+        model = path_component(self.model)
+        if getattr(self.settings, "init", "imagenet") == "random":
+            model += "+random_init"
+        return os.path.join(self.output_dir, self.regime, path_component(self.dataset), model)
 
 
 def identity(config: Mapping[str, Any]) -> Dict[str, Any]:
-    """An experiment dict (as records store it) without its locations."""
-    return {key: value for key, value in config.items() if key not in LOCATIONS}
+    """An experiment dict (as records store it) without its locations and labels."""
+    return {key: value for key, value in config.items() if key not in LOCATIONS + LABELS}
+
+
+def protocol_of(experiment: Experiment) -> Dict[str, Any]:
+    """How the run's protocol relates to the paper's: {"name", "differences"}.
+
+    "paper" when every setting that defines the protocol (the regime's settings, the batch size of a
+    trained regime, the native image size) is the paper's; otherwise the preset's name, or "custom",
+    with each differing setting as {"paper": ..., "run": ...}.
+    """
+    paper_settings = (TrainingSettings.paper(experiment.regime) if experiment.regime != "probe"
+                      else ProbeSettings())
+    paper = {f"settings.{k}": v for k, v in settings_to_dict(paper_settings).items()}
+    run = {f"settings.{k}": v for k, v in settings_to_dict(experiment.settings).items()}
+    paper["image_size"], run["image_size"] = "native", experiment.image_size or "native"
+    if experiment.regime != "probe":
+        paper["batch_size"], run["batch_size"] = protocol.BATCH_SIZE, experiment.batch_size
+    differences = {key: {"paper": paper[key], "run": run[key]} for key in sorted(paper)
+                   if paper[key] != run[key]}
+    name = "paper" if not differences else experiment.preset or "custom"
+    return {"name": name, "differences": differences}
 
 
 def path_component(name: str) -> str:

@@ -6,9 +6,10 @@ rows: memory grows with the features, never with the images.
 
 The cache key hashes everything that can change a feature value: backbone name and weights
 fingerprint, image size and resize mode, input scaling, precision, dataset, split and the split's
-definition (including its seed), and `FEATURE_CODE_VERSION`. An entry is built in a temporary
+definition (including its seed), and `FEATURE_CODE_VERSION`. An entry is built in a staging
 folder and renamed into place only after its arrays and manifest are complete, so an interrupted
-extraction never leaves an entry that a later run would trust.
+extraction never leaves an entry that a later run would trust; an entry damaged later is found by
+its fingerprints when read and rebuilt (docs/DESIGN.md, Pitfalls guarded against).
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
-from typing import Any, Dict, Mapping, NamedTuple, Optional
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import numpy as np
+
+from tfbench import cli, files
 
 # Bump when extraction code changes its output (resize method, pooling, dtype handling...).
 FEATURE_CODE_VERSION = 1
@@ -111,7 +113,13 @@ def extract(model, dataset, *, image_size: int, batch_size: int, strategy=None,
 
 
 class FeatureCache:
-    """Folder of entries `<root>/<key[:2]>/<key>/{features,labels}.npy + manifest.json`."""
+    """Folder of entries `<root>/<key[:2]>/<key>/{features,labels}.npy + manifest.json`.
+
+    The manifest records each array's shape and fingerprint (size and digest). An entry that no
+    longer matches it (a truncated or altered array, a missing file, a manifest that does not
+    parse: a full disk, a bad copy, failing storage) is discarded with a one-line warning, so the
+    caller extracts and stores it again instead of failing, or trusting it, on every later run.
+    """
 
     def __init__(self, root: str):
         self.root = os.path.abspath(os.path.expanduser(root))
@@ -120,49 +128,74 @@ class FeatureCache:
         return os.path.join(self.root, key[:2], key)
 
     def load(self, key: str) -> Optional[Features]:
-        """The entry for `key`, or None when it is absent or does not verify against its manifest."""
+        """The entry for `key`, or None when it is absent or damaged (then it is also removed)."""
         folder = self.entry_dir(key)
-        manifest_path = os.path.join(folder, MANIFEST)
-        if not os.path.exists(manifest_path):
+        if not os.path.isdir(folder):
             return None
-        with open(manifest_path) as handle:
-            manifest = json.load(handle)
-        if manifest.get("key") != key:
+        arrays, problem = _read_entry(folder, key)
+        if problem is not None:
+            cli.warn(f"feature cache entry {folder} is damaged ({problem}); discarding it, "
+                     "the features are extracted again")
+            shutil.rmtree(folder, ignore_errors=True)
             return None
-        arrays = {}
-        for name in ARRAYS:
-            path = os.path.join(folder, name + ".npy")
-            if not os.path.exists(path):
-                return None
-            arrays[name] = np.load(path, allow_pickle=False)
-            if list(arrays[name].shape) != manifest["shapes"][name]:
-                return None
         return Features(arrays["features"], arrays["labels"], 0.0, True)
 
     def store(self, key: str, components: Mapping[str, Any], features: Features) -> None:
-        """Write into a temporary folder, then rename: readers see a complete entry or none."""
+        """Write into a staging folder, then rename: readers see a complete entry or none."""
         final = self.entry_dir(key)
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        staging = tempfile.mkdtemp(dir=os.path.dirname(final), prefix=f".{key[:12]}-", suffix=".tmp")
+        staging = files.make_staging_dir(os.path.dirname(final), prefix=f".{key[:12]}-")
         try:
-            shapes = {}
+            shapes, fingerprints = {}, {}
             for name in ARRAYS:
                 array = getattr(features, name)
-                np.save(os.path.join(staging, name + ".npy"), array, allow_pickle=False)
+                path = os.path.join(staging, name + ".npy")
+                files.write_atomic(path, lambda handle, array=array: np.save(handle, array, allow_pickle=False))
                 shapes[name] = list(array.shape)
-            manifest = {"key": key, "components": dict(components), "shapes": shapes,
+                fingerprints[name + ".npy"] = files.fingerprint(path)
+            manifest = {"key": key, "components": json.loads(json.dumps(dict(components), default=str)),
+                        "shapes": shapes, "files": fingerprints,
                         "extraction_seconds": features.seconds,
                         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            with open(os.path.join(staging, MANIFEST), "w") as handle:
-                json.dump(manifest, handle, indent=2, sort_keys=True, default=str)
-                handle.flush()
-                os.fsync(handle.fileno())
-            if os.path.exists(final):  # a stale or unverifiable entry: replace it
+            files.write_json_atomic(os.path.join(staging, MANIFEST), manifest)
+            if os.path.exists(final):  # a stale or damaged entry: replace it
                 shutil.rmtree(final)
-            os.rename(staging, final)
+            try:
+                os.rename(staging, final)
+            except OSError:
+                if not os.path.isdir(final):
+                    raise
+                shutil.rmtree(staging)  # another process stored this entry meanwhile: keep theirs
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+
+
+def _read_entry(folder: str, key: str) -> Tuple[Dict[str, np.ndarray], Optional[str]]:
+    """The arrays of the entry in `folder`, or what is wrong with it."""
+    try:
+        with open(os.path.join(folder, MANIFEST)) as handle:
+            manifest = json.load(handle)
+    except FileNotFoundError:
+        return {}, f"{MANIFEST} is missing"
+    except (OSError, ValueError) as error:  # unreadable, not UTF-8, not JSON
+        return {}, f"{MANIFEST} is not valid JSON ({type(error).__name__})"
+    if not isinstance(manifest, dict) or manifest.get("key") != key:
+        return {}, f"{MANIFEST} does not describe this entry"
+    if not isinstance(manifest.get("files"), dict) or not isinstance(manifest.get("shapes"), dict):
+        return {}, f"{MANIFEST} records no file fingerprints (written by an older tfbench)"
+    arrays = {}
+    for name in ARRAYS:
+        path = os.path.join(folder, name + ".npy")
+        problem = files.fingerprint_mismatch(path, manifest["files"].get(name + ".npy"))
+        if problem is not None:
+            return {}, problem
+        try:
+            arrays[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            return {}, f"{name}.npy does not load ({error})"
+        if list(arrays[name].shape) != manifest["shapes"].get(name):
+            return {}, f"{name}.npy has shape {list(arrays[name].shape)}, {manifest['shapes'].get(name)} was written"
+    return arrays, None
 
 
 def split_definition(dataset_spec) -> Dict[str, Any]:

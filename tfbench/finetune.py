@@ -25,9 +25,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Seque
 
 from absl import flags
 
-from tfbench import flags_common, files, protocol, results, tuning
+from tfbench import flags_common, files, protocol, results, runs, tuning
 from tfbench.experiment import Experiment
-from tfbench.settings import SEARCHES, InvalidSettingError, Runtime, TrainingSettings
+from tfbench.settings import (BN_MOMENTUM_RULES, SEARCHES, InvalidSettingError, Runtime,
+                              TrainingSettings)
 
 FLAGS = flags.FLAGS
 
@@ -57,10 +58,11 @@ flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing in [0, 1).",
                    lower_bound=0.0, upper_bound=0.999)
 flags.DEFINE_float("dropout", 0.0, "Dropout rate before the new head, in [0, 1).",
                    lower_bound=0.0, upper_bound=0.999)
-flags.DEFINE_float(
-    "bn_momentum", None,
+flags.DEFINE_string(
+    "bn_momentum", "paper",
     "Momentum of the batch-norm moving statistics (Keras convention: new = m * old + (1 - m) * "
-    "batch); default: each backbone's own.", lower_bound=0.0, upper_bound=0.999)
+    "batch): 'paper' = max(1 - 10 / steps per epoch, 0.9) from the training split's size and the "
+    "batch size; 'backbone' = each network's own; or a number in [0, 1).")
 flags.DEFINE_integer(
     "checkpoint_every", 1000,
     "Steps between checkpoints; a killed run given the same command again resumes from the last "
@@ -85,7 +87,17 @@ def settings_from_flags(regime: str) -> TrainingSettings:
         weight_decay=FLAGS.weight_decay,
         learning_rates=_floats("learning_rates"), weight_decays=_floats("weight_decays"),
         warmup_steps=FLAGS.warmup_steps, label_smoothing=FLAGS.label_smoothing,
-        dropout=FLAGS.dropout, bn_momentum=FLAGS.bn_momentum)
+        dropout=FLAGS.dropout, bn_momentum=_bn_momentum(FLAGS.bn_momentum))
+
+
+def _bn_momentum(text: str):
+    if text in BN_MOMENTUM_RULES:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidSettingError(f"--bn_momentum takes a number in [0, 1) or one of "
+                                  f"{', '.join(BN_MOMENTUM_RULES)}, got {text!r}") from None
 
 
 def runtime_from_flags() -> Runtime:
@@ -139,14 +151,14 @@ class TrialTrainer:
     """
 
     def __init__(self, experiment: Experiment, runtime: Runtime, strategy=None):
-        from tfbench import backbones, datasets, devices
+        from tfbench import backbones, devices
 
         self.experiment = experiment
         self.settings: TrainingSettings = experiment.settings
         self.runtime = runtime
         self.strategy = strategy if strategy is not None else devices.make_strategy(runtime.strategy)
         self.precision = devices.resolve_precision(experiment.precision)
-        self.dataset_spec = datasets.spec(experiment.dataset)
+        self.dataset_spec = experiment.dataset_spec()
         self.backbone_spec = backbones.spec(experiment.model)
         self.image_size = experiment.image_size or self.backbone_spec.image_size
         self.chief = devices.is_chief(self.strategy)
@@ -167,7 +179,7 @@ class TrialTrainer:
             warmup_steps=settings.warmup_steps, label_smoothing=settings.label_smoothing,
             multi_label=self.dataset_spec.multi_label)
 
-    def build_model(self):
+    def build_model(self, bn_momentum: Optional[float]):
         import keras
 
         from tfbench import backbones, classifier
@@ -176,12 +188,26 @@ class TrialTrainer:
         backbone = backbones.build(self.experiment.model, pretrained=self.experiment.regime == "finetune",
                                    image_size=self.image_size)
         return classifier.build_classifier(backbone, self.dataset_spec.num_classes,
-                                           self.settings.dropout, self.settings.bn_momentum)
+                                           self.settings.dropout, bn_momentum)
+
+    def bn_momentum(self, fit_split: str) -> Optional[float]:
+        """The batch-norm momentum for training on `fit_split` (None: each backbone's own)."""
+        rule = self.settings.bn_momentum
+        if rule == "backbone":
+            return None
+        if rule == "paper":
+            return protocol.bn_momentum(self.examples(fit_split), self.experiment.batch_size)
+        return rule
+
+    def examples(self, split: str) -> int:
+        data = self.experiment.load(split)
+        count = int(data.cardinality())
+        return count if count >= 0 else int(data.reduce(0, lambda total, _: total + 1))
 
     def batches(self, split: str, training: bool):
-        from tfbench import datasets, preprocessing
+        from tfbench import preprocessing
 
-        examples = datasets.load(self.experiment.dataset, split, self.experiment.data_dir)
+        examples = self.experiment.load(split)
         return preprocessing.pipeline(examples, self.image_size, self.experiment.batch_size,
                                       training=training, seed=self.experiment.seed,
                                       deterministic=training, repeat=training)
@@ -218,11 +244,12 @@ class TrialTrainer:
             forget_stale_checkpoints(checkpoint_dir, {
                 "experiment": tuning.trial_identity(self.experiment.to_dict()),
                 "hyperparameters": dict(hyperparameters), "fit_split": fit_split})
+        bn_momentum = self.bn_momentum(fit_split)
         evaluate = None
         if score_split == "val":
             evaluate = lambda model: (tag, self.score(model, "val")[0])  # noqa: E731
         model, result = training.train(
-            self.build_model, lambda start: self.batches(fit_split, training=True).skip(start), config,
+            lambda: self.build_model(bn_momentum), lambda start: self.batches(fit_split, training=True).skip(start), config,
             strategy=self.strategy, runtime=self.runtime, precision=self.precision,
             checkpoint_dir=checkpoint_dir, log_dir=log_dir, hparams=self.hparams(hyperparameters),
             evaluate=evaluate)
@@ -230,6 +257,7 @@ class TrialTrainer:
             "fit_split": fit_split, "score_split": score_split, "train_steps": config.train_steps,
             "steps": result.steps, "resumed_from_step": result.resumed_from_step,
             "final_loss": result.final_loss, "l2_coefficient": config.l2_coefficient,
+            "bn_momentum": bn_momentum,
             "images_per_second": result.images_per_second, "precision": self.precision,
             "strategy": self.runtime.strategy, "strategy_class": type(self.strategy).__name__,
             "replicas": self.strategy.num_replicas_in_sync,
@@ -376,6 +404,8 @@ def conclude(experiment: Experiment, runtime: Runtime, trainer: Optional[Trainer
     metric = _metric(experiment)
     record = results.new_record(experiment, metric=metric, started_at=results.now())
     record["conventions"] = conventions(experiment)
+    record["imagenet_top1"] = runs.imagenet_top1(experiment)
+    record["skipped_images"] = getattr(experiment.dataset_spec(), "skipped_images", 0)
     record["tensorboard_dir"] = os.path.join(experiment.run_dir(), results.TRIALS_DIR)
     record["trials"] = [_trial_summary(trial) for trial in trial_records]
     record["timings"]["search_seconds"] = sum(t["timings"].get("wall_seconds") or 0.0 for t in trial_records)
@@ -384,12 +414,16 @@ def conclude(experiment: Experiment, runtime: Runtime, trainer: Optional[Trainer
         return results.finish(record, "diverged", f"all {len(planned)} trials diverged")
     record["hyperparameters"] = dict(best["hyperparameters"])
     record["validation_score"] = best["validation_score"]
+    tuning.mark_grid_edges(record, tuning.grid_edges(
+        record["hyperparameters"], [trial["hyperparameters"] for trial in trial_records]), log)
     log(f"chosen on validation: {best['trial_id']} ({metric}={_format(best['validation_score'])}); "
         "retraining on trainval, scoring test")
     started = time.time()
     trainer = trainer or TrialTrainer(experiment, runtime)
     final = trainer.train_and_score(best["hyperparameters"], "trainval", "test", FINAL)
     record["training"] = dict(final.details)
+    record["total_train_steps"] = (sum(trial["training"].get("steps") or 0 for trial in trial_records)
+                                   + final.details.get("steps", 0))
     record["timings"].update({f"final_{phase}": seconds
                               for phase, seconds in final.details.get("timings", {}).items()})
     record["timings"]["final_seconds"] = time.time() - started
@@ -442,9 +476,7 @@ def _trial_summary(record: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def _metric(experiment: Experiment) -> str:
-    from tfbench import datasets
-
-    return datasets.spec(experiment.dataset).metric
+    return experiment.dataset_spec().metric
 
 
 def _format(score: Optional[float]) -> str:

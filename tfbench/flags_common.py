@@ -11,7 +11,7 @@ at once.
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Dict, Mapping
+from typing import Any, Callable, Dict, Mapping, Optional
 
 from absl import flags
 
@@ -49,6 +49,33 @@ flags.DEFINE_enum(
     "precision", "auto", PRECISIONS,
     "Numeric precision; auto = mixed_float16 on GPU, float32 on CPU (faster there).")
 flags.DEFINE_boolean("overwrite", False, "Rerun even if a finished run record exists.")
+flags.DEFINE_string(
+    "models_file", None,
+    "A TOML file naming your own models (a path or hub: source, a display name, an ImageNet top-1 "
+    "with its source, the input range or mean/std they expect); --model and --models then take "
+    "their names. See the README, 'Your own backbone'.")
+flags.DEFINE_string("display_name", None, "For a path or hub: --model: its name in reports and figures.")
+flags.DEFINE_float(
+    "imagenet_top1", None,
+    "For a path or hub: --model: its ImageNet top-1 as a fraction (needs --top1_source), so that it "
+    "enters the correlation with transfer accuracy.")
+flags.DEFINE_string("top1_source", None, "Where --imagenet_top1 comes from (a paper, a model card, a "
+                    "measurement).")
+flags.DEFINE_list(
+    "input_range", None,
+    "For a path or hub: --model: the pixel range it expects, e.g. -1,1 or 0,1 (default: a .keras "
+    "file scales [0, 255] itself; a SavedModel takes [0, 1]).")
+flags.DEFINE_list("input_mean", None, "With --input_std, instead of --input_range: per-channel mean "
+                  "of pixels in [0, 1] that the model subtracts, e.g. 0.485,0.456,0.406.")
+flags.DEFINE_list("input_std", None, "With --input_mean: per-channel standard deviation.")
+flags.DEFINE_boolean(
+    "skip_bad_images", False,
+    "For folder:PATH datasets: leave images that do not decode out (with a warning, counted in the "
+    "record) instead of refusing the folder.")
+flags.DEFINE_string(
+    "preset", None,
+    "A name for these settings, recorded as the run's protocol where they differ from the paper's "
+    "(the flagfiles in flags/ set it); without it such runs are 'custom'. Not part of a run's identity.")
 flags.DEFINE_enum(
     "strategy", "auto", STRATEGIES,
     "Devices: auto = MirroredStrategy over all local GPUs (one device otherwise); one_device; "
@@ -60,7 +87,8 @@ def user_errors() -> tuple:
     from tfbench import backbones, datasets
 
     return (UnknownNameError, InvalidSettingError, results.RunConflictError,
-            backbones.WeightsUnavailableError, datasets.DatasetNotPreparedError)
+            backbones.WeightsUnavailableError, backbones.ModelNotFoundError,
+            backbones.ModelsFileError, datasets.DatasetNotPreparedError, datasets.FolderDatasetError)
 
 
 def print_models() -> None:
@@ -87,6 +115,35 @@ def print_datasets() -> None:
     results.print_table(rows)
 
 
+MODEL_DESCRIPTION = ("display_name", "imagenet_top1", "top1_source", "input_range", "input_mean",
+                     "input_std")
+
+
+def load_user_models(model: Optional[str] = None) -> None:
+    """Register the --models_file models and, for a path or hub: `model`, its description flags."""
+    from tfbench import backbones
+
+    if FLAGS.models_file:
+        backbones.load_models_file(FLAGS.models_file)
+    described = {name: FLAGS[name].value for name in MODEL_DESCRIPTION if FLAGS[name].value is not None}
+    if not described:
+        return
+    if model is None:
+        raise InvalidSettingError(
+            f"--{next(iter(described))} describes one model; in a sweep, describe models in a --models_file")
+    for name in ("input_range", "input_mean", "input_std"):
+        if name in described:
+            described[name] = _numbers(name, described[name])
+    backbones.describe_source(model, described)
+
+
+def _numbers(flag: str, texts) -> list:
+    try:
+        return [float(text) for text in texts]
+    except ValueError:
+        raise InvalidSettingError(f"--{flag} takes numbers, got {','.join(texts)}") from None
+
+
 def experiment_from_flags(regime: str, settings) -> Experiment:
     """Validate names against the registries first, so a typo fails before anything runs."""
     from tfbench import backbones, datasets
@@ -94,14 +151,16 @@ def experiment_from_flags(regime: str, settings) -> Experiment:
     for flag in ("model", "dataset"):
         if not getattr(FLAGS, flag):
             fail(f"--{flag} is required (--{flag}=list prints the choices)")
-    backbones.spec(FLAGS.model)
-    datasets.spec(FLAGS.dataset)
+    load_user_models(FLAGS.model)
+    model_spec = backbones.spec(FLAGS.model)
+    datasets.spec(FLAGS.dataset, skip_bad_images=FLAGS.skip_bad_images)
     batch_size = FLAGS.batch_size or (protocol.BATCH_SIZE if regime in TRAINED_REGIMES else PROBE_BATCH_SIZE)
     return Experiment(
         regime=regime, model=FLAGS.model, dataset=FLAGS.dataset, output_dir=FLAGS.output_dir,
         seed=FLAGS.seed, data_dir=FLAGS.data_dir, image_size=FLAGS.image_size,
         batch_size=batch_size, precision=FLAGS.precision, settings=settings,
-        cache_dir=FLAGS["cache_dir"].value if "cache_dir" in FLAGS else None)
+        cache_dir=FLAGS["cache_dir"].value if "cache_dir" in FLAGS else None, preset=FLAGS.preset,
+        skip_bad_images=FLAGS.skip_bad_images, display_name=model_spec.display_name)
 
 
 def runtime_from_flags(**regime_knobs) -> Runtime:
@@ -137,19 +196,16 @@ def main(regime: str, settings_from_flags: Callable[[], Any],
 
     def _main():
         if FLAGS.model == "list":
+            load_user_models()
             print_models()
             return
         if FLAGS.dataset == "list":
             print_datasets()
             return
+        errors = user_errors()
         try:  # names and settings first: a typo answers before TensorFlow is imported
             experiment = experiment_from_flags(regime, settings_from_flags())
-            run_time = runtime()
-        except (UnknownNameError, InvalidSettingError) as error:
-            fail(str(error))
-        errors = user_errors()
-        try:
-            outcome = runs.execute(experiment, run, run_time, overwrite=FLAGS.overwrite,
+            outcome = runs.execute(experiment, run, runtime(), overwrite=FLAGS.overwrite,
                                    user_errors=errors)
         except errors as error:
             fail(str(error))

@@ -1,15 +1,20 @@
 """The linear probe: L2-regularised logistic regression on fixed features, solved by L-BFGS in
-TensorFlow, and the search for the regularisation strength on a validation split.
+TensorFlow, and the selection of the regularisation strength on a validation split.
 
-Convention for the regularisation strength ``l2`` (the value the search tries)::
+The regularisation strength ``l2`` is on the paper's scale (``protocol.PROBE_PENALTY_CONVENTION``)::
 
-    objective(W, b) = mean_i CE_i(x_i W + b) + (l2 / 2) * ||W||_F^2        (bias unpenalised)
+    objective(W, b) = sum_i CE_i(x_i W + b) + l2 * ||W||_F^2        (bias unpenalised)
 
-which is scikit-learn's ``LogisticRegression(C=1 / (n * l2))`` on the same n examples
-(``sklearn_c``). Single-label problems use the multinomial (softmax) cross-entropy over K classes;
-multi-label problems (VOC) are K independent binary (sigmoid) problems, class c's mean taken over
-its n_c examples not labelled -1 ("difficult"), so each class is ``C = 1 / (n_c * l2)`` in
-scikit-learn terms. They are solved jointly as one separable sum.
+which is scikit-learn's ``LogisticRegression(C=1 / (2 * l2))`` (``sklearn_c``). The sum runs over the
+training examples, so the same l2 on more examples (the refit on train + val) weighs the data more,
+as in the paper. Single-label problems use the multinomial (softmax) cross-entropy over K classes;
+multi-label problems (VOC) are K independent binary (sigmoid) problems, class c's sum taken over the
+examples not labelled -1 ("difficult") for it: each class is scikit-learn's ``C = 1 / (2 * l2)`` on
+those examples. They are solved jointly as one separable sum.
+
+The solver works on the same objective divided by n (a mean loss with penalty (lam / 2) ||W||^2,
+lam = 2 * l2 / n): values and curvatures then stay of order one whatever n is. Objectives it reports
+are on the paper's (summed) scale.
 
 Why the solver is fast:
 - It works on centred features (the bias absorbs the mean exactly) in coordinates where the top
@@ -44,10 +49,9 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfbench import metrics
+from tfbench import metrics, protocol
 from tfbench.registry import Registry
 
-PAPER_GRID = np.logspace(-6, 5, 45)
 DEFAULT_TOLERANCE = 1e-3
 DEFAULT_MAX_ITERATIONS = 1000
 HISTORY_SIZE = 10
@@ -60,13 +64,14 @@ GRADIENT_NOISE_EPS = 10  # rounding noise of a gradient norm, in epsilons of its
 PRECONDITIONER_RANK = 16  # top principal axes scaled individually; the rest share one scale
 SUBSPACE_OVERSAMPLING = 16
 SUBSPACE_ITERATIONS = 3
-FAST_PATIENCE = 4  # grid values (a decade) scoring below the best before the fast search stops
+COARSE_STEP = 4  # grid values between the fast search's first fits: a decade of the paper grid
+SCREENING_TOLERANCE = 1e-2  # the fast search's tolerance for fits that only score a value
 DTYPES = {"float32": tf.float32, "float64": tf.float64}
 
 
-def sklearn_c(l2: float, num_examples: int) -> float:
-    """scikit-learn's inverse regularisation C for the same problem: C = 1 / (n * l2)."""
-    return 1.0 / (num_examples * l2)
+def sklearn_c(l2: float) -> float:
+    """scikit-learn's inverse regularisation C for the same problem: C = 1 / (2 * l2)."""
+    return 1.0 / (2.0 * l2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,14 +82,14 @@ class FitResult:
     bias: np.ndarray  # [K]
     l2: float
     multi_label: bool
-    objective: float
+    objective: float  # on the paper's scale: summed cross-entropy + l2 ||W||^2
     gradient_norm: float  # ||grad objective|| / ||l2 W||, the ratio the tolerance bounds
     iterations: int
     converged: bool
 
 
 @dataclasses.dataclass(frozen=True)
-class Trial:
+class L2Trial:
     """One regularisation value tried by the search, as a run record keeps it."""
 
     l2: float
@@ -96,8 +101,11 @@ class Trial:
 @dataclasses.dataclass(frozen=True)
 class SearchResult:
     l2: float  # the chosen value
-    trials: Tuple[Trial, ...]  # every value tried, in increasing l2
+    trials: Tuple[L2Trial, ...]  # every value tried, in increasing l2
     fit: FitResult  # the chosen value's model, trained on the training split only
+    # None, or which end of the grid the chosen value is ("smallest" / "largest" l2): the
+    # validation optimum may lie beyond it.
+    at_grid_edge: Optional[str]
 
 
 def decision_scores(result: FitResult, features) -> np.ndarray:
@@ -133,7 +141,7 @@ class _Problem:
 
     design: tf.Tensor  # [N, P]: [centred @ axes, centred remainder (optional), ones]
     targets: tf.Tensor  # [N, K]: one-hot (single-label) or 0/1 (multi-label)
-    entry_weights: tf.Tensor  # [N, 1] = 1/n, or [N, K] = mask / n_c for multi-label
+    entry_weights: tf.Tensor  # [N, 1] = 1/n, or [N, K] = (label != -1) / n for multi-label
     column_variances: np.ndarray  # [P - 1]: variance along each weight row, for preconditioning
     mean: np.ndarray  # [D]
     row_space: Optional[np.ndarray]  # [D, N] orthonormal columns, or None when N >= D
@@ -142,6 +150,7 @@ class _Problem:
     curvature: float  # typical curvature of the loss per unit logit, for preconditioning
     gradient_floor: float  # rounding noise of a gradient norm in this dtype
     multi_label: bool
+    num_examples: int  # n: the solver's objective is the paper's divided by n
 
 
 def _dtype(dtype) -> tf.DType:
@@ -152,7 +161,7 @@ def _dtype(dtype) -> tf.DType:
 
 
 def _targets(labels, num_examples: int, multi_label: bool, num_classes: Optional[int]):
-    """(targets [N, K], entry weights) that make the weighted loss sum equal the objective's mean."""
+    """(targets [N, K], entry weights): the weighted loss sum is the summed cross-entropy / n."""
     labels = np.asarray(labels)
     if labels.shape[:1] != (num_examples,):
         raise ValueError(f"labels have shape {list(labels.shape)}, expected {num_examples} rows")
@@ -160,9 +169,7 @@ def _targets(labels, num_examples: int, multi_label: bool, num_classes: Optional
         if labels.ndim != 2 or not np.isin(labels, (-1, 0, 1)).all():
             raise ValueError("multi-label labels must be [N, K] with values 1, 0 or -1 (difficult)")
         counted = (labels != -1).astype(np.float64)
-        per_class = counted.sum(axis=0)
-        weights = counted / np.maximum(per_class, 1.0)
-        return (labels == 1).astype(np.float64), weights
+        return (labels == 1).astype(np.float64), counted / num_examples
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
         raise ValueError(
             f"single-label labels must be non-negative integer class ids of shape [N], got "
@@ -226,6 +233,7 @@ def _prepare(features, labels, multi_label: bool, dtype: tf.DType, num_classes=N
         curvature=0.25 if multi_label else 1.0 / targets.shape[1],
         gradient_floor=GRADIENT_NOISE_EPS * np.finfo(dtype.as_numpy_dtype).eps * gradient_at_zero,
         multi_label=multi_label,
+        num_examples=num_examples,
     )
 
 
@@ -436,14 +444,20 @@ def _minimise(design, targets, entry_weights, scale, penalty, start, tolerance, 
     return scale * u, value, relative, iteration, converged
 
 
+def _solver_penalty(problem: _Problem, l2: float) -> float:
+    """The solver's lam for the paper's l2: sum CE + l2 ||W||^2 = n (mean CE + (lam / 2) ||W||^2)."""
+    return 2.0 * l2 / problem.num_examples
+
+
 def _solve(problem: _Problem, l2: float, start: np.ndarray, tolerance: float,
            max_iterations: int) -> Tuple[np.ndarray, FitResult]:
     """Minimise at one l2 from natural parameters ``start`` [P, K]; returns (natural solution, result)."""
     if not l2 > 0:
         raise ValueError(f"l2 must be positive, got {l2!r}")
     dtype = problem.design.dtype
-    precision = np.concatenate([problem.curvature * problem.column_variances + l2, [problem.curvature]])
-    penalty = np.concatenate([np.full(problem.column_variances.shape, l2), [0.0]])
+    lam = _solver_penalty(problem, l2)
+    precision = np.concatenate([problem.curvature * problem.column_variances + lam, [problem.curvature]])
+    penalty = np.concatenate([np.full(problem.column_variances.shape, lam), [0.0]])
     natural, value, relative, iterations, converged = _minimise(
         problem.design, problem.targets, problem.entry_weights,
         tf.constant(1.0 / np.sqrt(precision), dtype), tf.constant(penalty, dtype),
@@ -458,7 +472,7 @@ def _solve(problem: _Problem, l2: float, start: np.ndarray, tolerance: float,
         bias=bias.astype(dtype.as_numpy_dtype),
         l2=float(l2),
         multi_label=problem.multi_label,
-        objective=float(value),
+        objective=float(value) * problem.num_examples,
         gradient_norm=float(relative),
         iterations=int(iterations),
         converged=bool(converged),
@@ -473,7 +487,7 @@ def _zero_start(problem: _Problem) -> np.ndarray:
 def fit(features, labels, l2: float, *, multi_label: bool = False, init: Optional[FitResult] = None,
         dtype="float32", tolerance: float = DEFAULT_TOLERANCE,
         max_iterations: int = DEFAULT_MAX_ITERATIONS) -> FitResult:
-    """Minimise mean cross-entropy + (l2 / 2) ||W||^2 on (features [N, D], labels).
+    """Minimise summed cross-entropy + l2 ||W||^2 on (features [N, D], labels).
 
     labels: int class ids [N] (multinomial over K = max id + 1 classes, or init's K), or with
     multi_label=True an int [N, K] matrix of 1 / 0 / -1 (difficult, left out of that class's loss).
@@ -489,8 +503,8 @@ def refit(train_features, train_labels, val_features, val_labels, search_result:
           **fit_options) -> FitResult:
     """The final probe: the chosen l2 fitted on train + val, warm-started from the search's model.
 
-    The same l2 on more examples keeps the penalty per example (scikit-learn's C would shrink as
-    1 / n); this is the protocol's "retrain on train+val with the chosen hyperparameter".
+    The same l2 on the summed loss of more examples: the protocol's "retrain on train+val with the
+    chosen hyperparameter" (scikit-learn's C stays 1 / (2 * l2)).
     """
     features = np.concatenate([np.asarray(train_features), np.asarray(val_features)])
     labels = np.concatenate([np.asarray(train_labels), np.asarray(val_labels)])
@@ -502,36 +516,37 @@ def refit(train_features, train_labels, val_features, val_labels, search_result:
 # The regularisation search.
 
 
-def _paper_schedule(evaluate: Callable[[int], float], data_curvature: float) -> None:
+def _paper_schedule(evaluate: Callable[[int], float], grid: np.ndarray, data_curvature: float) -> None:
     """Every one of the paper's 45 values, strongest regularisation first (cheap warm starts)."""
-    for index in reversed(range(len(PAPER_GRID))):
+    for index in reversed(range(len(grid))):
         evaluate(index)
 
 
-def _fast_schedule(evaluate: Callable[[int], float], data_curvature: float) -> None:
-    """Down the paper grid from the strongest penalty, stopping a decade past the peak.
+def _fast_schedule(evaluate: Callable[[int], float], grid: np.ndarray, data_curvature: float) -> None:
+    """Coarse to fine on the paper grid: the validation curve is smooth in log l2.
 
-    Values above ``data_curvature`` (the loss's largest curvature) are taken a decade at a time:
-    there the penalty outweighs the data in every direction, the weights are nearly zero, and
-    which logit wins is rounding noise, so they neither count as a decline nor need a fine grid.
-    Below it every paper value is fitted (following the path in small steps costs no more per
-    decade than in large ones), until FAST_PATIENCE values in a row score below the best so far:
-    the small-l2 fits are the slow ones, and past the peak they only overfit more. Finally any
-    value within three grid steps of the best that the decade steps skipped is fitted too. So the
-    search picks the paper grid's choice unless that lies more than a decade past a decline.
+    A decade at a time (COARSE_STEP grid values) from the strongest penalty down to the weakest,
+    until a value scores below the best so far: past the peak the fits are the slowest ones and only overfit
+    more. Then around the best, half that step either side, then half again, down to neighbouring
+    grid values: a bisection of the bracket the scan found, which lands on the paper grid's best
+    value whenever the curve rises and falls once within a decade of its peak. Values above
+    ``data_curvature`` (the loss's largest curvature, in l2 units) do not count as a decline: there
+    the penalty outweighs the data in every direction, and which logit wins is rounding noise.
     """
     scores: Dict[int, float] = {}
-    index, worse_in_a_row = len(PAPER_GRID) - 1, 0
-    while index >= 0 and worse_in_a_row < FAST_PATIENCE:
-        best_so_far = max(scores.values(), default=-np.inf)
+    index = len(grid) - 1
+    while True:
         scores[index] = evaluate(index)
-        informative = PAPER_GRID[index] < data_curvature
-        worse_in_a_row = worse_in_a_row + 1 if informative and scores[index] < best_so_far else 0
-        index -= 4 if index >= 4 and PAPER_GRID[index - 4] >= data_curvature else 1
-    best = _best_index(scores)
-    for index in range(max(best - 3, 0), min(best + 4, len(PAPER_GRID))):
-        if index not in scores:
-            scores[index] = evaluate(index)
+        if index == 0 or grid[index] < data_curvature and scores[index] < max(scores.values()):
+            break
+        index = max(index - COARSE_STEP, 0)
+    step = COARSE_STEP // 2
+    while step >= 1:
+        best = _best_index(scores)
+        for neighbour in (best + step, best - step):
+            if 0 <= neighbour < len(grid) and neighbour not in scores:
+                scores[neighbour] = evaluate(neighbour)
+        step //= 2
 
 
 def _best_index(scores: Dict[int, float]) -> int:
@@ -539,14 +554,27 @@ def _best_index(scores: Dict[int, float]) -> int:
     return max(scores, key=lambda index: (scores[index], index))
 
 
-GRIDS: Registry[Callable[[Callable[[int], float], float], None]] = Registry("l2 grid")
-GRIDS.register("fast", _fast_schedule)
-GRIDS.register("paper", _paper_schedule)
+@dataclasses.dataclass(frozen=True)
+class L2Search:
+    """Which grid values to fit (``schedule(evaluate, grid, data curvature)``), and how tightly.
+
+    ``screening_tolerance``: when set, the fits that only score a value stop at this looser
+    tolerance (the validation ranking needs W to a percent, not to the solver's tolerance) and the
+    chosen value's fit is then polished, from where it stopped, to the search's tolerance.
+    """
+
+    schedule: Callable[[Callable[[int], float], np.ndarray, float], None]
+    screening_tolerance: Optional[float] = None
+
+
+L2_SEARCHES: Registry[L2Search] = Registry("l2 search")
+L2_SEARCHES.register("fast", L2Search(_fast_schedule, screening_tolerance=SCREENING_TOLERANCE))
+L2_SEARCHES.register("paper", L2Search(_paper_schedule))
 
 
 def _path_start(problem: _Problem, solutions: Dict[int, np.ndarray], index: int) -> np.ndarray:
-    """Where to start the fit at PAPER_GRID[index]: on the line through the two nearest solved
-    points in log(l2) (the regularisation path is smooth), else at the nearest one, else at zero."""
+    """Where to start the fit at grid[index]: on the line through the two nearest solved points in
+    log(l2) (the regularisation path is smooth), else at the nearest one, else at zero."""
     nearest = sorted(solutions, key=lambda solved: abs(solved - index))[:2]
     if len(nearest) < 2:
         return solutions[nearest[0]] if nearest else _zero_start(problem)
@@ -554,35 +582,59 @@ def _path_start(problem: _Problem, solutions: Dict[int, np.ndarray], index: int)
     return near + (near - far) * (index - nearest[0]) / (nearest[0] - nearest[1])
 
 
-def search(train_features, train_labels, val_features, val_labels, *, metric: str,
-           multi_label: bool = False, grid: str = "fast", dtype="float32",
-           tolerance: float = DEFAULT_TOLERANCE, max_iterations: int = DEFAULT_MAX_ITERATIONS) -> SearchResult:
-    """Choose l2 on the validation split, scoring each fit with ``metrics.score(metric, ...)``.
+def _keep_near(solutions: Dict[int, np.ndarray], best: int, latest: int) -> None:
+    """Drop the solutions no later fit starts from: a schedule moves on from the latest value or
+    refines around the best, so keep those within COARSE_STEP of either (each is D x K: all 45 of a
+    large problem would take a sizeable fraction of its feature matrix)."""
+    for index in [i for i in solutions if min(abs(i - best), abs(i - latest)) > COARSE_STEP]:
+        del solutions[index]
 
-    grid="paper" fits all 45 values of np.logspace(-6, 5, 45); grid="fast" (see _fast_schedule)
-    fits the informative ones down to a decade past the validation peak. Each fit starts from the
-    solved path nearby and runs to the same gradient tolerance as a cold fit: warm starts change
-    the cost, not the answer. Refit the chosen value on train + val with ``refit``.
+
+def _grid_edge(grid: np.ndarray, index: int) -> Optional[str]:
+    return "smallest" if index == 0 else "largest" if index == len(grid) - 1 else None
+
+
+def select_l2(train_features, train_labels, val_features, val_labels, *, metric: str,
+              multi_label: bool = False, search: str = "fast", dtype="float32",
+              tolerance: float = DEFAULT_TOLERANCE,
+              max_iterations: int = DEFAULT_MAX_ITERATIONS) -> SearchResult:
+    """Choose l2 from ``protocol.PROBE_L2_GRID`` on the validation split, scoring each fit with
+    ``metrics.score(metric, ...)``.
+
+    search="paper" fits all 45 values; search="fast" (see _fast_schedule) fits a decade at a time
+    down to a decline, then bisects around the best, scoring at SCREENING_TOLERANCE and polishing
+    the chosen fit to ``tolerance``. Each fit starts from the solved path nearby and is held to the
+    same gradient tolerance as a cold fit: warm starts change the cost, not the answer.
+    Refit the chosen value on train + val with ``refit``.
     """
-    schedule = GRIDS.get(grid)
+    l2_search = L2_SEARCHES.get(search)
     metrics.METRICS.get(metric)
+    fit_tolerance = max(tolerance, l2_search.screening_tolerance or tolerance)
+    grid = np.asarray(protocol.PROBE_L2_GRID, dtype=np.float64)
     val_labels = np.asarray(val_labels)
     num_classes = None if multi_label else int(max(np.max(train_labels), np.max(val_labels))) + 1
     problem = _prepare(train_features, train_labels, multi_label, _dtype(dtype), num_classes)
-    solutions: Dict[int, np.ndarray] = {}  # in the working dtype: 45 of them can be large
-    trials: Dict[int, Trial] = {}
+    solutions: Dict[int, np.ndarray] = {}  # warm starts, in the working dtype; see _keep_near
+    trials: Dict[int, L2Trial] = {}
     chosen: Optional[FitResult] = None
 
     def evaluate(index: int) -> float:
         nonlocal chosen
         start = _path_start(problem, solutions, index)
-        natural, result = _solve(problem, PAPER_GRID[index], start, tolerance, max_iterations)
+        natural, result = _solve(problem, grid[index], start, fit_tolerance, max_iterations)
         solutions[index] = natural.astype(problem.design.dtype.as_numpy_dtype)
         score = metrics.score(metric, val_labels, decision_scores(result, val_features))
-        trials[index] = Trial(float(PAPER_GRID[index]), score, result.iterations, result.converged)
-        if _best_index({i: trial.validation_score for i, trial in trials.items()}) == index:
+        trials[index] = L2Trial(float(grid[index]), score, result.iterations, result.converged)
+        best = _best_index({i: trial.validation_score for i, trial in trials.items()})
+        if best == index:
             chosen = result  # only the best model so far is kept
+        _keep_near(solutions, best, index)
         return score
 
-    schedule(evaluate, problem.curvature * problem.column_variances[0])
-    return SearchResult(l2=chosen.l2, trials=tuple(trials[i] for i in sorted(trials)), fit=chosen)
+    largest_data_curvature = problem.curvature * problem.column_variances[0]
+    l2_search.schedule(evaluate, grid, largest_data_curvature * problem.num_examples / 2.0)
+    best = _best_index({i: trial.validation_score for i, trial in trials.items()})
+    if fit_tolerance > tolerance:
+        chosen = _solve(problem, grid[best], solutions[best], tolerance, max_iterations)[1]
+    return SearchResult(l2=chosen.l2, trials=tuple(trials[i] for i in sorted(trials)), fit=chosen,
+                        at_grid_edge=_grid_edge(grid, best))

@@ -14,8 +14,8 @@ from typing import Any, Dict
 
 from absl import flags
 
-from tfbench import flags_common
-from tfbench.settings import L2_SEARCHES, ProbeSettings
+from tfbench import flags_common, protocol
+from tfbench.settings import L2_SEARCHES, PROBE_INITS, ProbeSettings
 
 FLAGS = flags.FLAGS
 
@@ -23,6 +23,10 @@ flags.DEFINE_enum(
     "l2_search", "paper", L2_SEARCHES,
     "L2 search: 'paper' fits all 45 log-spaced values in [1e-6, 1e5] (the paper's protocol); "
     "'fast' fits the informative part of the same grid and selects the same optimum.")
+flags.DEFINE_enum(
+    "init", "imagenet", PROBE_INITS,
+    "Features of the backbone's ImageNet weights (the paper), or of a random initialisation of the "
+    "same network seeded by --seed (how much of the transfer the architecture alone gives).")
 flags.DEFINE_string(
     "cache_dir", None,
     "Feature cache folder (default: $TFBENCH_CACHE/features or ~/.cache/tfbench/features).")
@@ -32,36 +36,39 @@ SPLITS = ("train", "val", "test")
 
 
 def default_cache_dir() -> str:
-    root = os.environ.get("TFBENCH_CACHE", os.path.join("~", ".cache", "tfbench"))
-    return os.path.join(os.path.expanduser(root), "features")
+    from tfbench import files
+
+    return os.path.join(files.cache_root(), "features")
 
 
 def settings_from_flags() -> ProbeSettings:
-    return ProbeSettings(l2_search=FLAGS.l2_search)
+    return ProbeSettings(l2_search=FLAGS.l2_search, init=FLAGS.init)
 
 
 def feature_components(experiment, split: str, precision: str) -> Dict[str, Any]:
     """The feature-cache key inputs of one split of this experiment."""
-    from tfbench import backbones, datasets, features
+    from tfbench import backbones, features
 
     backbone_spec = backbones.spec(experiment.model)
+    pretrained = experiment.settings.init == "imagenet"
+    weights = backbones.weights_fingerprint(experiment.model, pretrained=pretrained)
     return features.key_components(
         model=experiment.model,
-        weights_fingerprint=backbones.weights_fingerprint(experiment.model, pretrained=True),
+        weights_fingerprint=weights if pretrained else f"{weights}:seed{experiment.seed}",
         image_size=experiment.image_size or backbone_spec.image_size,
         input_scaling=backbone_spec.input_scaling, precision=precision,
         dataset=experiment.dataset, split=split,
-        split_definition=features.split_definition(datasets.spec(experiment.dataset)))
+        split_definition=features.split_definition(experiment.dataset_spec()))
 
 
 def run(experiment, runtime) -> Dict[str, Any]:
     """Run the probe protocol for one experiment and return its finished record."""
 
-    from tfbench import backbones, datasets, devices, features, linear, metrics, results
+    from tfbench import backbones, devices, features, linear, metrics, results, runs, tuning
 
     started = time.time()
     backbone_spec = backbones.spec(experiment.model)
-    dataset_spec = datasets.spec(experiment.dataset)
+    dataset_spec = experiment.dataset_spec()
     image_size = experiment.image_size or backbone_spec.image_size
     precision = devices.resolve_precision(experiment.precision)
     record = results.new_record(experiment, metric=dataset_spec.metric, started_at=results.now())
@@ -78,10 +85,14 @@ def run(experiment, runtime) -> Dict[str, Any]:
             extracted[split] = cached
             continue
         if model is None:  # built only when some split misses the cache
+            import keras
+
             strategy = devices.make_strategy(runtime.strategy)
+            keras.utils.set_random_seed(experiment.seed)  # the random init of --init=random
             with devices.precision_policy(precision), strategy.scope():
-                model = backbones.build(experiment.model, pretrained=True, image_size=image_size)
-        data = datasets.load(experiment.dataset, split, data_dir=experiment.data_dir)
+                model = backbones.build(experiment.model, image_size=image_size,
+                                        pretrained=experiment.settings.init == "imagenet")
+        data = experiment.load(split)
         extracted[split] = features.extract(
             model, data, image_size=image_size, batch_size=experiment.batch_size,
             strategy=strategy, description=f"features {split}")
@@ -91,9 +102,9 @@ def run(experiment, runtime) -> Dict[str, Any]:
     search_started = time.time()
     print(f"probe: choosing L2 on validation ({experiment.settings.l2_search} search, "
           f"{len(train.features)} train x {train.features.shape[1]} features)")
-    selection = linear.search(train.features, train.labels, val.features, val.labels,
-                              metric=dataset_spec.metric, multi_label=dataset_spec.multi_label,
-                              grid=experiment.settings.l2_search)
+    selection = linear.select_l2(train.features, train.labels, val.features, val.labels,
+                                 metric=dataset_spec.metric, multi_label=dataset_spec.multi_label,
+                                 search=experiment.settings.l2_search)
     search_seconds = time.time() - search_started
     refit_started = time.time()
     final = linear.refit(train.features, train.labels, val.features, val.labels, selection)
@@ -115,8 +126,7 @@ def run(experiment, runtime) -> Dict[str, Any]:
             "feature_cache_hits": [s for s in SPLITS if extracted[s].from_cache],
             "final_fit": {"iterations": final.iterations, "converged": final.converged,
                           "objective": final.objective},
-            "l2_convention": "objective = mean cross-entropy + (l2 / 2) * ||W||^2 (bias not "
-                             "penalised); scikit-learn C = 1 / (n * l2)",
+            "l2_convention": protocol.PROBE_PENALTY_CONVENTION,
         },
         timings={
             "wall_seconds": time.time() - started,
@@ -126,6 +136,9 @@ def run(experiment, runtime) -> Dict[str, Any]:
             "images_per_second": (extracted_images / extraction_seconds) if extracted_images else None,
         },
     )
+    tuning.mark_grid_edges(record, {"l2": selection.at_grid_edge} if selection.at_grid_edge else {})
+    record["imagenet_top1"] = runs.imagenet_top1(experiment)
+    record["skipped_images"] = getattr(dataset_spec, "skipped_images", 0)
     return results.finish(record, "ok",
                           None if final.converged else "final fit hit its iteration limit")
 

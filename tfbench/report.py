@@ -1,19 +1,17 @@
-"""The analysis of a benchmark: score tables, log-odds correlation with ImageNet, Figure 1.
+"""The analysis of a benchmark, one protocol at a time: score tables, comparisons, r, figures.
 
-    python -m tfbench.report --output_dir=runs [--report_dir=runs/report]
+    python -m tfbench.report --output_dir=runs [--report_dir=runs/report] [--protocol=NAME|ID]
 
-What is computed, following Kornblith, Shlens & Le (2019), section 3 and Figure 1:
-  - every test score p (a fraction, in the dataset's own metric) becomes log odds
-    logit(p) = ln(p / (1 - p)); p is first clipped to [LOGIT_EPS, 1 - LOGIT_EPS] so that a perfect
-    (or zero) score gives a large finite value (about +-9.2) instead of infinity;
-  - per regime, each model's mean log odds over the datasets of that regime's table. Only models
-    with an ok run on every one of those datasets enter: means over different sets of datasets are
-    not comparable. The others are listed with the datasets they lack;
-  - Pearson r between ImageNet top-1 accuracy and that mean over the models whose ImageNet top-1 is
-    known. As in the paper's Figure 1, x is the ImageNet top-1 accuracy itself (not its log odds)
-    and y the mean log-odds transfer accuracy; the interval is a percentile bootstrap over models;
-  - the same r per dataset: ImageNet top-1 against that dataset's log odds.
-Only runs with status "ok" enter the analysis; failed and diverged runs are listed with their reason.
+The run records under --output_dir (at any depth: `runs/mini` and `runs/paper` side by side are
+read together) are grouped by protocol (tfbench.protocol_groups): runs of different protocols
+never share a table, a mean or an r. Per group (tfbench.analysis): the test-score table, each
+model's mean log odds and its Pearson r with ImageNet top-1 (tfbench.correlation), per-dataset r
+and a Figure-1 panel (tfbench.figures). Across groups (tfbench.comparisons): ImageNet vs random-
+init features, fine-tuning vs scratch at equal steps and batch size, fine-tuning vs the probe,
+paired by (model, dataset). The summary leads with those comparisons while r rests on fewer than
+HEADLINE_MIN_MODELS models, and with r otherwise. Only runs with status "ok" enter; failed and
+diverged runs are listed with their reason. A score whose chosen hyperparameter sat at an end of
+its grid is marked with EDGE_MARK.
 """
 
 from __future__ import annotations
@@ -25,219 +23,78 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
-import numpy as np
+from tfbench import files, results
+from tfbench.analysis import (GroupAnalysis, ImageNetTop1, ScoreTable, analyze_group, display_names,
+                              imagenet_top1_of_models)
+from tfbench.comparisons import Comparison, NotDrawn, Outcome, compare
+from tfbench.correlation import BOOTSTRAP_RESAMPLES, CONFIDENCE, LOGIT_EPS, MIN_MODELS
+from tfbench.experiment import path_component
+from tfbench.protocol_groups import UnknownProtocolError, differing_settings, group_records, select
 
-from tfbench import files, protocol, results
-from tfbench.settings import REGIMES
-
-LOGIT_EPS = 1e-4
-MIN_MODELS = 3  # Pearson r of two points is always +-1: it says nothing
-BOOTSTRAP_RESAMPLES = 10_000
-CONFIDENCE = 0.95
-REGIME_TITLES = {"probe": "Linear probe on fixed features", "finetune": "Fine-tuned",
-                 "scratch": "Trained from scratch"}
+HEADLINE_MIN_MODELS = 5  # below this, r says little and the paired comparisons lead the summary
+PAPER_NETWORKS = 16
 MISSING = "-"
+EDGE_MARK = "\u2020"  # dagger
 FIGURE_FILE = "figure1.png"
 REPORT_FILE = "report.md"
 
 
 class ReportInputError(ValueError):
-    """The output folder holds nothing to report on; the message names it."""
+    """The output folder holds nothing to report on, or --protocol names nothing; the message says."""
 
 
 # ---------------------------------------------------------------------------------------------
-# Statistics
-
-
-def logit(p, eps: float = LOGIT_EPS) -> np.ndarray:
-    """Log odds ln(p / (1 - p)) of fractions, clipped to [eps, 1 - eps] to stay finite."""
-    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1.0 - eps)
-    return np.log(p / (1.0 - p))
-
-
-def pearson_r(x, y) -> np.ndarray:
-    """Pearson r along the last axis; NaN where x or y is constant (r is undefined there)."""
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    constant = (np.ptp(x, axis=-1) == 0) | (np.ptp(y, axis=-1) == 0)
-    dx = x - x.mean(axis=-1, keepdims=True)
-    dy = y - y.mean(axis=-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = (dx * dy).sum(axis=-1) / np.sqrt((dx * dx).sum(axis=-1) * (dy * dy).sum(axis=-1))
-    return np.where(constant, np.nan, np.clip(r, -1.0, 1.0))
-
-
-@dataclass(frozen=True)
-class Correlation:
-    """Pearson r over n models with its bootstrap interval; r is None when undefined (`reason`)."""
-
-    n: int
-    r: Optional[float] = None
-    low: Optional[float] = None
-    high: Optional[float] = None
-    resamples: int = 0
-    reason: Optional[str] = None
-
-    def interval(self) -> str:
-        """The bootstrap interval for a table column, or why there is none."""
-        if self.r is None:
-            return f"n/a: {self.reason}"
-        return f"none with {self.n} models" if self.low is None else f"[{self.low:.2f}, {self.high:.2f}]"
-
-    def compact(self) -> str:
-        """"0.91 [0.68, 0.99]", "0.99" (too few models for an interval) or "n/a"."""
-        if self.r is None:
-            return "n/a"
-        return f"{self.r:.2f}" if self.low is None else f"{self.r:.2f} {self.interval()}"
-
-    def describe(self) -> str:
-        return f"n/a ({self.reason})" if self.r is None else f"{self.compact()} (n={self.n})"
-
-    def to_json(self) -> Dict[str, Any]:
-        return {"n": self.n, "r": self.r, "low": self.low, "high": self.high,
-                "valid_resamples": self.resamples, "reason": self.reason}
-
-
-def correlate(x, y, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
-              confidence: float = CONFIDENCE) -> Correlation:
-    """Pearson r of paired values (one pair per model) with a percentile bootstrap interval.
-
-    The bootstrap resamples the models (the (x, y) pairs) with replacement, `resamples` times from
-    a generator seeded with `seed`. A resample with fewer than MIN_MODELS distinct models is
-    dropped, for the reason r itself needs them: two models give r = +-1 whatever the data, and
-    with few models such resamples would pull the interval to -1 or 1. So are resamples where
-    every chosen x or every chosen y is equal (no r). `Correlation.resamples` counts those kept;
-    the interval is the (1 - confidence) / 2 and (1 + confidence) / 2 percentiles of their r.
-    With exactly MIN_MODELS models every kept resample is a permutation, so there is no interval.
-    It measures how much r depends on which models were run, not the noise of each test score.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    n = len(x)
-    if n < MIN_MODELS:
-        return Correlation(n=n, reason=f"needs at least {MIN_MODELS} models, has {n}")
-    r = float(pearson_r(x, y))
-    if np.isnan(r):
-        return Correlation(n=n, reason="ImageNet top-1 or transfer score is equal for every model")
-    if n == MIN_MODELS:
-        return Correlation(n=n, r=r)
-    picks = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-    ordered = np.sort(picks, axis=1)
-    distinct = 1 + (np.diff(ordered, axis=1) != 0).sum(axis=1)
-    bootstrap = pearson_r(x[picks], y[picks])[distinct >= MIN_MODELS]
-    bootstrap = bootstrap[~np.isnan(bootstrap)]
-    if not len(bootstrap):
-        return Correlation(n=n, r=r)
-    tail = 50.0 * (1.0 - confidence)
-    low, high = np.percentile(bootstrap, [tail, 100.0 - tail])
-    return Correlation(n=n, r=r, low=float(low), high=float(high), resamples=len(bootstrap))
-
-
-# ---------------------------------------------------------------------------------------------
-# Tables and analysis
-
-
-@dataclass(frozen=True)
-class ScoreTable:
-    """Test scores (fractions) of one regime's ok runs: model x dataset."""
-
-    regime: str
-    datasets: Tuple[str, ...]
-    metrics: Mapping[str, str]  # dataset -> metric name
-    models: Tuple[str, ...]
-    scores: Mapping[Tuple[str, str], float]  # (model, dataset) -> test score
-
-    def score(self, model: str, dataset: str) -> Optional[float]:
-        return self.scores.get((model, dataset))
-
-    def missing(self, model: str) -> List[str]:
-        return [d for d in self.datasets if (model, d) not in self.scores]
-
-
-def score_tables(records: Sequence[Mapping[str, Any]]) -> Dict[str, ScoreTable]:
-    """One table per regime that has ok runs, in the order probe, finetune, scratch."""
-    tables = {}
-    for regime in REGIMES:
-        ok = [r for r in records if r["status"] == "ok" and r["experiment"]["regime"] == regime]
-        if not ok:
-            continue
-        metrics = {r["experiment"]["dataset"]: r["metric"] for r in ok}
-        scores = {(r["experiment"]["model"], r["experiment"]["dataset"]): float(r["test_score"])
-                  for r in ok}
-        tables[regime] = ScoreTable(
-            regime=regime, datasets=tuple(sorted(metrics)), metrics=metrics,
-            models=tuple(sorted({model for model, _ in scores})), scores=scores)
-    return tables
-
-
-@dataclass(frozen=True)
-class ModelTransfer:
-    """One model's place in a regime's correlation; `excluded` says why it is not in r."""
-
-    model: str
-    imagenet_top1: Optional[float]
-    mean_log_odds: Optional[float]
-    excluded: Optional[str]
-
-
-@dataclass(frozen=True)
-class RegimeAnalysis:
-    table: ScoreTable
-    models: Tuple[ModelTransfer, ...]  # by ImageNet top-1, unknown last
-    correlation: Correlation
-    per_dataset: Mapping[str, Correlation]
-
-    def included(self) -> List[ModelTransfer]:
-        return [m for m in self.models if m.excluded is None]
+# Reading and analysing
 
 
 @dataclass(frozen=True)
 class Analysis:
     output_dir: str
     runs: Tuple[Mapping[str, Any], ...]  # one flat row per run record, any status
-    regimes: Mapping[str, RegimeAnalysis]
+    groups: Mapping[str, GroupAnalysis]  # by group slug
     failures: Tuple[Mapping[str, Any], ...]  # rows of runs that are not ok
+    top1: Mapping[str, ImageNetTop1]  # by model
+    labels: Mapping[str, str]  # model -> display name
+    differing: Mapping[str, Mapping[str, Mapping[str, str]]]  # regime -> setting -> slug -> value
+    comparisons: Tuple[Outcome, ...]
     resamples: int
     seed: int
 
 
-def analyze_regime(table: ScoreTable, imagenet_top1: Callable[[str], Optional[float]],
-                   resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> RegimeAnalysis:
-    """Mean log odds per model and its correlation with ImageNet top-1 (overall and per dataset)."""
-    models = []
-    for model in table.models:
-        top1 = imagenet_top1(model)
-        missing = table.missing(model)
-        mean = None if missing else float(np.mean(logit([table.score(model, d) for d in table.datasets])))
-        if missing:
-            excluded = f"no ok run on {', '.join(missing)}"
-        elif top1 is None:
-            excluded = "no known ImageNet top-1"
-        else:
-            excluded = None
-        models.append(ModelTransfer(model, top1, mean, excluded))
-    models.sort(key=lambda m: (m.imagenet_top1 is None, m.imagenet_top1 or 0.0, m.model))
-    included = [m for m in models if m.excluded is None]
-    correlation = correlate([m.imagenet_top1 for m in included], [m.mean_log_odds for m in included],
-                            resamples=resamples, seed=seed)
-    per_dataset = {}
-    for dataset in table.datasets:
-        pairs = [(m.imagenet_top1, table.score(m.model, dataset)) for m in models
-                 if m.imagenet_top1 is not None and table.score(m.model, dataset) is not None]
-        per_dataset[dataset] = correlate([top1 for top1, _ in pairs], logit([s for _, s in pairs]),
-                                         resamples=resamples, seed=seed)
-    return RegimeAnalysis(table, tuple(models), correlation, per_dataset)
+def collect(output_dir: str) -> List[Dict[str, Any]]:
+    """Every run record under output_dir, however deep its output root lies below it.
+
+    Each root is read by results.collect (`<root>/<regime>/<dataset>/<model>/record.json`).
+    """
+    roots = set()
+    for folder, _, names in os.walk(output_dir):
+        root = os.path.dirname(os.path.dirname(os.path.dirname(folder)))
+        if results.RECORD_FILE in names and not os.path.relpath(root, output_dir).startswith(os.pardir):
+            roots.add(root)
+    return [record for root in sorted(roots) for record in results.collect(root)]
 
 
 def analyze(records: Sequence[Mapping[str, Any]], imagenet_top1: Callable[[str], Optional[float]],
-            output_dir: str = "", resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> Analysis:
-    """The whole analysis of a list of run records; `imagenet_top1(model)` gives a fraction or None."""
-    rows = results.table(records)
-    failures = tuple({k: row[k] for k in ("regime", "dataset", "model", "status", "reason")}
+            output_dir: str = "", resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
+            protocol: Optional[str] = None) -> Analysis:
+    """The whole analysis of run records. `imagenet_top1(model)` (a fraction or None) serves models
+    whose records state no top-1; `protocol` keeps only the groups of that name or id."""
+    groups = group_records(records)
+    if protocol is not None:
+        try:
+            groups = select(groups, protocol)
+        except UnknownProtocolError as error:
+            raise ReportInputError(f"--protocol: {error}") from None
+    kept = [r for g in groups for r in g.records]
+    top1 = imagenet_top1_of_models(kept, imagenet_top1)
+    labels = display_names(kept)
+    analyses = {g.slug: analyze_group(g, top1, labels, resamples, seed) for g in groups}
+    slug_of = {id(r): g.slug for g in groups for r in g.records}
+    rows = tuple({**row, "protocol": slug_of[id(record)]} for record, row in zip(kept, results.table(kept)))
+    failures = tuple({k: row[k] for k in ("protocol", "regime", "dataset", "model", "status", "reason")}
                      for row in rows if row["status"] != "ok")
-    regimes = {regime: analyze_regime(table, imagenet_top1, resamples, seed)
-               for regime, table in score_tables(records).items()}
-    return Analysis(output_dir, tuple(rows), regimes, failures, resamples, seed)
+    return Analysis(output_dir, rows, analyses, failures, top1, labels, differing_settings(groups),
+                    tuple(compare(list(analyses.values()))), resamples, seed)
 
 
 def registered_imagenet_top1(model: str) -> Optional[float]:
@@ -248,7 +105,7 @@ def registered_imagenet_top1(model: str) -> Optional[float]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Rendering
+# Tables
 
 
 def _percent(value: Optional[float]) -> str:
@@ -259,34 +116,91 @@ def _log_odds(value: Optional[float]) -> str:
     return MISSING if value is None else f"{value:.3f}"
 
 
-def score_rows(table: ScoreTable) -> List[Dict[str, str]]:
-    """Rows of the score table in percent with one decimal; a missing run is MISSING."""
-    return [{"model": model, **{f"{d} ({table.metrics[d]}, %)": _percent(table.score(model, d))
-                                for d in table.datasets}}
+def _r(value: Optional[float]) -> str:
+    return MISSING if value is None else f"{value:.2f}"
+
+
+def score_rows(table: ScoreTable, labels: Mapping[str, str]) -> List[Dict[str, str]]:
+    """Rows of the score table in percent with one decimal; a missing run is MISSING, a score
+    chosen at a grid edge carries EDGE_MARK."""
+    def cell(model: str, dataset: str) -> str:
+        mark = EDGE_MARK if (model, dataset) in table.grid_edges else ""
+        return _percent(table.score(model, dataset)) + mark
+
+    return [{"model": labels.get(model, model),
+             **{f"{d} ({table.metrics[d]}, %)": cell(model, d) for d in table.datasets}}
             for model in table.models]
 
 
-def transfer_rows(regime: RegimeAnalysis) -> List[Dict[str, str]]:
-    return [{"model": m.model, "ImageNet top-1 (%)": _percent(m.imagenet_top1),
+def table_notes(table: ScoreTable, labels: Mapping[str, str]) -> List[str]:
+    """Footnotes of a score table: grid edges, and scores that average several seeds."""
+    notes = []
+    if table.grid_edges:
+        cells = "; ".join(
+            f"{labels.get(m, m)} on {d}" + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(edges.items()))})"
+                                           if edges else "")
+            for (m, d), edges in sorted(table.grid_edges.items()))
+        notes.append(f"{EDGE_MARK} the chosen hyperparameter is at an end of its grid, so the best value "
+                     f"may lie beyond the values searched: {cells}.")
+    averaged = [f"{labels.get(m, m)} on {d} (seeds {', '.join(map(str, seeds))})"
+                for (m, d), seeds in sorted(table.seeds.items()) if len(seeds) > 1]
+    if averaged:
+        notes.append("Mean over seeds: " + "; ".join(averaged) + ".")
+    return notes
+
+
+def transfer_rows(group: GroupAnalysis) -> List[Dict[str, str]]:
+    return [{"model": m.label, "ImageNet top-1 (%)": _percent(m.imagenet_top1),
              "mean log odds": _log_odds(m.mean_log_odds),
-             "in r": "yes" if m.excluded is None else f"no: {m.excluded}"} for m in regime.models]
+             "in r": "yes" if m.excluded is None else f"no: {m.excluded}"} for m in group.models]
 
 
-def per_dataset_rows(regime: RegimeAnalysis) -> List[Dict[str, str]]:
-    return [{"dataset": d, "metric": regime.table.metrics[d], "n": str(c.n),
-             "r": MISSING if c.r is None else f"{c.r:.2f}", "95% interval": c.interval()}
-            for d, c in regime.per_dataset.items()]
+def per_dataset_rows(group: GroupAnalysis) -> List[Dict[str, str]]:
+    return [{"dataset": d, "metric": group.table.metrics[d], "n": str(c.n), "r": _r(c.r),
+             "95% interval": c.interval()}
+            for d, c in group.per_dataset.items()]
 
 
 def correlation_rows(analysis: Analysis) -> List[Dict[str, str]]:
-    rows = []
-    for name, regime in analysis.regimes.items():
-        c = regime.correlation
-        rows.append({"regime": name, "n models": str(c.n),
-                     "r (this run)": MISSING if c.r is None else f"{c.r:.2f}",
-                     "95% bootstrap interval": c.interval(),
-                     "paper's r": f"{protocol.PAPER_R[name]:.2f}"})
-    return rows
+    return [{"group": slug, "regime": g.group.regime, "protocol": f"{g.group.name} [{g.group.id}]",
+             "n models": str(g.correlation.n), "r (this run)": _r(g.correlation.r),
+             "95% bootstrap interval": g.correlation.interval(), "paper's r": _r(g.paper_r)}
+            for slug, g in analysis.groups.items()]
+
+
+def protocol_rows(analysis: Analysis) -> List[Dict[str, str]]:
+    def paper_differences(g: GroupAnalysis) -> str:
+        differences = sorted(g.group.paper_differences.items())
+        if not differences:
+            return "none" if g.group.name == "paper" else "not stated"
+        return "; ".join(f"{k}: {v.get('run')} (paper: {v.get('paper')})" for k, v in differences)
+
+    return [{"group": slug, "protocol": g.group.name, "id": g.group.id, "regime": g.group.regime,
+             "runs": str(len(g.group.records)), "batch size": str(g.group.key.get("batch_size")),
+             "image size": str(g.group.key.get("image_size") or "native"),
+             "differs from the paper in": paper_differences(g)}
+            for slug, g in analysis.groups.items()]
+
+
+def differing_lines(analysis: Analysis) -> List[str]:
+    """One line per regime that holds several protocols: the settings that tell them apart."""
+    return [f"{regime}: several protocols, differing in " + "; ".join(
+                f"{setting} ({', '.join(f'{slug}: {value}' for slug, value in values.items())})"
+                for setting, values in settings.items())
+            for regime, settings in analysis.differing.items()]
+
+
+def top1_rows(analysis: Analysis) -> List[Dict[str, str]]:
+    return [{"model": model, "shown as": analysis.labels.get(model, model),
+             "ImageNet top-1 (%)": _percent(top1.value), "kind": top1.kind(), "source": top1.source}
+            for model, top1 in sorted(analysis.top1.items())]
+
+
+def comparison_rows(comparison: Comparison, labels: Mapping[str, str]) -> List[Dict[str, str]]:
+    kind = comparison.kind
+    return [{"model": labels.get(p.model, p.model), "dataset": p.dataset,
+             f"{kind.first} (%)": _percent(p.first), f"{kind.second} (%)": _percent(p.second),
+             "difference (points)": f"{100.0 * (p.first - p.second):+.1f}"} for p in comparison.pairs]
 
 
 def failure_rows(analysis: Analysis) -> List[Dict[str, str]]:
@@ -322,185 +236,239 @@ def runs_csv(analysis: Analysis) -> str:
     return buffer.getvalue()
 
 
+# ---------------------------------------------------------------------------------------------
+# Summary
+
+
+def drawn(analysis: Analysis) -> List[Comparison]:
+    return [o for o in analysis.comparisons if isinstance(o, Comparison)]
+
+
+def comparisons_lead(analysis: Analysis) -> bool:
+    """Whether the paired comparisons come first: some are drawn, and no r rests on
+    HEADLINE_MIN_MODELS models."""
+    most = max((g.correlation.n for g in analysis.groups.values()), default=0)
+    return bool(drawn(analysis)) and most < HEADLINE_MIN_MODELS
+
+
+def summary_lines(analysis: Analysis) -> List[str]:
+    """The report's findings, most telling first, then the comparisons the runs cannot draw (and
+    what they lack): what report.md opens with and the terminal ends with."""
+    compared = [f"{c.sentence()} {c.kind.paper}" for c in drawn(analysis)]
+    not_drawn = [o.sentence() for o in analysis.comparisons if isinstance(o, NotDrawn)]
+    correlations = []
+    for slug, g in analysis.groups.items():
+        caveat = (f" (r over {g.correlation.n} models says little; the paper's is over {PAPER_NETWORKS} networks)"
+                  if g.correlation.r is not None and g.correlation.n < HEADLINE_MIN_MODELS else "")
+        correlations.append(f"r {slug} (ImageNet top-1 vs mean log odds) = {g.correlation.describe()}; "
+                            f"{g.paper_note()}{caveat}.")
+    return (compared + correlations if comparisons_lead(analysis) else correlations + compared) + not_drawn
+
+
+def summary_line(analysis: Analysis, report_path: str) -> str:
+    """The last line the binary prints: run counts, the lead findings, where the report is."""
+    correlations = "r " + (" ".join(f"{slug}={g.correlation.compact()}" for slug, g in analysis.groups.items())
+                           or "n/a (no ok runs)")
+    compared = ", ".join(c.compact() for c in drawn(analysis))
+    findings = [compared, correlations] if comparisons_lead(analysis) else [correlations, compared]
+    ok = len(analysis.runs) - len(analysis.failures)
+    return f"report: {len(analysis.runs)} runs ({ok} ok), {'; '.join(f for f in findings if f)} -> {report_path}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures and files
+
+
+def figure1_files(analysis: Analysis) -> Dict[str, List[GroupAnalysis]]:
+    """Figure 1 per protocol name (its groups side by side): figure1.png when there is one."""
+    names = list(dict.fromkeys(g.group.name for g in analysis.groups.values()))
+    return {(FIGURE_FILE if len(names) == 1 else f"figure1_{path_component(name)}.png"):
+            [g for g in analysis.groups.values() if g.group.name == name] for name in names}
+
+
+def comparison_files(analysis: Analysis) -> Dict[str, Comparison]:
+    comparisons = drawn(analysis)
+    files_by_name = {}
+    for comparison in comparisons:
+        name = comparison.kind.key
+        if sum(c.kind is comparison.kind for c in comparisons) > 1:
+            name += f"_{comparison.first.group.slug}_{comparison.second.group.slug}"
+        files_by_name[f"{name}.png"] = comparison
+    return files_by_name
+
+
+METHOD_NOTE = (
+    "Each test score p (the dataset's metric, a fraction) becomes log odds ln(p / (1 - p)), with p "
+    f"clipped to [{LOGIT_EPS:g}, 1 - {LOGIT_EPS:g}]. Runs are grouped by protocol (every setting but "
+    "model, dataset, seed and locations); each group has its own table and r. A model's transfer "
+    "score is the mean log odds over every dataset of its group's table; models without an ok run "
+    "on each of them are left out of the mean. r is Pearson's correlation between ImageNet top-1 "
+    "accuracy (x, as in the paper's Figure 1) and that mean (y), over the models whose ImageNet "
+    f"top-1 is known (at least {MIN_MODELS}). The interval is a {100 * CONFIDENCE:.0f}% percentile "
+    "bootstrap over models resampled with replacement ({resamples} resamples, seed {seed}). The "
+    f"paper's r (Kornblith, Shlens & Le 2019: {PAPER_NETWORKS} networks, 12 datasets) is quoted for "
+    "reference; it is not computed here.")
+
+
+def _comparisons_markdown(analysis: Analysis, figure_names: Mapping[int, str]) -> List[str]:
+    parts = ["## Comparisons of paired runs\n"]
+    for outcome in analysis.comparisons:
+        parts.append(f"### {outcome.kind.title}\n")
+        parts.append(outcome.kind.paper + "\n")
+        if isinstance(outcome, NotDrawn):
+            parts.append(f"Not drawn: {outcome.reason}.\n")
+            continue
+        parts += [outcome.sentence() + "\n", markdown_table(comparison_rows(outcome, analysis.labels))]
+        parts += [f"- {note}" for note in outcome.notes] + ([""] if outcome.notes else [])
+        if outcome.missing:
+            parts.append("Missing (not counted): " + "; ".join(outcome.missing) + ".\n")
+        parts.append(f"![{outcome.kind.title}]({figure_names[id(outcome)]})\n")
+    return parts
+
+
+def _correlations_markdown(analysis: Analysis) -> List[str]:
+    parts = ["## Correlation of transfer accuracy with ImageNet top-1\n",
+             markdown_table(correlation_rows(analysis)),
+             METHOD_NOTE.format(resamples=analysis.resamples, seed=analysis.seed) + "\n"]
+    for file_name, groups in figure1_files(analysis).items():
+        parts.append(f"![Figure 1: ImageNet top-1 against mean log-odds transfer accuracy, protocol "
+                     f"{groups[0].group.name}]({file_name})\n")
+    return parts
+
+
+def report_markdown(analysis: Analysis) -> str:
+    ok = len(analysis.runs) - len(analysis.failures)
+    figure_names = {id(c): name for name, c in comparison_files(analysis).items()}
+    comparisons = _comparisons_markdown(analysis, figure_names)
+    correlations = _correlations_markdown(analysis)
+    parts = [
+        "# tfbench report\n",
+        "## Summary\n",
+        "\n".join(f"- {line}" for line in summary_lines(analysis)) + "\n",
+        f"Run records under `{analysis.output_dir}`: {len(analysis.runs)} "
+        f"({ok} ok, {len(analysis.failures)} not counted).\n",
+        "## Protocols\n",
+        markdown_table(protocol_rows(analysis)),
+        *[f"- {line}" for line in differing_lines(analysis)], "",
+        *(comparisons + correlations if comparisons_lead(analysis) else correlations + comparisons),
+        "## ImageNet top-1 used\n",
+        markdown_table(top1_rows(analysis)),
+    ]
+    for slug, group in analysis.groups.items():
+        parts += [
+            f"## {group.title()} (`{slug}`)\n",
+            "### Test scores (%)\n", markdown_table(score_rows(group.table, analysis.labels)),
+            *[note + "\n" for note in table_notes(group.table, analysis.labels)],
+            f"### Mean log-odds transfer accuracy\n\nr = {group.correlation.describe()}; "
+            f"{group.paper_note()}.\n",
+            markdown_table(transfer_rows(group)),
+            "### Per dataset: ImageNet top-1 against the dataset's log odds\n",
+            markdown_table(per_dataset_rows(group)),
+        ]
+    parts += ["## Runs not counted (failed or diverged)\n", markdown_table(failure_rows(analysis))]
+    return "\n".join(parts)
+
+
 def analysis_json(analysis: Analysis) -> Dict[str, Any]:
     """Every number of the report, as fractions (scores, top-1) and log odds."""
-    regimes = {}
-    for name, regime in analysis.regimes.items():
-        table = regime.table
-        regimes[name] = {
+    groups = {}
+    for slug, g in analysis.groups.items():
+        table = g.table
+        groups[slug] = {
+            "regime": g.group.regime,
+            "protocol": {"name": g.group.name, "id": g.group.id, "settings": dict(g.group.key),
+                         "differences_from_paper": dict(g.group.paper_differences)},
             "datasets": list(table.datasets),
             "metrics": dict(table.metrics),
             "scores": {m: {d: table.score(m, d) for d in table.datasets if table.score(m, d) is not None}
                        for m in table.models},
-            "models": [{"model": m.model, "imagenet_top1": m.imagenet_top1,
-                        "mean_log_odds": m.mean_log_odds, "excluded": m.excluded}
-                       for m in regime.models],
-            "correlation": regime.correlation.to_json(),
-            "per_dataset": {d: c.to_json() for d, c in regime.per_dataset.items()},
-            "paper_r": protocol.PAPER_R[name],
+            "seeds": {m: {d: list(s) for (mm, d), s in table.seeds.items() if mm == m} for m in table.models},
+            "grid_edges": {m: {d: dict(e) for (mm, d), e in table.grid_edges.items() if mm == m}
+                           for m in table.models if any(mm == m for mm, _ in table.grid_edges)},
+            "models": [{"model": m.model, "label": m.label, "imagenet_top1": m.imagenet_top1,
+                        "mean_log_odds": m.mean_log_odds, "excluded": m.excluded} for m in g.models],
+            "correlation": g.correlation.to_json(),
+            "per_dataset": {d: c.to_json() for d, c in g.per_dataset.items()},
+            "paper_r": g.paper_r,
         }
+    comparisons = []
+    for outcome in analysis.comparisons:
+        entry = {"kind": outcome.kind.key, "title": outcome.kind.title, "paper": outcome.kind.paper,
+                 "drawn": isinstance(outcome, Comparison)}
+        if isinstance(outcome, NotDrawn):
+            entry["reason"] = outcome.reason
+        else:
+            entry.update(first=outcome.first.group.slug, second=outcome.second.group.slug,
+                         pairs=[{"model": p.model, "dataset": p.dataset, "first": p.first, "second": p.second}
+                                for p in outcome.pairs],
+                         first_better=outcome.wins(), mean_difference=outcome.mean_difference(),
+                         missing=list(outcome.missing), notes=list(outcome.notes))
+        comparisons.append(entry)
     return {
         "output_dir": analysis.output_dir,
         "runs": len(analysis.runs),
         "ok_runs": len(analysis.runs) - len(analysis.failures),
         "failures": list(analysis.failures),
+        "summary": summary_lines(analysis),
         "logit_eps": LOGIT_EPS,
         "x": "ImageNet top-1 accuracy (fraction)",
         "y": "mean over datasets of logit(test score)",
         "bootstrap": {"resamples": analysis.resamples, "seed": analysis.seed,
                       "confidence": CONFIDENCE, "unit": "models, with replacement",
                       "interval": "percentile"},
-        "regimes": regimes,
+        "imagenet_top1": {model: {"value": t.value, "kind": t.kind(), "source": t.source,
+                                  "label": analysis.labels.get(model, model)}
+                          for model, t in analysis.top1.items()},
+        "differing_settings": {regime: {setting: dict(values) for setting, values in settings.items()}
+                               for regime, settings in analysis.differing.items()},
+        "groups": groups,
+        "comparisons": comparisons,
     }
 
 
-METHOD_NOTE = (
-    "Each test score p (the dataset's metric, a fraction) becomes log odds ln(p / (1 - p)), with p "
-    f"clipped to [{LOGIT_EPS:g}, 1 - {LOGIT_EPS:g}]. A model's transfer score is the mean log odds "
-    "over every dataset of the regime's table; models without an ok run on each of them are left "
-    "out of the mean. r is Pearson's correlation between ImageNet top-1 accuracy (x, as in the "
-    "paper's Figure 1) and that mean (y), over the models whose ImageNet top-1 is known. The "
-    "interval is a 95% percentile bootstrap over models resampled with replacement "
-    "({resamples} resamples, seed {seed}). The paper's r (Kornblith, Shlens & Le 2019: 16 "
-    "networks, 12 datasets) is quoted for reference; it is not computed here.")
-
-
-def report_markdown(analysis: Analysis) -> str:
-    ok = len(analysis.runs) - len(analysis.failures)
-    parts = [
-        "# tfbench report\n",
-        f"Run records under `{analysis.output_dir}`: {len(analysis.runs)} "
-        f"({ok} ok, {len(analysis.failures)} not counted).\n",
-        "## Correlation of transfer accuracy with ImageNet top-1\n",
-        markdown_table(correlation_rows(analysis)),
-        METHOD_NOTE.format(resamples=analysis.resamples, seed=analysis.seed) + "\n",
-        f"![Figure 1: ImageNet top-1 against mean log-odds transfer accuracy]({FIGURE_FILE})\n",
-    ]
-    for name, regime in analysis.regimes.items():
-        parts += [
-            f"## {REGIME_TITLES[name]} (`{name}`)\n",
-            "### Test scores (%)\n", markdown_table(score_rows(regime.table)),
-            f"### Mean log-odds transfer accuracy\n\nr = {regime.correlation.describe()}; "
-            f"paper: {protocol.PAPER_R[name]:.2f}.\n",
-            markdown_table(transfer_rows(regime)),
-            "### Per dataset: ImageNet top-1 against the dataset's log odds\n",
-            markdown_table(per_dataset_rows(regime)),
-        ]
-    parts += ["## Runs not counted (failed or diverged)\n", markdown_table(failure_rows(analysis))]
-    return "\n".join(parts)
-
-
-def plot_figure(analysis: Analysis) -> bytes:
-    """Figure 1 as PNG bytes: per regime, ImageNet top-1 (%) against mean log-odds transfer accuracy."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    regimes = list(analysis.regimes.items())
-    figure = Figure(figsize=(5.6 * max(len(regimes), 1), 5.0), dpi=150, layout="constrained")
-    FigureCanvasAgg(figure)
-    points = []
-    for index, (name, regime) in enumerate(regimes):
-        axes = figure.add_subplot(1, len(regimes), index + 1)
-        included = regime.included()
-        x = np.array([100.0 * m.imagenet_top1 for m in included])
-        y = np.array([m.mean_log_odds for m in included])
-        axes.scatter(x, y, s=36, color="tab:blue", zorder=3)
-        if len(x) >= 2 and np.ptp(x) > 0:
-            slope, intercept = np.polyfit(x, y, 1)
-            line_x = np.array([x.min(), x.max()])
-            axes.plot(line_x, slope * line_x + intercept, color="tab:gray", linewidth=1.2, zorder=2)
-        axes.margins(x=0.12, y=0.12)
-        axes.set_title(f"{REGIME_TITLES[name]}\nr = {regime.correlation.describe()}; "
-                       f"paper: {protocol.PAPER_R[name]:.2f}", fontsize=10)
-        axes.set_xlabel("ImageNet top-1 accuracy (%)")
-        axes.set_ylabel("Mean transfer accuracy (log odds)")
-        axes.grid(True, alpha=0.3)
-        left_out = len(regime.models) - len(included)
-        if left_out:
-            axes.text(0.02, 0.02, f"{left_out} model(s) not shown: see report.md",
-                      transform=axes.transAxes, fontsize=7, color="dimgray")
-        points.append((axes, [m.model for m in included], x, y))
-    figure.draw_without_rendering()  # final axes positions, so label boxes can be compared
-    for axes, names, x, y in points:
-        _label_points(axes, names, x, y)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
-
-
-# Label positions around a point, in offset points (dx, dy, horizontal, vertical alignment), in
-# order of preference; the far ones get a leader line so the label still points at its point.
-_LABEL_SPOTS = ((6, 3, "left", "bottom"), (-6, 3, "right", "bottom"), (6, -3, "left", "top"),
-                (-6, -3, "right", "top"), (20, 16, "left", "bottom"), (-20, 16, "right", "bottom"),
-                (20, -16, "left", "top"), (-20, -16, "right", "top"), (0, 30, "center", "bottom"),
-                (0, -30, "center", "top"))
-_NEAR = 4
-_MARKER_POINTS = 4.0
-
-
-def _label_points(axes, names: Sequence[str], x: np.ndarray, y: np.ndarray) -> None:
-    """Names next to points, each at the first spot that stays inside the axes and overlaps no
-    other point and no label placed before (the first spot when none is free)."""
-    from matplotlib.transforms import Bbox
-
-    renderer = axes.figure.canvas.get_renderer()
-    frame = axes.get_window_extent(renderer)
-    radius = _MARKER_POINTS * axes.figure.dpi / 72.0
-    centers = axes.transData.transform(np.column_stack([x, y])) if len(x) else []
-    taken = [Bbox.from_extents(cx - radius, cy - radius, cx + radius, cy + radius) for cx, cy in centers]
-
-    def annotate(name, point, spot, leader=False):
-        dx, dy, horizontal, vertical = spot
-        return axes.annotate(name, point, xytext=(dx, dy), textcoords="offset points", fontsize=8,
-                             ha=horizontal, va=vertical, in_layout=False,
-                             arrowprops=dict(arrowstyle="-", color="gray", linewidth=0.6) if leader else None)
-
-    for name, xi, yi in sorted(zip(names, x, y), key=lambda point: (point[1], point[2])):  # by x
-        chosen = 0
-        for index, spot in enumerate(_LABEL_SPOTS):
-            label = annotate(name, (xi, yi), spot)
-            box = label.get_window_extent(renderer)
-            label.remove()
-            inside = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
-            if inside and not any(box.overlaps(t) for t in taken):
-                chosen = index
-                break
-        label = annotate(name, (xi, yi), _LABEL_SPOTS[chosen], leader=chosen >= _NEAR)
-        taken.append(label.get_window_extent(renderer))
-
-
 def print_summary(analysis: Analysis, file: TextIO = sys.stdout) -> None:
-    """Score tables, r values and uncounted runs for a terminal."""
-    for name, regime in analysis.regimes.items():
-        print(f"\n== {name}: test scores (%) ==", file=file)
-        results.print_table(score_rows(regime.table), file=file)
-        print(f"\n== {name}: mean log odds vs ImageNet top-1 ==", file=file)
-        results.print_table(transfer_rows(regime), file=file)
-        print(f"r {name} = {regime.correlation.describe()}; paper: {protocol.PAPER_R[name]:.2f}", file=file)
+    """For a terminal: which protocols differ (once), the tables, then the summary findings."""
+    for line in differing_lines(analysis):
+        print(line, file=file)
+    for slug, group in analysis.groups.items():
+        print(f"\n== {slug}: {group.title()}: test scores (%) ==", file=file)
+        results.print_table(score_rows(group.table, analysis.labels), file=file)
+        for note in table_notes(group.table, analysis.labels):
+            print(note, file=file)
+        print(f"\n== {slug}: mean log odds vs ImageNet top-1 ==", file=file)
+        results.print_table(transfer_rows(group), file=file)
+        print(f"r {slug} = {group.correlation.describe()}; {group.paper_note()}", file=file)
+    print("\n== ImageNet top-1 used ==", file=file)
+    results.print_table(top1_rows(analysis), file=file)
+    for comparison in drawn(analysis):
+        print(f"\n== {comparison.kind.title}: {comparison.first.group.slug} vs "
+              f"{comparison.second.group.slug} ==", file=file)
+        results.print_table(comparison_rows(comparison, analysis.labels), file=file)
+        for note in comparison.notes:
+            print(note, file=file)
+        if comparison.missing:
+            print("missing: " + "; ".join(comparison.missing), file=file)
     if analysis.failures:
         print("\n== runs not counted ==", file=file)
         results.print_table(failure_rows(analysis), file=file)
-
-
-def summary_line(analysis: Analysis, report_path: str) -> str:
-    correlations = " ".join(f"{name}={regime.correlation.compact()}"
-                            for name, regime in analysis.regimes.items())
-    ok = len(analysis.runs) - len(analysis.failures)
-    return (f"report: {len(analysis.runs)} runs ({ok} ok), r {correlations or 'n/a (no ok runs)'} "
-            f"-> {report_path}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Files
+    print("\n== summary ==", file=file)
+    for line in summary_lines(analysis):
+        print(f"- {line}", file=file)
 
 
 def write_report(analysis: Analysis, report_dir: str) -> List[str]:
     """Writes every report file into report_dir; returns their paths, report.md last."""
-    contents = {FIGURE_FILE: plot_figure(analysis)}
-    for name, regime in analysis.regimes.items():
-        contents[f"scores_{name}.md"] = (f"# Test scores (%), {REGIME_TITLES[name]}\n\n"
-                                         + markdown_table(score_rows(regime.table))).encode()
-        contents[f"scores_{name}.csv"] = scores_csv(regime.table).encode()
+    from tfbench import figures
+
+    contents = {name: figures.png(figures.figure1(groups))
+                for name, groups in figure1_files(analysis).items()}
+    contents.update({name: figures.png(figures.comparison_figure(comparison))
+                     for name, comparison in comparison_files(analysis).items()})
+    for slug, group in analysis.groups.items():
+        contents[f"scores_{slug}.md"] = (
+            f"# Test scores (%), {group.title()}\n\n" + markdown_table(score_rows(group.table, analysis.labels))
+            + "".join(f"\n{note}\n" for note in table_notes(group.table, analysis.labels))).encode()
+        contents[f"scores_{slug}.csv"] = scores_csv(group.table).encode()
     contents["runs.csv"] = runs_csv(analysis).encode()
     paths = [os.path.join(report_dir, "report.json")]
     files.write_json_atomic(paths[0], analysis_json(analysis))
@@ -513,21 +481,23 @@ def write_report(analysis: Analysis, report_dir: str) -> List[str]:
 
 def report(output_dir: str, report_dir: Optional[str] = None,
            imagenet_top1: Callable[[str], Optional[float]] = registered_imagenet_top1,
-           resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
+           resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0, protocol: Optional[str] = None,
            file: TextIO = sys.stdout) -> Tuple[Analysis, List[str]]:
-    """Reads the run records under output_dir, writes the report, prints tables and one summary line.
+    """Reads the run records under output_dir, writes the report, prints tables and the summary,
+    the one-line summary last.
 
-    report_dir defaults to <output_dir>/report. A missing output_dir or one without run records
-    raises ReportInputError before anything is written.
+    report_dir defaults to <output_dir>/report. A missing output_dir, one without run records, or a
+    --protocol that names none of its protocols raises ReportInputError before anything is written.
     """
     if not os.path.isdir(output_dir):
         raise ReportInputError(f"--output_dir {output_dir!r} is not a folder; pass the folder the "
                                "regime binaries wrote their runs to")
-    records = results.collect(output_dir)
+    records = collect(output_dir)
     if not records:
         raise ReportInputError(f"no run records under --output_dir {output_dir!r} (expected "
                                f"<output_dir>/<regime>/<dataset>/<model>/{results.RECORD_FILE})")
-    analysis = analyze(records, imagenet_top1, output_dir=output_dir, resamples=resamples, seed=seed)
+    analysis = analyze(records, imagenet_top1, output_dir=output_dir, resamples=resamples, seed=seed,
+                       protocol=protocol)
     paths = write_report(analysis, report_dir or os.path.join(output_dir, "report"))
     print_summary(analysis, file=file)
     print(summary_line(analysis, paths[-1]), file=file)
@@ -544,8 +514,10 @@ def main() -> None:
     from tfbench import cli
 
     flags.DEFINE_string("output_dir", None, "Root folder of the run records (the regime binaries' "
-                        "--output_dir).")
+                        "--output_dir, or a folder holding several).")
     flags.DEFINE_string("report_dir", None, "Where the report goes (default: <output_dir>/report).")
+    flags.DEFINE_string("protocol", None, "Report only this protocol: its name (paper, a preset's "
+                        "name, custom) or the id the report shows beside it.")
     flags.DEFINE_integer("bootstrap_resamples", BOOTSTRAP_RESAMPLES,
                          "Bootstrap resamples of the models for the r intervals.", lower_bound=100)
     flags.DEFINE_integer("seed", 0, "Seed of the bootstrap resampling.")
@@ -556,7 +528,7 @@ def main() -> None:
             cli.fail("--output_dir is required: the root folder of the run records")
         try:
             report(FLAGS.output_dir, FLAGS.report_dir, resamples=FLAGS.bootstrap_resamples,
-                   seed=FLAGS.seed)
+                   seed=FLAGS.seed, protocol=FLAGS.protocol)
         except ReportInputError as error:
             cli.fail(str(error))
 

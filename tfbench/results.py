@@ -21,9 +21,9 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
 import tfbench
 from tfbench.cli import warn
-from tfbench.experiment import Experiment, identity, identity_diff
+from tfbench.experiment import Experiment, identity, identity_diff, protocol_of
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: typed settings, protocol, imagenet_top1, grid edges
 STATUSES = ("ok", "diverged", "failed")
 RECORD_FILE = "record.json"
 TRIALS_DIR = "trials"
@@ -70,6 +70,7 @@ def new_record(experiment: Experiment, *, metric: str, started_at: str) -> Dict[
     return {
         "schema_version": SCHEMA_VERSION,
         "experiment": experiment.to_dict(),
+        "protocol": protocol_of(experiment),
         "status": None,
         "reason": None,
         "metric": metric,

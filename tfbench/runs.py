@@ -27,6 +27,14 @@ class Outcome(NamedTuple):
     error: BaseException | None  # the exception of a failed run, if any
 
 
+def imagenet_top1(experiment: Experiment) -> Dict[str, Any]:
+    """The ImageNet top-1 a run's model enters the analysis with, and where it comes from."""
+    from tfbench import backbones
+
+    spec = backbones.spec(experiment.model)
+    return {"value": spec.imagenet_top1, "source": spec.top1_source, "measured": False}
+
+
 def execute(experiment: Experiment, run: RunFunction, runtime: Runtime, *, overwrite: bool = False,
             metric: str | None = None, user_errors: tuple = ()) -> Outcome:
     """Run `experiment` unless a finished record exists; write the record atomically.

@@ -15,7 +15,7 @@ heavy.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from tfbench import protocol
 
@@ -25,6 +25,12 @@ STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 # "auto" resolves per device (devices.resolve_precision); the others are Keras dtype policies.
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 L2_SEARCHES = ("paper", "fast")  # tfbench.linear implements them
+# Where the probed features come from: the backbone's ImageNet weights (the paper), or a random
+# initialisation of the same network (how much of the transfer is the architecture alone).
+PROBE_INITS = ("imagenet", "random")
+# Batch-norm momentum: "paper" = protocol.bn_momentum's rule, "backbone" = each network's own, or
+# a number in [0, 1).
+BN_MOMENTUM_RULES = ("paper", "backbone")
 # tfbench.tuning implements them: the paper's grid, a 3 x 2 laptop grid, the cross product of given
 # values, one given configuration.
 SEARCHES = ("paper", "small", "grid", "none")
@@ -48,9 +54,11 @@ class ProbeSettings:
     """The linear probe: which L2 search chooses the penalty (`paper` = all 45 values)."""
 
     l2_search: str = "paper"
+    init: str = "imagenet"
 
     def __post_init__(self):
         _choice("l2 search", self.l2_search, L2_SEARCHES)
+        _choice("probe init", self.init, PROBE_INITS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +69,9 @@ class TrainingSettings:
     grid), "grid" (every pair of `learning_rates` x `weight_decays`), "none" (one trial with
     `learning_rate` and `weight_decay`). Values that only another search uses are refused rather
     than silently ignored. `weight_decay` follows the paper's convention
-    (protocol.WEIGHT_DECAY_CONVENTION); 0 = none. `bn_momentum` None keeps each backbone's own.
+    (protocol.WEIGHT_DECAY_CONVENTION); 0 = none. `bn_momentum`: "paper" (the rule
+    protocol.bn_momentum, from the training split's size and the batch size), "backbone" (each
+    network's own), or a number.
     """
 
     search: str = "paper"
@@ -73,7 +83,7 @@ class TrainingSettings:
     warmup_steps: int = 0
     label_smoothing: float = 0.0
     dropout: float = 0.0
-    bn_momentum: Optional[float] = None
+    bn_momentum: Union[str, float] = "paper"
 
     def __post_init__(self):
         object.__setattr__(self, "learning_rates", tuple(float(v) for v in self.learning_rates))
@@ -110,8 +120,12 @@ class TrainingSettings:
         _check(0 <= self.label_smoothing < 1,
                f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         _check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
-        _check(self.bn_momentum is None or 0 <= self.bn_momentum < 1,
-               f"bn_momentum must be in [0, 1), got {self.bn_momentum}")
+        if isinstance(self.bn_momentum, str):
+            _choice("bn_momentum", self.bn_momentum, BN_MOMENTUM_RULES)
+        else:
+            _check(0 <= self.bn_momentum < 1,
+                   f"bn_momentum must be in [0, 1) or one of {', '.join(BN_MOMENTUM_RULES)}, "
+                   f"got {self.bn_momentum}")
 
     @classmethod
     def paper(cls, regime: str) -> "TrainingSettings":

@@ -6,8 +6,8 @@ run is one task per trial (`finetune.run_trial`: train on train, score val, writ
 select on validation, retrain on train+val, score test once, write the run record); a probe run is
 one task (`probe.run`). The records are the run's own files, so a study run by the local executor,
 on Ray, or in shards leaves the same records and the same answer. Task arguments are plain data
-(`Experiment.to_dict()`, the Runtime's fields, the trial's hyperparameters) so that a task can
-run in another process or on another machine.
+(`Experiment.to_dict()`, the Runtime's fields, the trial's hyperparameters, the --models_file
+that names user models) so that a task can run in another process or on another machine.
 """
 
 from __future__ import annotations
@@ -15,16 +15,22 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-from typing import Any, List, Mapping, Sequence, Tuple
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 from tfbench import files, plan, results
-from tfbench.experiment import Experiment, path_component
+from tfbench.experiment import Experiment
 from tfbench.settings import Runtime
 
 TASKS = "tfbench.study"
 
 
-def _load(experiment: Mapping[str, Any], runtime: Mapping[str, Any]) -> Tuple[Experiment, Runtime]:
+def _load(experiment: Mapping[str, Any], runtime: Mapping[str, Any],
+          models_file: Optional[str]) -> Tuple[Experiment, Runtime]:
+    """The task's experiment and runtime; a worker first registers the user models it may name."""
+    if models_file:
+        from tfbench import backbones
+
+        backbones.load_models_file(models_file)
     return Experiment.from_dict(experiment), Runtime(**runtime)
 
 
@@ -34,20 +40,21 @@ def _user_errors() -> tuple:
     return flags_common.user_errors()
 
 
-def run_probe(experiment: Mapping[str, Any], runtime: Mapping[str, Any]) -> None:
+def run_probe(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_file: Optional[str]) -> None:
     """The probe task: the whole probe run (features, the L2 search, refit, test), recorded."""
     from tfbench import probe, runs
 
-    run, settings = _load(experiment, runtime)
+    run, settings = _load(experiment, runtime, models_file)
     runs.execute(run, probe.run, settings, user_errors=_user_errors())
 
 
-def run_trial(experiment: Mapping[str, Any], runtime: Mapping[str, Any], trial: Mapping[str, float]) -> None:
+def run_trial(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_file: Optional[str],
+              trial: Mapping[str, float]) -> None:
     """A trial task. A trial that raises (bad data, out of memory) is recorded as failed, in its
     own record and in the run's, as a run that raises is, and is tried again only by a rerun."""
     from tfbench import finetune, runs, tuning
 
-    run, settings = _load(experiment, runtime)
+    run, settings = _load(experiment, runtime, models_file)
     trial = tuning.Trial(**trial)
     try:
         finetune.run_trial(run, trial, settings)
@@ -62,11 +69,11 @@ def run_trial(experiment: Mapping[str, Any], runtime: Mapping[str, Any], trial: 
         raise
 
 
-def conclude(experiment: Mapping[str, Any], runtime: Mapping[str, Any]) -> None:
+def conclude(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_file: Optional[str]) -> None:
     """The conclude task: selection, retrain on train+val and test score, recorded as a run."""
     from tfbench import finetune, runs
 
-    run, settings = _load(experiment, runtime)
+    run, settings = _load(experiment, runtime, models_file)
     runs.execute(run, finetune.conclude, settings, user_errors=_user_errors())
 
 
@@ -79,13 +86,15 @@ def trial_finished(experiment: Mapping[str, Any], trial: Mapping[str, float]) ->
 
 
 def run_key(experiment: Experiment) -> str:
-    return "/".join([experiment.regime, path_component(experiment.dataset), path_component(experiment.model)])
+    """The run's folder under the output folder, e.g. "probe/dtd/resnet50+random_init"."""
+    return os.path.relpath(experiment.run_dir(), experiment.output_dir).replace(os.sep, "/")
 
 
-def experiment_tasks(experiment: Experiment, runtime: Runtime) -> List[plan.Task]:
+def experiment_tasks(experiment: Experiment, runtime: Runtime, models_file: Optional[str] = None) -> List[plan.Task]:
     """The tasks of one run, each trial before the conclusion that needs it."""
     key = run_key(experiment)
-    arguments = {"experiment": experiment.to_dict(), "runtime": dataclasses.asdict(runtime)}
+    arguments = {"experiment": experiment.to_dict(), "runtime": dataclasses.asdict(runtime),
+                 "models_file": models_file and os.path.abspath(models_file)}
     if experiment.regime == "probe":
         return [plan.Task(key=key, kind="probe", call=plan.Call(f"{TASKS}:run_probe", arguments),
                           record=results.record_path(experiment), run=key)]
@@ -107,13 +116,15 @@ def experiment_tasks(experiment: Experiment, runtime: Runtime) -> List[plan.Task
     return tasks
 
 
-def study_plan(experiments: Sequence[Tuple[Experiment, Runtime]], overwrite: bool = False) -> plan.Plan:
+def study_plan(experiments: Sequence[Tuple[Experiment, Runtime]], overwrite: bool = False,
+               models_file: Optional[str] = None) -> plan.Plan:
     """The plan of every experiment. Unless overwriting, a finished run made with other settings
     stops it here (results.RunConflictError), before anything runs, as a sequential sweep would."""
     if not overwrite:
         for experiment, _ in experiments:
             results.finished_run(experiment)
-    return plan.Plan(task for experiment, runtime in experiments for task in experiment_tasks(experiment, runtime))
+    return plan.Plan(task for experiment, runtime in experiments
+                     for task in experiment_tasks(experiment, runtime, models_file))
 
 
 def discard(tasks: Sequence[plan.Task]) -> None:

@@ -20,6 +20,7 @@ lets several drivers share one output folder. `--dry_run` prints the plan and it
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from typing import Dict, List, Optional, Tuple
@@ -39,6 +40,10 @@ for _regime in REGIMES:
     flags.DEFINE_string(f"{_regime}_flags", None,
                         f"Flagfile with the {_regime} regime's own settings, read after the "
                         "command line for that regime only.")
+flags.DEFINE_list(
+    "probe_inits", ["imagenet"],
+    "Probe the features of these initialisations: imagenet (the paper), random (the same network "
+    "randomly initialised: what the architecture alone gives; the report compares the two).")
 flags.DEFINE_boolean("report", True, "Rebuild the report under <output_dir>/report once every run is finished.")
 flags.DEFINE_enum("executor", "local", executors.EXECUTORS,
                   "Where tasks run: local = one after another in this process; ray = Ray tasks on "
@@ -47,8 +52,7 @@ flags.DEFINE_string("ray_address", None,
                     "Ray cluster to run on (auto = the one this machine belongs to, or host:6379, "
                     "ray://host:10001); default: RAY_ADDRESS if set, else start Ray on this machine.")
 flags.DEFINE_float("gpus_per_trial", 0, "GPUs each Ray task asks for (it sees only those).", lower_bound=0)
-flags.DEFINE_float("cpus_per_trial", 1, "CPUs each Ray task asks for (and its TensorFlow threads).",
-                   lower_bound=0)
+flags.DEFINE_float("cpus_per_trial", 1, "CPUs each Ray task asks for.", lower_bound=0)
 flags.DEFINE_string("shard", None,
                     "Run only shard INDEX of COUNT (INDEX/COUNT), or auto/COUNT with INDEX from "
                     "JOB_COMPLETION_INDEX (Kubernetes Indexed Job) or SLURM_ARRAY_TASK_ID.")
@@ -84,7 +88,8 @@ def regime_settings(regime: str, argv: List[str]) -> Tuple[Dict, object, Runtime
                                       else flags_common.PROBE_BATCH_SIZE)
     shared = {"output_dir": FLAGS.output_dir, "seed": FLAGS.seed, "data_dir": FLAGS.data_dir,
               "image_size": FLAGS.image_size, "batch_size": batch_size,
-              "precision": FLAGS.precision, "cache_dir": FLAGS.cache_dir}
+              "precision": FLAGS.precision, "cache_dir": FLAGS.cache_dir, "preset": FLAGS.preset,
+              "skip_bad_images": FLAGS.skip_bad_images}
     settings, runtime = SETTINGS[regime](), RUNTIMES[regime]()
     models, datasets = list(FLAGS.models), list(FLAGS.datasets)
     if flagfile:  # back to the command line alone for the next regime
@@ -106,13 +111,15 @@ def experiments_from_flags(argv: List[str]) -> List[Tuple[Experiment, Runtime]]:
     experiments = []
     for regime in FLAGS.regimes:
         shared, settings, runtime, models, names = regime_settings(regime, argv)
-        for model in models:
-            backbones.spec(model)
+        flags_common.load_user_models()
+        display_names = {model: backbones.spec(model).display_name for model in models}
         for dataset in names:
-            datasets.spec(dataset)
-        experiments += [(Experiment(regime=regime, model=model, dataset=dataset, settings=settings,
-                                    **shared), runtime)
-                        for dataset in names for model in models]
+            datasets.spec(dataset, skip_bad_images=FLAGS.skip_bad_images)
+        variants = ([dataclasses.replace(settings, init=init) for init in FLAGS.probe_inits]
+                    if regime == "probe" else [settings])
+        experiments += [(Experiment(regime=regime, model=model, dataset=dataset, settings=variant,
+                                    display_name=display_names[model], **shared), runtime)
+                        for variant in variants for dataset in names for model in models]
     return experiments
 
 
@@ -147,7 +154,7 @@ def main():
                                      "folders once, then start the shards")
             shard = plan.parse_shard(FLAGS.shard) if FLAGS.shard else None  # before any slow work
             experiments = experiments_from_flags(argv)
-            study_plan = study.study_plan(experiments, overwrite=FLAGS.overwrite)
+            study_plan = study.study_plan(experiments, overwrite=FLAGS.overwrite, models_file=FLAGS.models_file)
             tasks = selected_tasks(study_plan, shard)
             if FLAGS.dry_run:
                 print(plan.cost(tasks, FLAGS.images_per_second).summary(FLAGS.dry_run_gpus))

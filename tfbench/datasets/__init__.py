@@ -14,42 +14,58 @@ audit in tfbench.datasets.audit; TFDS builders of tfbench's own in fgvc_aircraft
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from typing import TYPE_CHECKING, Optional
 
-import tensorflow as tf
-
-from tfbench.datasets import folder, offline, tfds_source
-# Importing the builders registers "fgvc_aircraft" and "birdsnap" with TFDS.
-from tfbench.datasets import birdsnap, fgvc_aircraft  # noqa: F401  pylint: disable=unused-import
 from tfbench.datasets.catalog import DatasetSpec, names, registered_spec
-from tfbench.datasets.errors import DatasetNotPreparedError
+from tfbench.datasets.errors import DatasetNotPreparedError, FolderDatasetError
 from tfbench.datasets.splits import SPLITS, check_split
 
-__all__ = ["DatasetNotPreparedError", "DatasetSpec", "SPLITS", "load", "names", "spec"]
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+__all__ = ["DatasetNotPreparedError", "DatasetSpec", "FolderDatasetError", "SPLITS", "load", "names",
+           "spec"]
 
 _FOLDER_PREFIX = "folder:"
-_LOADERS: Dict[str, Callable[[DatasetSpec, str, Optional[str]], tf.data.Dataset]] = {
-    "tfds": tfds_source.load,
-    "tfbench_tfds": tfds_source.load,
-    "sklearn_digits": offline.load_digits,
-    "fashion_mnist": offline.load_fashion_mnist,
-    "folder": folder.load,
-}
 
 
-def spec(name: str) -> DatasetSpec:
-    """The DatasetSpec of a registered name, or of "folder:PATH" (read from the folder)."""
+def spec(name: str, skip_bad_images: bool = False) -> DatasetSpec:
+    """The DatasetSpec of a registered name, or of "folder:PATH" (read from the folder).
+
+    Neither imports TensorFlow, so a misspelt name is answered at once. A folder is checked
+    whole here (see tfbench.datasets.folder): FolderDatasetError names every problem found;
+    with skip_bad_images, unreadable images are left out instead (counted in the spec).
+    """
     if name.startswith(_FOLDER_PREFIX):
-        return folder.folder_spec(name[len(_FOLDER_PREFIX):])
+        from tfbench.datasets import folder
+
+        return folder.folder_spec(name[len(_FOLDER_PREFIX):], skip_bad_images=skip_bad_images)
     return registered_spec(name)
 
 
-def load(name: str, split: str, data_dir: Optional[str] = None) -> tf.data.Dataset:
+def load(name: str, split: str, data_dir: Optional[str] = None,
+         skip_bad_images: bool = False) -> "tf.data.Dataset":
     """One split of a dataset as dicts {"image", "label", "id"}; never downloads anything.
 
     data_dir is the TFDS data directory (None: TFDS's default). A TFDS dataset that is not
     prepared there raises DatasetNotPreparedError at once, naming the command that prepares it.
+    skip_bad_images: see `spec` (folder datasets only).
     """
     check_split(split)
-    dataset_spec = spec(name)
-    return _LOADERS[dataset_spec.source](dataset_spec, split, data_dir)
+    dataset_spec = spec(name, skip_bad_images=skip_bad_images)
+    return _loader(dataset_spec.source)(dataset_spec, split, data_dir)
+
+
+def _loader(source: str):
+    """The load function of a source, imported only when data is read (it needs TensorFlow)."""
+    if source == "folder":
+        from tfbench.datasets import folder
+
+        return folder.load
+    if source in ("tfds", "tfbench_tfds"):
+        from tfbench.datasets import tfds_source
+
+        return tfds_source.load
+    from tfbench.datasets import offline
+
+    return {"sklearn_digits": offline.load_digits, "fashion_mnist": offline.load_fashion_mnist}[source]

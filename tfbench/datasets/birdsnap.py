@@ -21,11 +21,11 @@ import dataclasses
 import os
 import shutil
 import tarfile
-import tempfile
 from typing import Dict, List, Sequence
 
 import tensorflow_datasets as tfds
 
+from tfbench import files
 from tfbench.datasets import fetch
 from tfbench.datasets.downloads import builder_manual_dir
 
@@ -129,7 +129,7 @@ class Birdsnap(tfds.core.GeneratorBasedBuilder):
             if not os.path.exists(path):
                 counts["missing"] += 1
                 continue
-            if fetch.md5_of(path) != item.md5:
+            if files.file_digest(path, "md5") != item.md5:
                 counts["md5_mismatch"] += 1
                 continue
             yield item.path, {"image": path, "label": item.species_id - 1, "file_name": item.path}
@@ -150,7 +150,7 @@ def extract_metadata(archive: str, manual_dir: str) -> None:
     folder that has_metadata() accepts."""
     destination = os.path.join(manual_dir, FOLDER)
     os.makedirs(destination, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=manual_dir, prefix=".birdsnap-extract-")
+    staging = files.make_staging_dir(manual_dir, prefix=".birdsnap-extract-")
     try:
         with tarfile.open(archive) as stream:
             stream.extractall(staging, filter="data")

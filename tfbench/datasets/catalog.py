@@ -1,12 +1,12 @@
 """The dataset registry: every benchmark dataset with its classes, metric and split definition.
 
-Paper datasets follow Kornblith, Shlens & Le (2019), DESIGN.md §4: the official validation split
-for FGVC Aircraft, VOC 2007, DTD and Flowers; elsewhere validation is held out from the training
-split. The paper's text does not give the held-out size; HELD_OUT_FRACTION = 0.2 of every class is
-the fraction public re-implementations of this protocol use, and it keeps at least 6 validation
-images per class on the smallest held-out dataset (Caltech-101, 30 training images per class)
-while leaving 80% for fitting. Model selection then refits on train+val, so the fraction only
-affects the selection, not the final training set.
+Paper datasets follow Kornblith, Shlens & Le (2019) (docs/DESIGN.md, "The protocol and its
+sources"): the official validation split for FGVC Aircraft, VOC 2007, DTD and Flowers; elsewhere
+validation is held out from the training split. The paper's text does not give the held-out size;
+HELD_OUT_FRACTION = 0.2 of every class is the fraction public re-implementations of this protocol
+use, and it keeps at least 6 validation images per class on the smallest held-out dataset
+(Caltech-101, 30 training images per class) while leaving 80% for fitting. Model selection then
+refits on train+val, so the fraction only affects the selection, not the final training set.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class DatasetSpec:
     (before validation) from train_split, either test_fraction of every class or, with
     trainval_per_class, everything but trainval_per_class examples drawn from every class.
     split_seed is fixed here, not taken from the run, so every run of the benchmark sees the same
-    split. paper_sizes: the (trainval, test) example counts of the paper's table (DESIGN.md §4),
+    split. paper_sizes: the (trainval, test) example counts of the paper's dataset table,
     which `python -m tfbench.prepare --audit` checks the prepared data against. crop_bottom:
     rows removed from the bottom of every decoded image (FGVC Aircraft's copyright banner).
     subset_per_class: (train pool, test) examples kept per class, drawn with split_seed before
@@ -99,7 +99,7 @@ def _official_val(split: str = "validation") -> dict:
     return {"val_split": split, "val_fraction": 0.0}
 
 
-# --- the twelve paper datasets (DESIGN.md §4) ---
+# --- the twelve paper datasets (docs/DESIGN.md, "The protocol and its sources") ---
 _tfds("food101", 101, "top1", "food101:2.1.0", "id", test_split="validation", paper_sizes=(75750, 25250),
       notes="TFDS 'validation' is the official 25,250-image test set; version 2.1.0 carries image ids.")
 _tfds("cifar10", 10, "top1", "cifar10", "id", paper_sizes=(50000, 10000))

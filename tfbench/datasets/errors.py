@@ -1,4 +1,4 @@
-"""The error a user sees when a dataset's files are not on this machine yet."""
+"""The errors a user sees when a dataset's files are not on this machine yet or cannot be used."""
 
 from __future__ import annotations
 
@@ -9,6 +9,15 @@ class DatasetNotPreparedError(RuntimeError):
     Raised before any download could start: an offline `tfds.load` of an absent dataset retries
     for minutes, so loading never asks TFDS to fetch anything.
     """
+
+
+class FolderDatasetError(ValueError):
+    """A folder:PATH dataset that cannot be used as it is; the one-line message names every
+    problem found (the first few bad files or folders and a count of the rest)."""
+
+
+class FolderNotFoundError(FolderDatasetError, FileNotFoundError):
+    """The folder of a folder:PATH dataset does not exist."""
 
 
 def prepare_command(name: str, data_dir: str) -> str:

@@ -7,6 +7,11 @@ link), verified against its MD5, and only then moved into place, so a file at it
 always complete and verified. Files already present with the right MD5 are kept, which makes
 an interrupted run resumable. What was fetched, kept, or not obtained (and why) is returned
 and written to a JSON report.
+
+A file with no published MD5 (an archive such as birdsnap.tgz) is written with a fingerprint
+beside it, `<file>.fingerprint.json`, and checked against it before it is reused: one damaged
+since (truncated, altered, its fingerprint lost) is discarded with a one-line warning and fetched
+again, instead of failing every later preparation.
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import http.client
+import json
 import os
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -25,9 +30,10 @@ from typing import Callable, Dict, Optional, Sequence
 
 from tqdm import tqdm
 
-from tfbench.files import write_json_atomic
+from tfbench import cli, files
 
 REPORT_FILE = "download_report.json"
+FINGERPRINT_SUFFIX = ".fingerprint.json"
 # What a failed GET raises: HTTPError (a URLError; permanent unless 5xx / 408 / 429), other
 # URLErrors and OSErrors (no DNS, refused, reset, timed out), HTTPException (a truncated body).
 _FETCH_ERRORS = (urllib.error.URLError, http.client.HTTPException, OSError)
@@ -88,11 +94,6 @@ class Report:
         return f"{self.obtained()} of {len(self.outcomes)} files obtained ({', '.join(parts)})"
 
 
-def md5_of(path: str) -> str:
-    with open(path, "rb") as stream:
-        return hashlib.file_digest(stream, "md5").hexdigest()
-
-
 def http_get(url: str, timeout: float) -> bytes:
     """The body of a successful GET; HTTP errors raise urllib.error.HTTPError."""
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
@@ -100,7 +101,7 @@ def http_get(url: str, timeout: float) -> bytes:
         return response.read()
 
 
-def fetch_all(files: Sequence[ListedFile], root: str, options: FetchOptions = FetchOptions(), *,
+def fetch_all(listed: Sequence[ListedFile], root: str, options: FetchOptions = FetchOptions(), *,
               skip_hosts: Sequence[str] = (), get: Callable[[str, float], bytes] = http_get,
               report_path: Optional[str] = None) -> Report:
     """Fetch every listed file into root/<path>, and write the report (default root/REPORT_FILE).
@@ -114,14 +115,14 @@ def fetch_all(files: Sequence[ListedFile], root: str, options: FetchOptions = Fe
         return (item, *_fetch_one(item, root, options, get, skipped))
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
-        results = pool.map(one, files)
-        for item, outcome, reason in tqdm(results, total=len(files), desc="files", unit="file",
+        results = pool.map(one, listed)
+        for item, outcome, reason in tqdm(results, total=len(listed), desc="files", unit="file",
                                           disable=not options.progress):
             report.outcomes[item.path] = outcome
             if reason:
                 report.reasons[item.path] = f"{reason} ({item.url})"
-    write_json_atomic(report_path or os.path.join(root, REPORT_FILE),
-                      {"counts": report.counts(), "outcomes": report.outcomes, "reasons": report.reasons})
+    files.write_json_atomic(report_path or os.path.join(root, REPORT_FILE),
+                            {"counts": report.counts(), "outcomes": report.outcomes, "reasons": report.reasons})
     return report
 
 
@@ -129,8 +130,12 @@ def _fetch_one(item: ListedFile, root: str, options: FetchOptions, get: Callable
                skip_hosts=frozenset()):
     """(outcome, reason) of one file; the file is in place only when its MD5 matched."""
     target = os.path.join(root, item.path)
-    if os.path.exists(target) and (item.md5 is None or md5_of(target) == item.md5):
-        return PRESENT, ""
+    if os.path.exists(target):
+        if item.md5 is not None:
+            if files.file_digest(target, "md5") == item.md5:
+                return PRESENT, ""
+        elif _reusable(target, item.url):
+            return PRESENT, ""
     if urllib.parse.urlparse(item.url).hostname in skip_hosts:
         return HOST_UNREACHABLE, "host unreachable"
     for attempt in range(options.retries + 1):
@@ -146,8 +151,31 @@ def _fetch_one(item: ListedFile, root: str, options: FetchOptions, get: Callable
     digest = hashlib.md5(body).hexdigest()
     if item.md5 is not None and digest != item.md5:
         return MD5_MISMATCH, f"MD5 {digest} is not the published {item.md5}"
-    _write_atomic(target, body)
+    files.write_bytes_atomic(target, body)
+    if item.md5 is None:  # nothing published to check it against later: record what was written
+        files.write_json_atomic(target + FINGERPRINT_SUFFIX, {"url": item.url, **files.fingerprint(target)})
     return NEW, ""
+
+
+def _reusable(target: str, url: str) -> bool:
+    """Whether a file fetched earlier still matches the fingerprint written with it; if not, it is
+    removed with a warning (and fetched again by the caller)."""
+    try:
+        with open(target + FINGERPRINT_SUFFIX) as stream:
+            recorded = json.load(stream)
+        problem = files.fingerprint_mismatch(target, recorded) if recorded.get("url") == url else \
+            f"{os.path.basename(target)} was fetched from {recorded.get('url')}"
+    except FileNotFoundError:
+        problem = f"{os.path.basename(target)} has no fingerprint ({os.path.basename(target)}{FINGERPRINT_SUFFIX})"
+    except (OSError, ValueError, AttributeError) as error:
+        problem = f"its fingerprint {os.path.basename(target)}{FINGERPRINT_SUFFIX} does not parse"
+    if problem is None:
+        return True
+    cli.warn(f"downloaded file {target} cannot be trusted ({problem}); discarding it and fetching it again")
+    for stale in (target, target + FINGERPRINT_SUFFIX):
+        if os.path.exists(stale):
+            os.remove(stale)
+    return False
 
 
 def fetch_file(url: str, path: str, options: FetchOptions = FetchOptions(),
@@ -162,17 +190,3 @@ def fetch_file(url: str, path: str, options: FetchOptions = FetchOptions(),
 
 def _is_transient(status: int) -> bool:
     return status >= 500 or status in _TRANSIENT_HTTP
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=folder, prefix=".fetch-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise

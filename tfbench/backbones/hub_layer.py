@@ -9,15 +9,24 @@ Keras variables that share their storage (a `keras.Variable` built from a `tf.Va
 very variable), so the optimizer updates exactly the variables the SavedModel's functions read,
 and `model.save()` stores them. It calls the loaded object with `training=` when its `__call__`
 accepts it, so batch-norm statistics update while fine-tuning.
+
+`build` wraps it into a backbone: [0, 255] images -> scaling -> SavedModel features; it serves the
+registered TF-Hub entries and a user's `hub:<handle>` or SavedModel directory alike.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Optional
 
 import keras
 import tensorflow_hub as hub
+
+from tfbench.backbones.catalog import input_size, is_remote
+from tfbench.backbones.conventions import InputConvention
+from tfbench.backbones.errors import WeightsUnavailableError, one_line
+from tfbench.backbones.scaling import InputScaling
 
 
 def _keras_variable_name(tf_variable_name: str) -> str:
@@ -103,3 +112,37 @@ class SavedModelLayer(keras.layers.Layer):
         config = super().get_config()
         config["handle"] = self.handle
         return config
+
+
+def build(handle: str, name: str, pretrained: bool, image_size: Optional[int],
+          native_size: int, scaling: InputConvention) -> keras.Model:
+    """A trainable feature extractor around the SavedModel at `handle` (remote ones downloaded).
+
+    S is the SavedModel's static input size if it has one (another `image_size` is an error),
+    else `image_size`, else `native_size`.
+    """
+    if not pretrained:
+        raise ValueError(
+            f"pretrained=False is not available for SavedModel {handle!r}: a SavedModel does not "
+            "keep its initialisers; use a Keras Application or a .keras file to train from scratch"
+        )
+    if is_remote(handle):
+        _download(handle)
+    layer = SavedModelLayer(handle, trainable=True, name=f"{name}_saved_model")
+    size = input_size(handle, layer.static_image_size(), image_size, native_size)
+    images = keras.Input((size, size, 3), name="images")
+    features = layer(InputScaling(scaling)(images))
+    return keras.Model(images, features, name=name)
+
+
+def _download(handle: str) -> None:
+    """Downloads a remote handle into the TF-Hub cache, failing with a usable message offline."""
+    try:
+        hub.resolve(handle)
+    except Exception as error:  # any download failure: DNS, HTTP, blocked socket, disk
+        raise WeightsUnavailableError(
+            f"cannot fetch TF-Hub model {handle} ({one_line(error)}); download the SavedModel "
+            "and pass its directory instead (e.g. --model=/path/to/saved_model), or set "
+            f"TFHUB_CACHE_DIR (now {os.environ.get('TFHUB_CACHE_DIR', 'unset')}) to a cache that "
+            "already holds it"
+        ) from error

@@ -1,0 +1,186 @@
+"""One protocol's analysis: its score table, each model's mean log odds and their r with ImageNet.
+
+Following Kornblith, Shlens & Le (2019), section 3 and Figure 1, within one protocol group
+(tfbench.protocol_groups):
+  - each model's mean log odds over the datasets of the group's table. Only models with an ok run
+    on every one of those datasets enter: means over different sets of datasets are not
+    comparable. The others are listed with the datasets they lack. Several seeds of one (model,
+    dataset) count as their mean score;
+  - Pearson r between ImageNet top-1 accuracy and that mean, over the models whose ImageNet top-1
+    is known. As in the paper's Figure 1, x is the top-1 itself (not its log odds);
+  - the same r per dataset: ImageNet top-1 against that dataset's log odds.
+A model's ImageNet top-1 comes from its records (a measured value before a published one), else
+from the backbone registry; the report says which it used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from tfbench import protocol
+from tfbench.correlation import BOOTSTRAP_RESAMPLES, Correlation, correlate, logit
+from tfbench.protocol_groups import ProtocolGroup
+
+REGISTRY_SOURCE = "published; tfbench's backbone registry"
+REGIME_TITLES = {"probe": "Linear probe on fixed features", "finetune": "Fine-tuned",
+                 "scratch": "Trained from scratch"}
+RANDOM_INIT = "random"
+
+
+@dataclass(frozen=True)
+class ImageNetTop1:
+    """A model's ImageNet top-1 (a fraction, None if unknown) and where it comes from."""
+
+    value: Optional[float]
+    source: str
+    measured: bool
+
+    def kind(self) -> str:
+        if self.value is None:
+            return "unknown"
+        return "measured" if self.measured else "published"
+
+
+def imagenet_top1_of_models(records: Sequence[Mapping[str, Any]],
+                            fallback: Callable[[str], Optional[float]]) -> Dict[str, ImageNetTop1]:
+    """Each model's top-1: a value its records state (a measured one before a published one; among
+    equals, the latest record's), else `fallback(model)` (records written before they stated it)."""
+    found: Dict[str, ImageNetTop1] = {}
+    for record in sorted(records, key=lambda r: r.get("finished_at") or ""):
+        stated = record.get("imagenet_top1") or {}
+        if stated.get("value") is None:
+            continue
+        top1 = ImageNetTop1(float(stated["value"]), stated.get("source") or "not stated",
+                            bool(stated.get("measured")))
+        model = record["experiment"]["model"]
+        if model not in found or top1.measured or not found[model].measured:
+            found[model] = top1
+    for model in sorted({r["experiment"]["model"] for r in records} - found.keys()):
+        value = fallback(model)
+        found[model] = ImageNetTop1(value, REGISTRY_SOURCE if value is not None else "none known", False)
+    return found
+
+
+def display_names(records: Sequence[Mapping[str, Any]]) -> Dict[str, str]:
+    """model -> the name figures and tables show: a display name a record gives, else the model."""
+    names: Dict[str, str] = {}
+    for record in records:
+        model = record["experiment"]["model"]
+        given = record["experiment"].get("display_name") or record.get("model_display_name")
+        if given or model not in names:
+            names[model] = given or names.get(model, model)
+    return names
+
+
+@dataclass(frozen=True)
+class ScoreTable:
+    """Test scores (fractions) of one protocol's ok runs: model x dataset.
+
+    `seeds` lists the seeds averaged into each score; `grid_edges` says, per score, which chosen
+    hyperparameter sat at an end of its grid ({"learning_rate": "largest", ...}).
+    """
+
+    datasets: Tuple[str, ...]
+    metrics: Mapping[str, str]  # dataset -> metric name
+    models: Tuple[str, ...]
+    scores: Mapping[Tuple[str, str], float]  # (model, dataset) -> test score
+    seeds: Mapping[Tuple[str, str], Tuple[int, ...]]
+    grid_edges: Mapping[Tuple[str, str], Mapping[str, str]]
+
+    def score(self, model: str, dataset: str) -> Optional[float]:
+        return self.scores.get((model, dataset))
+
+    def missing(self, model: str) -> List[str]:
+        return [d for d in self.datasets if (model, d) not in self.scores]
+
+
+def score_table(records: Sequence[Mapping[str, Any]]) -> ScoreTable:
+    """The table of a group's ok runs (empty when none is ok)."""
+    ok = [r for r in records if r["status"] == "ok"]
+    metrics = {r["experiment"]["dataset"]: r["metric"] for r in ok}
+    runs: Dict[Tuple[str, str], List[Mapping[str, Any]]] = {}
+    for record in ok:
+        runs.setdefault((record["experiment"]["model"], record["experiment"]["dataset"]), []).append(record)
+    edges = {}
+    for cell, cell_runs in runs.items():
+        at_edge = [r for r in cell_runs if r.get("at_grid_edge")]
+        if at_edge:
+            edges[cell] = {name: end for r in at_edge for name, end in (r.get("grid_edges") or {}).items()}
+    return ScoreTable(
+        datasets=tuple(sorted(metrics)), metrics=metrics, models=tuple(sorted({m for m, _ in runs})),
+        scores={cell: float(np.mean([float(r["test_score"]) for r in cell_runs]))
+                for cell, cell_runs in runs.items()},
+        seeds={cell: tuple(sorted(r["experiment"].get("seed", 0) for r in cell_runs))
+               for cell, cell_runs in runs.items()},
+        grid_edges=edges)
+
+
+@dataclass(frozen=True)
+class ModelTransfer:
+    """One model's place in a group's correlation; `excluded` says why it is not in r."""
+
+    model: str
+    label: str
+    imagenet_top1: Optional[float]
+    mean_log_odds: Optional[float]
+    excluded: Optional[str]
+
+
+@dataclass(frozen=True)
+class GroupAnalysis:
+    group: ProtocolGroup
+    table: ScoreTable
+    models: Tuple[ModelTransfer, ...]  # by ImageNet top-1, unknown last
+    correlation: Correlation
+    per_dataset: Mapping[str, Correlation]
+    paper_r: Optional[float]  # the paper's r for this regime; None for random-init features
+
+    def included(self) -> List[ModelTransfer]:
+        return [m for m in self.models if m.excluded is None]
+
+    def title(self) -> str:
+        """"Fine-tuned, protocol mini [3fa2b1c0]"; random-init features say so."""
+        regime = REGIME_TITLES.get(self.group.regime, self.group.regime)
+        init = " (random-init network)" if self.group.settings.get("init") == RANDOM_INIT else ""
+        return f"{regime}{init}, protocol {self.group.name} [{self.group.id}]"
+
+    def paper_note(self) -> str:
+        return "paper: none for random features" if self.paper_r is None else f"paper: {self.paper_r:.2f}"
+
+
+def paper_r(group: ProtocolGroup) -> Optional[float]:
+    """The paper's r for the group's regime; none for features of a randomly initialised network
+    (the paper correlates ImageNet-trained features only)."""
+    return None if group.settings.get("init") == RANDOM_INIT else protocol.PAPER_R.get(group.regime)
+
+
+def analyze_group(group: ProtocolGroup, top1: Mapping[str, ImageNetTop1], labels: Mapping[str, str],
+                  resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> GroupAnalysis:
+    """Mean log odds per model and its correlation with ImageNet top-1 (overall and per dataset)."""
+    table = score_table(group.records)
+    models = []
+    for model in table.models:
+        value = top1[model].value
+        missing = table.missing(model)
+        mean = None if missing else float(np.mean(logit([table.score(model, d) for d in table.datasets])))
+        if missing:
+            excluded = f"no ok run on {', '.join(missing)}"
+        elif value is None:
+            excluded = "no known ImageNet top-1"
+        else:
+            excluded = None
+        models.append(ModelTransfer(model, labels.get(model, model), value, mean, excluded))
+    models.sort(key=lambda m: (m.imagenet_top1 is None, m.imagenet_top1 or 0.0, m.model))
+    included = [m for m in models if m.excluded is None]
+    correlation = correlate([m.imagenet_top1 for m in included], [m.mean_log_odds for m in included],
+                            resamples=resamples, seed=seed)
+    per_dataset = {}
+    for dataset in table.datasets:
+        pairs = [(m.imagenet_top1, table.score(m.model, dataset)) for m in models
+                 if m.imagenet_top1 is not None and table.score(m.model, dataset) is not None]
+        per_dataset[dataset] = correlate([x for x, _ in pairs], logit([s for _, s in pairs]),
+                                         resamples=resamples, seed=seed)
+    return GroupAnalysis(group, table, tuple(models), correlation, per_dataset, paper_r(group))

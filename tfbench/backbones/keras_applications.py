@@ -1,0 +1,49 @@
+"""Registered Keras Applications as feature extractors, with their ImageNet weights fetched first.
+
+Keras downloads weights lazily inside the constructor, where an offline failure is a long retry
+and an opaque traceback; fetching the file first makes it fail at once with a message that says
+where to put the file by hand.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import keras
+
+from tfbench.backbones.catalog import BackboneSpec
+from tfbench.backbones.errors import WeightsUnavailableError, one_line
+from tfbench.backbones.scaling import InputScaling
+
+
+def keras_weights_path(file_name: str) -> str:
+    """Where Keras looks for a weights file: $KERAS_HOME/models, else ~/.keras/models."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return os.path.join(home, "models", file_name)
+
+
+def fetch_weights(backbone: BackboneSpec) -> None:
+    """Puts the weights file in the Keras cache first, so that offline runs fail here, at once."""
+    try:
+        keras.utils.get_file(backbone.weights_file, backbone.weights_url, cache_subdir="models")
+    except Exception as error:  # any download failure: DNS, HTTP, blocked socket, disk
+        raise WeightsUnavailableError(
+            f"cannot fetch ImageNet weights of {backbone.name!r} from {backbone.weights_url} "
+            f"({one_line(error)}); download that file to "
+            f"{keras_weights_path(backbone.weights_file)} (the directory follows KERAS_HOME), "
+            "or build with pretrained=False"
+        ) from error
+
+
+def build(backbone: BackboneSpec, pretrained: bool, image_size: Optional[int]) -> keras.Model:
+    """[0, 255] images -> pooled features, the network's input scaling as its first layer."""
+    size = image_size or backbone.image_size
+    if pretrained:
+        fetch_weights(backbone)
+    application = getattr(keras.applications, backbone.keras_application)
+    network = application(include_top=False, weights="imagenet" if pretrained else None,
+                          input_shape=(size, size, 3), pooling="avg", **dict(backbone.keras_kwargs))
+    images = keras.Input((size, size, 3), name="images")
+    scaled = images if backbone.scaling is None else InputScaling(backbone.scaling)(images)
+    return keras.Model(images, network(scaled), name=backbone.name)

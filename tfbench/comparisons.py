@@ -1,0 +1,210 @@
+"""The comparisons a small study can show: the same (model, dataset) under two protocols.
+
+An r over three models says nothing, but three models already show the paper's robust effects,
+one (model, dataset) pair at a time: ImageNet features against features of the same network at
+random initialisation (linear probe), fine-tuning against training from scratch at equal steps and
+batch size, and fine-tuning against the linear probe. Each comparison pairs the scores of two
+protocol groups that are compatible for it; when none can be drawn, it says which runs are missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from tfbench.analysis import RANDOM_INIT, GroupAnalysis
+from tfbench.experiment import identity_diff
+from tfbench.protocol_groups import ProtocolGroup
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One comparison: its two sides (the paper found the first better) and the paper's finding."""
+
+    key: str
+    title: str
+    short: str  # for the one-line summary
+    first: str  # how a score of each side is called
+    second: str
+    first_runs: str  # what a folder must hold for each side
+    second_runs: str
+    paper: str
+    first_side: Callable[[GroupAnalysis], bool]
+    second_side: Callable[[GroupAnalysis], bool]
+    noted: Callable[[str], bool]  # which differing settings are worth a note (others are expected)
+    # why two groups (first side, second side) cannot be compared, or None; the flag says whether
+    # they are the only groups of their sides
+    incompatibility: Callable[[ProtocolGroup, ProtocolGroup, bool], Optional[str]]
+
+
+def _imagenet_probe(g: GroupAnalysis) -> bool:
+    return g.group.regime == "probe" and g.group.settings.get("init") != RANDOM_INIT
+
+
+def _random_probe(g: GroupAnalysis) -> bool:
+    return g.group.regime == "probe" and g.group.settings.get("init") == RANDOM_INIT
+
+
+def _only_init_differs(a: ProtocolGroup, b: ProtocolGroup, only_pair: bool) -> Optional[str]:
+    differing = [s for s in identity_diff(a.key, b.key) if s != "settings.init"]
+    return f"{a.slug} and {b.slug} differ in {', '.join(differing)}" if differing else None
+
+
+def _equal_steps_and_batch(a: ProtocolGroup, b: ProtocolGroup, only_pair: bool) -> Optional[str]:
+    shape_a = (a.settings.get("train_steps"), a.key.get("batch_size"))
+    shape_b = (b.settings.get("train_steps"), b.key.get("batch_size"))
+    return None if shape_a == shape_b else (
+        f"{a.slug} trains {shape_a[0]} steps of {shape_a[1]}, {b.slug} {shape_b[0]} steps of {shape_b[1]}")
+
+
+def _same_protocol_name(a: ProtocolGroup, b: ProtocolGroup, only_pair: bool) -> Optional[str]:
+    """Probe and fine-tune share no setting to match: runs of one study (one protocol name) pair
+    up, and so do the only probe and the only fine-tune protocol of a folder."""
+    if a.name == b.name or only_pair:
+        return None
+    return f"{a.slug} and {b.slug} belong to different protocols ({a.name}, {b.name})"
+
+
+_SEARCH_SETTINGS = {"regime"} | {f"settings.{name}" for name in
+                                 ("search", "learning_rate", "learning_rates", "weight_decay", "weight_decays")}
+
+IMAGENET_VS_RANDOM = Kind(
+    key="imagenet_vs_random", title="ImageNet vs random-init features (linear probe)",
+    short="ImageNet>random features", first="ImageNet features", second="random-init features",
+    first_runs="probe runs on ImageNet features",
+    second_runs="probe runs on random-init features (python -m tfbench.probe --init=random)",
+    paper="The paper: features of ImageNet-trained networks are far better than those of the same "
+          "networks at random initialisation.",
+    first_side=_imagenet_probe, second_side=_random_probe, noted=lambda setting: False,
+    incompatibility=_only_init_differs)
+FINETUNE_VS_SCRATCH = Kind(
+    key="finetune_vs_scratch", title="Fine-tuning vs training from scratch, at equal steps and batch size",
+    short="fine-tune>scratch", first="fine-tuned", second="from scratch",
+    first_runs="fine-tune runs", second_runs="scratch runs with the fine-tune runs' steps and batch size",
+    paper="The paper: fine-tuning beats training from scratch, by a large margin on small datasets, "
+          "and the two converge to similar accuracy on large datasets at long schedules.",
+    first_side=lambda g: g.group.regime == "finetune", second_side=lambda g: g.group.regime == "scratch",
+    noted=lambda setting: setting not in _SEARCH_SETTINGS, incompatibility=_equal_steps_and_batch)
+FINETUNE_VS_PROBE = Kind(
+    key="finetune_vs_probe", title="Fine-tuning vs the linear probe",
+    short="fine-tune>probe", first="fine-tuned", second="linear probe",
+    first_runs="fine-tune runs", second_runs="probe runs on ImageNet features",
+    paper="The paper: fine-tuning beats the linear probe on most datasets.",
+    first_side=lambda g: g.group.regime == "finetune", second_side=_imagenet_probe,
+    noted=lambda setting: setting in ("image_size", "precision"), incompatibility=_same_protocol_name)
+KINDS = (IMAGENET_VS_RANDOM, FINETUNE_VS_SCRATCH, FINETUNE_VS_PROBE)
+
+
+@dataclass(frozen=True)
+class Pair:
+    model: str
+    dataset: str
+    first: float  # test scores, fractions
+    second: float
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Paired scores of two compatible protocol groups, over the models and datasets both ran."""
+
+    kind: Kind
+    first: GroupAnalysis
+    second: GroupAnalysis
+    pairs: Tuple[Pair, ...]
+    missing: Tuple[str, ...]  # pairs lacking a score on one side, with the reason
+    notes: Tuple[str, ...]  # settings that differ beyond what the comparison is about
+
+    def wins(self) -> int:
+        return sum(p.first > p.second for p in self.pairs)
+
+    def mean_difference(self) -> Optional[float]:
+        """Mean of first - second over the pairs, in fractions; None without pairs."""
+        return float(np.mean([p.first - p.second for p in self.pairs])) if self.pairs else None
+
+    def sentence(self) -> str:
+        sides = f"{self.first.group.slug} vs {self.second.group.slug}"
+        if not self.pairs:
+            return f"{self.kind.title} ({sides}): no (model, dataset) has an ok run on both sides."
+        return (f"{self.kind.title} ({sides}): {self.kind.first} better on {self.wins()} of "
+                f"{len(self.pairs)} (model, dataset) pairs, by {100 * self.mean_difference():+.1f} "
+                "points on average.")
+
+    def compact(self) -> str:
+        if not self.pairs:
+            return f"{self.kind.short} n/a"
+        return f"{self.kind.short} {self.wins()}/{len(self.pairs)} ({100 * self.mean_difference():+.1f} pts)"
+
+
+@dataclass(frozen=True)
+class NotDrawn:
+    """A comparison the folder cannot show, and which runs it lacks."""
+
+    kind: Kind
+    reason: str
+
+    def sentence(self) -> str:
+        return f"{self.kind.title}: not drawn: {self.reason}."
+
+
+Outcome = Union[Comparison, NotDrawn]
+
+
+def _side_state(g: GroupAnalysis, model: str, dataset: str) -> str:
+    statuses = [r["status"] for r in g.group.records
+                if (r["experiment"]["model"], r["experiment"]["dataset"]) == (model, dataset)]
+    return ", ".join(sorted(set(statuses))) or "no run"
+
+
+def pair_up(kind: Kind, first: GroupAnalysis, second: GroupAnalysis) -> Comparison:
+    """The pairs over the models and the datasets both groups ran; a cell without an ok score on
+    one side is listed as missing, never counted as 0."""
+    def ran(g: GroupAnalysis, field: str) -> List[str]:
+        return sorted({r["experiment"][field] for r in g.group.records})
+
+    models = [m for m in ran(first, "model") if m in ran(second, "model")]
+    datasets = [d for d in ran(first, "dataset") if d in ran(second, "dataset")]
+    pairs, missing = [], []
+    for dataset in datasets:
+        for model in models:
+            a, b = first.table.score(model, dataset), second.table.score(model, dataset)
+            if a is not None and b is not None:
+                pairs.append(Pair(model, dataset, a, b))
+            for side, label, score in ((first, kind.first, a), (second, kind.second, b)):
+                if score is None:
+                    missing.append(f"{label} ({side.group.slug}): {model} on {dataset} "
+                                   f"({_side_state(side, model, dataset)})")
+    notes = [f"{setting} differs: {value_a} ({first.group.slug}) vs {value_b} ({second.group.slug})"
+             for setting, (value_a, value_b) in identity_diff(first.group.key, second.group.key).items()
+             if kind.noted(setting)]
+    for g, other in ((first, second), (second, first)):
+        alone = ([f"model {m}" for m in ran(g, "model") if m not in models]
+                 + [f"dataset {d}" for d in ran(g, "dataset") if d not in datasets])
+        if alone:
+            notes.append(f"only {g.group.slug} ran {', '.join(alone)}: not compared")
+    return Comparison(kind, first, second, tuple(pairs), tuple(missing), tuple(notes))
+
+
+def compare(groups: Sequence[GroupAnalysis]) -> List[Outcome]:
+    """Every comparison of KINDS the groups allow, each compatible pair of groups once; a kind
+    that none allows becomes a NotDrawn naming the runs it lacks."""
+    outcomes: List[Outcome] = []
+    for kind in KINDS:
+        firsts = [g for g in groups if kind.first_side(g)]
+        seconds = [g for g in groups if kind.second_side(g)]
+        if not firsts or not seconds:
+            lacking = [runs for runs, side in ((kind.first_runs, firsts), (kind.second_runs, seconds)) if not side]
+            outcomes.append(NotDrawn(kind, f"no {' and no '.join(lacking)} in this folder"))
+            continue
+        only_pair = len(firsts) == len(seconds) == 1
+        drawn, refused = [], []
+        for first in firsts:
+            for second in seconds:
+                why_not = kind.incompatibility(first.group, second.group, only_pair)
+                if why_not is None:
+                    drawn.append(pair_up(kind, first, second))
+                else:
+                    refused.append(why_not)
+        outcomes += drawn or [NotDrawn(kind, "no compatible pair of protocols: " + "; ".join(refused))]
+    return outcomes
