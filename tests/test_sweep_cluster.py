@@ -121,3 +121,23 @@ def test_two_drivers_on_one_folder_run_every_task_once(tmp_path):
     ran = [key for out in outputs for key in _ran(out)]
     assert sorted(ran) == sorted(set(ran)) and len(ran) == 5, outputs
     assert len(_answers(f"{tmp_path}/study")) == 3
+
+
+def test_a_user_model_of_a_models_file_runs_on_ray_workers(tmp_path, ray_cluster):
+    """Workers register the --models_file models themselves: they do not share the driver's registry."""
+    import keras
+
+    images = keras.Input((16, 16, 3))
+    features = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3)(images))
+    keras.Model(images, features).save(tmp_path / "my_net.keras")
+    (tmp_path / "models.toml").write_text('[[model]]\nname = "my_net"\nsource = "my_net.keras"\n'
+                                          'imagenet_top1 = 0.701\ntop1_source = "ours"\ninput_range = [0, 1]\n')
+    address = ray_cluster.get_runtime_context().gcs_address
+    command = [sys.executable, "-m", "tfbench.sweep", "--models=my_net", "--datasets=digits", "--regimes=probe",
+               "--probe_flags=flags/smoke_probe.flags", f"--models_file={tmp_path}/models.toml", "--report=false",
+               f"--output_dir={tmp_path}/runs", f"--cache_dir={tmp_path}/cache", "--executor=ray",
+               f"--ray_address={address}"]
+    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    ((status, _, score),) = _answers(f"{tmp_path}/runs").values()
+    assert status == "ok" and score > 0.1
