@@ -23,8 +23,11 @@ def _sweep(tmp_path, name, *args, wait=True):
     command = [sys.executable, "-m", "tfbench.sweep", *SMOKE, f"--output_dir={tmp_path}/{name}",
                f"--cache_dir={tmp_path}/cache-{name}", *args]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if not wait:
-        return process
+    return _output(process) if wait else process
+
+
+def _output(process):
+    """The standard output of a sweep that must succeed."""
     out, err = process.communicate(timeout=900)
     assert process.returncode == 0, err[-3000:]
     return out
@@ -80,8 +83,7 @@ def test_a_worker_killed_mid_trial_is_retried_and_resumes_to_the_uninterrupted_r
     with open(lock) as handle:
         pid = json.load(handle)["pid"]
     os.kill(pid, signal.SIGKILL)
-    out, err = driver.communicate(timeout=900)
-    assert driver.returncode == 0, err[-3000:]
+    out = _output(driver)
     assert "2 ran, 0 skipped, 0 failed" in out.splitlines()[-1]  # the trial (by its retry), the conclusion
     (record_path,) = _trial_records(f"{tmp_path}/ray")
     with open(record_path) as handle:
@@ -101,11 +103,7 @@ def test_a_worker_killed_mid_trial_is_retried_and_resumes_to_the_uninterrupted_r
 def test_three_shards_at_once_cover_the_study_once_and_a_fourth_run_finds_nothing_left(tmp_path):
     shards = [_sweep(tmp_path, "study", f"--shard={index}/3", "--wait_for_needs=600", wait=False)
               for index in range(3)]
-    outputs = []
-    for shard in shards:
-        out, err = shard.communicate(timeout=900)
-        assert shard.returncode == 0, err[-3000:]
-        outputs.append(out)
+    outputs = [_output(shard) for shard in shards]
     ran = [key for out in outputs for key in _ran(out)]
     assert len(ran) == 5 and len(set(ran)) == 5  # every task once, by one shard
     assert "0 ran, 5 skipped, 0 failed, 0 waiting" in _sweep(tmp_path, "study").splitlines()[-1]
@@ -113,11 +111,7 @@ def test_three_shards_at_once_cover_the_study_once_and_a_fourth_run_finds_nothin
 
 def test_two_drivers_on_one_folder_run_every_task_once(tmp_path):
     drivers = [_sweep(tmp_path, "study", wait=False) for _ in range(2)]
-    outputs = []
-    for driver in drivers:
-        out, err = driver.communicate(timeout=900)
-        assert driver.returncode == 0, err[-3000:]
-        outputs.append(out)
+    outputs = [_output(driver) for driver in drivers]
     ran = [key for out in outputs for key in _ran(out)]
     assert sorted(ran) == sorted(set(ran)) and len(ran) == 5, outputs
     assert len(_answers(f"{tmp_path}/study")) == 3

@@ -44,8 +44,8 @@ def run_probe(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_
     """The probe task: the whole probe run (features, the L2 search, refit, test), recorded."""
     from tfbench import probe, runs
 
-    run, settings = _load(experiment, runtime, models_file)
-    runs.execute(run, probe.run, settings, user_errors=_user_errors())
+    run, run_runtime = _load(experiment, runtime, models_file)
+    runs.execute(run, probe.run, run_runtime, user_errors=_user_errors())
 
 
 def run_trial(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_file: Optional[str],
@@ -54,10 +54,10 @@ def run_trial(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_
     own record and in the run's, as a run that raises is, and is tried again only by a rerun."""
     from tfbench import finetune, runs, tuning
 
-    run, settings = _load(experiment, runtime, models_file)
+    run, run_runtime = _load(experiment, runtime, models_file)
     trial = tuning.Trial(**trial)
     try:
-        finetune.run_trial(run, trial, settings)
+        finetune.run_trial(run, trial, run_runtime)
     except _user_errors():
         raise
     except Exception as error:
@@ -73,8 +73,8 @@ def conclude(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_f
     """The conclude task: selection, retrain on train+val and test score, recorded as a run."""
     from tfbench import finetune, runs
 
-    run, settings = _load(experiment, runtime, models_file)
-    runs.execute(run, finetune.conclude, settings, user_errors=_user_errors())
+    run, run_runtime = _load(experiment, runtime, models_file)
+    runs.execute(run, finetune.conclude, run_runtime, user_errors=_user_errors())
 
 
 def trial_finished(experiment: Mapping[str, Any], trial: Mapping[str, float]) -> bool:
