@@ -20,6 +20,7 @@ import sklearn.datasets
 
 from tfbench import backbones, imagenet_eval
 from tfbench.datasets import DatasetNotPreparedError, imagenet
+from tfbench.registry import UnknownNameError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHOTOS = os.path.join(os.path.dirname(sklearn.datasets.__file__), "images")
@@ -101,6 +102,12 @@ def test_unprepared_sets_name_the_manual_file_and_the_command_and_write_nothing(
         imagenet.size("imagenet_v2", str(tmp_path))
     with pytest.raises(imagenet.ManualDownloadMissingError, match=imagenet.VALIDATION_ARCHIVE):
         imagenet.prepare("imagenet2012", str(tmp_path))
+    # Offline (the tests' sockets are closed), imagenet_v2 names the archive to fetch elsewhere.
+    with pytest.raises(imagenet.ManualDownloadMissingError,
+                       match=r"save https://\S+/imagenetv2-matched-frequency.tar.gz as .*manual"):
+        imagenet.prepare("imagenet_v2", str(tmp_path))
+    with pytest.raises(UnknownNameError, match="imagenet2012"):
+        imagenet.size("imagenet2013", str(tmp_path))
     assert not any(tmp_path.iterdir())
 
 

@@ -145,9 +145,8 @@ def main() -> None:
 
     flags.DEFINE_string("model", None, "The backbone: a registered name with an ImageNet classifier "
                         "(Keras Applications, EfficientNet-Lite).")
-    flags.DEFINE_enum("split", DEFAULT_SPLIT, ["imagenet2012", "imagenet_v2"],
-                      "Evaluation set: TFDS imagenet2012 validation (50,000 images) or imagenet_v2 "
-                      "matched-frequency (10,000).")
+    flags.DEFINE_string("split", DEFAULT_SPLIT, "Evaluation set: imagenet2012 (TFDS imagenet2012 "
+                        "validation, 50,000 images) or imagenet_v2 (matched-frequency, 10,000).")
     flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS_DATA_DIR or "
                         "~/tensorflow_datasets).")
     flags.DEFINE_integer("max_examples", None, "Measure only the first N images (printed, not "
@@ -167,7 +166,7 @@ def main() -> None:
         if FLAGS.prepare:
             try:
                 print(f"prepared: {imagenet.prepare(FLAGS.split, FLAGS.data_dir)}")
-            except imagenet.DatasetNotPreparedError as error:
+            except (UnknownNameError, imagenet.DatasetNotPreparedError) as error:
                 cli.fail(str(error))
             return
         if not FLAGS.model:

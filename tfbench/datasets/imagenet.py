@@ -44,7 +44,8 @@ for _spec in (
 
 
 class ManualDownloadMissingError(DatasetNotPreparedError):
-    """Preparing imagenet2012 needs the validation archive in the manual folder; it is not there."""
+    """Preparing needs a file in the manual folder that is not there (imagenet2012's validation
+    archive; imagenet_v2's archive when its host cannot be reached)."""
 
 
 def names():
@@ -105,8 +106,9 @@ def size(name: str, data_dir: Optional[str] = None) -> int:
 def prepare(name: str, data_dir: Optional[str] = None) -> str:
     """Build the TFDS files of evaluation set `name` in data_dir; returns where they are.
 
-    imagenet2012 reads VALIDATION_ARCHIVE from the manual folder (ManualDownloadMissingError,
-    naming the file and where to save it, when it is absent); imagenet_v2 downloads its archive.
+    imagenet2012 reads VALIDATION_ARCHIVE from the manual folder; imagenet_v2 downloads its
+    archive, or takes it from the manual folder. ManualDownloadMissingError, naming each file and
+    where to save it, when a file is neither there nor downloadable.
     """
     evaluation = spec(name)
     root = tfds_source.resolve_data_dir(data_dir)
@@ -114,10 +116,18 @@ def prepare(name: str, data_dir: Optional[str] = None) -> str:
     if builder.is_prepared() and evaluation.test_split in builder.info.splits:
         return str(builder.data_path)
     manual = manual_dir(root)
-    if name == "imagenet2012" and not os.path.isfile(os.path.join(manual, VALIDATION_ARCHIVE)):
-        raise ManualDownloadMissingError(
-            f"no {VALIDATION_ARCHIVE} in {manual}: save it there from {ARCHIVE_SOURCE}, then rerun: "
-            f"{prepare_command(name, root)}")
+    if name == "imagenet2012":
+        if not os.path.isfile(os.path.join(manual, VALIDATION_ARCHIVE)):
+            raise ManualDownloadMissingError(
+                f"no {VALIDATION_ARCHIVE} in {manual}: save it there from {ARCHIVE_SOURCE}, then "
+                f"rerun: {prepare_command(name, root)}")
+    else:  # TFDS would retry an unreachable host for minutes
+        missing = downloads.missing_from(downloads.needed_downloads(builder, manual), manual)
+        if downloads.unreachable_hosts([item.url for item in missing]):
+            raise ManualDownloadMissingError(
+                "cannot download from here: " + "; ".join(
+                    f"save {item.url} as {os.path.join(manual, item.file_name)}" for item in missing)
+                + f" on a machine that can, then rerun: {prepare_command(name, root)}")
     builder.download_and_prepare(
         download_dir=downloads.download_dir(root),
         download_config=tfds.download.DownloadConfig(manual_dir=manual, try_download_gcs=False),
