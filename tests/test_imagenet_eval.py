@@ -67,7 +67,7 @@ def test_top1_of_the_real_weights_on_real_photos_is_stored_and_read_back(fake_im
     assert measurement["complete"] and measurement["image_size"] == 224
     assert "224x224" in measurement["preprocessing"] and "no crop" in measurement["preprocessing"]
     assert measurement["weights_fingerprint"] == backbones.weights_fingerprint(LITE0, pretrained=True)
-    assert measurement["tfds"] == {"dataset": "imagenet2012", "split": "validation"}
+    assert measurement["tfds"] == {"dataset": "imagenet2012", "version": "5.1.0", "split": "validation"}
 
     path = imagenet_eval.store(measurement)
     assert path.startswith(os.path.join(cache_dir, imagenet_eval.STORE_DIR, "imagenet2012"))
@@ -99,7 +99,7 @@ def test_unprepared_sets_name_the_manual_file_and_the_command_and_write_nothing(
     assert "\n" not in message and imagenet.VALIDATION_ARCHIVE in message
     assert f"python -m tfbench.imagenet_eval --split=imagenet2012 --prepare --data_dir={tmp_path}" in message
     with pytest.raises(DatasetNotPreparedError, match="--split=imagenet_v2 --prepare"):
-        imagenet.size("imagenet_v2", str(tmp_path))
+        imagenet.load("imagenet_v2", str(tmp_path))
     with pytest.raises(imagenet.ManualDownloadMissingError, match=imagenet.VALIDATION_ARCHIVE):
         imagenet.prepare("imagenet2012", str(tmp_path))
     # Offline (the tests' sockets are closed), imagenet_v2 names the archive to fetch elsewhere.
@@ -107,7 +107,7 @@ def test_unprepared_sets_name_the_manual_file_and_the_command_and_write_nothing(
                        match=r"save https://\S+/imagenetv2-matched-frequency.tar.gz as .*manual"):
         imagenet.prepare("imagenet_v2", str(tmp_path))
     with pytest.raises(UnknownNameError, match="imagenet2012"):
-        imagenet.size("imagenet2013", str(tmp_path))
+        imagenet.load("imagenet2013", str(tmp_path))
     assert not any(tmp_path.iterdir())
 
 

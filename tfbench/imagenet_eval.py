@@ -88,7 +88,9 @@ def measure(model: str, split: str = DEFAULT_SPLIT, data_dir: Optional[str] = No
     from tfbench import backbones, preprocessing, results
     from tfbench.datasets import imagenet
 
-    split_examples = imagenet.size(split, data_dir)
+    evaluation = imagenet.spec(split)
+    builder = imagenet.prepared_builder(split, data_dir)
+    split_examples = builder.info.splits[evaluation.test_split].num_examples
     classifier = backbones.build_imagenet_classifier(model)
     fingerprint = backbones.weights_fingerprint(model, pretrained=True)
     image_size = int(classifier.input_shape[1])
@@ -108,11 +110,11 @@ def measure(model: str, split: str = DEFAULT_SPLIT, data_dir: Optional[str] = No
             progress(f"{model} on {split}: {seen:,} / {wanted:,} images, top-1 so far "
                      f"{correct / seen:.4f}, {rate:.1f} images/s, "
                      f"{(wanted - seen) / rate / 60:.0f} min left")
-    evaluation = imagenet.spec(split)
     return {
         "model": model,
         "split": split,
-        "tfds": {"dataset": evaluation.tfds_name, "split": evaluation.test_split},
+        "tfds": {"dataset": evaluation.tfds_name, "version": str(builder.info.version),
+                 "split": evaluation.test_split},
         "top1": correct / seen if seen else None,
         "correct": correct,
         "examples": seen,

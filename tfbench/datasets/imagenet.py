@@ -97,12 +97,6 @@ def load(name: str, data_dir: Optional[str] = None) -> tf.data.Dataset:
     return tfds_source.load(spec(name), "test", data_dir)
 
 
-def size(name: str, data_dir: Optional[str] = None) -> int:
-    """How many examples the prepared evaluation set holds."""
-    evaluation = spec(name)
-    return prepared_builder(name, data_dir).info.splits[evaluation.test_split].num_examples
-
-
 def prepare(name: str, data_dir: Optional[str] = None) -> str:
     """Build the TFDS files of evaluation set `name` in data_dir; returns where they are.
 
