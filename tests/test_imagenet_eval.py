@@ -75,6 +75,15 @@ def test_top1_of_the_real_weights_on_real_photos_is_stored_and_read_back(fake_im
         assert json.load(handle) == measurement
     assert imagenet_eval.measured_top1(LITE0) == measurement
     assert imagenet_eval.measured_top1(LITE0, split="imagenet_v2") is None
+    # A run of the model now enters the analysis with the measured value.
+    from tfbench import runs
+    from tfbench.experiment import Experiment
+    from tfbench.settings import ProbeSettings
+
+    run = Experiment(regime="probe", model=LITE0, dataset="digits", output_dir="x", settings=ProbeSettings())
+    entered = runs.imagenet_top1(run)
+    assert entered["measured"] and entered["value"] == pytest.approx(2 / 3)
+    assert "measured by tfbench.imagenet_eval on imagenet2012 (3 images" in entered["source"]
     # Other weights under the same name: the stored value is not theirs.
     with mock.patch.object(backbones, "weights_fingerprint", return_value="lite0:other-weights"):
         assert imagenet_eval.measured_top1(LITE0) is None
