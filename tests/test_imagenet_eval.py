@@ -84,6 +84,14 @@ def test_top1_of_the_real_weights_on_real_photos_is_stored_and_read_back(fake_im
     entered = runs.imagenet_top1(run)
     assert entered["measured"] and entered["value"] == pytest.approx(2 / 3)
     assert "measured by tfbench.imagenet_eval on imagenet2012 (3 images" in entered["source"]
+    # A report over records that state the published figure uses the measurement made since.
+    from tfbench import report
+
+    published = {"experiment": run.to_dict(), "finished_at": "2026-01-01T00:00:00+00:00",
+                 "imagenet_top1": {"value": 0.751, "source": "model card", "measured": False}}
+    used = report.imagenet_top1_of_models([published], report.registered_imagenet_top1,
+                                          report.measured_imagenet_top1)[LITE0]
+    assert used.measured and used.value == pytest.approx(2 / 3)
     # Other weights under the same name: the stored value is not theirs.
     with mock.patch.object(backbones, "weights_fingerprint", return_value="lite0:other-weights"):
         assert imagenet_eval.measured_top1(LITE0) is None

@@ -55,11 +55,12 @@ def measured_top1(model: str, split: str = DEFAULT_SPLIT,
     measurement applies, cannot be known) or when the stored file is unreadable.
     """
     from tfbench import backbones
+    from tfbench.registry import UnknownNameError
 
     try:
         fingerprint = backbones.weights_fingerprint(model, pretrained=True)
-    except backbones.WeightsUnavailableError:
-        return None
+    except (backbones.WeightsUnavailableError, backbones.ModelNotFoundError, UnknownNameError):
+        return None  # not on this machine (a report read elsewhere, a models file not loaded)
     path = store_path(model, fingerprint, split, cache_dir)
     try:
         with open(path, encoding="utf-8") as handle:
@@ -127,6 +128,13 @@ def measure(model: str, split: str = DEFAULT_SPLIT, data_dir: Optional[str] = No
         "date": results.now(),
         "versions": results.versions(),
     }
+
+
+def describe(measurement: Dict[str, Any]) -> str:
+    """Where a stored top-1 comes from, as records and reports say it."""
+    return (f"measured by tfbench.imagenet_eval on {measurement['split']} "
+            f"({measurement['examples']:,} images, {measurement['date'][:10]}): "
+            f"{measurement['preprocessing']}")
 
 
 def store(measurement: Dict[str, Any], cache_dir: Optional[str] = None) -> str:

@@ -36,9 +36,7 @@ def imagenet_top1(experiment: Experiment) -> Dict[str, Any]:
     measured = imagenet_eval.measured_top1(experiment.model)
     if measured is not None:
         return {"value": measured["top1"], "measured": True,
-                "source": f"measured by tfbench.imagenet_eval on {measured['split']} "
-                          f"({measured['examples']:,} images, {measured['date'][:10]}): "
-                          f"{measured['preprocessing']}"}
+                "source": imagenet_eval.describe(measured)}
     spec = backbones.spec(experiment.model)
     return {"value": spec.imagenet_top1, "source": spec.top1_source, "measured": False}
 
