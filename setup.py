@@ -55,6 +55,7 @@ setup(
             "tfbench-sweep=tfbench.sweep:main",
             "tfbench-report=tfbench.report:main",
             "tfbench-prepare=tfbench.prepare:main",
+            "tfbench-imagenet-eval=tfbench.imagenet_eval:main",
         ]
     },
     classifiers=[

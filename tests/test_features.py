@@ -51,7 +51,8 @@ def test_every_key_component_changes_the_key(change, monkeypatch):
     elif change in ("split_seed", "val_fraction"):
         original = datasets.spec
         value = {"split_seed": 7, "val_fraction": 0.3}[change]
-        monkeypatch.setattr(datasets, "spec", lambda name: dataclasses.replace(original(name), **{change: value}))
+        monkeypatch.setattr(datasets, "spec", lambda name, **options: dataclasses.replace(
+            original(name, **options), **{change: value}))
     elif change == "feature_code_version":
         monkeypatch.setattr(features, "FEATURE_CODE_VERSION", features.FEATURE_CODE_VERSION + 1)
     assert _key(experiment, split, precision) != baseline

@@ -18,13 +18,18 @@ from scipy import special, stats
 
 from tfbench import comparisons, correlation, figures, files, report, results
 from tfbench.experiment import Experiment, path_component
-from tfbench.settings import SETTINGS_TYPES
+from tfbench.settings import ProbeSettings, TrainingSettings
 
 # ImageNet top-1 as the backbone registry states it (with its sources); "tiny" has none.
 TOP1 = {"mobilenet_v2": 0.713, "resnet50": 0.749, "efficientnet_lite0": 0.751, "resnet101": 0.764,
         "efficientnet_lite1": 0.767, "efficientnet_lite2": 0.776, "tiny": None}
 METRICS = {"digits": "top1", "fgvc_aircraft": "mean_per_class", "voc2007": "map11"}
 EPS = 1e-4
+# Every run of the fixture follows one preset: one group per regime, fine-tune and scratch at
+# equal steps and batch size (so that they compare).
+STUDY_PROTOCOL = {"probe": {"settings": ProbeSettings(l2_search="fast"), "preset": "study"},
+                  "finetune": {"settings": TrainingSettings(search="small", train_steps=1000), "preset": "study"},
+                  "scratch": {"settings": TrainingSettings(search="small", train_steps=1000), "preset": "study"}}
 
 
 def _scores():
@@ -58,7 +63,7 @@ def output_dir(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("runs"))
     for (regime, dataset, model), (status, score, reason) in RUNS.items():
         experiment = Experiment(regime=regime, model=model, dataset=dataset, output_dir=root,
-                                settings=SETTINGS_TYPES[regime]())
+                                **STUDY_PROTOCOL[regime])
         record = results.new_record(experiment, metric=METRICS[dataset], started_at=results.now())
         record["test_score"] = score
         record["timings"] = {"wall_seconds": 12.5, "images_per_second": 80.0}

@@ -45,20 +45,26 @@ class ImageNetTop1:
 
 
 def imagenet_top1_of_models(records: Sequence[Mapping[str, Any]],
-                            fallback: Callable[[str], Optional[float]]) -> Dict[str, ImageNetTop1]:
-    """Each model's top-1: a value its records state (a measured one before a published one; among
-    equals, the latest record's), else `fallback(model)` (records written before they stated it)."""
-    found: Dict[str, ImageNetTop1] = {}
+                            fallback: Callable[[str], Optional[float]],
+                            measured: Callable[[str], Optional[ImageNetTop1]] = lambda model: None
+                            ) -> Dict[str, ImageNetTop1]:
+    """Each model's top-1: a measurement of its weights available now (`measured(model)`: one made
+    after its runs finished counts too), else a value its records state (a measured one before a
+    published one; among equals, the latest record's), else `fallback(model)` (records written
+    before they stated it)."""
+    models = sorted({r["experiment"]["model"] for r in records})
+    found = {model: top1 for model, top1 in ((m, measured(m)) for m in models) if top1 is not None}
+    measured_now = set(found)
     for record in sorted(records, key=lambda r: r.get("finished_at") or ""):
         stated = record.get("imagenet_top1") or {}
-        if stated.get("value") is None:
+        model = record["experiment"]["model"]
+        if stated.get("value") is None or model in measured_now:
             continue
         top1 = ImageNetTop1(float(stated["value"]), stated.get("source") or "not stated",
                             bool(stated.get("measured")))
-        model = record["experiment"]["model"]
         if model not in found or top1.measured or not found[model].measured:
             found[model] = top1
-    for model in sorted({r["experiment"]["model"] for r in records} - found.keys()):
+    for model in sorted(set(models) - found.keys()):
         value = fallback(model)
         found[model] = ImageNetTop1(value, REGISTRY_SOURCE if value is not None else "none known", False)
     return found

@@ -73,6 +73,12 @@ def train_transform(image_size: int, seed: Optional[int] = None) -> Transform:
     return transform
 
 
+def eval_description(image_size: int) -> str:
+    """What eval_transform does, in words, for records that must say how their images were made."""
+    return (f"whole image resized to {image_size}x{image_size} (bilinear, no antialiasing, aspect "
+            "ratio not kept, no crop), float32 in [0, 255]")
+
+
 def eval_transform(image_size: int) -> Transform:
     """uint8 image [H, W, 3] -> float32 [S, S, 3]: the whole image resized, nothing cropped."""
 

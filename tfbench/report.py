@@ -86,7 +86,7 @@ def analyze(records: Sequence[Mapping[str, Any]], imagenet_top1: Callable[[str],
         except UnknownProtocolError as error:
             raise ReportInputError(f"--protocol: {error}") from None
     kept = [r for g in groups for r in g.records]
-    top1 = imagenet_top1_of_models(kept, imagenet_top1)
+    top1 = imagenet_top1_of_models(kept, imagenet_top1, measured_imagenet_top1)
     labels = display_names(kept)
     analyses = {g.slug: analyze_group(g, top1, labels, resamples, seed) for g in groups}
     slug_of = {id(r): g.slug for g in groups for r in g.records}
@@ -95,6 +95,16 @@ def analyze(records: Sequence[Mapping[str, Any]], imagenet_top1: Callable[[str],
                      for row in rows if row["status"] != "ok")
     return Analysis(output_dir, rows, analyses, failures, top1, labels, differing_settings(groups),
                     tuple(compare(list(analyses.values()))), resamples, seed)
+
+
+def measured_imagenet_top1(model: str) -> Optional[ImageNetTop1]:
+    """A measurement by tfbench.imagenet_eval of the model's current weights, if one is stored."""
+    from tfbench import imagenet_eval
+
+    found = imagenet_eval.measured_top1(model)
+    if found is None:
+        return None
+    return ImageNetTop1(found["top1"], imagenet_eval.describe(found), True)
 
 
 def registered_imagenet_top1(model: str) -> Optional[float]:

@@ -28,9 +28,15 @@ class Outcome(NamedTuple):
 
 
 def imagenet_top1(experiment: Experiment) -> Dict[str, Any]:
-    """The ImageNet top-1 a run's model enters the analysis with, and where it comes from."""
-    from tfbench import backbones
+    """The ImageNet top-1 a run's model enters the analysis with, and where it comes from: a
+    measurement by tfbench.imagenet_eval of these very weights when there is one, else the
+    published (or user-given) figure."""
+    from tfbench import backbones, imagenet_eval
 
+    measured = imagenet_eval.measured_top1(experiment.model)
+    if measured is not None:
+        return {"value": measured["top1"], "measured": True,
+                "source": imagenet_eval.describe(measured)}
     spec = backbones.spec(experiment.model)
     return {"value": spec.imagenet_top1, "source": spec.top1_source, "measured": False}
 

@@ -19,14 +19,15 @@ from typing import Optional
 
 from tfbench.backbones import catalog, user_models
 from tfbench.backbones.catalog import BackboneSpec
-from tfbench.backbones.errors import ModelNotFoundError, ModelsFileError, WeightsUnavailableError
+from tfbench.backbones.errors import (ModelNotFoundError, ModelsFileError, NoImageNetClassifierError,
+                                      WeightsUnavailableError)
 from tfbench.backbones.user_models import describe_source, load_models_file
 from tfbench.registry import UnknownNameError, unknown_name_message
 
 __all__ = ["BackboneSpec", "InputScaling", "ModelNotFoundError", "ModelsFileError",
-           "WeightsUnavailableError", "build", "describe_source", "keras_weights_path",
-           "load_models_file", "names",
-           "spec", "weights_fingerprint"]
+           "NoImageNetClassifierError", "WeightsUnavailableError", "build",
+           "build_imagenet_classifier", "describe_source", "keras_weights_path",
+           "load_models_file", "names", "spec", "weights_fingerprint"]
 
 # Imported on first use: they import Keras (and TensorFlow).
 _LAZY = {"InputScaling": "tfbench.backbones.scaling",
@@ -94,6 +95,35 @@ def _build_registered(backbone: BackboneSpec, pretrained: bool, image_size: Opti
     from tfbench.backbones import tiny
 
     return tiny.build(backbone, pretrained, image_size)
+
+
+_HEADLESS = {"hub": "TF-Hub feature vector", "saved_model": "SavedModel feature extractor",
+             "keras_file": ".keras feature model", "tiny": "test network without ImageNet weights"}
+
+
+def build_imagenet_classifier(name_or_path: str):
+    """The network with its own ImageNet classifier, at its native size S: float32
+    [batch, S, S, 3] in [0, 255] -> [batch, 1000] class probabilities, the classes in the standard
+    order (sorted WordNet ids) that TFDS imagenet2012 labels use, behind the same input scaling
+    as `build`.
+
+    Registered Keras Applications and EfficientNet-Lite have one; anything else raises
+    NoImageNetClassifierError, UnknownNameError or ModelNotFoundError before Keras is imported.
+    """
+    backbone = catalog.REGISTRY.get(name_or_path) if name_or_path in catalog.REGISTRY else None
+    if backbone is not None and backbone.source == "keras":
+        from tfbench.backbones import keras_applications
+
+        return keras_applications.build_classifier(backbone)
+    if backbone is not None and backbone.source == "efficientnet_lite":
+        from tfbench.backbones import efficientnet_lite
+
+        return efficientnet_lite.build(backbone.name, include_top=True)
+    kind = backbone.source if backbone is not None else user_models.locate(_user_source(name_or_path)[0])[0]
+    raise NoImageNetClassifierError(
+        f"ImageNet top-1 cannot be measured for {name_or_path!r}: it is a {_HEADLESS[kind]} "
+        "without an ImageNet classifier; its top-1 is given instead (the catalog's figure for a "
+        "registered model; imagenet_top1 with top1_source in a models-file entry for your own)")
 
 
 def weights_fingerprint(name_or_path: str, pretrained: bool) -> str:

@@ -13,6 +13,11 @@ class WeightsUnavailableError(RuntimeError):
     """Pretrained weights could not be fetched; the message says how to supply them locally."""
 
 
+class NoImageNetClassifierError(ValueError):
+    """The model is a feature extractor without its ImageNet classifier: its top-1 cannot be
+    measured, only given."""
+
+
 class ModelNotFoundError(FileNotFoundError):
     """A model given by path is not there (or is not a model); the message names the valid forms."""
 

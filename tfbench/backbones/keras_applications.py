@@ -44,6 +44,31 @@ def build(backbone: BackboneSpec, pretrained: bool, image_size: Optional[int]) -
     application = getattr(keras.applications, backbone.keras_application)
     network = application(include_top=False, weights="imagenet" if pretrained else None,
                           input_shape=(size, size, 3), pooling="avg", **dict(backbone.keras_kwargs))
+    return _on_raw_pixels(backbone, size, network)
+
+
+def build_classifier(backbone: BackboneSpec) -> keras.Model:
+    """[0, 255] images at the native size -> [batch, 1000] ImageNet class probabilities: the
+    application with its own top. Keras fetches those weights itself (another file than the
+    feature extractor's), so a failed download is reported here with where the file goes."""
+    size = backbone.image_size
+    application = getattr(keras.applications, backbone.keras_application)
+    try:
+        network = application(include_top=True, weights="imagenet", input_shape=(size, size, 3),
+                              **dict(backbone.keras_kwargs))
+    except (ValueError, TypeError):  # a wrong argument, not a download
+        raise
+    except Exception as error:  # any download failure: DNS, HTTP, blocked socket, disk
+        raise WeightsUnavailableError(
+            f"cannot fetch the ImageNet classifier weights of {backbone.name!r} ({one_line(error)}); "
+            f"put the file it names in {os.path.dirname(keras_weights_path(backbone.weights_file))} "
+            "(the directory follows KERAS_HOME)"
+        ) from error
+    return _on_raw_pixels(backbone, size, network)
+
+
+def _on_raw_pixels(backbone: BackboneSpec, size: int, network: keras.Model) -> keras.Model:
+    """`network` behind the backbone's input scaling, so that it takes [0, 255] images."""
     images = keras.Input((size, size, 3), name="images")
     scaled = images if backbone.scaling is None else InputScaling(backbone.scaling)(images)
     return keras.Model(images, network(scaled), name=backbone.name)
