@@ -43,7 +43,7 @@ setup(
     ],
     extras_require={
         "lite": LITE_WEIGHTS,
-        "test": ["pytest>=8", "pillow", "scipy"] + LITE_WEIGHTS,
+        "test": ["pytest>=8", "pillow", "scipy", "pyyaml"] + LITE_WEIGHTS,
         # Only the sweep's --executor=ray imports it, to spread trials over a Ray cluster.
         "ray": ["ray[default]~=2.60"],
     },

@@ -43,7 +43,7 @@ DISTRIBUTION_OF_IMPORT = {
     "pkg_resources": "setuptools", "grpc": "grpcio",
 }
 # Tests that read the repository itself (BUILD, the lock file, every source) get all of it.
-TREE_READING_TESTS = {"tests/test_build_file.py"}
+TREE_READING_TESTS = {"tests/test_build_file.py", "tests/test_cluster_manifests.py"}
 # (.ci/'s Python files come with the `ci_tools` library: a glob of a hidden folder may match nothing.)
 REPOSITORY_FILES = [".bazelrc", ".bazelversion", "BUILD", "CITATION.cff", "Dockerfile", "LICENSE", "MODULE.bazel",
                     "README.md", "requirements_lock.txt", "setup.py"]
