@@ -40,7 +40,6 @@ import importlib.metadata
 import importlib.resources
 import importlib.util
 import json
-import logging
 import math
 import os
 import re
@@ -51,7 +50,7 @@ from typing import Dict, List, Optional, Tuple
 import keras
 import numpy as np
 
-from tfbench import files
+from tfbench import cli, files
 from tfbench.backbones import torch_pickle
 from tfbench.backbones.catalog import LITE_TOP1_SOURCE
 from tfbench.backbones.errors import WeightsUnavailableError
@@ -70,7 +69,6 @@ MIN_IMAGE_SIZE = 32  # five stride-2 stages
 LABELS_FILE = Path(__file__).parent.parent / "data" / "imagenet_labels.txt"
 FINGERPRINT_SUFFIX = ".fingerprint.json"
 
-log = logging.getLogger(__name__)
 
 
 class WeightMappingError(ValueError):
@@ -334,8 +332,8 @@ def _load_imagenet_weights(classifier: keras.Model, lite: LiteVariant, cached: P
         classifier.load_weights(str(cached))
         return
     if problem:
-        log.warning("converted weights %s are damaged (%s); discarding them and converting %s "
-                    "again", cached, problem, lite.name)
+        cli.warn(f"converted weights {cached} are damaged ({problem}); discarding them and "
+                 f"converting {lite.name} again")
         cached.unlink(missing_ok=True)
     assign_state_dict(classifier, torch_pickle.load_state_dict(str(weights_path(lite.name))))
     _write_cache(classifier, cached)
