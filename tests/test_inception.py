@@ -300,3 +300,17 @@ def test_scratch_inception_v1_v2_are_trainable_keras_networks(name):
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         losses.append(float(loss))
     assert losses[-1] < losses[0]
+
+
+def test_pretrained_v4_classifier_is_slims_softmax_without_background(slim_v4, tmp_path,
+                                                                      monkeypatch):
+    """The pretrained build imports the checkpoint; the ImageNet classifier drops class 0."""
+    values = slim_v4[2]
+    path = save_checkpoint(tmp_path / "v4", values)
+    monkeypatch.setattr(slim_checkpoint, "checkpoint_path", lambda model: path)
+    image = np.random.default_rng(2).uniform(0, 255, (1, 299, 299, 3)).astype(np.float32)
+    logits = reference_inception_v4(tf.constant(image), lambda name, shape: tf.constant(values[name]))
+    expected = tf.nn.softmax(logits[:, 1:]).numpy()
+    probabilities = backbones.build_imagenet_classifier("inception_v4")(image, training=False)
+    assert probabilities.shape == (1, 1000)
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-3, atol=1e-6)
