@@ -314,3 +314,13 @@ def test_pretrained_v4_classifier_is_slims_softmax_without_background(slim_v4, t
     probabilities = backbones.build_imagenet_classifier("inception_v4")(image, training=False)
     assert probabilities.shape == (1, 1000)
     np.testing.assert_allclose(probabilities, expected, rtol=1e-3, atol=1e-6)
+
+
+def test_a_wrong_checkpoint_in_the_cache_is_reported_as_unavailable_weights(tmp_path, monkeypatch):
+    junk = tmp_path / "inception_v4.ckpt"
+    junk.write_bytes(b"not a checkpoint")
+    monkeypatch.setattr(slim_checkpoint, "checkpoint_path", lambda model: str(junk))
+    with pytest.raises(WeightsUnavailableError, match=r"is not a readable .*; replace .* with the "
+                       r"inception_v4.ckpt of http://download.tensorflow.org/") as error:
+        backbones.build("inception_v4", image_size=SIZE)
+    assert "\n" not in str(error.value)

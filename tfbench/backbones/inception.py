@@ -273,8 +273,7 @@ def build(backbone: BackboneSpec, pretrained: bool, image_size: Optional[int],
     if pretrained:
         from tfbench.backbones import slim_checkpoint
 
-        slim_checkpoint.assign(classifier, slim_checkpoint.checkpoint_path(backbone.name),
-                               backbone.name)
+        slim_checkpoint.load(classifier, backbone.name)
     if include_logits:
         return classifier
     return keras.Model(images, features, name=backbone.name)

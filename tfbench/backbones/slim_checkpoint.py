@@ -149,6 +149,22 @@ def _download(checkpoint: SlimCheckpoint, path: str, fetch_options, get) -> None
             os.remove(done)
 
 
+def load(model: keras.Model, model_name: str) -> None:
+    """Import the checkpoint of ``model_name`` into ``model``, fetching it first if needed.
+
+    A checkpoint that does not fit is a wrong or damaged file in the user's cache, so it is
+    reported as WeightsUnavailableError (one line, what to replace it with), which the binaries
+    print as it is.
+    """
+    path = checkpoint_path(model_name)
+    try:
+        assign(model, path, model_name)
+    except WeightMappingError as error:
+        checkpoint = CHECKPOINTS.get(model_name)
+        raise WeightsUnavailableError(
+            f"{error}; replace {path} with the {checkpoint.member} of {checkpoint.url}") from error
+
+
 def slim_name(scope: str, weight: keras.Variable, layer: keras.layers.Layer) -> str:
     """The slim variable that fills ``weight`` of ``layer`` (named by its slim scope, "." for "/")."""
     if weight.name not in _SLIM_VARIABLE:
