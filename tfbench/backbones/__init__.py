@@ -63,7 +63,9 @@ def build(name_or_path: str, pretrained: bool = True, image_size: Optional[int] 
     S is `image_size` if given, else the backbone's native size; registered Keras Applications,
     EfficientNet-Lite and "tiny" accept any reasonable S. `pretrained=True` loads the ImageNet
     weights ("tiny" has none and gets a fixed seeded initialisation instead); `pretrained=False`
-    initialises randomly from Keras's global seed. Two Keras behaviours carry through:
+    initialises randomly from Keras's global seed; Inception v1 and BN-Inception, TF-Hub
+    SavedModels when pretrained, are then their Keras architecture (tfbench.backbones.inception),
+    since a SavedModel cannot be re-initialised. Two Keras behaviours carry through:
     MobileNet v1/v2 at 96-192 px load the weights Keras trained at that resolution (Keras
     downloads that file itself), and a randomly initialised EfficientNet (B0-B7) keeps its input
     Normalization at identity, since its ImageNet mean/variance ship with the weights file, so it
@@ -79,6 +81,10 @@ def build(name_or_path: str, pretrained: bool = True, image_size: Optional[int] 
 
 
 def _build_registered(backbone: BackboneSpec, pretrained: bool, image_size: Optional[int]):
+    if backbone.source == "slim" or (backbone.architecture and not pretrained):
+        from tfbench.backbones import inception
+
+        return inception.build(backbone, pretrained, image_size)
     if backbone.source == "keras":
         from tfbench.backbones import keras_applications
 
@@ -107,7 +113,7 @@ def build_imagenet_classifier(name_or_path: str):
     order (sorted WordNet ids) that TFDS imagenet2012 labels use, behind the same input scaling
     as `build`.
 
-    Registered Keras Applications and EfficientNet-Lite have one; anything else raises
+    Registered Keras Applications, EfficientNet-Lite and Inception v4 have one; anything else raises
     NoImageNetClassifierError, UnknownNameError or ModelNotFoundError before Keras is imported.
     """
     backbone = catalog.REGISTRY.get(name_or_path) if name_or_path in catalog.REGISTRY else None
@@ -119,6 +125,10 @@ def build_imagenet_classifier(name_or_path: str):
         from tfbench.backbones import efficientnet_lite
 
         return efficientnet_lite.build(backbone.name, include_top=True)
+    if backbone is not None and backbone.source == "slim":
+        from tfbench.backbones import inception
+
+        return inception.build_classifier(backbone)
     kind = backbone.source if backbone is not None else user_models.locate(_user_source(name_or_path)[0])[0]
     raise NoImageNetClassifierError(
         f"ImageNet top-1 cannot be measured for {name_or_path!r}: it is a {_HEADLESS[kind]} "
@@ -140,6 +150,10 @@ def weights_fingerprint(name_or_path: str, pretrained: bool) -> str:
             from tfbench.backbones import efficientnet_lite
 
             return f"{backbone.name}:{efficientnet_lite.weights_fingerprint(backbone.name)}"
+        if backbone.source == "slim":
+            from tfbench.backbones import slim_checkpoint
+
+            return f"{backbone.name}:slim:{slim_checkpoint.CHECKPOINTS.get(backbone.name).url}"
         return f"{backbone.name}:seeded-init:{catalog.TINY_SEED}"
     source, _ = _user_source(name_or_path)
     return user_models.weights_fingerprint(source)

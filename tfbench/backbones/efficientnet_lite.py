@@ -53,7 +53,7 @@ import numpy as np
 from tfbench import cli, files
 from tfbench.backbones import torch_pickle
 from tfbench.backbones.catalog import LITE_TOP1_SOURCE
-from tfbench.backbones.errors import WeightsUnavailableError
+from tfbench.backbones.errors import WeightMappingError, WeightsUnavailableError
 from tfbench.registry import Registry
 
 BATCH_NORM_MOMENTUM = 0.99
@@ -69,10 +69,6 @@ MIN_IMAGE_SIZE = 32  # five stride-2 stages
 LABELS_FILE = Path(__file__).parent.parent / "data" / "imagenet_labels.txt"
 FINGERPRINT_SUFFIX = ".fingerprint.json"
 
-
-
-class WeightMappingError(ValueError):
-    """A checkpoint tensor has no Keras weight, a Keras weight has no tensor, or shapes differ."""
 
 
 @dataclasses.dataclass(frozen=True)

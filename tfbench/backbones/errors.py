@@ -13,6 +13,11 @@ class WeightsUnavailableError(RuntimeError):
     """Pretrained weights could not be fetched; the message says how to supply them locally."""
 
 
+class WeightMappingError(ValueError):
+    """Imported weights do not fit the Keras model: a source tensor with no Keras weight, a Keras
+    weight with no tensor, or shapes that differ."""
+
+
 class NoImageNetClassifierError(ValueError):
     """The model is a feature extractor without its ImageNet classifier: its top-1 cannot be
     measured, only given."""
