@@ -104,8 +104,8 @@ def test_the_rayjob_runs_the_papers_study_with_one_gpu_per_trial(tmp_path, monke
     args, pods = _rayjob()
     tasks, values = _plan_of(args, tmp_path, monkeypatch)
     cost = plan.cost(tasks)
-    trials = 15 * 12 * (7 * 8 + 7 * 8)  # the paper's fine-tune and scratch grids
-    assert (cost.runs, dict(cost.tasks_by_kind)) == (15 * 12 * 3, {"probe": 180, "trial": trials, "conclude": 360})
+    trials = 16 * 12 * (7 * 8 + 7 * 8)  # 16 networks x 12 datasets x the paper's two grids
+    assert (cost.runs, dict(cost.tasks_by_kind)) == (16 * 12 * 3, {"probe": 192, "trial": trials, "conclude": 384})
     assert (values["executor"], values["ray_address"], values["shard"]) == ("ray", "auto", None)
     worker = pods[1]["containers"][0]["resources"]["limits"]
     assert values["gpus_per_trial"] == float(worker["nvidia.com/gpu"]) == 1
@@ -118,4 +118,4 @@ def test_the_indexed_job_runs_one_shard_per_index(tmp_path, monkeypatch):
     count = int(values["shard"].split("/")[1])
     assert values["shard"].startswith("auto/") and count == spec["completions"] == spec["parallelism"]
     assert values["executor"] == "local" and values["wait_for_needs"] > 0
-    assert len(tasks) == -(-(180 + 20160 + 360) // count)  # shard 0 of the 20,700 tasks
+    assert len(tasks) == -(-(192 + 21504 + 384) // count)  # shard 0 of the 22,080 tasks

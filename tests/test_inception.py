@@ -219,7 +219,7 @@ def _tarball(member: bytes) -> bytes:
 OPTIONS = fetch.FetchOptions(retries=0, workers=1, progress=False)
 
 
-def test_checkpoint_is_downloaded_extracted_fingerprinted_and_healed(tmp_path):
+def test_checkpoint_is_downloaded_extracted_fingerprinted_and_healed(tmp_path, capsys):
     calls = []
 
     def get(url, timeout):
@@ -236,8 +236,11 @@ def test_checkpoint_is_downloaded_extracted_fingerprinted_and_healed(tmp_path):
     assert len(calls) == 1  # reused
     with open(path, "r+b") as stream:  # damaged since: same size, other bytes
         stream.write(b"C")
+    capsys.readouterr()
     slim_checkpoint.checkpoint_path("inception_v4", str(tmp_path), OPTIONS, get)
     assert len(calls) == 2 and open(path, "rb").read() == b"checkpoint bytes"
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and path in warnings[0]
 
 
 def test_a_checkpoint_put_there_by_hand_is_adopted(tmp_path):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import shutil
 import tarfile
@@ -28,7 +27,7 @@ from typing import Dict, Optional, Tuple
 
 import keras
 
-from tfbench import files
+from tfbench import cli, files
 from tfbench.backbones.errors import WeightMappingError, WeightsUnavailableError
 from tfbench.registry import Registry
 
@@ -39,7 +38,6 @@ BOOKKEEPING = {"global_step": ()}
 _SLIM_VARIABLE = {"kernel": "weights", "bias": "biases", "beta": "beta",
                   "moving_mean": "moving_mean", "moving_variance": "moving_variance"}
 
-log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +117,7 @@ def _trusted(path: str) -> bool:
         problem = files.fingerprint_mismatch(path, expected)
     if problem is None:
         return True
-    log.warning("checkpoint %s is damaged (%s); discarding it and fetching it again", path, problem)
+    cli.warn(f"checkpoint {path} is damaged ({problem}); discarding it and fetching it again")
     for stale in (path, _fingerprint_file(path)):
         if os.path.exists(stale):
             os.remove(stale)
