@@ -19,7 +19,7 @@ are on the paper's (summed) scale.
 Why the solver is fast:
 - It works on centred features (the bias absorbs the mean exactly) in coordinates where the top
   PRECONDITIONER_RANK principal axes are separated from the rest, each scaled by
-  1 / sqrt(a * variance + l2) (a = the loss's curvature per unit logit) and the rest by the
+  1 / sqrt(a * variance + lam) (a = the loss's curvature per unit logit) and the rest by the
   smallest such scale: the few steep directions of non-negative features no longer dominate
   L-BFGS. (Whitening every axis was slower at small l2, where the data are separable and the
   loss's real curvature is far below a * variance.) An orthogonal change of variables, exact for
@@ -30,15 +30,20 @@ Why the solver is fast:
 - The whole loop is one ``tf.function`` (``tf.while_loop``): no Python per iteration, and it runs on
   a GPU when there is one.
 - The search follows the regularisation path: each fit starts on the line through its two nearest
-  solved neighbours (in log l2), and skips the grid's over-regularised end a decade at a time.
+  solved neighbours (in log l2). The fast search fits a decade at a time down to the first decline
+  of the validation score, then bisects around the best (about 12 fits instead of 45), scoring
+  values at a looser tolerance and polishing only the chosen fit.
+- The design matrix is built and kept in blocks of rows, without float64 or intermediate copies:
+  the search's memory is one feature matrix beside the caller's, plus per-example logits.
 
-Convergence: ``||grad objective||_2 <= tolerance * ||l2 W||_F``. At the optimum the loss's pull on
-the weights balances the penalty's, l2 W; since the objective is l2-strongly convex in W this bounds
-the relative error of W by ``tolerance``, whatever the starting point, so a warm-started fit is held
-to the same standard as a cold one (it cannot stop after 0 iterations just because it started
-close). Below the rounding noise of the dtype (GRADIENT_NOISE_EPS epsilons of the gradient norm at
-zero) a float32 fit also counts as converged; use float64 for tighter fits at tiny l2. At l2 so
-large that the weights barely move the logits, which class wins is decided by rounding either way.
+Convergence: ``||grad objective||_2 <= tolerance * ||lam W||_F`` (in the solver's scale). At the
+optimum the loss's pull on the weights balances the penalty's, lam W; since the objective is
+lam-strongly convex in W this bounds the relative error of W by ``tolerance``, whatever the
+starting point, so a warm-started fit is held to the same standard as a cold one (it cannot stop
+after 0 iterations just because it started close). Below the rounding noise of the dtype
+(GRADIENT_NOISE_EPS epsilons of the gradient norm at zero) a float32 fit also counts as converged;
+use float64 for tighter fits at tiny l2. At l2 so large that the weights barely move the logits,
+which class wins is decided by rounding either way.
 """
 
 from __future__ import annotations
