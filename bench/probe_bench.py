@@ -274,13 +274,16 @@ def extraction_figures(model_name: str, image_size: int, num_images: int, batch_
     model = backbones.build(model_name, pretrained=False, image_size=image_size)
     as_float = images.astype(np.float32)
 
-    def predict_rate():
+    def rate(run):  # images per second of wall time around the whole call, for both paths
         started = time.perf_counter()
-        model.predict(as_float, batch_size=batch_size, verbose=0)
+        run()
         return num_images / (time.perf_counter() - started)
 
+    def predict_rate():
+        return rate(lambda: model.predict(as_float, batch_size=batch_size, verbose=0))
+
     def tfbench_rate():
-        return num_images / features.extract(model, dataset, image_size=image_size, batch_size=batch_size).seconds
+        return rate(lambda: features.extract(model, dataset, image_size=image_size, batch_size=batch_size))
 
     predict_rate(), tfbench_rate()  # warm-up on the same shapes as the timed rounds
     rates: Dict[str, List[float]] = {"tfbench": [], "predict": []}
