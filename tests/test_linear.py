@@ -127,6 +127,17 @@ def test_many_features_use_the_randomized_principal_axes():
     assert np.mean(linear.predict(result, test_x) == reference.predict(test_x)) >= 0.995
 
 
+def test_design_kept_in_row_blocks_gives_the_same_fit(monkeypatch):
+    # Large problems keep the design matrix as row blocks (bounded memory); the fit must not change.
+    (train_x, train_y), _, _ = _single_label_problem(seed=12, num_train=700, dim=64)
+    whole = linear.fit(train_x, train_y, 10.0, dtype="float64", tolerance=1e-8)
+    monkeypatch.setattr(linear, "DESIGN_BLOCK_ELEMENTS", 1)  # blocks of MIN_BLOCK_ROWS rows
+    assert len(linear._prepare(train_x, train_y, False, tf.float64).design) == 3
+    blocked = linear.fit(train_x, train_y, 10.0, dtype="float64", tolerance=1e-8)
+    np.testing.assert_allclose(blocked.weights, whole.weights, atol=1e-6 * np.abs(whole.weights).max())
+    np.testing.assert_allclose(blocked.bias, whole.bias, atol=1e-6)
+
+
 def test_fewer_examples_than_features_solve_in_the_row_space():
     (train_x, train_y), (test_x, _), _ = _single_label_problem(seed=2, num_train=80, dim=120)
     l2 = _paper_scale(1e-2, 80)

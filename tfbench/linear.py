@@ -19,7 +19,7 @@ are on the paper's (summed) scale.
 Why the solver is fast:
 - It works on centred features (the bias absorbs the mean exactly) in coordinates where the top
   PRECONDITIONER_RANK principal axes are separated from the rest, each scaled by
-  1 / sqrt(a * variance + l2) (a = the loss's curvature per unit logit) and the rest by the
+  1 / sqrt(a * variance + lam) (a = the loss's curvature per unit logit) and the rest by the
   smallest such scale: the few steep directions of non-negative features no longer dominate
   L-BFGS. (Whitening every axis was slower at small l2, where the data are separable and the
   loss's real curvature is far below a * variance.) An orthogonal change of variables, exact for
@@ -30,15 +30,20 @@ Why the solver is fast:
 - The whole loop is one ``tf.function`` (``tf.while_loop``): no Python per iteration, and it runs on
   a GPU when there is one.
 - The search follows the regularisation path: each fit starts on the line through its two nearest
-  solved neighbours (in log l2), and skips the grid's over-regularised end a decade at a time.
+  solved neighbours (in log l2). The fast search fits a decade at a time down to the first decline
+  of the validation score, then bisects around the best (about 12 fits instead of 45), scoring
+  values at a looser tolerance and polishing only the chosen fit.
+- The design matrix is built and kept in blocks of rows, without float64 or intermediate copies:
+  the search's memory is one feature matrix beside the caller's, plus per-example logits.
 
-Convergence: ``||grad objective||_2 <= tolerance * ||l2 W||_F``. At the optimum the loss's pull on
-the weights balances the penalty's, l2 W; since the objective is l2-strongly convex in W this bounds
-the relative error of W by ``tolerance``, whatever the starting point, so a warm-started fit is held
-to the same standard as a cold one (it cannot stop after 0 iterations just because it started
-close). Below the rounding noise of the dtype (GRADIENT_NOISE_EPS epsilons of the gradient norm at
-zero) a float32 fit also counts as converged; use float64 for tighter fits at tiny l2. At l2 so
-large that the weights barely move the logits, which class wins is decided by rounding either way.
+Convergence: ``||grad objective||_2 <= tolerance * ||lam W||_F`` (in the solver's scale). At the
+optimum the loss's pull on the weights balances the penalty's, lam W; since the objective is
+lam-strongly convex in W this bounds the relative error of W by ``tolerance``, whatever the
+starting point, so a warm-started fit is held to the same standard as a cold one (it cannot stop
+after 0 iterations just because it started close). Below the rounding noise of the dtype
+(GRADIENT_NOISE_EPS epsilons of the gradient norm at zero) a float32 fit also counts as converged;
+use float64 for tighter fits at tiny l2. At l2 so large that the weights barely move the logits,
+which class wins is decided by rounding either way.
 """
 
 from __future__ import annotations
@@ -64,6 +69,8 @@ GRADIENT_NOISE_EPS = 10  # rounding noise of a gradient norm, in epsilons of its
 PRECONDITIONER_RANK = 16  # top principal axes scaled individually; the rest share one scale
 SUBSPACE_OVERSAMPLING = 16
 SUBSPACE_ITERATIONS = 3
+DESIGN_BLOCK_ELEMENTS = 2**23  # the design matrix is kept in row blocks of about this many entries
+MIN_BLOCK_ROWS = 256
 COARSE_STEP = 4  # grid values between the fast search's first fits: a decade of the paper grid
 SCREENING_TOLERANCE = 1e-2  # the fast search's tolerance for fits that only score a value
 DTYPES = {"float32": tf.float32, "float64": tf.float64}
@@ -139,7 +146,7 @@ class _Problem:
     orthogonal to the axes.
     """
 
-    design: tf.Tensor  # [N, P]: [centred @ axes, centred remainder (optional), ones]
+    design: Tuple[tf.Tensor, ...]  # row blocks of [N, P]: [centred @ axes, centred remainder (optional), ones]
     targets: tf.Tensor  # [N, K]: one-hot (single-label) or 0/1 (multi-label)
     entry_weights: tf.Tensor  # [N, 1] = 1/n, or [N, K] = (label != -1) / n for multi-label
     column_variances: np.ndarray  # [P - 1]: variance along each weight row, for preconditioning
@@ -160,7 +167,7 @@ def _dtype(dtype) -> tf.DType:
     return DTYPES[name]
 
 
-def _targets(labels, num_examples: int, multi_label: bool, num_classes: Optional[int]):
+def _targets(labels, num_examples: int, multi_label: bool, num_classes: Optional[int], numpy_dtype):
     """(targets [N, K], entry weights): the weighted loss sum is the summed cross-entropy / n."""
     labels = np.asarray(labels)
     if labels.shape[:1] != (num_examples,):
@@ -168,15 +175,17 @@ def _targets(labels, num_examples: int, multi_label: bool, num_classes: Optional
     if multi_label:
         if labels.ndim != 2 or not np.isin(labels, (-1, 0, 1)).all():
             raise ValueError("multi-label labels must be [N, K] with values 1, 0 or -1 (difficult)")
-        counted = (labels != -1).astype(np.float64)
-        return (labels == 1).astype(np.float64), counted / num_examples
+        counted = (labels != -1).astype(numpy_dtype)
+        return (labels == 1).astype(numpy_dtype), counted / numpy_dtype(num_examples)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
         raise ValueError(
             f"single-label labels must be non-negative integer class ids of shape [N], got "
             f"{labels.dtype} {list(labels.shape)} (multi-label data needs multi_label=True)"
         )
     num_classes = num_classes or int(labels.max()) + 1
-    return np.eye(num_classes)[labels], np.full((num_examples, 1), 1.0 / num_examples)
+    one_hot = np.zeros((num_examples, num_classes), numpy_dtype)
+    one_hot[np.arange(num_examples), labels] = 1.0
+    return one_hot, np.full((num_examples, 1), 1.0 / num_examples, numpy_dtype)
 
 
 def _top_principal_axes(covariance: tf.Tensor, rank: int) -> Tuple[tf.Tensor, tf.Tensor]:
@@ -196,45 +205,77 @@ def _top_principal_axes(covariance: tf.Tensor, rank: int) -> Tuple[tf.Tensor, tf
 
 def _prepare(features, labels, multi_label: bool, dtype: tf.DType, num_classes=None) -> _Problem:
     """Centre the features (the bias absorbs the mean exactly), and rotate the top principal axes
-    into coordinates of their own so that each can be scaled by its curvature."""
+    into coordinates of their own so that each can be scaled by its curvature.
+
+    Memory: the design matrix is built block of rows by block of rows, each handed to TensorFlow
+    as it is made, so the search holds one design matrix beside the caller's features and no
+    float64 or intermediate copy of them."""
     features = np.asarray(features)
     if features.ndim != 2:
         raise ValueError(f"features must be [N, D], got shape {list(features.shape)}")
     num_examples, dim = features.shape
-    targets, entry_weights = _targets(labels, num_examples, multi_label, num_classes)
+    numpy_dtype = dtype.as_numpy_dtype
+    targets, entry_weights = _targets(labels, num_examples, multi_label, num_classes, numpy_dtype)
     mean = features.mean(axis=0, dtype=np.float64)
-    centred = tf.constant(features - mean, dtype)
+    shift = mean.astype(numpy_dtype)
     row_space = None
-    if num_examples < dim:
+    if num_examples < dim:  # small: N x N after the projection
+        centred = tf.convert_to_tensor(features, dtype) - tf.constant(shift)
         row_space, _ = tf.linalg.qr(tf.transpose(centred))
-        centred = tf.matmul(centred, row_space)
-    covariance = tf.matmul(centred, centred, transpose_a=True) / num_examples
-    axes, variances = _top_principal_axes(covariance, PRECONDITIONER_RANK)
-    rotated = tf.matmul(centred, axes)
-    blocks, column_variances = [rotated], [variances.numpy()]
-    has_remainder = axes.shape[1] < centred.shape[1]
+        features, shift = tf.matmul(centred, row_space).numpy(), np.zeros(num_examples, numpy_dtype)
+        row_space = row_space.numpy().astype(np.float64)
+    width = features.shape[1]
+    rank = min(PRECONDITIONER_RANK, width)
+    has_remainder = rank < width
+    rows = max(MIN_BLOCK_ROWS, DESIGN_BLOCK_ELEMENTS // (width + rank + 1))
+    blocks = range(0, num_examples, rows)
+    covariance = np.zeros((width, width), numpy_dtype)
+    for start in blocks:
+        centred = np.asarray(features[start:start + rows] - shift, numpy_dtype)
+        covariance += centred.T @ centred
+    axes, variances = (part.numpy() for part in _top_principal_axes(tf.constant(covariance / num_examples), rank))
+    design = []
+    for start in blocks:
+        centred = np.asarray(features[start:start + rows] - shift, numpy_dtype)
+        rotated = centred @ axes
+        parts = [rotated, centred - rotated @ axes.T] if has_remainder else [rotated]
+        design.append(tf.identity(np.concatenate(parts + [np.ones((len(centred), 1), numpy_dtype)], axis=1)))
+    column_variances = [variances]
     if has_remainder:  # its directions all get the smallest top variance, an upper bound for them
-        blocks.append(centred - tf.matmul(rotated, axes, transpose_b=True))
-        column_variances.append(np.full(centred.shape[1], column_variances[0][-1]))
-    design = tf.concat(blocks + [tf.ones([num_examples, 1], dtype)], axis=1)
-    targets = tf.constant(targets, dtype)
-    entry_weights = tf.constant(entry_weights, dtype)
+        column_variances.append(np.full(width, variances[-1]))
+    targets = tf.identity(targets)  # tf.identity copies a NumPy array once; tf.constant, twice
+    entry_weights = tf.identity(entry_weights)
     _, logit_gradient = _loss(tf.zeros_like(targets), targets, entry_weights, multi_label)
-    gradient_at_zero = float(tf.norm(tf.matmul(design, logit_gradient, transpose_a=True)))
+    gradient_at_zero = float(tf.norm(_transposed_times(design, logit_gradient)))
     return _Problem(
-        design=design,
+        design=tuple(design),
         targets=targets,
         entry_weights=entry_weights,
         column_variances=np.maximum(np.concatenate(column_variances), 0.0),
         mean=mean,
-        row_space=None if row_space is None else row_space.numpy().astype(np.float64),
-        axes=axes.numpy().astype(np.float64),
+        row_space=row_space,
+        axes=axes.astype(np.float64),
         has_remainder=has_remainder,
         curvature=0.25 if multi_label else 1.0 / targets.shape[1],
-        gradient_floor=GRADIENT_NOISE_EPS * np.finfo(dtype.as_numpy_dtype).eps * gradient_at_zero,
+        gradient_floor=GRADIENT_NOISE_EPS * np.finfo(numpy_dtype).eps * gradient_at_zero,
         multi_label=multi_label,
         num_examples=num_examples,
     )
+
+
+def _times(design, parameters):
+    """design @ parameters [N, K], the design being row blocks [n_i, P]."""
+    if len(design) == 1:
+        return tf.matmul(design[0], parameters)
+    return tf.concat([tf.matmul(block, parameters) for block in design], axis=0)
+
+
+def _transposed_times(design, values):
+    """design^T @ values [P, K], for values [N, K] and the design as row blocks [n_i, P]."""
+    if len(design) == 1:
+        return tf.matmul(design[0], values, transpose_a=True)
+    parts = tf.split(values, [block.shape[0] for block in design], axis=0)
+    return tf.add_n([tf.matmul(block, part, transpose_a=True) for block, part in zip(design, parts)])
 
 
 def _to_problem_coordinates(problem: _Problem, weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -360,18 +401,18 @@ def _minimise(design, targets, entry_weights, scale, penalty, start, tolerance, 
               max_iterations, multi_label: bool):
     """L-BFGS on u, where the natural parameters are scale[:, None] * u.
 
-    design [N, P], start [P, K] natural parameters, scale [P] preconditioner, penalty [P]
+    design: row blocks of [N, P]; start [P, K] natural parameters, scale [P] preconditioner, penalty [P]
     (l2, ..., l2, 0). Returns (natural parameters, objective, ||gradient|| / ||l2 W||, iterations,
     converged).
     """
     scale = scale[:, None]
     penalty = penalty[:, None]
-    dtype = design.dtype
+    dtype = design[0].dtype
 
-    logits0 = tf.matmul(design, start)
+    logits0 = _times(design, start)
     loss0, logit_gradient0 = _loss(logits0, targets, entry_weights, multi_label)
     value0 = loss0 + 0.5 * _dot(penalty * start, start)
-    natural_gradient0 = tf.matmul(design, logit_gradient0, transpose_a=True) + penalty * start
+    natural_gradient0 = _transposed_times(design, logit_gradient0) + penalty * start
     history = tf.zeros(tf.concat([[HISTORY_SIZE], tf.shape(start)], 0), dtype)
 
     def stationarity(natural, natural_gradient):
@@ -392,7 +433,7 @@ def _minimise(design, targets, entry_weights, scale, penalty, start, tolerance, 
         had_history = tf.reduce_any(rhos > 0)
         natural = scale * u
         natural_direction = scale * direction
-        logit_direction = tf.matmul(design, natural_direction)
+        logit_direction = _times(design, natural_direction)
 
         def loss_along(t):
             loss, logit_gradient = _loss(logits + t * logit_direction, targets, entry_weights, multi_label)
@@ -407,7 +448,7 @@ def _minimise(design, targets, entry_weights, scale, penalty, start, tolerance, 
         t = tf.where(found, t, tf.zeros_like(t))  # a failed search leaves u, logits and value as they were
         new_u = u + t * direction
         new_logits = logits + t * logit_direction
-        natural_gradient = tf.matmul(design, logit_gradient, transpose_a=True) + penalty * scale * new_u
+        natural_gradient = _transposed_times(design, logit_gradient) + penalty * scale * new_u
         new_gradient = scale * natural_gradient
         step, change = t * direction, new_gradient - gradient
         curvature = _dot(step, change)
@@ -454,7 +495,7 @@ def _solve(problem: _Problem, l2: float, start: np.ndarray, tolerance: float,
     """Minimise at one l2 from natural parameters ``start`` [P, K]; returns (natural solution, result)."""
     if not l2 > 0:
         raise ValueError(f"l2 must be positive, got {l2!r}")
-    dtype = problem.design.dtype
+    dtype = problem.targets.dtype
     lam = _solver_penalty(problem, l2)
     precision = np.concatenate([problem.curvature * problem.column_variances + lam, [problem.curvature]])
     penalty = np.concatenate([np.full(problem.column_variances.shape, lam), [0.0]])
@@ -481,7 +522,7 @@ def _solve(problem: _Problem, l2: float, start: np.ndarray, tolerance: float,
 
 
 def _zero_start(problem: _Problem) -> np.ndarray:
-    return np.zeros(problem.design.shape[1:2] + problem.targets.shape[1:2])
+    return np.zeros(problem.design[0].shape[1:2] + problem.targets.shape[1:2])
 
 
 def fit(features, labels, l2: float, *, multi_label: bool = False, init: Optional[FitResult] = None,
@@ -622,7 +663,7 @@ def select_l2(train_features, train_labels, val_features, val_labels, *, metric:
         nonlocal chosen
         start = _path_start(problem, solutions, index)
         natural, result = _solve(problem, grid[index], start, fit_tolerance, max_iterations)
-        solutions[index] = natural.astype(problem.design.dtype.as_numpy_dtype)
+        solutions[index] = natural.astype(problem.targets.dtype.as_numpy_dtype)
         score = metrics.score(metric, val_labels, decision_scores(result, val_features))
         trials[index] = L2Trial(float(grid[index]), score, result.iterations, result.converged)
         best = _best_index({i: trial.validation_score for i, trial in trials.items()})
