@@ -276,8 +276,10 @@ def render(root: str = ROOT) -> str:
         blocks.append(_rule("py_binary", name=f'"{module.split(".")[-1]}_bin"', data=['":flagfiles"'],
                             main_module=f'"{module}"', deps=[f'":{library}"']))
     for path in _python_files(root, "bench/*.py"):
-        blocks.append(_rule("py_binary", name=f'"{os.path.basename(path)[:-3]}"', srcs=_quoted([path]),
-                            main=f'"{path}"', data=['":flagfiles"'], deps=_deps([others[path]], "", dynamic)))
+        siblings = sorted(others[path].siblings)  # a bench script may reuse another's problems
+        blocks.append(_rule("py_binary", name=f'"{os.path.basename(path)[:-3]}"', srcs=_quoted([path] + siblings),
+                            main=f'"{path}"', data=['":flagfiles"'],
+                            deps=_deps([others[path]] + [others[s] for s in siblings], "", dynamic)))
 
     conftest = "tests/conftest.py"
     if os.path.exists(os.path.join(root, conftest)):
