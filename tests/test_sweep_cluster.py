@@ -76,7 +76,8 @@ def test_a_worker_killed_mid_trial_is_retried_and_resumes_to_the_uninterrupted_r
     driver = _sweep(tmp_path, "ray", *args, "--executor=ray", f"--ray_address={address}", wait=False)
     trials = f"{tmp_path}/ray/finetune/*/tiny/{results.TRIALS_DIR}"
     deadline = time.time() + 600
-    while time.time() < deadline and not glob.glob(f"{trials}/*/checkpoints/ckpt*"):  # mid-trial
+    # mid-trial: a checkpoint is complete once its state file names it
+    while time.time() < deadline and not glob.glob(f"{trials}/*/checkpoints/checkpoint"):
         assert driver.poll() is None, driver.communicate()[1][-3000:]
         time.sleep(0.2)
     (lock,) = glob.glob(f"{trials}/*.json.lock")  # the lock names the worker running the trial
