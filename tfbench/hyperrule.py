@@ -43,4 +43,4 @@ def train_steps(train_examples: int, full_steps: int) -> int:
 
 def learning_rate(batch_size: int) -> float:
     """BiT's 0.003 at batch 512, scaled linearly with the batch size."""
-    return BASE_LEARNING_RATE * batch_size / BATCH_SIZE
+    return BASE_LEARNING_RATE * (batch_size / BATCH_SIZE)

@@ -73,7 +73,7 @@ def halving_budgets(settings: TrainingSettings) -> List[int]:
     """Each rung's training steps, smallest first: train_steps / eta^k down to halving_min_steps."""
     eta, full = settings.halving_eta, settings.train_steps
     rungs = 1
-    while full / eta ** rungs >= settings.halving_min_steps:
+    while round(full / eta ** rungs) >= settings.halving_min_steps:
         rungs += 1
     return [max(1, round(full / eta ** k)) for k in reversed(range(rungs))]
 
