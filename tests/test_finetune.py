@@ -221,6 +221,7 @@ def test_halving_promotes_the_best_third_and_chooses_on_the_full_budget(tmp_path
     assert record["hyperparameters"] == {"learning_rate": LRS[5], "weight_decay": WDS[7]}
     assert record["validation_score"] == 0.05 and record["test_score"] == 0.5
     assert record["total_train_steps"] == 56 * 1 + 18 * 3 + 6 * 9 + 2 * 27 + 27 == 245
+    assert results.table([record])[0]["total_train_steps"] == 245  # the report's rows carry the cost
     assert len(record["trials"]) == 56 + 18 + 6 + 2
     assert {t["rung"] for t in record["trials"]} == {0, 1, 2, 3}
     assert record["protocol"]["name"] == "halving"
