@@ -135,6 +135,9 @@ def test_halving_budgets_and_rung_sizes():
     assert tuning.halving_budgets(two) == [25, 100, 400] and tuning.halving_rung_sizes(two, "scratch") == [56, 14, 3]
     first = tuning.trials(two, "scratch")
     assert len(first) == 56 and {(t.train_steps, t.rung) for t in first} == {(25, 0)}
+    given = TrainingSettings(search="halving", train_steps=9, learning_rates=(0.1, 0.01), weight_decays=(0.0, 1e-4))
+    assert tuning.trials(given, "finetune") == [tuning.Trial(lr, wd, 1, 0) for lr in (0.1, 0.01) for wd in (0.0, 1e-4)]
+    assert tuning.halving_rung_sizes(given, "finetune") == [4, 1, 1]
 
 
 @pytest.mark.parametrize("values, message", [

@@ -55,9 +55,10 @@ flags.DEFINE_float(
     "Weight decay, only with --search=none; the paper's convention: an L2 penalty of "
     "weight_decay / learning_rate on kernels only (0 = none).", lower_bound=0.0)
 flags.DEFINE_list("learning_rates", None,
-                  "Peak learning rates, comma-separated; only with --search=grid.")
+                  "Peak learning rates, comma-separated; only with --search=grid (or halving, "
+                  "to halve over them instead of the paper's grid).")
 flags.DEFINE_list("weight_decays", None,
-                  "Weight decays, comma-separated (0 = none); only with --search=grid.")
+                  "Weight decays, comma-separated (0 = none); only with --search=grid (or halving).")
 flags.DEFINE_integer(
     "train_steps", None,
     f"Training steps per trial and for the final retrain; default the paper's "
@@ -509,8 +510,12 @@ def run(experiment: Experiment, runtime: Runtime, strategy=None) -> Dict[str, An
     planned = trials(experiment)
     shape = rung_plan(experiment, planned)
     steps = sum(count * each for count, each in shape) + shape[-1][1]
-    log(f"plan: {' + '.join(f'{count} x {each:,}' for count, each in shape)} trial steps + "
-        f"{shape[-1][1]:,} to retrain on trainval = at most {steps:,} steps of {experiment.batch_size}, "
+    if len(shape) == 1:
+        trials_text = f"{shape[0][0]} trials + 1 retrain on trainval, {shape[0][1]:,} steps of {experiment.batch_size} each"
+    else:
+        trials_text = (f"rungs of {', '.join(f'{count} x {each:,}' for count, each in shape)} steps "
+                       f"+ 1 retrain on trainval of {shape[-1][1]:,}, batches of {experiment.batch_size}")
+    log(f"plan: {trials_text} = {'at most ' if len(shape) > 1 else ''}{steps:,} steps, "
         f"{steps * experiment.batch_size:,} images; precision {trainer.precision}, strategy "
         f"{runtime.strategy} ({trainer.strategy.num_replicas_in_sync} replicas)")
     log(f"TensorBoard: tensorboard --logdir {trainer.log_dir()}")

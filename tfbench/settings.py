@@ -75,7 +75,8 @@ class TrainingSettings:
     grid), "grid" (every pair of `learning_rates` x `weight_decays`), "none" (one trial with
     `learning_rate` and `weight_decay`), "halving" (successive halving over the paper's grid: every
     configuration at `halving_min_steps`, the best 1/`halving_eta` on to `halving_eta` times the
-    budget, up to `train_steps`; defaults eta 3 and train_steps / 27), "hyperrule" (one
+    budget, up to `train_steps`; defaults eta 3 and train_steps / 27; over `learning_rates` x
+    `weight_decays` instead when given), "hyperrule" (one
     configuration by BiT-HyperRule, tfbench.hyperrule). Values that only another search uses are
     refused rather than silently ignored. `weight_decay` follows the paper's convention
     (protocol.WEIGHT_DECAY_CONVENTION); 0 = none. `bn_momentum`: "paper" (the rule
@@ -102,6 +103,7 @@ class TrainingSettings:
         _choice("search", self.search, SEARCHES)
         single = self.search == "none"
         given = self.search == "grid"
+        halving_over_given = self.search == "halving" and bool(self.learning_rates or self.weight_decays)
         for name in ("learning_rate", "weight_decay"):
             value = getattr(self, name)
             _check(single or value is None,
@@ -113,11 +115,11 @@ class TrainingSettings:
                    f"weight_decay={self.weight_decay})")
         for name in ("learning_rates", "weight_decays"):
             values = getattr(self, name)
-            _check(given or not values,
-                   f"{name}={','.join(map(str, values))} is used only by search 'grid' (search is "
-                   f"{self.search!r}); drop it, or use search 'grid'")
-            _check(not given or values,
-                   f"search 'grid' trains every pair of the given values: give both learning_rates "
+            _check(given or halving_over_given or not values,
+                   f"{name}={','.join(map(str, values))} is used only by search 'grid' or "
+                   f"'halving' (search is {self.search!r}); drop it, or use search 'grid'")
+            _check(not (given or halving_over_given) or values,
+                   f"search {self.search!r} over given values trains every pair: give both learning_rates "
                    f"and weight_decays (got learning_rates={list(self.learning_rates)}, "
                    f"weight_decays={list(self.weight_decays)})")
         rates = self.learning_rates + (() if self.learning_rate is None else (self.learning_rate,))

@@ -78,9 +78,16 @@ def halving_budgets(settings: TrainingSettings) -> List[int]:
     return [max(1, round(full / eta ** k)) for k in reversed(range(rungs))]
 
 
+def _halving_grid(settings: TrainingSettings, regime: str) -> List[Trial]:
+    """What halving searches: the given values' grid if any, else the paper's."""
+    if settings.learning_rates:
+        return _cross(settings.learning_rates, settings.weight_decays)
+    return _cross(*protocol.PAPER_GRIDS[regime])
+
+
 def halving_rung_sizes(settings: TrainingSettings, regime: str) -> List[int]:
     """How many trials each rung trains at most (fewer when trials of the rung before diverged)."""
-    sizes = [len(_cross(*protocol.PAPER_GRIDS[regime]))]
+    sizes = [len(_halving_grid(settings, regime))]
     for _ in halving_budgets(settings)[1:]:
         sizes.append(max(1, sizes[-1] // settings.halving_eta))
     return sizes
@@ -89,7 +96,7 @@ def halving_rung_sizes(settings: TrainingSettings, regime: str) -> List[int]:
 def _halving_first_rung(settings: TrainingSettings, regime: str) -> List[Trial]:
     budget = halving_budgets(settings)[0]
     return [dataclasses.replace(trial, train_steps=budget, rung=0)
-            for trial in _cross(*protocol.PAPER_GRIDS[regime])]
+            for trial in _halving_grid(settings, regime)]
 
 
 def halving_rung_trials(settings: TrainingSettings, rung: int, previous: Sequence[Trial],
