@@ -11,6 +11,7 @@ import os
 import pytest
 
 from tfbench import finetune, results, tuning
+from tfbench import protocol as protocol_numbers
 from tfbench.experiment import Experiment
 from tfbench.settings import Runtime, TrainingSettings
 
@@ -28,13 +29,13 @@ class FakeTrainer:
         self.validation, self.test, self.diverge, self.chief = validation, test, diverge, chief
         self.calls, self.discarded = [], []
 
-    def train_and_score(self, hyperparameters, fit_split, score_split, name):
+    def train_and_score(self, hyperparameters, fit_split, score_split, name, train_steps):
         self.calls.append((fit_split, score_split, name))
         lr = hyperparameters["learning_rate"]
         if lr in self.diverge:
             return finetune.TrialOutcome("diverged", None, "non-finite training loss at step 3", {})
         table = self.test if score_split == "test" else self.validation
-        return finetune.TrialOutcome("ok", table[lr], None, {"images_per_second": 10.0, "steps": 10})
+        return finetune.TrialOutcome("ok", table[lr], None, {"images_per_second": 10.0, "steps": train_steps})
 
     def discard(self, name):
         self.discarded.append(name)
@@ -159,3 +160,105 @@ def test_conclude_waits_for_every_trial(tmp_path):
                        log=quiet)
     with pytest.raises(finetune.TrialsUnfinishedError, match="5 of 6 trials"):
         finetune.conclude(experiment, RUNTIME, trainer, log=quiet)
+
+
+# ---------------------------------------------------------------------------------------------
+# Successive halving over the paper's grid
+
+LRS, WDS = protocol_numbers.FINETUNE_LEARNING_RATES, protocol_numbers.FINETUNE_WEIGHT_DECAYS
+
+
+class BudgetTrainer:
+    """Validation scores that depend on the budget, so that each rung ranks differently: at 1 step
+    larger learning rates lead, at 3 smaller ones, at 9 larger weight decays, at 27 larger learning
+    rates again. Logs (name, budget) per call."""
+
+    chief = True
+
+    def __init__(self):
+        self.calls = []
+
+    def train_and_score(self, hyperparameters, fit_split, score_split, name, train_steps):
+        self.calls.append((name, train_steps))
+        i, j = LRS.index(hyperparameters["learning_rate"]), WDS.index(hyperparameters["weight_decay"])
+        score = {1: i * 10 + j, 3: -i * 10 + j, 9: j, 27: i}[train_steps] / 100
+        return finetune.TrialOutcome("ok", 0.5 if score_split == "test" else score, None,
+                                     {"steps": train_steps})
+
+    def discard(self, name):
+        pass
+
+
+def _halving(tmp_path):
+    return _experiment(tmp_path, search="halving", train_steps=27, halving_eta=3)
+
+
+def _rungs(experiment, trainer, upto):
+    """Rungs 0..upto, each from the records of the one before, as the tasks of a study run them."""
+    for rung in range(upto + 1):
+        for trial in finetune.rung_trials(experiment, rung, log=quiet):
+            finetune.run_trial(experiment, trial, RUNTIME, trainer, log=quiet)
+
+
+def test_halving_promotes_the_best_third_and_chooses_on_the_full_budget(tmp_path):
+    experiment, trainer = _halving(tmp_path), BudgetTrainer()
+    assert tuning.halving_budgets(experiment.settings) == [1, 3, 9, 27]
+    _rungs(experiment, trainer, 3)
+    record = finetune.conclude(experiment, RUNTIME, trainer, log=quiet)
+
+    by_budget = {}
+    for name, steps in trainer.calls:
+        by_budget.setdefault(steps, []).append(name)
+    assert [len(by_budget[b]) for b in (1, 3, 9)] == [56, 18, 6] and len(by_budget[27]) == 2 + 1
+    pair = lambda i, j: f"lr{LRS[i]:.4g}_wd{WDS[j]:.4g}"  # noqa: E731
+    # Rung 1: lr index 6 and 5 (8 each), then lr index 4 with the two largest weight decays.
+    assert {n.split("_rung")[0] for n in by_budget[3]} == (
+        {pair(6, j) for j in range(8)} | {pair(5, j) for j in range(8)} | {pair(4, 6), pair(4, 7)})
+    # Rung 2: smaller learning rates now lead: lr 4 (wd 6, 7), then lr 5 with wd 4..7.
+    assert {n.split("_rung")[0] for n in by_budget[9]} == {pair(4, 6), pair(4, 7)} | {pair(5, j) for j in (4, 5, 6, 7)}
+    # Rung 3: the largest weight decay of both learning rates; the full budget prefers lr index 5.
+    assert by_budget[27] == [pair(4, 7) + "_rung3_steps27", pair(5, 7) + "_rung3_steps27", "final"]
+    assert record["hyperparameters"] == {"learning_rate": LRS[5], "weight_decay": WDS[7]}
+    assert record["validation_score"] == 0.05 and record["test_score"] == 0.5
+    assert record["total_train_steps"] == 56 * 1 + 18 * 3 + 6 * 9 + 2 * 27 + 27 == 245
+    assert results.table([record])[0]["total_train_steps"] == 245  # the report's rows carry the cost
+    assert len(record["trials"]) == 56 + 18 + 6 + 2
+    assert {t["rung"] for t in record["trials"]} == {0, 1, 2, 3}
+    assert record["protocol"]["name"] == "halving"
+    assert record["protocol"]["differences"]["settings.search"] == {"paper": "paper", "run": "halving"}
+    written = results.read_json(results.trial_path(experiment, pair(5, 7) + "_rung3_steps27"))
+    assert (written["rung"], written["train_steps"]) == (3, 27)
+
+
+def test_halving_resumes_after_a_kill_between_rungs(tmp_path):
+    experiment, before = _halving(tmp_path), BudgetTrainer()
+    _rungs(experiment, before, 1)
+    with pytest.raises(finetune.TrialsUnfinishedError, match="6 of 6 trials"):
+        finetune.conclude(experiment, RUNTIME, before, log=quiet)
+    after = BudgetTrainer()
+    _rungs(experiment, after, 3)  # the same command again
+    record = finetune.conclude(experiment, RUNTIME, after, log=quiet)
+    assert sorted({steps for _, steps in after.calls}) == [9, 27] and len(after.calls) == 6 + 2 + 1
+    uninterrupted, trainer = _halving(tmp_path / "again"), BudgetTrainer()
+    _rungs(uninterrupted, trainer, 3)
+    expected = finetune.conclude(uninterrupted, RUNTIME, trainer, log=quiet)
+    assert sorted(before.calls + after.calls) == sorted(trainer.calls)  # every trial trained once
+    for field in ("hyperparameters", "validation_score", "test_score", "total_train_steps"):
+        assert record[field] == expected[field]
+
+
+def test_a_halving_trial_is_not_the_grid_trial_of_another_budget(tmp_path):
+    trial = tuning.halving_rung_trials(_halving(tmp_path).settings, 1, [tuning.Trial(0.01, 0.0, 1, 0)],
+                                       [{"status": "ok", "validation_score": 0.5}])[0]
+    assert trial == tuning.Trial(0.01, 0.0, train_steps=3, rung=1)
+    assert trial.trial_id == "lr0.01_wd0_rung1_steps3" != tuning.Trial(0.01, 0.0).trial_id
+
+
+def test_halving_skips_diverged_trials_and_concludes_diverged_when_none_is_left(tmp_path):
+    settings = _halving(tmp_path).settings
+    previous = [tuning.Trial(lr, 0.0, 1, 0) for lr in (0.1, 0.01, 0.001)]
+    records = [{"status": "diverged", "validation_score": None}, {"status": "ok", "validation_score": 0.2},
+               {"status": "ok", "validation_score": 0.3}]
+    assert tuning.halving_rung_trials(settings, 1, previous, records) == [tuning.Trial(0.001, 0.0, 3, 1)]
+    records[2]["status"] = records[1]["status"] = "diverged"
+    assert tuning.halving_rung_trials(settings, 1, previous, records) == []

@@ -23,12 +23,12 @@ class FakeTrainer:
     def __init__(self, experiment, runtime):
         pass
 
-    def train_and_score(self, hyperparameters, fit_split, score_split, name):
+    def train_and_score(self, hyperparameters, fit_split, score_split, name, train_steps):
         if hyperparameters["learning_rate"] in self.broken:
             raise OSError("bad data in shard 3")
         table = TEST if score_split == "test" else VALIDATION
-        return finetune.TrialOutcome("ok", table[hyperparameters["learning_rate"]], None,
-                                     {"images_per_second": 10.0, "replicas": 1})
+        return finetune.TrialOutcome("ok", table.get(hyperparameters["learning_rate"], 0.0), None,
+                                     {"images_per_second": 10.0, "replicas": 1, "steps": train_steps})
 
     def discard(self, name):
         pass
@@ -116,3 +116,34 @@ def test_a_trial_record_made_under_other_settings_is_not_done(tmp_path, fake_tra
     longer = [t for t in study.study_plan([(_experiment(tmp_path, train_steps=20), Runtime())], overwrite=True).tasks
               if t.kind == "trial"]
     assert os.path.exists(longer[0].record) and not any(plan.finished(t) for t in longer)
+
+
+def test_halving_rungs_are_slot_tasks_that_need_the_rung_before(tmp_path):
+    experiment = _experiment(tmp_path, search="halving", train_steps=27)
+    tasks = study.study_plan([(experiment, Runtime())]).tasks
+    *trials, conclude = tasks
+    rungs = [trials[:56], trials[56:74], trials[74:80], trials[80:]]
+    assert [len(rung) for rung in rungs] == [56, 18, 6, 2]
+    assert all(task.needs == () for task in rungs[0])
+    for before, rung in zip(rungs, rungs[1:]):
+        assert all(task.needs == tuple(t.key for t in before) for task in rung)
+    assert rungs[1][0].key == "finetune/digits/tiny/rung1/slot0"
+    assert [{task.steps for task in rung} for rung in rungs] == [{1}, {3}, {9}, {27}]
+    assert conclude.needs == tuple(t.key for t in trials) and conclude.steps == 27
+    assert rungs[0][0].record == results.trial_path(experiment, "lr0.0001_wd1e-06_rung0_steps1")
+
+
+def test_halving_through_the_executor_leaves_the_records_of_a_sequential_run(tmp_path, fake_training):
+    experiment = _experiment(tmp_path / "tasks", search="halving", train_steps=27)
+    summary = _run([experiment])
+    assert summary.complete() and summary.count("ran") == 56 + 18 + 6 + 2 + 1
+    sequential, trainer = _experiment(tmp_path / "sequential", search="halving", train_steps=27), FakeTrainer(None, None)
+    for rung in range(4):
+        for trial in finetune.rung_trials(sequential, rung, log=lambda line: None):
+            finetune.run_trial(sequential, trial, Runtime(), trainer, log=lambda line: None)
+    expected = finetune.conclude(sequential, Runtime(), trainer, log=lambda line: None)
+    record = results.read_json(results.record_path(experiment))
+    for field in ("status", "hyperparameters", "validation_score", "test_score", "total_train_steps"):
+        assert record[field] == expected[field]
+    assert record["total_train_steps"] == 56 * 1 + 18 * 3 + 6 * 9 + 2 * 27 + 27
+    assert _run([experiment]).count("skipped") == 56 + 18 + 6 + 2 + 1  # nothing left to do

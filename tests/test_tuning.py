@@ -111,3 +111,49 @@ def test_a_hyperparameter_tried_at_one_value_is_no_edge():
     assert len(messages) == 1 and "l2=1e+05 is the largest of its grid" in messages[0]
     tuning.mark_grid_edges(record, {}, log=messages.append)
     assert not record["at_grid_edge"] and len(messages) == 1
+
+
+@pytest.mark.parametrize("examples, bit_steps", [(2_400, 500), (19_999, 500), (20_000, 10_000),
+                                                 (499_999, 10_000), (1_281_167, 20_000)])
+def test_hyperrule_chooses_bits_schedule_by_training_set_size(examples, bit_steps):
+    # BiT-HyperRule (Kolesnikov et al. 2020, section 3.3): < 20k examples 500 steps, < 500k 10k,
+    # else 20k; learning rate 0.003 at batch 512, scaled with the batch; no weight decay.
+    at_paper_length = tuning.trials(TrainingSettings(search="hyperrule", train_steps=20_000), "finetune",
+                                    tuning.DataSize(batch_size=256, train_examples=examples))
+    assert at_paper_length == [tuning.Trial(0.0015, 0.0, train_steps=bit_steps)]
+    shortened = tuning.trials(TrainingSettings(search="hyperrule", train_steps=400), "finetune",
+                              tuning.DataSize(batch_size=512, train_examples=examples))
+    assert shortened == [tuning.Trial(0.003, 0.0, train_steps=bit_steps // 50)]
+
+
+def test_halving_budgets_and_rung_sizes():
+    settings = TrainingSettings(search="halving", train_steps=20_000)
+    assert (settings.halving_eta, settings.halving_min_steps) == (3, 741)
+    assert tuning.halving_budgets(settings) == [741, 2222, 6667, 20_000]
+    assert tuning.halving_rung_sizes(settings, "finetune") == [56, 18, 6, 2]
+    two = TrainingSettings(search="halving", train_steps=400, halving_eta=4, halving_min_steps=25)
+    assert tuning.halving_budgets(two) == [25, 100, 400] and tuning.halving_rung_sizes(two, "scratch") == [56, 14, 3]
+    first = tuning.trials(two, "scratch")
+    assert len(first) == 56 and {(t.train_steps, t.rung) for t in first} == {(25, 0)}
+    given = TrainingSettings(search="halving", train_steps=9, learning_rates=(0.1, 0.01), weight_decays=(0.0, 1e-4))
+    assert tuning.trials(given, "finetune") == [tuning.Trial(lr, wd, 1, 0) for lr in (0.1, 0.01) for wd in (0.0, 1e-4)]
+    assert tuning.halving_rung_sizes(given, "finetune") == [4, 1, 1]
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"search": "paper", "halving_eta": 3}, "halving_eta=3 is used only by search 'halving'"),
+    ({"search": "halving", "halving_eta": 1}, "halving_eta must be an integer >= 2, got 1"),
+    ({"search": "halving", "train_steps": 100, "halving_min_steps": 101},
+     r"halving_min_steps must be in \[1, train_steps=100\], got 101"),
+])
+def test_halving_settings_are_checked(values, message):
+    with pytest.raises(InvalidSettingError, match=message):
+        TrainingSettings(**values)
+
+
+def test_unused_halving_settings_stay_out_of_records():
+    from tfbench.settings import settings_from_dict, settings_to_dict
+
+    assert "halving_eta" not in settings_to_dict(TrainingSettings())
+    halving = TrainingSettings(search="halving", train_steps=90)
+    assert settings_from_dict("finetune", settings_to_dict(halving)) == halving

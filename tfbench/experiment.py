@@ -22,6 +22,8 @@ from tfbench.settings import (PRECISIONS, REGIMES, SETTINGS_TYPES, InvalidSettin
 LOCATIONS = ("output_dir", "data_dir", "cache_dir")
 # Names for people (a preset's name, a model's display name): recorded, never identity.
 LABELS = ("preset", "display_name")
+# Searches that are protocols of their own, named in a record's protocol (tfbench.tuning).
+NAMED_SEARCHES = ("halving", "hyperrule")
 Settings = Union[ProbeSettings, TrainingSettings]
 
 
@@ -112,7 +114,8 @@ def protocol_of(experiment: Experiment) -> Dict[str, Any]:
     """How the run's protocol relates to the paper's: {"name", "differences"}.
 
     "paper" when every setting that defines the protocol (the regime's settings, the batch size of a
-    trained regime, the native image size) is the paper's; otherwise the preset's name, or "custom",
+    trained regime, the native image size) is the paper's; otherwise the preset's name, the cheaper
+    protocol's ("halving", "hyperrule"), or "custom",
     with each differing setting as {"paper": ..., "run": ...}.
     """
     paper_settings = (TrainingSettings.paper(experiment.regime) if experiment.regime != "probe"
@@ -124,7 +127,9 @@ def protocol_of(experiment: Experiment) -> Dict[str, Any]:
         paper["batch_size"], run["batch_size"] = protocol.BATCH_SIZE, experiment.batch_size
     differences = {key: {"paper": paper[key], "run": run[key]} for key in sorted(paper)
                    if paper[key] != run[key]}
-    name = "paper" if not differences else experiment.preset or "custom"
+    search = getattr(experiment.settings, "search", None)
+    named = search if search in NAMED_SEARCHES else "custom"
+    name = "paper" if not differences else experiment.preset or named
     return {"name": name, "differences": differences}
 
 

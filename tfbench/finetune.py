@@ -21,13 +21,13 @@ import json
 import os
 import shutil
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 from absl import flags
 
 from tfbench import flags_common, files, protocol, results, runs, tuning
 from tfbench.experiment import Experiment
-from tfbench.settings import (BN_MOMENTUM_RULES, SEARCHES, InvalidSettingError, Runtime,
+from tfbench.settings import (BN_MOMENTUM_RULES, HALVING_ETA, SEARCHES, InvalidSettingError, Runtime,
                               TrainingSettings)
 
 FLAGS = flags.FLAGS
@@ -37,7 +37,17 @@ flags.DEFINE_enum(
     "Hyperparameter search: 'paper' = the paper's grid (fine-tune 7 learning rates x 8 weight "
     "decays incl. none; scratch 7 x 8), 'small' = a 3 x 2 laptop preset, 'grid' = every pair of "
     "--learning_rates x --weight_decays, 'none' = one trial with --learning_rate and "
-    "--weight_decay.")
+    "--weight_decay, 'halving' = successive halving over the paper's grid (--halving_eta, "
+    "--halving_min_steps), 'hyperrule' = BiT-HyperRule's one configuration, its length by the "
+    "training split's size (tfbench.hyperrule).")
+flags.DEFINE_integer(
+    "halving_eta", None,
+    f"Only with --search=halving: each rung keeps the best 1/eta of the one before and trains it "
+    f"eta times longer (default {HALVING_ETA}).", lower_bound=2)
+flags.DEFINE_integer(
+    "halving_min_steps", None,
+    "Only with --search=halving: the first rung's training steps (default train_steps / eta^3, "
+    "so four rungs); rungs train train_steps / eta^k steps for every k down to this.", lower_bound=1)
 flags.DEFINE_float("learning_rate", None, "Peak learning rate; only with --search=none.",
                    lower_bound=0.0)
 flags.DEFINE_float(
@@ -45,9 +55,10 @@ flags.DEFINE_float(
     "Weight decay, only with --search=none; the paper's convention: an L2 penalty of "
     "weight_decay / learning_rate on kernels only (0 = none).", lower_bound=0.0)
 flags.DEFINE_list("learning_rates", None,
-                  "Peak learning rates, comma-separated; only with --search=grid.")
+                  "Peak learning rates, comma-separated; only with --search=grid (or halving, "
+                  "to halve over them instead of the paper's grid).")
 flags.DEFINE_list("weight_decays", None,
-                  "Weight decays, comma-separated (0 = none); only with --search=grid.")
+                  "Weight decays, comma-separated (0 = none); only with --search=grid (or halving).")
 flags.DEFINE_integer(
     "train_steps", None,
     f"Training steps per trial and for the final retrain; default the paper's "
@@ -87,7 +98,8 @@ def settings_from_flags(regime: str) -> TrainingSettings:
         weight_decay=FLAGS.weight_decay,
         learning_rates=_floats("learning_rates"), weight_decays=_floats("weight_decays"),
         warmup_steps=FLAGS.warmup_steps, label_smoothing=FLAGS.label_smoothing,
-        dropout=FLAGS.dropout, bn_momentum=_bn_momentum(FLAGS.bn_momentum))
+        dropout=FLAGS.dropout, bn_momentum=_bn_momentum(FLAGS.bn_momentum),
+        halving_eta=FLAGS.halving_eta, halving_min_steps=FLAGS.halving_min_steps)
 
 
 def _bn_momentum(text: str):
@@ -132,8 +144,9 @@ class Trainer(Protocol):
     chief: bool
 
     def train_and_score(self, hyperparameters: Mapping[str, float], fit_split: str,
-                        score_split: str, name: str) -> TrialOutcome:
-        """Train on `fit_split`, score `score_split`; `name` is the trial's work folder name."""
+                        score_split: str, name: str, train_steps: int) -> TrialOutcome:
+        """Train on `fit_split` for `train_steps`, score `score_split`; `name` is the trial's work
+        folder name."""
 
     def discard(self, name: str) -> None:
         """Free what a finished trial no longer needs (its checkpoints)."""
@@ -169,14 +182,17 @@ class TrialTrainer:
     def work_dir(self, name: str) -> str:
         return os.path.join(self.log_dir(), name)
 
-    def config(self, hyperparameters: Mapping[str, float]):
+    def config(self, hyperparameters: Mapping[str, float], train_steps: int):
+        """The training of one trial; a budget shorter than train_steps (a halving rung) warms up
+        for the same fraction of its steps."""
         from tfbench import training
 
         settings = self.settings
         return training.TrainConfig(
             learning_rate=hyperparameters["learning_rate"], weight_decay=hyperparameters["weight_decay"],
-            train_steps=settings.train_steps, batch_size=self.experiment.batch_size,
-            warmup_steps=settings.warmup_steps, label_smoothing=settings.label_smoothing,
+            train_steps=train_steps, batch_size=self.experiment.batch_size,
+            warmup_steps=settings.warmup_steps * train_steps // settings.train_steps,
+            label_smoothing=settings.label_smoothing,
             multi_label=self.dataset_spec.multi_label)
 
     def build_model(self, bn_momentum: Optional[float]):
@@ -200,9 +216,7 @@ class TrialTrainer:
         return rule
 
     def examples(self, split: str) -> int:
-        data = self.experiment.load(split)
-        count = int(data.cardinality())
-        return count if count >= 0 else int(data.reduce(0, lambda total, _: total + 1))
+        return split_examples(self.experiment, split)
 
     def batches(self, split: str, training: bool):
         from tfbench import preprocessing
@@ -219,15 +233,15 @@ class TrialTrainer:
         labels, scores = training.predict(model, self.batches(split, training=False))
         return metrics.score(self.dataset_spec.metric, labels, scores), int(len(labels))
 
-    def hparams(self, hyperparameters: Mapping[str, float]) -> Dict[str, Any]:
+    def hparams(self, hyperparameters: Mapping[str, float], train_steps: int) -> Dict[str, Any]:
         """What TensorBoard's HParams dashboard groups trials by: enough to tell runs of a sweep apart."""
         experiment = self.experiment
         return {"regime": experiment.regime, "dataset": experiment.dataset, "model": experiment.model,
-                "search": self.settings.search, "train_steps": self.settings.train_steps,
+                "search": self.settings.search, "train_steps": train_steps,
                 "batch_size": experiment.batch_size, **hyperparameters}
 
     def train_and_score(self, hyperparameters: Mapping[str, float], fit_split: str, score_split: str,
-                        name: str) -> TrialOutcome:
+                        name: str, train_steps: int) -> TrialOutcome:
         """Train on `fit_split`, then score every example of `score_split` with the dataset's metric.
 
         While training on "train", the validation split is scored every
@@ -235,7 +249,7 @@ class TrialTrainer:
         """
         from tfbench import training
 
-        config = self.config(hyperparameters)
+        config = self.config(hyperparameters, train_steps)
         work_dir = self.work_dir(name)
         log_dir = os.path.join(work_dir, "tensorboard")
         checkpoint_dir = os.path.join(work_dir, "checkpoints")
@@ -243,7 +257,8 @@ class TrialTrainer:
         if self.chief:
             forget_stale_checkpoints(checkpoint_dir, {
                 "experiment": tuning.trial_identity(self.experiment.to_dict()),
-                "hyperparameters": dict(hyperparameters), "fit_split": fit_split})
+                "hyperparameters": dict(hyperparameters), "fit_split": fit_split,
+                "train_steps": train_steps})
         bn_momentum = self.bn_momentum(fit_split)
         evaluate = None
         if score_split == "val":
@@ -251,7 +266,7 @@ class TrialTrainer:
         model, result = training.train(
             lambda: self.build_model(bn_momentum), lambda start: self.batches(fit_split, training=True).skip(start), config,
             strategy=self.strategy, runtime=self.runtime, precision=self.precision,
-            checkpoint_dir=checkpoint_dir, log_dir=log_dir, hparams=self.hparams(hyperparameters),
+            checkpoint_dir=checkpoint_dir, log_dir=log_dir, hparams=self.hparams(hyperparameters, train_steps),
             evaluate=evaluate)
         details = {
             "fit_split": fit_split, "score_split": score_split, "train_steps": config.train_steps,
@@ -281,6 +296,13 @@ class TrialTrainer:
     def discard(self, name: str) -> None:
         if self.chief:
             shutil.rmtree(os.path.join(self.work_dir(name), "checkpoints"), ignore_errors=True)
+
+
+def split_examples(experiment: Experiment, split: str) -> int:
+    """How many examples the split holds (counted when the dataset does not say)."""
+    data = experiment.load(split)
+    count = int(data.cardinality())
+    return count if count >= 0 else int(data.reduce(0, lambda total, _: total + 1))
 
 
 def conventions(experiment: Experiment) -> Dict[str, str]:
@@ -336,8 +358,46 @@ class TrialsUnfinishedError(RuntimeError):
 
 
 def trials(experiment: Experiment) -> List[tuning.Trial]:
-    """The trials of the experiment's search, in grid order."""
-    return tuning.trials(experiment.settings, experiment.regime)
+    """The trials of the experiment's search, in grid order; for halving, its first rung's (the
+    others follow from records: `rungs`). Hyperrule reads the training split's size."""
+    settings = experiment.settings
+    examples = split_examples(experiment, "train") if settings.search == "hyperrule" else None
+    return tuning.trials(settings, experiment.regime, tuning.DataSize(experiment.batch_size, examples))
+
+
+def rung_count(experiment: Experiment) -> int:
+    """How many rungs the search trains one after the other (1 but for halving)."""
+    settings = experiment.settings
+    return len(tuning.halving_budgets(settings)) if settings.search == "halving" else 1
+
+
+def rung_trials(experiment: Experiment, rung: int,
+                log: Callable[[str], None] = print) -> List[tuning.Trial]:
+    """The trials of rung `rung`, chosen from the finished records of the rungs before it."""
+    return rungs(experiment, log, upto=rung)[rung][0]
+
+
+def rungs(experiment: Experiment, log: Callable[[str], None] = print,
+          upto: Optional[int] = None) -> List[Tuple[List[tuning.Trial], Optional[List[Dict[str, Any]]]]]:
+    """[(trials, finished records)] of every rung (or of rungs 0..`upto`, the last without
+    records), read from disk. TrialsUnfinishedError when a rung needed to go on has unfinished
+    trials."""
+    last = rung_count(experiment) - 1 if upto is None else upto
+    planned, out = trials(experiment), []
+    for rung in range(last + 1):
+        if rung > 0:
+            previous, previous_records = out[-1]
+            planned = tuning.halving_rung_trials(experiment.settings, rung, previous, previous_records)
+        if upto is not None and rung == upto:
+            return out + [(planned, None)]
+        records = [finished_trial(experiment, trial, log) for trial in planned]
+        missing = [trial.trial_id for trial, record in zip(planned, records) if record is None]
+        if missing:
+            raise TrialsUnfinishedError(
+                f"{len(missing)} of {len(planned)} trials of {experiment.run_dir()} have not finished "
+                f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); run them first")
+        out.append((planned, records))
+    return out
 
 
 def finished_trial(experiment: Experiment, trial: tuning.Trial,
@@ -367,11 +427,12 @@ def run_trial(experiment: Experiment, trial: tuning.Trial, runtime: Runtime,
     trainer = trainer or TrialTrainer(experiment, runtime)
     metric = _metric(experiment)
     started_at, started = results.now(), time.time()
-    outcome = trainer.train_and_score(trial.hyperparameters(), "train", "val", trial.trial_id)
+    steps = trial.train_steps or experiment.settings.train_steps
+    outcome = trainer.train_and_score(trial.hyperparameters(), "train", "val", trial.trial_id, steps)
     record = results.new_record(experiment, metric=metric, started_at=started_at)
     details = dict(outcome.details)
     record.update(trial_id=trial.trial_id, hyperparameters=trial.hyperparameters(),
-                  validation_score=outcome.score,
+                  train_steps=steps, rung=trial.rung, validation_score=outcome.score,
                   validation_curve=details.pop("validation_curve", []), training=details)
     record["timings"] = {"wall_seconds": time.time() - started, **details.get("timings", {})}
     results.finish(record, outcome.status, outcome.reason)
@@ -388,19 +449,17 @@ def conclude(experiment: Experiment, runtime: Runtime, trainer: Optional[Trainer
              log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Select on validation, retrain the choice on trainval, score test once: the run record.
 
-    `trial_records` default to the finished records on disk; every trial must have one. The record
-    lists every trial (hyperparameters, status, validation score), the choice, the test score and
-    timings; its status is "diverged" when every trial diverged (nothing to retrain) or the
-    retrain diverged.
+    `trial_records` default to the finished records on disk (of every rung, for halving); every
+    trial must have one. Only the last rung's trials compete (a score after a short budget does not
+    compete with one after the full budget), and the choice is retrained for its own budget. The
+    record lists every trial (hyperparameters, budget, rung, status, validation score), the choice,
+    the test score, the training steps spent and timings; its status is "diverged" when every trial
+    of the last rung diverged (nothing to retrain) or the retrain diverged.
     """
-    planned = trials(experiment)
     if trial_records is None:
-        trial_records = [finished_trial(experiment, trial, log) for trial in planned]
-        missing = [trial.trial_id for trial, record in zip(planned, trial_records) if record is None]
-        if missing:
-            raise TrialsUnfinishedError(
-                f"{len(missing)} of {len(planned)} trials of {experiment.run_dir()} have not finished "
-                f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); run them first")
+        trial_records = [record for _, records in rungs(experiment, log) for record in records]
+    last_rung = max((record.get("rung") or 0 for record in trial_records), default=0)
+    competing = [record for record in trial_records if (record.get("rung") or 0) == last_rung]
     metric = _metric(experiment)
     record = results.new_record(experiment, metric=metric, started_at=results.now())
     record["conventions"] = conventions(experiment)
@@ -409,9 +468,10 @@ def conclude(experiment: Experiment, runtime: Runtime, trainer: Optional[Trainer
     record["tensorboard_dir"] = os.path.join(experiment.run_dir(), results.TRIALS_DIR)
     record["trials"] = [_trial_summary(trial) for trial in trial_records]
     record["timings"]["search_seconds"] = sum(t["timings"].get("wall_seconds") or 0.0 for t in trial_records)
-    best = tuning.select(trial_records)
+    record["total_train_steps"] = _steps(trial_records)
+    best = tuning.select(competing)
     if best is None:
-        return results.finish(record, "diverged", f"all {len(planned)} trials diverged")
+        return results.finish(record, "diverged", f"all {len(competing)} trials diverged")
     record["hyperparameters"] = dict(best["hyperparameters"])
     record["validation_score"] = best["validation_score"]
     tuning.mark_grid_edges(record, tuning.grid_edges(
@@ -420,10 +480,10 @@ def conclude(experiment: Experiment, runtime: Runtime, trainer: Optional[Trainer
         "retraining on trainval, scoring test")
     started = time.time()
     trainer = trainer or TrialTrainer(experiment, runtime)
-    final = trainer.train_and_score(best["hyperparameters"], "trainval", "test", FINAL)
+    final = trainer.train_and_score(best["hyperparameters"], "trainval", "test", FINAL,
+                                    best.get("train_steps") or experiment.settings.train_steps)
     record["training"] = dict(final.details)
-    record["total_train_steps"] = (sum(trial["training"].get("steps") or 0 for trial in trial_records)
-                                   + final.details.get("steps", 0))
+    record["total_train_steps"] += final.details.get("steps", 0)
     record["timings"].update({f"final_{phase}": seconds
                               for phase, seconds in final.details.get("timings", {}).items()})
     record["timings"]["final_seconds"] = time.time() - started
@@ -434,27 +494,53 @@ def conclude(experiment: Experiment, runtime: Runtime, trainer: Optional[Trainer
     return results.finish(record, "ok")
 
 
+def rung_plan(experiment: Experiment, first: Sequence[tuning.Trial]) -> List[Tuple[int, int]]:
+    """(at most how many trials, steps each) of every rung, given the first rung's trials."""
+    settings = experiment.settings
+    if settings.search == "halving":
+        return list(zip(tuning.halving_rung_sizes(settings, experiment.regime),
+                        tuning.halving_budgets(settings)))
+    return [(len(first), (first[0].train_steps if first else None) or settings.train_steps)]
+
+
 def run(experiment: Experiment, runtime: Runtime, strategy=None) -> Dict[str, Any]:
-    """The whole protocol in this process: every trial, then `conclude`."""
+    """The whole protocol in this process: every trial, rung after rung, then `conclude`."""
     trainer = TrialTrainer(experiment, runtime, strategy=strategy)
     log = print if trainer.chief else (lambda message: None)
     planned = trials(experiment)
-    settings = experiment.settings
-    runs_of_steps = len(planned) + 1
-    log(f"plan: {len(planned)} trials + 1 retrain on trainval, {settings.train_steps:,} steps of "
-        f"{experiment.batch_size} each = {runs_of_steps * settings.train_steps:,} steps, "
-        f"{runs_of_steps * settings.train_steps * experiment.batch_size:,} images; precision "
-        f"{trainer.precision}, strategy {runtime.strategy} "
-        f"({trainer.strategy.num_replicas_in_sync} replicas)")
+    shape = rung_plan(experiment, planned)
+    steps = sum(count * each for count, each in shape) + shape[-1][1]
+    if len(shape) == 1:
+        trials_text = f"{shape[0][0]} trials + 1 retrain on trainval, {shape[0][1]:,} steps of {experiment.batch_size} each"
+    else:
+        trials_text = (f"rungs of {', '.join(f'{count} x {each:,}' for count, each in shape)} steps "
+                       f"+ 1 retrain on trainval of {shape[-1][1]:,}, batches of {experiment.batch_size}")
+    log(f"plan: {trials_text} = {'at most ' if len(shape) > 1 else ''}{steps:,} steps, "
+        f"{steps * experiment.batch_size:,} images; precision {trainer.precision}, strategy "
+        f"{runtime.strategy} ({trainer.strategy.num_replicas_in_sync} replicas)")
     log(f"TensorBoard: tensorboard --logdir {trainer.log_dir()}")
-    trial_records = []
-    for index, trial in enumerate(planned, 1):
-        trial_records.append(run_trial(experiment, trial, runtime, trainer,
-                                       log=lambda message, i=index: log(f"[{i}/{len(planned)}] {message}")))
-        if index < len(planned):
-            log(f"ETA {_eta(trial_records, len(planned) - index + 1)} for the "
-                f"{len(planned) - index} trials left and the retrain")
+    trial_records: List[Dict[str, Any]] = []
+    rung_records_before: List[Dict[str, Any]] = []
+    for rung in range(len(shape)):
+        rung_records = []
+        if rung > 0:
+            planned = tuning.halving_rung_trials(experiment.settings, rung, planned, rung_records_before)
+            log(f"rung {rung}: {len(planned)} trials at {shape[rung][1]:,} steps")
+        for index, trial in enumerate(planned, 1):
+            rung_records.append(run_trial(
+                experiment, trial, runtime, trainer,
+                log=lambda message, i=index, n=len(planned): log(f"[{i}/{n}] {message}")))
+            if index < len(planned):
+                log(f"ETA {_eta(rung_records, len(planned) - index)} for the "
+                    f"{len(planned) - index} trials left in this rung")
+        trial_records += rung_records
+        rung_records_before = rung_records
     return conclude(experiment, runtime, trainer, trial_records, log=log)
+
+
+def _steps(trial_records: Sequence[Mapping[str, Any]]) -> int:
+    """Training steps the trials took (a diverged one up to where it stopped)."""
+    return sum((record.get("training") or {}).get("steps") or 0 for record in trial_records)
 
 
 def _eta(trial_records: Sequence[Mapping[str, Any]], runs_left: int) -> str:
@@ -467,6 +553,8 @@ def _trial_summary(record: Mapping[str, Any]) -> Dict[str, Any]:
     return {
         "trial_id": record["trial_id"],
         "hyperparameters": record["hyperparameters"],
+        "train_steps": record.get("train_steps"),
+        "rung": record.get("rung"),
         "status": record["status"],
         "reason": record["reason"],
         "validation_score": record["validation_score"],

@@ -183,6 +183,7 @@ def table(records: Iterable[Mapping[str, Any]]) -> List[Dict[str, Any]]:
                 "status": record["status"],
                 "reason": record.get("reason"),
                 "hyperparameters": json.dumps(record.get("hyperparameters", {}), sort_keys=True),
+                "total_train_steps": record.get("total_train_steps"),  # every trial and the retrain
                 "wall_seconds": timings.get("wall_seconds"),
                 "images_per_second": timings.get("images_per_second"),
             }

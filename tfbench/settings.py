@@ -32,8 +32,14 @@ PROBE_INITS = ("imagenet", "random")
 # a number in [0, 1).
 BN_MOMENTUM_RULES = ("paper", "backbone")
 # tfbench.tuning implements them: the paper's grid, a 3 x 2 laptop grid, the cross product of given
-# values, one given configuration.
-SEARCHES = ("paper", "small", "grid", "none")
+# values, one given configuration, successive halving over the paper's grid, BiT-HyperRule's one
+# configuration (tfbench.hyperrule).
+SEARCHES = ("paper", "small", "grid", "none", "halving", "hyperrule")
+HALVING_ETA = 3  # keep the best third at each rung (Jamieson & Talwalkar 2016; Li et al. 2017)
+HALVING_DEFAULT_RUNGS = 4  # with eta 3: budgets train_steps / 27, / 9, / 3 and train_steps
+# Settings absent from records made before they existed: left out of a record while unused, so
+# that those runs keep their identity.
+OPTIONAL_SETTINGS = ("halving_eta", "halving_min_steps")
 
 
 class InvalidSettingError(ValueError):
@@ -67,8 +73,12 @@ class TrainingSettings:
 
     `search` picks the trials: "paper" (the paper's grid for the regime), "small" (a 3 x 2 laptop
     grid), "grid" (every pair of `learning_rates` x `weight_decays`), "none" (one trial with
-    `learning_rate` and `weight_decay`). Values that only another search uses are refused rather
-    than silently ignored. `weight_decay` follows the paper's convention
+    `learning_rate` and `weight_decay`), "halving" (successive halving over the paper's grid: every
+    configuration at `halving_min_steps`, the best 1/`halving_eta` on to `halving_eta` times the
+    budget, up to `train_steps`; defaults eta 3 and train_steps / 27; over `learning_rates` x
+    `weight_decays` instead when given), "hyperrule" (one
+    configuration by BiT-HyperRule, tfbench.hyperrule). Values that only another search uses are
+    refused rather than silently ignored. `weight_decay` follows the paper's convention
     (protocol.WEIGHT_DECAY_CONVENTION); 0 = none. `bn_momentum`: "paper" (the rule
     protocol.bn_momentum, from the training split's size and the batch size), "backbone" (each
     network's own), or a number.
@@ -84,6 +94,8 @@ class TrainingSettings:
     label_smoothing: float = 0.0
     dropout: float = 0.0
     bn_momentum: Union[str, float] = "paper"
+    halving_eta: Optional[int] = None
+    halving_min_steps: Optional[int] = None
 
     def __post_init__(self):
         object.__setattr__(self, "learning_rates", tuple(float(v) for v in self.learning_rates))
@@ -91,6 +103,7 @@ class TrainingSettings:
         _choice("search", self.search, SEARCHES)
         single = self.search == "none"
         given = self.search == "grid"
+        halving_over_given = self.search == "halving" and bool(self.learning_rates or self.weight_decays)
         for name in ("learning_rate", "weight_decay"):
             value = getattr(self, name)
             _check(single or value is None,
@@ -102,11 +115,11 @@ class TrainingSettings:
                    f"weight_decay={self.weight_decay})")
         for name in ("learning_rates", "weight_decays"):
             values = getattr(self, name)
-            _check(given or not values,
-                   f"{name}={','.join(map(str, values))} is used only by search 'grid' (search is "
-                   f"{self.search!r}); drop it, or use search 'grid'")
-            _check(not given or values,
-                   f"search 'grid' trains every pair of the given values: give both learning_rates "
+            _check(given or halving_over_given or not values,
+                   f"{name}={','.join(map(str, values))} is used only by search 'grid' or "
+                   f"'halving' (search is {self.search!r}); drop it, or use search 'grid'")
+            _check(not (given or halving_over_given) or values,
+                   f"search {self.search!r} over given values trains every pair: give both learning_rates "
                    f"and weight_decays (got learning_rates={list(self.learning_rates)}, "
                    f"weight_decays={list(self.weight_decays)})")
         rates = self.learning_rates + (() if self.learning_rate is None else (self.learning_rate,))
@@ -115,6 +128,7 @@ class TrainingSettings:
         _check(all(decay >= 0 for decay in decays),
                f"weight decays must be >= 0 (0 = none), got {list(decays)}")
         _check(self.train_steps >= 1, f"train_steps must be at least 1, got {self.train_steps}")
+        self._check_halving()
         _check(0 <= self.warmup_steps < self.train_steps,
                f"warmup_steps must be in [0, train_steps={self.train_steps}), got {self.warmup_steps}")
         _check(0 <= self.label_smoothing < 1,
@@ -127,6 +141,24 @@ class TrainingSettings:
                    f"bn_momentum must be in [0, 1) or one of {', '.join(BN_MOMENTUM_RULES)}, "
                    f"got {self.bn_momentum}")
 
+    def _check_halving(self) -> None:
+        """Refuse halving values for other searches; for halving, fill in and check the defaults."""
+        if self.search != "halving":
+            for name in OPTIONAL_SETTINGS:
+                _check(getattr(self, name) is None,
+                       f"{name}={getattr(self, name)} is used only by search 'halving' (search is "
+                       f"{self.search!r}); drop it, or use search 'halving'")
+            return
+        eta = HALVING_ETA if self.halving_eta is None else int(self.halving_eta)
+        _check(eta >= 2, f"halving_eta must be an integer >= 2, got {self.halving_eta}")
+        low = self.halving_min_steps
+        if low is None:
+            low = max(1, round(self.train_steps / eta ** (HALVING_DEFAULT_RUNGS - 1)))
+        _check(1 <= low <= self.train_steps,
+               f"halving_min_steps must be in [1, train_steps={self.train_steps}], got {low}")
+        object.__setattr__(self, "halving_eta", eta)
+        object.__setattr__(self, "halving_min_steps", int(low))
+
     @classmethod
     def paper(cls, regime: str) -> "TrainingSettings":
         """The paper's protocol for `regime` (its grid and schedule length)."""
@@ -138,8 +170,9 @@ SETTINGS_TYPES = {"probe": ProbeSettings, "finetune": TrainingSettings, "scratch
 
 
 def settings_to_dict(settings) -> Dict[str, Any]:
-    """Plain JSON data (tuples as lists), the form records store."""
-    return json_ready(dataclasses.asdict(settings))
+    """Plain JSON data (tuples as lists), the form records store; unused OPTIONAL_SETTINGS left out."""
+    return json_ready({name: value for name, value in dataclasses.asdict(settings).items()
+                       if not (name in OPTIONAL_SETTINGS and value is None)})
 
 
 def settings_from_dict(regime: str, config: Mapping[str, Any]):

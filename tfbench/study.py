@@ -4,7 +4,11 @@ Tasks follow the regime interface (docs/DESIGN.md, "The regime interface"): a fi
 run is one task per trial (`finetune.run_trial`: train on train, score val, write
 `<run dir>/trials/<trial id>.json`) and a conclude task that needs them all (`finetune.conclude`:
 select on validation, retrain on train+val, score test once, write the run record); a probe run is
-one task (`probe.run`). The records are the run's own files, so a study run by the local executor,
+one task (`probe.run`). Successive halving's later rungs are known only from the records of the
+rung before, so rung k > 0 is planned as slots: slot i of rung k needs every task of rung k-1,
+computes the rung's trials from their records and trains the i-th (a slot without a trial, when
+trials of the rung before diverged, has nothing to do); its own small record under
+`trials/rungs/` says which trial it trained. The records are the run's own files, so a study run by the local executor,
 on Ray, or in shards leaves the same records and the same answer. Task arguments are plain data
 (`Experiment.to_dict()`, the Runtime's fields, the trial's hyperparameters, the --models_file
 that names user models) so that a task can run in another process or on another machine.
@@ -15,13 +19,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-from typing import Any, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from tfbench import files, plan, results
 from tfbench.experiment import Experiment
 from tfbench.settings import Runtime
 
 TASKS = "tfbench.study"
+RUNG_SLOTS = "rungs"  # the folder, among a run's trials, of halving's slot records
 
 
 def _load(experiment: Mapping[str, Any], runtime: Mapping[str, Any],
@@ -49,15 +54,21 @@ def run_probe(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_
 
 
 def run_trial(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_file: Optional[str],
-              trial: Mapping[str, float]) -> None:
-    """A trial task. A trial that raises (bad data, out of memory) is recorded as failed, in its
-    own record and in the run's, as a run that raises is, and is tried again only by a rerun."""
-    from tfbench import finetune, runs, tuning
+              trial: Mapping[str, Any]) -> None:
+    """A trial task (`trial`: tuning.Trial's fields)."""
+    from tfbench import tuning
 
     run, run_runtime = _load(experiment, runtime, models_file)
-    trial = tuning.Trial(**trial)
+    _run_trial(run, run_runtime, tuning.Trial(**trial))
+
+
+def _run_trial(run: Experiment, run_runtime: Runtime, trial) -> Dict[str, Any]:
+    """Train one trial. A trial that raises (bad data, out of memory) is recorded as failed, in its
+    own record and in the run's, as a run that raises is, and is tried again only by a rerun."""
+    from tfbench import finetune, runs
+
     try:
-        finetune.run_trial(run, trial, run_runtime)
+        return finetune.run_trial(run, trial, run_runtime)
     except _user_errors():
         raise
     except Exception as error:
@@ -69,6 +80,44 @@ def run_trial(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_
         raise
 
 
+def run_rung_slot(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_file: Optional[str],
+                  rung: int, slot: int) -> None:
+    """Slot `slot` of halving rung `rung`: train the slot's trial of the rung (chosen from the
+    records of the rung before), then write the slot's record."""
+    from tfbench import finetune
+
+    run, run_runtime = _load(experiment, runtime, models_file)
+    planned = finetune.rung_trials(run, rung, log=_quiet)
+    slot_record = {"rung": rung, "slot": slot, "trial_id": None, "status": "ok",
+                   "reason": f"rung {rung} has {len(planned)} trials: nothing for this slot"}
+    if slot < len(planned):
+        trial_record = _run_trial(run, run_runtime, planned[slot])
+        slot_record.update(trial_id=planned[slot].trial_id, status=trial_record["status"],
+                           reason=trial_record["reason"])
+    files.write_json_atomic(slot_path(run, rung, slot), slot_record)
+
+
+def slot_finished(experiment: Mapping[str, Any], rung: int, slot: int) -> bool:
+    """Whether the slot's trial, chosen from the records of the rung before as they are now, has a
+    reusable record (or the slot has no trial)."""
+    from tfbench import finetune
+
+    run = Experiment.from_dict(experiment)
+    try:
+        planned = finetune.rung_trials(run, rung, log=_quiet)
+    except finetune.TrialsUnfinishedError:
+        return False
+    return slot >= len(planned) or finetune.finished_trial(run, planned[slot], log=_quiet) is not None
+
+
+def slot_path(experiment: Experiment, rung: int, slot: int) -> str:
+    return os.path.join(experiment.run_dir(), results.TRIALS_DIR, RUNG_SLOTS, f"rung{rung}_slot{slot}.json")
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
 def conclude(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_file: Optional[str]) -> None:
     """The conclude task: selection, retrain on train+val and test score, recorded as a run."""
     from tfbench import finetune, runs
@@ -77,7 +126,7 @@ def conclude(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_f
     runs.execute(run, finetune.conclude, run_runtime, user_errors=_user_errors())
 
 
-def trial_finished(experiment: Mapping[str, Any], trial: Mapping[str, float]) -> bool:
+def trial_finished(experiment: Mapping[str, Any], trial: Mapping[str, Any]) -> bool:
     """Whether the trial's record is reusable by this experiment (not one made under other settings)."""
     from tfbench import finetune, tuning
 
@@ -100,19 +149,33 @@ def experiment_tasks(experiment: Experiment, runtime: Runtime, models_file: Opti
                           record=results.record_path(experiment), run=key)]
     from tfbench import finetune
 
-    steps = experiment.settings.train_steps
-    cost = {"run": key, "steps": steps, "images": steps * experiment.batch_size}
-    tasks = []
-    for trial in finetune.trials(experiment):
-        hyperparameters = trial.hyperparameters()
-        tasks.append(plan.Task(
+    def cost(steps: int) -> Dict[str, Any]:
+        return {"run": key, "steps": steps, "images": steps * experiment.batch_size}
+
+    first = finetune.trials(experiment)
+    shape = finetune.rung_plan(experiment, first)
+    rung = []
+    for trial in first:
+        fields = trial.to_dict()
+        rung.append(plan.Task(
             key=f"{key}/{trial.trial_id}", kind="trial",
-            call=plan.Call(f"{TASKS}:run_trial", {**arguments, "trial": hyperparameters}),
+            call=plan.Call(f"{TASKS}:run_trial", {**arguments, "trial": fields}),
             record=results.trial_path(experiment, trial.trial_id),
-            done=plan.Call(f"{TASKS}:trial_finished", {"experiment": arguments["experiment"],
-                                                       "trial": hyperparameters}), **cost))
+            done=plan.Call(f"{TASKS}:trial_finished", {"experiment": arguments["experiment"], "trial": fields}),
+            **cost(trial.train_steps or experiment.settings.train_steps)))
+    tasks = list(rung)
+    for index, (count, steps) in enumerate(shape[1:], 1):
+        needs = tuple(task.key for task in rung)
+        rung = [plan.Task(
+            key=f"{key}/rung{index}/slot{slot}", kind="trial",
+            call=plan.Call(f"{TASKS}:run_rung_slot", {**arguments, "rung": index, "slot": slot}),
+            record=slot_path(experiment, index, slot), needs=needs,
+            done=plan.Call(f"{TASKS}:slot_finished", {"experiment": arguments["experiment"], "rung": index,
+                                                      "slot": slot}), **cost(steps)) for slot in range(count)]
+        tasks += rung
     tasks.append(plan.Task(key=key, kind="conclude", call=plan.Call(f"{TASKS}:conclude", arguments),
-                           record=results.record_path(experiment), needs=tuple(t.key for t in tasks), **cost))
+                           record=results.record_path(experiment), needs=tuple(t.key for t in tasks),
+                           **cost(shape[-1][1])))
     return tasks
 
 

@@ -8,6 +8,16 @@ which result wins.
 Trials are shared between searches: a trial's identity is the experiment without the settings that
 only choose the list of trials (`SEARCH_CHOICE_SETTINGS`), so a trial trained for the "small" grid
 is reused by the "paper" grid, which contains it.
+
+Successive halving ("halving") searches in rungs: rung 0 trains every configuration of the paper's
+grid at the smallest budget, rung k+1 the best 1/eta of rung k at eta times its budget, the last
+rung at train_steps; only the last rung's scores choose. A rung's trials are known only once the
+previous rung has finished, so `halving_rung_trials` computes them from its records. A trial that
+trains for a budget of its own carries it (`Trial.train_steps`) in its id: a 100-step trial is not
+a 1,000-step one. Each budget is a full cosine schedule of its own length from the pretrained
+weights, not a slice of a longer schedule, so a configuration is always scored after its learning
+rate has decayed to zero: a truncated cosine (the learning rate still high when scored) penalises
+large learning rates, which only pay off once annealed.
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-from tfbench import protocol
+from tfbench import hyperrule, protocol
 from tfbench.experiment import identity
 from tfbench.registry import Registry
 from tfbench.settings import SEARCHES, TRAINED_REGIMES, InvalidSettingError, TrainingSettings
@@ -25,7 +35,9 @@ SMALL_GRIDS = {
     "finetune": ((1e-3, 1e-2, 1e-1), (1e-5, 0.0)),
     "scratch": ((1e-2, 1e-1, 1.0), (1e-4, 1e-3)),
 }
-SEARCH_CHOICE_SETTINGS = ("search", "learning_rate", "weight_decay", "learning_rates", "weight_decays")
+# A halving trial's budget is in its id, so eta and the smallest budget only choose trials.
+SEARCH_CHOICE_SETTINGS = ("search", "learning_rate", "weight_decay", "learning_rates", "weight_decays",
+                          "halving_eta", "halving_min_steps")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,11 +46,20 @@ class Trial:
 
     learning_rate: float
     weight_decay: float
+    train_steps: Optional[int] = None  # its own budget; None = the settings' train_steps
+    rung: Optional[int] = None  # successive halving's rung
 
     @property
     def trial_id(self) -> str:
-        """A stable, file-safe name, e.g. "lr0.01_wd1e-05"."""
-        return f"lr{self.learning_rate:.4g}_wd{self.weight_decay:.4g}"
+        """A stable, file-safe name, e.g. "lr0.01_wd1e-05" or "lr0.01_wd1e-05_rung1_steps300"."""
+        name = f"lr{self.learning_rate:.4g}_wd{self.weight_decay:.4g}"
+        if self.rung is not None:
+            name += f"_rung{self.rung}"
+        return name if self.train_steps is None else name + f"_steps{self.train_steps}"
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain data: `Trial(**trial.to_dict())` is the same trial."""
+        return dataclasses.asdict(self)
 
     def hyperparameters(self) -> Dict[str, float]:
         return {"learning_rate": self.learning_rate, "weight_decay": self.weight_decay}
@@ -48,22 +69,82 @@ def _cross(learning_rates: Sequence[float], weight_decays: Sequence[float]) -> L
     return [Trial(float(lr), float(wd)) for lr in learning_rates for wd in weight_decays]
 
 
-SEARCH_TRIALS: Registry[Callable[[TrainingSettings, str], List[Trial]]] = Registry(
+def halving_budgets(settings: TrainingSettings) -> List[int]:
+    """Each rung's training steps, smallest first: train_steps / eta^k down to halving_min_steps."""
+    eta, full = settings.halving_eta, settings.train_steps
+    rungs = 1
+    while round(full / eta ** rungs) >= settings.halving_min_steps:
+        rungs += 1
+    return [max(1, round(full / eta ** k)) for k in reversed(range(rungs))]
+
+
+def _halving_grid(settings: TrainingSettings, regime: str) -> List[Trial]:
+    """What halving searches: the given values' grid if any, else the paper's."""
+    if settings.learning_rates:
+        return _cross(settings.learning_rates, settings.weight_decays)
+    return _cross(*protocol.PAPER_GRIDS[regime])
+
+
+def halving_rung_sizes(settings: TrainingSettings, regime: str) -> List[int]:
+    """How many trials each rung trains at most (fewer when trials of the rung before diverged)."""
+    sizes = [len(_halving_grid(settings, regime))]
+    for _ in halving_budgets(settings)[1:]:
+        sizes.append(max(1, sizes[-1] // settings.halving_eta))
+    return sizes
+
+
+def _halving_first_rung(settings: TrainingSettings, regime: str) -> List[Trial]:
+    budget = halving_budgets(settings)[0]
+    return [dataclasses.replace(trial, train_steps=budget, rung=0)
+            for trial in _halving_grid(settings, regime)]
+
+
+def halving_rung_trials(settings: TrainingSettings, rung: int, previous: Sequence[Trial],
+                        previous_records: Sequence[Mapping[str, Any]]) -> List[Trial]:
+    """Rung `rung`'s trials: the best 1/eta of the rung before (its trials and their records, in
+    the same order) by validation score, among those that finished "ok", in grid order; ties go to
+    the earlier trial."""
+    keep = max(1, len(previous) // settings.halving_eta)
+    ok = [i for i, record in enumerate(previous_records) if record["status"] == "ok"]
+    ranked = sorted(ok, key=lambda i: -previous_records[i]["validation_score"])
+    budget = halving_budgets(settings)[rung]
+    return [dataclasses.replace(previous[i], train_steps=budget, rung=rung) for i in sorted(ranked[:keep])]
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSize:
+    """What a search may need to know of the run besides its settings (hyperrule does)."""
+
+    batch_size: int = protocol.BATCH_SIZE
+    train_examples: Optional[int] = None
+
+
+def _hyperrule(settings: TrainingSettings, size: DataSize) -> List[Trial]:
+    if size.train_examples is None:
+        raise ValueError("search 'hyperrule' needs the training split's size")
+    return [Trial(hyperrule.learning_rate(size.batch_size), hyperrule.WEIGHT_DECAY,
+                  train_steps=hyperrule.train_steps(size.train_examples, settings.train_steps))]
+
+
+SEARCH_TRIALS: Registry[Callable[[TrainingSettings, str, DataSize], List[Trial]]] = Registry(
     "search", "valid: " + ", ".join(SEARCHES))
-SEARCH_TRIALS.register("paper", lambda settings, regime: _cross(*protocol.PAPER_GRIDS[regime]))
-SEARCH_TRIALS.register("small", lambda settings, regime: _cross(*SMALL_GRIDS[regime]))
+SEARCH_TRIALS.register("paper", lambda settings, regime, size: _cross(*protocol.PAPER_GRIDS[regime]))
+SEARCH_TRIALS.register("small", lambda settings, regime, size: _cross(*SMALL_GRIDS[regime]))
 SEARCH_TRIALS.register(
-    "grid", lambda settings, regime: _cross(settings.learning_rates, settings.weight_decays))
+    "grid", lambda settings, regime, size: _cross(settings.learning_rates, settings.weight_decays))
 SEARCH_TRIALS.register(
-    "none", lambda settings, regime: [Trial(settings.learning_rate, settings.weight_decay)])
+    "none", lambda settings, regime, size: [Trial(settings.learning_rate, settings.weight_decay)])
+SEARCH_TRIALS.register("halving", lambda settings, regime, size: _halving_first_rung(settings, regime))
+SEARCH_TRIALS.register("hyperrule", lambda settings, regime, size: _hyperrule(settings, size))
 
 
-def trials(settings: TrainingSettings, regime: str) -> List[Trial]:
-    """The trials of `settings.search` for regime "finetune" or "scratch", in grid order."""
+def trials(settings: TrainingSettings, regime: str, size: DataSize = DataSize()) -> List[Trial]:
+    """The trials of `settings.search` for regime "finetune" or "scratch", in grid order; for
+    "halving", its first rung's."""
     if regime not in TRAINED_REGIMES:
         raise InvalidSettingError(f"unknown regime {regime!r} for a training search; valid choices: "
                                   + ", ".join(TRAINED_REGIMES))
-    return SEARCH_TRIALS.get(settings.search)(settings, regime)
+    return SEARCH_TRIALS.get(settings.search)(settings, regime, size)
 
 
 def select(trial_records: Sequence[Mapping[str, Any]]) -> Optional[Mapping[str, Any]]:

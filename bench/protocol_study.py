@@ -1,0 +1,233 @@
+"""What the cheaper protocols cost in accuracy: the paper's grid vs successive halving vs BiT-HyperRule.
+
+    nice -n 19 python bench/protocol_study.py                       # the study: hours on 2 cores
+    python bench/protocol_study.py --models=efficientnet_lite0 --regimes=finetune \\
+        --learning_rates=0.01,0.1 --weight_decays=0,0.0001 --train_steps=9 \\
+        --output_dir=/tmp/protocol_check --results=/tmp/protocol_check/results     # an end-to-end check
+
+For every (regime, model) on --dataset, three runs of the same experiment that differ only in the
+search: "grid" (the paper's 7 x 8 grid, or --learning_rates x --weight_decays when given), "halving"
+(successive halving over the same grid, --halving_eta, --halving_min_steps) and "hyperrule" (one
+configuration, tfbench.hyperrule). Each protocol has its own output folder under --output_dir, and
+every run is an ordinary tfbench run: a killed study given the same command again skips the
+finished trials and runs and goes on. Cheapest protocols run first, so a partial study already
+compares hyperrule and halving with whatever grid runs have finished.
+
+Writes under --results: protocol_study.csv (one row per run: the choice, validation and test score,
+total training steps, the test gap to the grid's choice in points and the steps as a fraction of
+the grid's), protocol_study_agreement.csv (per regime and protocol, Spearman's rho between the
+models' test scores and the grid's), protocol_study.png (test score against training steps).
+
+Scale (the defaults): EfficientNet-Lite0/1/2 with ImageNet weights (fine-tune) or random
+initialisation (scratch), the 2,400-image training split of fashion_mnist_mini, 64 px crops,
+batch 32, 60 steps per full-budget trial, batch-norm momentum 0.9 (flags/mini_finetune.flags'
+scale). That is under one epoch per trial: it tells whether the cheaper protocols pick what the
+grid picks when every protocol is starved alike, not what they do at 20,000 steps of 256, where
+halving's smallest rung is 741 steps, not 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import sys
+from typing import Dict, List, Optional, Sequence
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tfbench import executors, files, results, study  # noqa: E402
+from tfbench.experiment import Experiment  # noqa: E402
+from tfbench.settings import Runtime, TrainingSettings  # noqa: E402
+
+PROTOCOLS = ("hyperrule", "halving", "grid")  # cheapest first
+COLUMNS = ("regime", "model", "protocol", "status", "learning_rate", "weight_decay", "train_steps",
+           "validation_score", "test_score", "total_train_steps", "test_gap_points", "steps_fraction")
+
+
+def settings(protocol: str, args) -> TrainingSettings:
+    common = {"train_steps": args.train_steps, "bn_momentum": args.bn_momentum}
+    given = {"learning_rates": tuple(args.learning_rates), "weight_decays": tuple(args.weight_decays)}
+    if protocol == "hyperrule":
+        return TrainingSettings(search="hyperrule", **common)
+    if protocol == "halving":
+        return TrainingSettings(search="halving", halving_eta=args.halving_eta,
+                                halving_min_steps=args.halving_min_steps,
+                                **(given if args.learning_rates else {}), **common)
+    if args.learning_rates:
+        return TrainingSettings(search="grid", **given, **common)
+    return TrainingSettings(search="paper", **common)
+
+
+def experiments(args) -> List[Experiment]:
+    return [Experiment(regime=regime, model=model, dataset=args.dataset,
+                       output_dir=os.path.join(args.output_dir, protocol), settings=settings(protocol, args),
+                       image_size=args.image_size, batch_size=args.batch_size, data_dir=args.data_dir)
+            for protocol in PROTOCOLS for regime in args.regimes for model in args.models]
+
+
+def protocol_name(experiment: Experiment) -> str:
+    return os.path.basename(experiment.output_dir)
+
+
+def rows(done: Sequence[Experiment]) -> List[Dict[str, object]]:
+    """One row per finished run, with its gap to the grid's run of the same (regime, model)."""
+    records = {}
+    for experiment in done:
+        record = results.read_json(results.record_path(experiment)) if os.path.exists(
+            results.record_path(experiment)) else None
+        if record is not None and record.get("status") in ("ok", "diverged"):
+            records[(experiment.regime, experiment.model, protocol_name(experiment))] = record
+    out = []
+    for (regime, model, protocol), record in records.items():
+        grid = records.get((regime, model, "grid"))
+        chosen = record.get("hyperparameters") or {}
+        test = record.get("test_score")
+        gap = fraction = None
+        if grid is not None and grid.get("test_score") is not None and test is not None:
+            gap = round(100 * (test - grid["test_score"]), 2)
+        if grid is not None and grid.get("total_train_steps"):
+            fraction = round(record["total_train_steps"] / grid["total_train_steps"], 4)
+        out.append({"regime": regime, "model": model, "protocol": protocol, "status": record["status"],
+                    "learning_rate": chosen.get("learning_rate"), "weight_decay": chosen.get("weight_decay"),
+                    "train_steps": (record.get("training") or {}).get("train_steps"),
+                    "validation_score": record.get("validation_score"), "test_score": test,
+                    "total_train_steps": record.get("total_train_steps"), "test_gap_points": gap,
+                    "steps_fraction": fraction})
+    order = {name: i for i, name in enumerate(PROTOCOLS)}
+    return sorted(out, key=lambda row: (row["regime"], row["model"], order[row["protocol"]]))
+
+
+def ranks(values: Sequence[float]) -> List[float]:
+    """Ranks from 1, ties sharing their mean rank (what Spearman's rho correlates)."""
+    ordered = sorted(range(len(values)), key=lambda i: values[i])
+    out = [0.0] * len(values)
+    start = 0
+    while start < len(ordered):
+        end = start
+        while end + 1 < len(ordered) and values[ordered[end + 1]] == values[ordered[start]]:
+            end += 1
+        for position in range(start, end + 1):
+            out[ordered[position]] = (start + end) / 2 + 1
+        start = end + 1
+    return out
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
+    """Pearson r of the ranks; None with fewer than 3 pairs or a constant side."""
+    if len(a) < 3:
+        return None
+    ra, rb = ranks(a), ranks(b)
+    mean_a, mean_b = sum(ra) / len(ra), sum(rb) / len(rb)
+    cov = sum((x - mean_a) * (y - mean_b) for x, y in zip(ra, rb))
+    var_a, var_b = sum((x - mean_a) ** 2 for x in ra), sum((y - mean_b) ** 2 for y in rb)
+    return None if not var_a or not var_b else round(cov / (var_a * var_b) ** 0.5, 4)
+
+
+def agreement(table: Sequence[Dict[str, object]]) -> List[Dict[str, object]]:
+    """Per (regime, protocol): Spearman's rho of the models' test scores against the grid's."""
+    out = []
+    for regime in sorted({row["regime"] for row in table}):
+        grid = {row["model"]: row["test_score"] for row in table
+                if row["regime"] == regime and row["protocol"] == "grid" and row["test_score"] is not None}
+        for protocol in PROTOCOLS[:-1]:
+            pairs = [(grid[row["model"]], row["test_score"]) for row in table
+                     if row["regime"] == regime and row["protocol"] == protocol
+                     and row["test_score"] is not None and row["model"] in grid]
+            out.append({"regime": regime, "protocol": protocol, "models": len(pairs),
+                        "spearman_rho": spearman([p[0] for p in pairs], [p[1] for p in pairs])})
+    return out
+
+
+def write_csv(path: str, table: Sequence[Dict[str, object]], columns: Sequence[str]) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(table)
+    files.write_bytes_atomic(path, text.getvalue().encode())
+
+
+def figure(path: str, table: Sequence[Dict[str, object]], title: str) -> None:
+    """Test score against total training steps, one panel per regime, a marker per protocol."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    regimes = sorted({row["regime"] for row in table})
+    models = sorted({row["model"] for row in table})
+    markers = {"grid": "s", "halving": "o", "hyperrule": "^"}
+    fig, axes = plt.subplots(1, max(1, len(regimes)), figsize=(5.5 * max(1, len(regimes)), 4.2), squeeze=False)
+    for axis, regime in zip(axes[0], regimes):
+        for color, model in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], models):
+            for protocol, marker in markers.items():
+                points = [(row["total_train_steps"], row["test_score"]) for row in table
+                          if (row["regime"], row["model"], row["protocol"]) == (regime, model, protocol)
+                          and row["test_score"] is not None]
+                if points:
+                    axis.scatter(*zip(*points), marker=marker, color=color, s=60,
+                                 label=f"{model} {protocol}")
+        axis.set_xscale("log")
+        axis.set_xlabel("total training steps (all trials + retrain)")
+        axis.set_ylabel("test score")
+        axis.set_title(regime)
+        axis.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    files.write_bytes_atomic(path, buffer.getvalue())
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", type=lambda text: text.split(","),
+                        default=["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+    parser.add_argument("--dataset", default="fashion_mnist_mini")
+    parser.add_argument("--regimes", type=lambda text: text.split(","), default=["finetune", "scratch"])
+    parser.add_argument("--train_steps", type=int, default=60)
+    parser.add_argument("--image_size", type=int, default=64)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--bn_momentum", type=float, default=0.9)
+    parser.add_argument("--halving_eta", type=int, default=3)
+    parser.add_argument("--halving_min_steps", type=int, default=None)
+    parser.add_argument("--learning_rates", type=lambda text: [float(v) for v in text.split(",")], default=[])
+    parser.add_argument("--weight_decays", type=lambda text: [float(v) for v in text.split(",")], default=[])
+    parser.add_argument("--checkpoint_every", type=int, default=30)
+    parser.add_argument("--data_dir", default=None)
+    parser.add_argument("--output_dir", default=os.path.join(ROOT, "runs", "protocol_study"))
+    parser.add_argument("--results", default=os.path.join(ROOT, "bench", "results"))
+    parser.add_argument("--report_only", action="store_true", help="Write the CSVs and figure from the "
+                        "runs finished so far, training nothing.")
+    args = parser.parse_args(argv)
+
+    planned = experiments(args)
+    if not args.report_only:
+        runtime = Runtime(checkpoint_every=args.checkpoint_every, verbose=False)
+        for protocol in PROTOCOLS:  # one plan each: task keys are relative to the output folder
+            study_plan = study.study_plan([(experiment, runtime) for experiment in planned
+                                           if protocol_name(experiment) == protocol])
+            with executors.LocalExecutor() as executor:
+                summary = executors.execute(study_plan, study_plan.tasks, executor, log=print)
+            print(f"{protocol}: {summary.count('ran')} tasks ran, {summary.count('skipped')} skipped, "
+                  f"{summary.count('failed')} failed", flush=True)
+    table = rows(planned)
+    grid = (f"{len(args.learning_rates)} lr x {len(args.weight_decays)} wd grid" if args.learning_rates
+            else "the paper's grid")
+    title = (f"{args.dataset}, {args.image_size} px, batch {args.batch_size}, {args.train_steps} steps at the "
+             f"full budget;\n{grid}; halving eta {args.halving_eta}")
+    write_csv(os.path.join(args.results, "protocol_study.csv"), table, COLUMNS)
+    write_csv(os.path.join(args.results, "protocol_study_agreement.csv"), agreement(table),
+              ("regime", "protocol", "models", "spearman_rho"))
+    if table:
+        figure(os.path.join(args.results, "protocol_study.png"), table, title)
+    for row in table:
+        print(",".join(str(row[column]) for column in COLUMNS))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
