@@ -257,7 +257,7 @@ def test_report_files_json_and_figure(written):
     with Image.open(os.path.join(report_dir, "figure1.png")) as image:
         width, height = image.size
     assert width > 2.5 * height  # three regime panels side by side
-    assert stdout.strip().splitlines()[-1] == report.summary_line(analysis, os.path.join(report_dir, "report.md"))
+    assert stdout.strip().splitlines()[-1] == report.report_summary_line(analysis, os.path.join(report_dir, "report.md"))
 
 
 def test_missing_or_empty_output_dir_is_an_input_error_and_writes_nothing(tmp_path):

@@ -133,4 +133,5 @@ def test_your_own_keras_model_enters_the_analysis_with_its_top1(tmp_path):
     assert record["experiment"]["display_name"] == "My Net"
     assert record["imagenet_top1"] == {"value": 0.701, "source": "our paper, table 2", "measured": False}
     report = json.loads((tmp_path / "runs" / "report" / "report.json").read_text())
-    assert "My Net" in json.dumps(report) or "my_net" in json.dumps(report)
+    used = report["imagenet_top1"]["my_net"]
+    assert (used["value"], used["kind"], used["label"]) == (0.701, "published", "My Net")

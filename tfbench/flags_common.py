@@ -168,7 +168,7 @@ def runtime_from_flags(**regime_knobs) -> Runtime:
     return Runtime(strategy=FLAGS.strategy, **regime_knobs)
 
 
-def summary_line(record: Mapping[str, Any], skipped: bool = False) -> str:
+def run_summary_line(record: Mapping[str, Any], skipped: bool = False) -> str:
     """The one line every binary ends with."""
     experiment = record["experiment"]
     timings = record.get("timings", {})
@@ -211,7 +211,7 @@ def main(regime: str, settings_from_flags: Callable[[], Any],
             fail(str(error))
         if not outcome.skipped:
             print(f"record: {results.record_path(experiment)}")
-        print(summary_line(outcome.record, skipped=outcome.skipped))
+        print(run_summary_line(outcome.record, skipped=outcome.skipped))
         if outcome.error is not None:
             print(outcome.record["traceback"], file=sys.stderr)
             print(f"error: {regime} run failed: {outcome.record['reason']} "

@@ -275,7 +275,7 @@ def summary_lines(analysis: Analysis) -> List[str]:
     return (compared + correlations if comparisons_lead(analysis) else correlations + compared) + not_drawn
 
 
-def summary_line(analysis: Analysis, report_path: str) -> str:
+def report_summary_line(analysis: Analysis, report_path: str) -> str:
     """The last line the binary prints: run counts, the lead findings, where the report is."""
     correlations = "r " + (" ".join(f"{slug}={g.correlation.compact()}" for slug, g in analysis.groups.items())
                            or "n/a (no ok runs)")
@@ -510,7 +510,7 @@ def report(output_dir: str, report_dir: Optional[str] = None,
                        protocol=protocol)
     paths = write_report(analysis, report_dir or os.path.join(output_dir, "report"))
     print_summary(analysis, file=file)
-    print(summary_line(analysis, paths[-1]), file=file)
+    print(report_summary_line(analysis, paths[-1]), file=file)
     return analysis, paths
 
 

@@ -131,7 +131,7 @@ def print_run_summary(task: plan.Task, outcome: executors.Outcome) -> None:
     """The line each regime binary ends with, for each run a task concluded (or found finished)."""
     record = plan.read_record(task.record)
     if task.kind != "trial" and record is not None and "experiment" in record:
-        print(f"  {flags_common.summary_line(record, skipped=outcome.status == 'skipped')}", flush=True)
+        print(f"  {flags_common.run_summary_line(record, skipped=outcome.status == 'skipped')}", flush=True)
 
 
 def make_executor():
