@@ -170,6 +170,8 @@ def test_a_keras_model_described_by_flags(tmp_path):
     keras.Model(images, features).save(tmp_path / "mine.keras")
     args = [f"--model={tmp_path / 'mine.keras'}", "--dataset=digits", "--l2_search=fast",
             f"--output_dir={tmp_path / 'runs'}", f"--cache_dir={tmp_path / 'cache'}"]
+    registered = _run("--model=tiny", *args[1:], "--imagenet_top1=0.75", "--top1_source=x")
+    assert registered.returncode == 2 and "'tiny' is a registered model" in _error_lines(registered.stderr)[0]
     missing_source = _run(*args, "--imagenet_top1=0.75")
     assert missing_source.returncode == 2 and "needs a top1_source" in _error_lines(missing_source.stderr)[0]
     completed = _run(*args, "--imagenet_top1=0.75", "--top1_source=our measurement",

@@ -131,6 +131,10 @@ def load_user_models(model: Optional[str] = None) -> None:
     if model is None:
         raise InvalidSettingError(
             f"--{next(iter(described))} describes one model; in a sweep, describe models in a --models_file")
+    if model in backbones.names():
+        raise InvalidSettingError(
+            f"--{next(iter(described))} describes a path or hub: model; {model!r} is a registered "
+            "model and has its own")
     for name in ("input_range", "input_mean", "input_std"):
         if name in described:
             described[name] = _numbers(name, described[name])
