@@ -212,11 +212,8 @@ class TrialTrainer:
         if rule == "backbone":
             return None
         if rule == "paper":
-            return protocol.bn_momentum(self.examples(fit_split), self.experiment.batch_size)
+            return protocol.bn_momentum(split_examples(self.experiment, fit_split), self.experiment.batch_size)
         return rule
-
-    def examples(self, split: str) -> int:
-        return split_examples(self.experiment, split)
 
     def batches(self, split: str, training: bool):
         from tfbench import preprocessing
