@@ -1,29 +1,34 @@
 """What the cheaper protocols cost in accuracy: the paper's grid vs successive halving vs BiT-HyperRule.
 
-    nice -n 19 python bench/protocol_study.py                       # the study: hours on 2 cores
-    python bench/protocol_study.py --models=efficientnet_lite0 --regimes=finetune \\
+    python bench/protocol_study.py --parallel=2                     # the study: about 2 hours on 2 cores
+    python bench/protocol_study.py --pairs=finetune:efficientnet_lite0 \\
         --learning_rates=0.01,0.1 --weight_decays=0,0.0001 --train_steps=9 \\
         --output_dir=/tmp/protocol_check --results=/tmp/protocol_check/results     # an end-to-end check
 
-For every (regime, model) on --dataset, three runs of the same experiment that differ only in the
-search: "grid" (the paper's 7 x 8 grid, or --learning_rates x --weight_decays when given), "halving"
-(successive halving over the same grid, --halving_eta, --halving_min_steps) and "hyperrule" (one
-configuration, tfbench.hyperrule). Each protocol has its own output folder under --output_dir, and
-every run is an ordinary tfbench run: a killed study given the same command again skips the
-finished trials and runs and goes on. Cheapest protocols run first, so a partial study already
-compares hyperrule and halving with whatever grid runs have finished.
+For every (regime, model) pair on --dataset, three runs of the same experiment that differ only in
+the search: "grid" (the paper's 7 x 8 grid, or --learning_rates x --weight_decays when given),
+"halving" (successive halving over the same grid, --halving_eta, --halving_min_steps) and
+"hyperrule" (one configuration, tfbench.hyperrule). Each protocol has its own output folder under
+--output_dir, and every run is an ordinary tfbench run: a killed study given the same command again
+skips the finished trials and runs and goes on. Pairs run one after the other, each pair's
+protocols cheapest first, so a study stopped early holds complete pairs. --parallel=N runs N trials
+at once on a local Ray cluster (a rung's trials are independent); on two cores two workers finish
+sooner than one, because building and tracing a model is one core's work.
 
 Writes under --results: protocol_study.csv (one row per run: the choice, validation and test score,
 total training steps, the test gap to the grid's choice in points and the steps as a fraction of
-the grid's), protocol_study_agreement.csv (per regime and protocol, Spearman's rho between the
-models' test scores and the grid's), protocol_study.png (test score against training steps).
+the grid's), protocol_study_agreement.csv (per regime and protocol, and over all pairs, Spearman's
+rho between the runs' test scores and the grid's), protocol_study.png (test score against training
+steps).
 
-Scale (the defaults): EfficientNet-Lite0/1/2 with ImageNet weights (fine-tune) or random
-initialisation (scratch), the 2,400-image training split of fashion_mnist_mini, 64 px crops,
-batch 32, 60 steps per full-budget trial, batch-norm momentum 0.9 (flags/mini_finetune.flags'
-scale). That is under one epoch per trial: it tells whether the cheaper protocols pick what the
-grid picks when every protocol is starved alike, not what they do at 20,000 steps of 256, where
-halving's smallest rung is 741 steps, not 2.
+Scale (the defaults, sized for two CPU cores): EfficientNet-Lite0/1/2 with ImageNet weights
+(fine-tune) or random initialisation (scratch), the 2,400-image training split of
+fashion_mnist_mini (600 validation, 1,000 test images), 32 px crops, batch 16, 120 steps per
+full-budget trial (0.8 epoch), batch-norm momentum 0.9. Halving with eta 4 from 8 steps trains
+rungs of 56 x 8, 14 x 30 and 3 x 120 steps. Hyperrule scales BiT's 500 steps (of 20,000) for a
+training set under 20k images to 3 steps. It tells whether the cheaper protocols pick what the grid
+picks when every protocol is starved alike, not what they do at 20,000 steps of 256 on full-size
+images.
 """
 
 from __future__ import annotations
@@ -62,10 +67,20 @@ def settings(protocol: str, args) -> TrainingSettings:
 
 
 def experiments(args) -> List[Experiment]:
+    """Pair by pair, each pair's protocols cheapest first."""
     return [Experiment(regime=regime, model=model, dataset=args.dataset,
                        output_dir=os.path.join(args.output_dir, protocol), settings=settings(protocol, args),
                        image_size=args.image_size, batch_size=args.batch_size, data_dir=args.data_dir)
-            for protocol in PROTOCOLS for regime in args.regimes for model in args.models]
+            for regime, model in args.pairs for protocol in PROTOCOLS]
+
+
+def parse_pairs(text: str) -> List[tuple]:
+    """"finetune:efficientnet_lite0,scratch:efficientnet_lite0" -> [(regime, model), ...]."""
+    pairs = [tuple(item.split(":", 1)) for item in text.split(",") if item]
+    bad = [item for item in pairs if len(item) != 2 or item[0] not in ("finetune", "scratch")]
+    if bad:
+        raise argparse.ArgumentTypeError(f"--pairs wants regime:model with regime finetune or scratch, got {bad}")
+    return pairs
 
 
 def protocol_name(experiment: Experiment) -> str:
@@ -127,16 +142,17 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
 
 
 def agreement(table: Sequence[Dict[str, object]]) -> List[Dict[str, object]]:
-    """Per (regime, protocol): Spearman's rho of the models' test scores against the grid's."""
+    """Spearman's rho of the runs' test scores against the grid's, per (regime, protocol) over the
+    models, and per protocol over every (regime, model) pair ("all")."""
+    grid = {(row["regime"], row["model"]): row["test_score"] for row in table
+            if row["protocol"] == "grid" and row["test_score"] is not None}
     out = []
-    for regime in sorted({row["regime"] for row in table}):
-        grid = {row["model"]: row["test_score"] for row in table
-                if row["regime"] == regime and row["protocol"] == "grid" and row["test_score"] is not None}
+    for regime in sorted({row["regime"] for row in table}) + ["all"]:
         for protocol in PROTOCOLS[:-1]:
-            pairs = [(grid[row["model"]], row["test_score"]) for row in table
-                     if row["regime"] == regime and row["protocol"] == protocol
-                     and row["test_score"] is not None and row["model"] in grid]
-            out.append({"regime": regime, "protocol": protocol, "models": len(pairs),
+            pairs = [(grid[(row["regime"], row["model"])], row["test_score"]) for row in table
+                     if regime in ("all", row["regime"]) and row["protocol"] == protocol
+                     and row["test_score"] is not None and (row["regime"], row["model"]) in grid]
+            out.append({"regime": regime, "protocol": protocol, "pairs": len(pairs),
                         "spearman_rho": spearman([p[0] for p in pairs], [p[1] for p in pairs])})
     return out
 
@@ -184,19 +200,21 @@ def figure(path: str, table: Sequence[Dict[str, object]], title: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", type=lambda text: text.split(","),
-                        default=["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+    parser.add_argument("--pairs", type=parse_pairs, default=parse_pairs(
+        "finetune:efficientnet_lite0,scratch:efficientnet_lite0,finetune:efficientnet_lite2,"
+        "finetune:efficientnet_lite1,scratch:efficientnet_lite2,scratch:efficientnet_lite1"),
+        help="regime:model pairs, run in this order.")
     parser.add_argument("--dataset", default="fashion_mnist_mini")
-    parser.add_argument("--regimes", type=lambda text: text.split(","), default=["finetune", "scratch"])
-    parser.add_argument("--train_steps", type=int, default=60)
-    parser.add_argument("--image_size", type=int, default=64)
-    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--train_steps", type=int, default=120)
+    parser.add_argument("--image_size", type=int, default=32)
+    parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--bn_momentum", type=float, default=0.9)
-    parser.add_argument("--halving_eta", type=int, default=3)
-    parser.add_argument("--halving_min_steps", type=int, default=None)
+    parser.add_argument("--halving_eta", type=int, default=4)
+    parser.add_argument("--halving_min_steps", type=int, default=8)
     parser.add_argument("--learning_rates", type=lambda text: [float(v) for v in text.split(",")], default=[])
     parser.add_argument("--weight_decays", type=lambda text: [float(v) for v in text.split(",")], default=[])
-    parser.add_argument("--checkpoint_every", type=int, default=30)
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="Trials at once: 1 runs them in this process, N > 1 on a local Ray cluster.")
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--output_dir", default=os.path.join(ROOT, "runs", "protocol_study"))
     parser.add_argument("--results", default=os.path.join(ROOT, "bench", "results"))
@@ -206,14 +224,15 @@ def main(argv=None) -> int:
 
     planned = experiments(args)
     if not args.report_only:
-        runtime = Runtime(checkpoint_every=args.checkpoint_every, verbose=False)
-        for protocol in PROTOCOLS:  # one plan each: task keys are relative to the output folder
-            study_plan = study.study_plan([(experiment, runtime) for experiment in planned
-                                           if protocol_name(experiment) == protocol])
-            with executors.LocalExecutor() as executor:
+        runtime = Runtime(eval_every=0, verbose=False)  # score a trial once, at its end
+        with (executors.LocalExecutor() if args.parallel == 1
+              else executors.RayExecutor(num_cpus=args.parallel)) as executor:
+            for experiment in planned:  # one plan each: task keys are relative to the output folder
+                study_plan = study.study_plan([(experiment, runtime)])
                 summary = executors.execute(study_plan, study_plan.tasks, executor, log=print)
-            print(f"{protocol}: {summary.count('ran')} tasks ran, {summary.count('skipped')} skipped, "
-                  f"{summary.count('failed')} failed", flush=True)
+                print(f"{experiment.regime} {experiment.model} {protocol_name(experiment)}: "
+                      f"{summary.count('ran')} tasks ran, {summary.count('skipped')} skipped, "
+                      f"{summary.count('failed')} failed", flush=True)
     table = rows(planned)
     grid = (f"{len(args.learning_rates)} lr x {len(args.weight_decays)} wd grid" if args.learning_rates
             else "the paper's grid")
@@ -221,7 +240,7 @@ def main(argv=None) -> int:
              f"full budget;\n{grid}; halving eta {args.halving_eta}")
     write_csv(os.path.join(args.results, "protocol_study.csv"), table, COLUMNS)
     write_csv(os.path.join(args.results, "protocol_study_agreement.csv"), agreement(table),
-              ("regime", "protocol", "models", "spearman_rho"))
+              ("regime", "protocol", "pairs", "spearman_rho"))
     if table:
         figure(os.path.join(args.results, "protocol_study.png"), table, title)
     for row in table:
