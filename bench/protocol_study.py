@@ -18,7 +18,9 @@ sooner than one, because building and tracing a model is one core's work.
 Writes under --results: protocol_study.csv (one row per run: the choice, validation and test score,
 total training steps, the test gap to the grid's choice in points and the steps as a fraction of
 the grid's), protocol_study_agreement.csv (per regime and protocol, and over all pairs, Spearman's
-rho between the runs' test scores and the grid's), protocol_study.png (test score against training
+rho between the runs' test scores and the grid's), protocol_study_rungs.csv (per halving rung: where
+the grid's choice ranked, and whether the rung promoted smaller learning rates than the grid ranks
+highest), protocol_study.png (test score against training
 steps).
 
 Scale (the defaults, sized for two CPU cores): EfficientNet-Lite0/1/2 with ImageNet weights
@@ -36,9 +38,10 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import math
 import os
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -50,6 +53,9 @@ from tfbench.settings import Runtime, TrainingSettings  # noqa: E402
 PROTOCOLS = ("hyperrule", "halving", "grid")  # cheapest first
 COLUMNS = ("regime", "model", "protocol", "status", "learning_rate", "weight_decay", "train_steps",
            "validation_score", "test_score", "total_train_steps", "test_gap_points", "steps_fraction")
+
+RUNG_COLUMNS = ("regime", "model", "rung", "train_steps", "configurations", "promoted", "grid_choice_rank",
+                "promoted_lr_geomean", "grid_top_lr_geomean")
 
 
 def settings(protocol: str, args) -> TrainingSettings:
@@ -87,14 +93,19 @@ def protocol_name(experiment: Experiment) -> str:
     return os.path.basename(experiment.output_dir)
 
 
-def rows(done: Sequence[Experiment]) -> List[Dict[str, object]]:
-    """One row per finished run, with its gap to the grid's run of the same (regime, model)."""
+def finished_records(planned: Sequence[Experiment]) -> Dict[tuple, Dict[str, object]]:
+    """{(regime, model, protocol): run record} of the finished runs."""
     records = {}
-    for experiment in done:
+    for experiment in planned:
         record = results.read_json(results.record_path(experiment)) if os.path.exists(
             results.record_path(experiment)) else None
         if record is not None and record.get("status") in ("ok", "diverged"):
             records[(experiment.regime, experiment.model, protocol_name(experiment))] = record
+    return records
+
+
+def rows(records: Mapping[tuple, Mapping[str, object]]) -> List[Dict[str, object]]:
+    """One row per finished run, with its gap to the grid's run of the same (regime, model)."""
     out = []
     for (regime, model, protocol), record in records.items():
         grid = records.get((regime, model, "grid"))
@@ -113,6 +124,50 @@ def rows(done: Sequence[Experiment]) -> List[Dict[str, object]]:
                     "steps_fraction": fraction})
     order = {name: i for i, name in enumerate(PROTOCOLS)}
     return sorted(out, key=lambda row: (row["regime"], row["model"], order[row["protocol"]]))
+
+
+def _config(trial: Mapping[str, object]) -> tuple:
+    return (trial["hyperparameters"]["learning_rate"], trial["hyperparameters"]["weight_decay"])
+
+
+def _geometric_mean(values: Sequence[float]) -> Optional[float]:
+    return round(math.exp(sum(math.log(v) for v in values) / len(values)), 6) if values else None
+
+
+def rung_rows(records: Mapping[tuple, Mapping[str, object]]) -> List[Dict[str, object]]:
+    """Does a short rung favour small learning rates? Per (regime, model) and halving rung: how the
+    grid's choice (at the full budget) ranked in the rung, and the geometric mean learning rate of
+    the configurations the rung promoted against that of the grid's best as many configurations at
+    the full budget. A rung biased towards small learning rates promotes smaller ones than the
+    grid ranks highest."""
+    out = []
+    for (regime, model, protocol), halving in sorted(records.items()):
+        grid = records.get((regime, model, "grid"))
+        if protocol != "halving" or grid is None or not grid.get("hyperparameters"):
+            continue
+        grid_choice = (grid["hyperparameters"]["learning_rate"], grid["hyperparameters"]["weight_decay"])
+        grid_ranked = sorted((t for t in grid["trials"] if t["status"] == "ok"),
+                             key=lambda t: -t["validation_score"])
+        trials = halving["trials"]
+        last = max(t.get("rung") or 0 for t in trials)
+        for rung in range(last + 1):
+            ranked = sorted((t for t in trials if (t.get("rung") or 0) == rung and t["status"] == "ok"),
+                            key=lambda t: -t["validation_score"])
+            promoted = {_config(t) for t in trials if (t.get("rung") or 0) == rung + 1}
+            if rung == last:  # the last rung "promotes" its choice to the retrain
+                promoted = {(halving["hyperparameters"]["learning_rate"],
+                             halving["hyperparameters"]["weight_decay"])}
+            position = [i + 1 for i, t in enumerate(ranked) if _config(t) == grid_choice]
+            out.append({
+                "regime": regime, "model": model, "rung": rung,
+                "train_steps": ranked[0].get("train_steps") if ranked else None,
+                "configurations": len(ranked), "promoted": len(promoted),
+                "grid_choice_rank": position[0] if position else None,
+                "promoted_lr_geomean": _geometric_mean([lr for lr, _ in promoted]),
+                "grid_top_lr_geomean": _geometric_mean(
+                    [_config(t)[0] for t in grid_ranked[:len(promoted)]]),
+            })
+    return out
 
 
 def ranks(values: Sequence[float]) -> List[float]:
@@ -201,8 +256,8 @@ def figure(path: str, table: Sequence[Dict[str, object]], title: str) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", type=parse_pairs, default=parse_pairs(
-        "finetune:efficientnet_lite0,scratch:efficientnet_lite0,finetune:efficientnet_lite2,"
-        "finetune:efficientnet_lite1,scratch:efficientnet_lite2,scratch:efficientnet_lite1"),
+        "finetune:efficientnet_lite0,scratch:efficientnet_lite0,finetune:efficientnet_lite1,"
+        "finetune:efficientnet_lite2,scratch:efficientnet_lite1,scratch:efficientnet_lite2"),
         help="regime:model pairs, run in this order.")
     parser.add_argument("--dataset", default="fashion_mnist_mini")
     parser.add_argument("--train_steps", type=int, default=120)
@@ -233,7 +288,8 @@ def main(argv=None) -> int:
                 print(f"{experiment.regime} {experiment.model} {protocol_name(experiment)}: "
                       f"{summary.count('ran')} tasks ran, {summary.count('skipped')} skipped, "
                       f"{summary.count('failed')} failed", flush=True)
-    table = rows(planned)
+    records = finished_records(planned)
+    table = rows(records)
     grid = (f"{len(args.learning_rates)} lr x {len(args.weight_decays)} wd grid" if args.learning_rates
             else "the paper's grid")
     title = (f"{args.dataset}, {args.image_size} px, batch {args.batch_size}, {args.train_steps} steps at the "
@@ -241,6 +297,7 @@ def main(argv=None) -> int:
     write_csv(os.path.join(args.results, "protocol_study.csv"), table, COLUMNS)
     write_csv(os.path.join(args.results, "protocol_study_agreement.csv"), agreement(table),
               ("regime", "protocol", "pairs", "spearman_rho"))
+    write_csv(os.path.join(args.results, "protocol_study_rungs.csv"), rung_rows(records), RUNG_COLUMNS)
     if table:
         figure(os.path.join(args.results, "protocol_study.png"), table, title)
     for row in table:
