@@ -306,7 +306,7 @@ FINISHED = "2026-01-01T00:00:00+00:00"
 
 def _write(root, regime, model, dataset, score, *, status="ok", reason=None, protocol="mini",
            settings=None, batch_size=32, image_size=64, seed=0, top1=None, display_name=None,
-           edges=None, metric="top1", finished_at=FINISHED):
+           edges=None, metric="top1", finished_at=FINISHED, total_train_steps=None):
     """A run record as the regimes write it, at <root>/<regime>/<dataset>/<model>/record.json."""
     experiment = {"regime": regime, "model": model, "dataset": dataset, "output_dir": root,
                   "settings": settings or {}, "seed": seed, "data_dir": None, "image_size": image_size,
@@ -319,6 +319,8 @@ def _write(root, regime, model, dataset, score, *, status="ok", reason=None, pro
               "grid_edges": edges or {}, "started_at": FINISHED, "finished_at": finished_at}
     if top1 is not None:
         record["imagenet_top1"] = top1
+    if total_train_steps is not None:
+        record["total_train_steps"] = total_train_steps
     folder = os.path.join(root, regime, path_component(dataset), path_component(model))
     files.write_json_atomic(os.path.join(folder, results.RECORD_FILE), record)
     return record
@@ -386,6 +388,16 @@ def test_two_protocols_yield_two_tables_and_two_correlations(two_protocols):
     line = next(line for line in stdout.splitlines() if "several protocols" in line)
     assert "settings.train_steps (finetune_mini: 60, finetune_paper: 20000)" in line
     assert "batch_size (finetune_mini: 32, finetune_paper: 256)" in line
+
+
+def test_the_protocol_table_states_each_protocols_training_steps(tmp_path):
+    for protocol, steps in (("grid", (6840, 7000)), ("halving", (1348, 1400))):
+        for model, total in zip(("resnet50", "mobilenet_v2"), steps):
+            _write(str(tmp_path / protocol), "finetune", model, "dtd", 0.5, protocol=protocol,
+                   settings={"search": protocol, "train_steps": 120}, total_train_steps=total)
+    analysis, _, _ = _report(tmp_path)
+    spent = {row["protocol"]: row["training steps"] for row in report.protocol_rows(analysis)}
+    assert spent == {"grid": "13,840 (2 runs)", "halving": "2,748 (2 runs)"}
 
 
 def test_protocol_flag_selects_by_name_or_id_and_rejects_others(two_protocols):

@@ -185,8 +185,14 @@ def protocol_rows(analysis: Analysis) -> List[Dict[str, str]]:
             return "none" if g.group.name == "paper" else "not stated"
         return "; ".join(f"{k}: {v.get('run')} (paper: {v.get('paper')})" for k, v in differences)
 
+    def training_steps(g: GroupAnalysis) -> str:
+        """What the protocol spent: every trial and retrain of its runs (the probe trains no steps)."""
+        steps = [r["total_train_steps"] for r in g.group.records if r.get("total_train_steps") is not None]
+        return f"{sum(steps):,} ({len(steps)} runs)" if steps else "-"
+
     return [{"group": slug, "protocol": g.group.name, "id": g.group.id, "regime": g.group.regime,
-             "runs": str(len(g.group.records)), "batch size": str(g.group.key.get("batch_size")),
+             "runs": str(len(g.group.records)), "training steps": training_steps(g),
+             "batch size": str(g.group.key.get("batch_size")),
              "image size": str(g.group.key.get("image_size") or "native"),
              "differs from the paper in": paper_differences(g)}
             for slug, g in analysis.groups.items()]
