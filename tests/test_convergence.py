@@ -95,7 +95,8 @@ def test_steps_to_90_and_95_percent_and_ratios_match_the_hand_computed_ones(tmp_
     section = markdown.split("## Convergence")[1].split("\n## ")[0]
     assert ("| b_net | dtd | 98.0 | 90.0 | <=100 | 400 | 4.00 | <=100 | 400 | 4.00 |") in section
     assert "| a_net | pets | 80.0 | 60.0 | 200 | 300 | 1.50 | 300 | 300 | 1.00 |" in section
-    assert "median over 3 (model, dataset) pairs" in section and "d_net on pets" in section
+    assert "median over 3 (model, dataset) pairs: 1.50 to 90%, 1.00 to 95%." in section
+    assert "d_net on pets" in section
     assert "![Convergence](convergence.png)" in section and "convergence.png" in names
     with open(tmp_path / "report" / "report.json") as handle:
         [entry] = json.load(handle)["convergence"]

@@ -110,10 +110,10 @@ class Convergence:
             return (f"Convergence ({sides}): not drawn: no (model, dataset) has a validation curve of at "
                     f"least {MIN_POINTS} points on both sides; missing: " + "; ".join(self.missing) + ".")
         counted = sum(r.ratio(FRACTIONS[0]) is not None for r in self.rows)
-        medians = "; ".join(f"to {100 * f:.0f}% of its final validation score {self.median_ratio(f):.2f}"
-                            for f in FRACTIONS)
-        return (f"Convergence ({sides}): steps from scratch / steps fine-tuned, median over {counted} "
-                f"(model, dataset) pair{'s' if counted > 1 else ''}: {medians}.")
+        medians = ", ".join(f"{self.median_ratio(f):.2f} to {100 * f:.0f}%" for f in FRACTIONS)
+        return (f"Convergence ({sides}): steps from scratch / steps fine-tuned to reach a fraction of the "
+                f"final validation score, median over {counted} (model, dataset) pair{'s' if counted > 1 else ''}: "
+                f"{medians}.")
 
 
 ConvergenceOutcome = Union[Convergence, NotDrawn]

@@ -492,6 +492,9 @@ def print_summary(analysis: Analysis, file: TextIO = sys.stdout) -> None:
     if analysis.failures:
         print("\n== runs not counted ==", file=file)
         results.print_table(failure_rows(analysis), file=file)
+    for outcome in convergence.converge(analysis.comparisons):
+        if isinstance(outcome, convergence.Convergence):
+            print(f"\n{outcome.sentence()}", file=file)
     print("\n== summary ==", file=file)
     for line in summary_lines(analysis):
         print(f"- {line}", file=file)
