@@ -8,7 +8,9 @@ scratch run record carries it (results.CHOSEN_CURVE): [step, validation score] e
 end of training.
 
 Runs are paired as the fine-tune vs scratch comparison pairs them (tfbench.comparisons: protocol
-groups of equal steps and batch size), here per (model, dataset, seed). Per curve:
+groups of equal steps and batch size), here per (model, dataset, seed). The paper's own scratch
+schedule is longer than its fine-tune one, so runs of flags/finetune.flags and flags/scratch.flags
+do not pair: a scratch run with the fine-tune steps does. Per curve:
   - the final score is the curve's last point: the chosen trial's validation score at the end of
     training (not the best point: a curve that peaks and falls back has not converged there);
   - the steps to 90% / 95% are the first logged step whose score is at least that fraction of the
@@ -108,7 +110,8 @@ class Convergence:
         sides = f"{self.comparison.first.group.slug} vs {self.comparison.second.group.slug}"
         if not self.drawn():
             return (f"Convergence ({sides}): not drawn: no (model, dataset) has a validation curve of at "
-                    f"least {MIN_POINTS} points on both sides; missing: " + "; ".join(self.missing) + ".")
+                    f"least {MIN_POINTS} points on both sides; missing: "
+                    + ("; ".join(self.missing) or "an ok run on either side") + ".")
         counted = sum(r.ratio(FRACTIONS[0]) is not None for r in self.rows)
         medians = ", ".join(f"{self.median_ratio(f):.2f} to {100 * f:.0f}%" for f in FRACTIONS)
         return (f"Convergence ({sides}): steps from scratch / steps fine-tuned to reach a fraction of the "
