@@ -35,7 +35,10 @@ class FakeTrainer:
         if lr in self.diverge:
             return finetune.TrialOutcome("diverged", None, "non-finite training loss at step 3", {})
         table = self.test if score_split == "test" else self.validation
-        return finetune.TrialOutcome("ok", table[lr], None, {"images_per_second": 10.0, "steps": train_steps})
+        details = {"images_per_second": 10.0, "steps": train_steps}
+        if score_split == "val":  # halfway and at the end, as training logs it
+            details["validation_curve"] = [[train_steps // 2, table[lr] / 2], [train_steps, table[lr]]]
+        return finetune.TrialOutcome("ok", table[lr], None, details)
 
     def discard(self, name):
         self.discarded.append(name)
@@ -68,6 +71,7 @@ def test_protocol_selects_on_validation_and_reads_test_once_at_the_end(tmp_path)
     assert trainer.calls[-1][2] == "final"
     assert record["hyperparameters"] == {"learning_rate": 1e-2, "weight_decay": 0.0}
     assert record["validation_score"] == 0.8 and record["test_score"] == 0.5
+    assert record[results.CHOSEN_CURVE] == [[5, 0.4], [10, 0.8]]  # the chosen trial's, for the report
     assert record["status"] == "ok"
     statuses = {t["trial_id"]: (t["status"], t["validation_score"]) for t in record["trials"]}
     assert statuses["lr1e+04_wd0"] == ("diverged", None)

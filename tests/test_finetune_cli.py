@@ -51,6 +51,7 @@ def test_search_with_a_diverging_trial_reads_test_only_for_the_final_score(tmp_p
     chosen = results.read_json(results.trial_path(experiment, "lr0.1_wd0"))
     assert [step for step, _ in chosen["validation_curve"]] == [30, 60]  # every checkpoint, and the end
     assert chosen["validation_curve"][-1][1] == chosen["validation_score"]
+    assert record[results.CHOSEN_CURVE] == chosen["validation_curve"]  # the run record carries it
 
     # Selection reads only train and val; test is loaded once, after the retrain on trainval.
     assert loaded.count("test") == 1 and loaded[-1] == "test" and loaded[-2] == "trainval"

@@ -74,6 +74,9 @@ def test_smoke_preset_runs_end_to_end_then_is_skipped(tmp_path):
         assert record["status"] == "ok" and record["test_score"] > 0.25, record["experiment"]["regime"]
         assert record["trials"], "every regime records its hyperparameter trials"
     assert os.path.exists(f"{tmp_path}/runs/report/report.md")
+    trained = [r for r in records if r["experiment"]["regime"] != "probe"]
+    assert all(len(r[results.CHOSEN_CURVE]) == 5 for r in trained)  # --eval_every=30 of 150 steps
+    assert os.path.exists(f"{tmp_path}/runs/report/convergence.png")  # the convergence figure is drawn
     second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0 and "0 ran, 5 skipped" in second.stdout.splitlines()[-1]
 

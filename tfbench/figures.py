@@ -4,22 +4,28 @@ Figure 1 follows the paper's: per protocol group, ImageNet top-1 (%) against mea
 transfer accuracy, one point per model, labelled with its display name, and a least-squares line.
 A comparison figure puts each (model, dataset) pair's two scores against each other, with the
 diagonal: points above it are pairs where the side the paper found better won.
+The convergence figure follows the paper's Figure 8: validation score against training steps,
+fine-tuned (solid) and from scratch (dashed), one panel per dataset, one colour per network.
 """
 
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from tfbench.analysis import GroupAnalysis
 from tfbench.comparisons import Comparison
+from tfbench.convergence import SIDE_NAMES, Convergence
 
 PANEL_INCHES = (5.6, 5.0)
 COMPARISON_INCHES = (4.2, 4.0)
+CONVERGENCE_INCHES = (4.2, 3.4)  # per panel
+CONVERGENCE_COLUMNS = 4  # panels per row; one panel per dataset
 MAX_LABELLED_PAIRS = 12  # beyond this, labels would hide the points; the tables name every pair
 DPI = 150
 
@@ -84,6 +90,39 @@ def comparison_figure(comparison: Comparison) -> Figure:
     if len(comparison.pairs) <= MAX_LABELLED_PAIRS:
         labels = {m.model: m.label for side in (comparison.first, comparison.second) for m in side.models}
         _label_points(axes, [f"{labels.get(p.model, p.model)} / {p.dataset}" for p in comparison.pairs], x, y)
+    return figure
+
+
+def convergence_figure(outcome: Convergence, labels: Mapping[str, str]) -> Figure:
+    """One panel per dataset: each row's two validation curves (%) against steps, fine-tuned solid
+    with circles, from scratch dashed with squares, one colour per network (seeds share it)."""
+    datasets = sorted({r.dataset for r in outcome.rows})
+    models = sorted({r.model for r in outcome.rows})
+    columns = min(len(datasets), CONVERGENCE_COLUMNS) or 1
+    panel_rows = -(-len(datasets) // columns) or 1
+    figure = Figure(figsize=(CONVERGENCE_INCHES[0] * columns, CONVERGENCE_INCHES[1] * panel_rows), dpi=DPI,
+                    layout="constrained")
+    FigureCanvasAgg(figure)
+    colours = {model: f"C{index % 10}" for index, model in enumerate(models)}
+    styles = {"finetune": ("-", "o"), "scratch": ("--", "s")}
+    for index, dataset in enumerate(datasets):
+        axes = figure.add_subplot(panel_rows, columns, index + 1)
+        for row in (r for r in outcome.rows if r.dataset == dataset):
+            for side, curve in (("finetune", row.finetune), ("scratch", row.scratch)):
+                steps, scores = zip(*curve.points)
+                axes.plot(steps, [100.0 * s for s in scores], linestyle=styles[side][0], marker=styles[side][1],
+                          markersize=3, color=colours[row.model])
+        axes.set_title(dataset, fontsize=9)
+        axes.set_xlabel("training steps")
+        axes.set_ylabel("validation score (%)")
+        axes.grid(True, alpha=0.3)
+    # One legend for every panel: a colour per network, a line style per regime.
+    handles = [Line2D([], [], color=colour, label=labels.get(model, model)) for model, colour in colours.items()]
+    handles += [Line2D([], [], color="black", linestyle=styles[side][0], marker=styles[side][1], markersize=3,
+                       label=SIDE_NAMES[side]) for side in styles]
+    figure.legend(handles=handles, loc="outside right upper", fontsize=7)
+    figure.suptitle(f"Convergence, {outcome.comparison.first.group.slug} vs "
+                    f"{outcome.comparison.second.group.slug}", fontsize=9)
     return figure
 
 

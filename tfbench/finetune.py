@@ -449,9 +449,10 @@ def conclude(experiment: Experiment, runtime: Runtime, trainer: Optional[Trainer
     `trial_records` default to the finished records on disk (of every rung, for halving); every
     trial must have one. Only the last rung's trials compete (a score after a short budget does not
     compete with one after the full budget), and the choice is retrained for its own budget. The
-    record lists every trial (hyperparameters, budget, rung, status, validation score), the choice,
-    the test score, the training steps spent and timings; its status is "diverged" when every trial
-    of the last rung diverged (nothing to retrain) or the retrain diverged.
+    record lists every trial (hyperparameters, budget, rung, status, validation score), the choice
+    and its validation curve (results.CHOSEN_CURVE, for tfbench.convergence), the test score, the
+    training steps spent and timings; its status is "diverged" when every trial of the last rung
+    diverged (nothing to retrain) or the retrain diverged.
     """
     if trial_records is None:
         trial_records = [record for _, records in rungs(experiment, log) for record in records]
@@ -471,6 +472,7 @@ def conclude(experiment: Experiment, runtime: Runtime, trainer: Optional[Trainer
         return results.finish(record, "diverged", f"all {len(competing)} trials diverged")
     record["hyperparameters"] = dict(best["hyperparameters"])
     record["validation_score"] = best["validation_score"]
+    record[results.CHOSEN_CURVE] = best.get("validation_curve") or []
     tuning.mark_grid_edges(record, tuning.grid_edges(
         record["hyperparameters"], [trial["hyperparameters"] for trial in trial_records]), log)
     log(f"chosen on validation: {best['trial_id']} ({metric}={_format(best['validation_score'])}); "

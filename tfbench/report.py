@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
-from tfbench import files, results
+from tfbench import convergence, files, results
 from tfbench.analysis import (GroupAnalysis, ImageNetTop1, ScoreTable, analyze_group, display_names,
                               imagenet_top1_of_models)
 from tfbench.comparisons import Comparison, NotDrawn, Outcome, compare
@@ -313,6 +313,35 @@ def comparison_files(analysis: Analysis) -> Dict[str, Comparison]:
     return files_by_name
 
 
+def convergence_files(outcomes: Sequence[convergence.ConvergenceOutcome]) -> Dict[str, convergence.Convergence]:
+    """The convergence figure of each fine-tune vs scratch pair with curves to draw:
+    convergence.png when there is one."""
+    drawable = [o for o in outcomes if isinstance(o, convergence.Convergence) and o.drawn()]
+    return {("convergence.png" if len(drawable) == 1 else
+             f"convergence_{o.comparison.first.group.slug}_{o.comparison.second.group.slug}.png"): o
+            for o in drawable}
+
+
+def _convergence_markdown(analysis: Analysis) -> List[str]:
+    """The paper's Figure 8 (tfbench.convergence): a table and a figure per pair, else one line."""
+    outcomes = convergence.converge(analysis.comparisons)
+    figure_names = {id(o): name for name, o in convergence_files(outcomes).items()}
+    parts = ["## Convergence: fine-tuned vs from scratch (the paper's Figure 8)\n",
+             "The paper (Figure 8): networks fine-tuned from ImageNet converge faster than the same "
+             "networks trained from scratch.\n"]
+    for outcome in outcomes:
+        if isinstance(outcome, NotDrawn):
+            parts.append(f"Not drawn: {outcome.reason}.\n")
+            continue
+        parts.append(outcome.sentence() + "\n")
+        if id(outcome) in figure_names:
+            parts += [markdown_table(convergence.table_rows(outcome, analysis.labels)), convergence.METHOD + "\n"]
+            if outcome.missing:
+                parts.append("Missing (not counted): " + "; ".join(outcome.missing) + ".\n")
+            parts.append(f"![Convergence]({figure_names[id(outcome)]})\n")
+    return parts
+
+
 METHOD_NOTE = (
     "Each test score p (the dataset's metric, a fraction) becomes log odds ln(p / (1 - p)), with p "
     f"clipped to [{LOGIT_EPS:g}, 1 - {LOGIT_EPS:g}]. Runs are grouped by protocol (every setting but "
@@ -367,6 +396,7 @@ def report_markdown(analysis: Analysis) -> str:
         markdown_table(protocol_rows(analysis)),
         *[f"- {line}" for line in differing_lines(analysis)], "",
         *(comparisons + correlations if comparisons_lead(analysis) else correlations + comparisons),
+        *_convergence_markdown(analysis),
         "## ImageNet top-1 used\n",
         markdown_table(top1_rows(analysis)),
     ]
@@ -439,6 +469,7 @@ def analysis_json(analysis: Analysis) -> Dict[str, Any]:
                                for regime, settings in analysis.differing.items()},
         "groups": groups,
         "comparisons": comparisons,
+        "convergence": [convergence.to_json(o) for o in convergence.converge(analysis.comparisons)],
     }
 
 
@@ -467,6 +498,9 @@ def print_summary(analysis: Analysis, file: TextIO = sys.stdout) -> None:
     if analysis.failures:
         print("\n== runs not counted ==", file=file)
         results.print_table(failure_rows(analysis), file=file)
+    for outcome in convergence.converge(analysis.comparisons):
+        if isinstance(outcome, convergence.Convergence):
+            print(f"\n{outcome.sentence()}", file=file)
     print("\n== summary ==", file=file)
     for line in summary_lines(analysis):
         print(f"- {line}", file=file)
@@ -480,6 +514,8 @@ def write_report(analysis: Analysis, report_dir: str) -> List[str]:
                 for name, groups in figure1_files(analysis).items()}
     contents.update({name: figures.png(figures.comparison_figure(comparison))
                      for name, comparison in comparison_files(analysis).items()})
+    contents.update({name: figures.png(figures.convergence_figure(outcome, analysis.labels))
+                     for name, outcome in convergence_files(convergence.converge(analysis.comparisons)).items()})
     for slug, group in analysis.groups.items():
         contents[f"scores_{slug}.md"] = (
             f"# Test scores (%), {group.title()}\n\n" + markdown_table(score_rows(group.table, analysis.labels))

@@ -27,6 +27,9 @@ SCHEMA_VERSION = 2  # 2: typed settings, protocol, imagenet_top1, grid edges
 STATUSES = ("ok", "diverged", "failed")
 RECORD_FILE = "record.json"
 TRIALS_DIR = "trials"
+# A fine-tune or scratch run record's validation curve of its chosen trial: [[step, score], ...]
+# while training on train, the last point at the end (records written before it lack the field).
+CHOSEN_CURVE = "chosen_validation_curve"
 
 
 class RunConflictError(RuntimeError):
