@@ -9,7 +9,7 @@ diagonal: points above it are pairs where the side the paper found better won.
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -17,9 +17,13 @@ from matplotlib.figure import Figure
 
 from tfbench.analysis import GroupAnalysis
 from tfbench.comparisons import Comparison
+from tfbench.finetune_vs_scratch import PerDataset
+from tfbench.size_split import SIZE_GROUPS, SizeSplit
 
 PANEL_INCHES = (5.6, 5.0)
 COMPARISON_INCHES = (4.2, 4.0)
+PER_DATASET_INCHES = (3.6, 3.2)
+PER_DATASET_COLUMNS = 4  # the paper's 12 datasets in 3 rows
 MAX_LABELLED_PAIRS = 12  # beyond this, labels would hide the points; the tables name every pair
 DPI = 150
 
@@ -30,15 +34,20 @@ def png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def figure1(groups: Sequence[GroupAnalysis]) -> Figure:
+def figure1(groups: Sequence[GroupAnalysis], titles: Optional[Sequence[str]] = None,
+            columns: Optional[int] = None) -> Figure:
     """One panel per group: ImageNet top-1 (%) against mean log-odds transfer accuracy of the
-    models in its r (scatter), with the least-squares line when the top-1 values spread."""
-    figure = Figure(figsize=(PANEL_INCHES[0] * max(len(groups), 1), PANEL_INCHES[1]), dpi=DPI,
+    models in its r (scatter), with the least-squares line when the top-1 values spread.
+    `titles` replace the panels' own (group, r, the paper's r); `columns` wraps the panels into
+    rows (default: one row)."""
+    columns = columns or max(len(groups), 1)
+    rows = max(-(-len(groups) // columns), 1)
+    figure = Figure(figsize=(PANEL_INCHES[0] * columns, PANEL_INCHES[1] * rows), dpi=DPI,
                     layout="constrained")
     FigureCanvasAgg(figure)
     points = []
     for index, group in enumerate(groups):
-        axes = figure.add_subplot(1, len(groups), index + 1)
+        axes = figure.add_subplot(rows, columns, index + 1)
         included = group.included()
         x = np.array([100.0 * m.imagenet_top1 for m in included])
         y = np.array([m.mean_log_odds for m in included])
@@ -48,7 +57,8 @@ def figure1(groups: Sequence[GroupAnalysis]) -> Figure:
             line_x = np.array([x.min(), x.max()])
             axes.plot(line_x, slope * line_x + intercept, color="tab:gray", linewidth=1.2, zorder=2)
         axes.margins(x=0.12, y=0.12)
-        axes.set_title(f"{group.title()}\nr = {group.correlation.describe()}; {group.paper_note()}",
+        axes.set_title(titles[index] if titles else
+                       f"{group.title()}\nr = {group.correlation.describe()}; {group.paper_note()}",
                        fontsize=9)
         axes.set_xlabel("ImageNet top-1 accuracy (%)")
         axes.set_ylabel("Mean transfer accuracy (log odds)")
@@ -84,6 +94,52 @@ def comparison_figure(comparison: Comparison) -> Figure:
     if len(comparison.pairs) <= MAX_LABELLED_PAIRS:
         labels = {m.model: m.label for side in (comparison.first, comparison.second) for m in side.models}
         _label_points(axes, [f"{labels.get(p.model, p.model)} / {p.dataset}" for p in comparison.pairs], x, y)
+    return figure
+
+
+def per_dataset_figure(per_dataset: PerDataset) -> Figure:
+    """The paper's Figure 7: a panel per dataset, ImageNet top-1 (%) against the test score (%),
+    one series per side (fine-tuned, from scratch) over the same networks. Networks without a
+    known top-1 have no x and are left out (the report's table names them)."""
+    datasets = list(per_dataset.by_dataset)
+    columns = min(len(datasets), PER_DATASET_COLUMNS) or 1
+    rows = max(-(-len(datasets) // columns), 1)
+    figure = Figure(figsize=(PER_DATASET_INCHES[0] * columns, PER_DATASET_INCHES[1] * rows), dpi=DPI,
+                    layout="constrained")
+    FigureCanvasAgg(figure)
+    kind = per_dataset.comparison.kind
+    for index, dataset in enumerate(datasets):
+        comparison = per_dataset.by_dataset[dataset]
+        axes = figure.add_subplot(rows, columns, index + 1)
+        plotted = sorted((p for p in comparison.pairs if per_dataset.top1(p.model) is not None),
+                         key=lambda p: per_dataset.top1(p.model))
+        x = [100.0 * per_dataset.top1(p.model) for p in plotted]
+        first, second = [100.0 * p.first for p in plotted], [100.0 * p.second for p in plotted]
+        axes.vlines(x, first, second, color="tab:gray", linewidth=0.8, zorder=2)  # each network's gap
+        axes.scatter(x, first, s=24, color="tab:blue", label=kind.first, zorder=3)
+        axes.scatter(x, second, s=24, color="tab:orange", label=kind.second, zorder=3)
+        axes.margins(0.12)
+        axes.set_title(f"{dataset} ({per_dataset.comparison.first.table.metrics[dataset]})\n"
+                       f"{kind.first} better {comparison.wins()}/{len(comparison.pairs)}, "
+                       f"{100 * comparison.mean_difference():+.1f} pts", fontsize=8)
+        axes.set_xlabel("ImageNet top-1 accuracy (%)", fontsize=8)
+        axes.set_ylabel("Test score (%)", fontsize=8)
+        axes.grid(True, alpha=0.3)
+        if index == 0:
+            axes.legend(fontsize=7, loc="best")
+    return figure
+
+
+def size_split_figure(split: SizeSplit) -> Figure:
+    """Figure 1 per protocol group, once over its small and once over its large datasets: a row
+    of two panels per group; a size group without datasets is an empty panel that says so."""
+    figure = figure1([s.within for s in split.splits], split.figure_titles(), columns=len(SIZE_GROUPS))
+    for axes, part in zip(figure.axes, split.splits):
+        if not part.datasets:
+            axes.set_xticks([])
+            axes.set_yticks([])
+            axes.text(0.5, 0.5, "no dataset of this size ran", transform=axes.transAxes, ha="center",
+                      va="center", fontsize=9, color="dimgray")
     return figure
 
 
