@@ -60,11 +60,12 @@ class PerDataset:
             for dataset, column in columns.items():
                 pair = next((p for p in self.by_dataset[dataset].pairs if p.model == model), None)
                 cells[column] = MISSING if pair is None else f"{percent(pair.first)} / {percent(pair.second)}"
-            rows.append({"network": self.label(model), "ImageNet top-1 (%)": percent(self.top1(model)), **cells})
-        rows.append({"network": "mean gap (points)", "ImageNet top-1 (%)": "",
-                     **{columns[d]: f"{100.0 * c.mean_difference():+.1f}" for d, c in self.by_dataset.items()}})
-        rows.append({"network": "fine-tuning better", "ImageNet top-1 (%)": "",
-                     **{columns[d]: f"{c.wins()} of {len(c.pairs)}" for d, c in self.by_dataset.items()}})
+            rows.append({"network": self.label(model), "ImageNet top-1 (%)": percent(self.top1(model)),
+                         **cells})
+        gaps = {columns[d]: f"{100.0 * c.mean_difference():+.1f}" for d, c in self.by_dataset.items()}
+        wins = {columns[d]: f"{c.wins()} of {len(c.pairs)}" for d, c in self.by_dataset.items()}
+        rows.append({"network": "mean gap (points)", "ImageNet top-1 (%)": "", **gaps})
+        rows.append({"network": "fine-tuning better", "ImageNet top-1 (%)": "", **wins})
         return rows
 
     def unplotted(self) -> List[str]:
@@ -108,7 +109,8 @@ class FinetuneVsScratch:
             if per_dataset.comparison.missing:
                 parts.append("Missing (not counted): " + "; ".join(per_dataset.comparison.missing) + ".\n")
             if per_dataset.unplotted():
-                parts.append(f"Not in the figure (no known ImageNet top-1): {', '.join(per_dataset.unplotted())}.\n")
+                parts.append("Not in the figure (no known ImageNet top-1): "
+                             f"{', '.join(per_dataset.unplotted())}.\n")
             parts.append(f"![{per_dataset.title()}]({per_dataset.file_name})\n")
         return parts
 
@@ -120,12 +122,12 @@ class FinetuneVsScratch:
 
 def _lacking(present: GroupAnalysis, other_regime: str) -> str:
     """The runs of `other_regime` that would pair with every (model, dataset) `present` ran."""
-    ran = present.group.records
-    models = sorted({r["experiment"]["model"] for r in ran})
-    datasets = sorted({r["experiment"]["dataset"] for r in ran})
+    group = present.group
+    models = sorted({r["experiment"]["model"] for r in group.records})
+    datasets = sorted({r["experiment"]["dataset"] for r in group.records})
     return (f"{other_regime} runs of {', '.join(models)} on {', '.join(datasets)} at "
-            f"{present.group.settings.get('train_steps')} steps of batch {present.group.key.get('batch_size')} "
-            f"(to pair with {present.group.slug})")
+            f"{group.settings.get('train_steps')} steps of batch {group.key.get('batch_size')} "
+            f"(to pair with {group.slug})")
 
 
 def per_dataset(outcomes: Iterable[Outcome], groups: Iterable[GroupAnalysis]) -> FinetuneVsScratch:
@@ -139,5 +141,4 @@ def per_dataset(outcomes: Iterable[Outcome], groups: Iterable[GroupAnalysis]) ->
         return FinetuneVsScratch(tuple(split_by_dataset(c, name(c)) for c in drawn), None, ())
     sides = {"finetune": "scratch", "scratch": "finetune"}
     missing = tuple(_lacking(g, sides[g.group.regime]) for g in groups if g.group.regime in sides)
-    reason = mine[0].reason if mine else "no fine-tune vs scratch comparison"
-    return FinetuneVsScratch((), reason, missing or ("fine-tune and scratch runs of the same models and datasets",))
+    return FinetuneVsScratch((), "; ".join(o.reason for o in mine), missing)

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from tfbench import protocol
-from tfbench.analysis import RANDOM_INIT, GroupAnalysis, ImageNetTop1, analyze_group
-from tfbench.correlation import BOOTSTRAP_RESAMPLES
+from tfbench.analysis import GroupAnalysis, ImageNetTop1, analyze_group
+from tfbench.correlation import BOOTSTRAP_RESAMPLES, CONFIDENCE
 from tfbench.datasets import catalog
 
 UNDER, OVER = "under_10k", "over_10k"  # the keys of protocol.PAPER_SCRATCH_R_BY_SIZE
@@ -81,7 +81,7 @@ class SizeGroupCorrelation:
     @property
     def paper_r(self) -> Optional[float]:
         """The paper's split r: it gives one for training from scratch only."""
-        scratch = self.whole.group.regime == "scratch" and self.whole.group.settings.get("init") != RANDOM_INIT
+        scratch = self.whole.group.regime == "scratch"
         return protocol.PAPER_SCRATCH_R_BY_SIZE[self.size_group] if scratch else None
 
     def why_no_r(self) -> Optional[str]:
@@ -103,12 +103,12 @@ class SizeSplit:
         for split in self.splits:
             c = split.within.correlation
             why = split.why_no_r()
+            datasets = [f"{d} ({self.sizes[d].train_examples:,})" for d in split.datasets]
             rows.append({
                 "group": split.whole.group.slug, "regime": split.whole.group.regime,
-                "size group": SIZE_TITLES[split.size_group],
-                "datasets": ", ".join(f"{d} ({self.sizes[d].train_examples:,})" for d in split.datasets) or "none",
+                "size group": SIZE_TITLES[split.size_group], "datasets": ", ".join(datasets) or "none",
                 "n models": str(c.n), "r": "n/a" if why else f"{c.r:.2f}",
-                "95% bootstrap interval": f"n/a: {why}" if why else c.interval(),
+                f"{100 * CONFIDENCE:.0f}% bootstrap interval": f"n/a: {why}" if why else c.interval(),
                 "paper's r": "-" if split.paper_r is None else f"{split.paper_r:.2f}"})
         return rows
 
@@ -165,6 +165,7 @@ def split_by_size(groups: Iterable[GroupAnalysis], top1: Mapping[str, ImageNetTo
         for size_group in SIZE_GROUPS:
             datasets = tuple(d for d in whole.table.datasets if sizes[d].size_group() == size_group)
             kept = tuple(r for r in whole.group.records if r["experiment"]["dataset"] in datasets)
-            within = analyze_group(dataclasses.replace(whole.group, records=kept), top1, labels, resamples, seed)
+            within = analyze_group(dataclasses.replace(whole.group, records=kept), top1, labels,
+                                   resamples, seed)
             splits.append(SizeGroupCorrelation(whole, size_group, datasets, within))
     return SizeSplit(sizes, tuple(splits))
