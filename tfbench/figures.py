@@ -118,6 +118,9 @@ def per_dataset_figure(per_dataset: PerDataset) -> Figure:
         axes.vlines(x, first, second, color="tab:gray", linewidth=0.8, zorder=2)  # each network's gap
         axes.scatter(x, first, s=24, color="tab:blue", label=kind.first, zorder=3)
         axes.scatter(x, second, s=24, color="tab:orange", label=kind.second, zorder=3)
+        if not plotted:
+            axes.text(0.5, 0.5, "no network with a known ImageNet top-1", transform=axes.transAxes,
+                      ha="center", va="center", fontsize=8, color="dimgray")
         axes.margins(0.12)
         axes.set_title(f"{dataset} ({per_dataset.comparison.first.table.metrics[dataset]})\n"
                        f"{kind.first} better {comparison.wins()}/{len(comparison.pairs)}, "
