@@ -1,8 +1,8 @@
 """Fine-tuning against training from scratch, dataset by dataset (the paper's Figure 7).
 
-Kornblith, Shlens & Le (2019), section 4.3 and Figure 7: per dataset, each network's test score
-fine-tuned from ImageNet and trained from random initialisation, against its ImageNet top-1.
-Pretraining helps most on small datasets, and on some (the paper: Stanford Cars, FGVC Aircraft)
+Kornblith, Shlens & Le (2019), Figure 7: per dataset, each network's test score fine-tuned from
+ImageNet and trained from random initialisation, against its ImageNet top-1. Pretraining helps
+most on small datasets, and on some (the paper: Stanford Cars, FGVC Aircraft)
 the gap nearly closes; one number over all datasets hides that. This view splits each compatible
 fine-tune vs scratch comparison (tfbench.comparisons: equal steps and batch size, paired by model
 and dataset) by dataset: the networks' scores on both sides, the mean gap and how many networks

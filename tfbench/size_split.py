@@ -8,11 +8,11 @@ log odds over the datasets, models complete on them, r with its bootstrap interv
 of the datasets under protocol.SMALL_DATASET_TRAIN_EXAMPLES and again on those at or above it, so
 that the split r is computed exactly as the whole one.
 
-A dataset's training-set size is the paper's (the catalog's `paper_sizes`: its train+val count,
-the images the paper's final models trained on and the count its 10k split is drawn on; tfbench
-also retrains on train+val). For a fixed subset it is the subset's train+val pool; otherwise a
-probe record's train and val counts; a dataset none of these size stays out of both groups, and
-the table says so.
+A dataset's training-set size is the train+val count of the paper's dataset table (the catalog's
+`paper_sizes[0]`): the images the paper's final models trained on, the count its 10k split is drawn
+on (7 datasets under, 5 over), and what tfbench retrains on too. A dataset the paper did not use
+falls back to its fixed subset's train+val pool, else to the train and val counts a probe record
+states; one without any of these stays out of both size groups, and the report says so.
 """
 
 from __future__ import annotations
