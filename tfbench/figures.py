@@ -3,7 +3,9 @@
 Figure 1 follows the paper's: per protocol group, ImageNet top-1 (%) against mean log-odds
 transfer accuracy, one point per model, labelled with its display name, and a least-squares line.
 A comparison figure puts each (model, dataset) pair's two scores against each other, with the
-diagonal: points above it are pairs where the side the paper found better won.
+diagonal: points above it are pairs where the side the paper found better won. Figure 7 puts
+fine-tuned and from-scratch scores against ImageNet top-1, a panel per dataset; the size split
+repeats Figure 1 over the small and over the large datasets.
 """
 
 from __future__ import annotations
