@@ -241,7 +241,8 @@ def test_report_files_json_and_figure(written):
     analysis, paths, report_dir, stdout = written
     names = sorted(os.path.basename(p) for p in paths)
     assert names == sorted(["figure1.png", "report.json", "report.md", "runs.csv",
-                            "finetune_vs_scratch.png", "finetune_vs_probe.png"]
+                            "finetune_vs_scratch.png", "finetune_vs_probe.png",
+                            "finetune_vs_scratch_per_dataset.png", "size_split.png"]
                            + [f"scores_{r}.{ext}" for r in ("probe", "finetune", "scratch") for ext in ("md", "csv")])
     assert sorted(os.listdir(report_dir)) == names  # no temporary files left behind
     with open(os.path.join(report_dir, "report.json")) as handle:

@@ -77,6 +77,13 @@ def test_smoke_preset_runs_end_to_end_then_is_skipped(tmp_path):
     trained = [r for r in records if r["experiment"]["regime"] != "probe"]
     assert all(len(r[results.CHOSEN_CURVE]) == 5 for r in trained)  # --eval_every=30 of 150 steps
     assert os.path.exists(f"{tmp_path}/runs/report/convergence.png")  # the convergence figure is drawn
+    analyses = json.loads(open(f"{tmp_path}/runs/report/report.json").read())
+    assert analyses["finetune_vs_scratch_per_dataset"]["drawn"]
+    counted = next(r["details"]["examples"] for r in records if r["experiment"]["regime"] == "probe")
+    sizes = analyses["size_split"]["dataset_sizes"]  # digits sized by its probe record, the subset by the catalog
+    assert sizes["digits"]["train_examples"] == counted["train"] + counted["val"]
+    assert sizes["fashion_mnist_mini"] == {"train_examples": 3000, "size_group": "under_10k",
+                                           "source": "the fixed subset's train+val pool"}
     second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0 and "0 ran, 5 skipped" in second.stdout.splitlines()[-1]
 

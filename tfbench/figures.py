@@ -3,15 +3,17 @@
 Figure 1 follows the paper's: per protocol group, ImageNet top-1 (%) against mean log-odds
 transfer accuracy, one point per model, labelled with its display name, and a least-squares line.
 A comparison figure puts each (model, dataset) pair's two scores against each other, with the
-diagonal: points above it are pairs where the side the paper found better won.
-The convergence figure follows the paper's Figure 8: validation score against training steps,
-fine-tuned (solid) and from scratch (dashed), one panel per dataset, one colour per network.
+diagonal: points above it are pairs where the side the paper found better won. Figure 7 puts
+fine-tuned and from-scratch scores against ImageNet top-1, a panel per dataset; the size split
+repeats Figure 1 over the small and over the large datasets. The convergence figure follows the
+paper's Figure 8: validation score against training steps, fine-tuned (solid) and from scratch
+(dashed), one panel per dataset, one colour per network.
 """
 
 from __future__ import annotations
 
 import io
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -21,11 +23,13 @@ from matplotlib.lines import Line2D
 from tfbench.analysis import GroupAnalysis
 from tfbench.comparisons import Comparison
 from tfbench.convergence import SIDE_NAMES, Convergence
+from tfbench.finetune_vs_scratch import PerDataset
+from tfbench.size_split import SIZE_GROUPS, SizeSplit
 
 PANEL_INCHES = (5.6, 5.0)
 COMPARISON_INCHES = (4.2, 4.0)
-CONVERGENCE_INCHES = (4.2, 3.4)  # per panel
-CONVERGENCE_COLUMNS = 4  # panels per row; one panel per dataset
+PER_DATASET_INCHES = (3.6, 3.2)  # also the convergence figure's panels
+PER_DATASET_COLUMNS = 4  # the paper's 12 datasets in 3 rows
 MAX_LABELLED_PAIRS = 12  # beyond this, labels would hide the points; the tables name every pair
 DPI = 150
 
@@ -36,15 +40,20 @@ def png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def figure1(groups: Sequence[GroupAnalysis]) -> Figure:
+def figure1(groups: Sequence[GroupAnalysis], titles: Optional[Sequence[str]] = None,
+            columns: Optional[int] = None) -> Figure:
     """One panel per group: ImageNet top-1 (%) against mean log-odds transfer accuracy of the
-    models in its r (scatter), with the least-squares line when the top-1 values spread."""
-    figure = Figure(figsize=(PANEL_INCHES[0] * max(len(groups), 1), PANEL_INCHES[1]), dpi=DPI,
+    models in its r (scatter), with the least-squares line when the top-1 values spread.
+    `titles` replace the panels' own (group, r, the paper's r); `columns` wraps the panels into
+    rows (default: one row)."""
+    columns = columns or max(len(groups), 1)
+    rows = max(-(-len(groups) // columns), 1)
+    figure = Figure(figsize=(PANEL_INCHES[0] * columns, PANEL_INCHES[1] * rows), dpi=DPI,
                     layout="constrained")
     FigureCanvasAgg(figure)
     points = []
     for index, group in enumerate(groups):
-        axes = figure.add_subplot(1, len(groups), index + 1)
+        axes = figure.add_subplot(rows, columns, index + 1)
         included = group.included()
         x = np.array([100.0 * m.imagenet_top1 for m in included])
         y = np.array([m.mean_log_odds for m in included])
@@ -54,7 +63,8 @@ def figure1(groups: Sequence[GroupAnalysis]) -> Figure:
             line_x = np.array([x.min(), x.max()])
             axes.plot(line_x, slope * line_x + intercept, color="tab:gray", linewidth=1.2, zorder=2)
         axes.margins(x=0.12, y=0.12)
-        axes.set_title(f"{group.title()}\nr = {group.correlation.describe()}; {group.paper_note()}",
+        axes.set_title(titles[index] if titles else
+                       f"{group.title()}\nr = {group.correlation.describe()}; {group.paper_note()}",
                        fontsize=9)
         axes.set_xlabel("ImageNet top-1 accuracy (%)")
         axes.set_ylabel("Mean transfer accuracy (log odds)")
@@ -98,9 +108,9 @@ def convergence_figure(outcome: Convergence, labels: Mapping[str, str]) -> Figur
     with circles, from scratch dashed with squares, one colour per network (seeds share it)."""
     datasets = sorted({r.dataset for r in outcome.rows})
     models = sorted({r.model for r in outcome.rows})
-    columns = min(len(datasets), CONVERGENCE_COLUMNS) or 1
+    columns = min(len(datasets), PER_DATASET_COLUMNS) or 1
     panel_rows = -(-len(datasets) // columns) or 1
-    figure = Figure(figsize=(CONVERGENCE_INCHES[0] * columns, CONVERGENCE_INCHES[1] * panel_rows), dpi=DPI,
+    figure = Figure(figsize=(PER_DATASET_INCHES[0] * columns, PER_DATASET_INCHES[1] * panel_rows), dpi=DPI,
                     layout="constrained")
     FigureCanvasAgg(figure)
     colours = {model: f"C{index % 10}" for index, model in enumerate(models)}
@@ -123,6 +133,55 @@ def convergence_figure(outcome: Convergence, labels: Mapping[str, str]) -> Figur
     figure.legend(handles=handles, loc="outside right upper", fontsize=7)
     figure.suptitle(f"Convergence, {outcome.comparison.first.group.slug} vs "
                     f"{outcome.comparison.second.group.slug}", fontsize=9)
+    return figure
+
+
+def per_dataset_figure(per_dataset: PerDataset) -> Figure:
+    """The paper's Figure 7: a panel per dataset, ImageNet top-1 (%) against the test score (%),
+    one series per side (fine-tuned, from scratch) over the same networks. Networks without a
+    known top-1 have no x and are left out (the report's table names them)."""
+    datasets = list(per_dataset.by_dataset)
+    columns = min(len(datasets), PER_DATASET_COLUMNS) or 1
+    rows = max(-(-len(datasets) // columns), 1)
+    figure = Figure(figsize=(PER_DATASET_INCHES[0] * columns, PER_DATASET_INCHES[1] * rows), dpi=DPI,
+                    layout="constrained")
+    FigureCanvasAgg(figure)
+    kind = per_dataset.comparison.kind
+    for index, dataset in enumerate(datasets):
+        comparison = per_dataset.by_dataset[dataset]
+        axes = figure.add_subplot(rows, columns, index + 1)
+        plotted = sorted((p for p in comparison.pairs if per_dataset.top1(p.model) is not None),
+                         key=lambda p: per_dataset.top1(p.model))
+        x = [100.0 * per_dataset.top1(p.model) for p in plotted]
+        first, second = [100.0 * p.first for p in plotted], [100.0 * p.second for p in plotted]
+        axes.vlines(x, first, second, color="tab:gray", linewidth=0.8, zorder=2)  # each network's gap
+        axes.scatter(x, first, s=24, color="tab:blue", label=kind.first, zorder=3)
+        axes.scatter(x, second, s=24, color="tab:orange", label=kind.second, zorder=3)
+        if not plotted:
+            axes.text(0.5, 0.5, "no network with a known ImageNet top-1", transform=axes.transAxes,
+                      ha="center", va="center", fontsize=8, color="dimgray")
+        axes.margins(0.12)
+        axes.set_title(f"{dataset} ({per_dataset.comparison.first.table.metrics[dataset]})\n"
+                       f"{kind.first} better {comparison.wins()}/{len(comparison.pairs)}, "
+                       f"{100 * comparison.mean_difference():+.1f} pts", fontsize=8)
+        axes.set_xlabel("ImageNet top-1 accuracy (%)", fontsize=8)
+        axes.set_ylabel("Test score (%)", fontsize=8)
+        axes.grid(True, alpha=0.3)
+        if index == 0:
+            axes.legend(fontsize=7, loc="best")
+    return figure
+
+
+def size_split_figure(split: SizeSplit) -> Figure:
+    """Figure 1 per protocol group, once over its small and once over its large datasets: a row
+    of two panels per group; a size group without datasets is an empty panel that says so."""
+    figure = figure1([s.within for s in split.splits], split.figure_titles(), columns=len(SIZE_GROUPS))
+    for axes, part in zip(figure.axes, split.splits):
+        if not part.datasets:
+            axes.set_xticks([])
+            axes.set_yticks([])
+            axes.text(0.5, 0.5, "no dataset of this size ran", transform=axes.transAxes, ha="center",
+                      va="center", fontsize=9, color="dimgray")
     return figure
 
 

@@ -89,6 +89,9 @@ def bn_momentum(train_examples: int, batch_size: int) -> float:
 
 # Pearson r between ImageNet top-1 and mean log-odds transfer accuracy over 16 networks.
 PAPER_R = {"probe": 0.99, "finetune": 0.96, "scratch": 0.55}
-# Training from scratch, split by training-set size (paper, section 4.3).
+# Training from scratch, split by training-set size (paper, section 4.3): r over the datasets with
+# fewer than SMALL_DATASET_TRAIN_EXAMPLES training images (7 of 12) and over the others (5 of 12).
+# The count is the paper's training-set size (its dataset table: train+val where there is an
+# official validation split), the images the final models were trained on.
 PAPER_SCRATCH_R_BY_SIZE = {"under_10k": 0.29, "over_10k": 0.86}
 SMALL_DATASET_TRAIN_EXAMPLES = 10_000

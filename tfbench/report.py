@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
-from tfbench import convergence, files, results
+from tfbench import convergence, files, finetune_vs_scratch, results, size_split
 from tfbench.analysis import (GroupAnalysis, ImageNetTop1, ScoreTable, analyze_group, display_names,
                               imagenet_top1_of_models)
 from tfbench.comparisons import Comparison, NotDrawn, Outcome, compare
@@ -302,6 +302,15 @@ def figure1_files(analysis: Analysis) -> Dict[str, List[GroupAnalysis]]:
             [g for g in analysis.groups.values() if g.group.name == name] for name in names}
 
 
+def finetune_vs_scratch_of(analysis: Analysis) -> finetune_vs_scratch.FinetuneVsScratch:
+    return finetune_vs_scratch.per_dataset(analysis.comparisons, analysis.groups.values())
+
+
+def size_split_of(analysis: Analysis) -> size_split.SizeSplit:
+    return size_split.split_by_size(analysis.groups.values(), analysis.top1, analysis.labels,
+                                    analysis.resamples, analysis.seed)
+
+
 def comparison_files(analysis: Analysis) -> Dict[str, Comparison]:
     comparisons = drawn(analysis)
     files_by_name = {}
@@ -411,6 +420,8 @@ def report_markdown(analysis: Analysis) -> str:
             "### Per dataset: ImageNet top-1 against the dataset's log odds\n",
             markdown_table(per_dataset_rows(group)),
         ]
+    parts += finetune_vs_scratch_of(analysis).markdown(markdown_table)
+    parts += size_split_of(analysis).markdown(markdown_table)
     parts += ["## Runs not counted (failed or diverged)\n", markdown_table(failure_rows(analysis))]
     return "\n".join(parts)
 
@@ -470,6 +481,8 @@ def analysis_json(analysis: Analysis) -> Dict[str, Any]:
         "groups": groups,
         "comparisons": comparisons,
         "convergence": [convergence.to_json(o) for o in convergence.converge(analysis.comparisons)],
+        "finetune_vs_scratch_per_dataset": finetune_vs_scratch_of(analysis).to_json(),
+        "size_split": size_split_of(analysis).to_json(),
     }
 
 
@@ -516,6 +529,9 @@ def write_report(analysis: Analysis, report_dir: str) -> List[str]:
                      for name, comparison in comparison_files(analysis).items()})
     contents.update({name: figures.png(figures.convergence_figure(outcome, analysis.labels))
                      for name, outcome in convergence_files(convergence.converge(analysis.comparisons)).items()})
+    contents.update({p.file_name: figures.png(figures.per_dataset_figure(p))
+                     for p in finetune_vs_scratch_of(analysis).drawn})
+    contents[size_split.FIGURE_FILE] = figures.png(figures.size_split_figure(size_split_of(analysis)))
     for slug, group in analysis.groups.items():
         contents[f"scores_{slug}.md"] = (
             f"# Test scores (%), {group.title()}\n\n" + markdown_table(score_rows(group.table, analysis.labels))
