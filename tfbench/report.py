@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
-from tfbench import files, results
+from tfbench import files, results, significance
 from tfbench.analysis import (GroupAnalysis, ImageNetTop1, ScoreTable, analyze_group, display_names,
                               imagenet_top1_of_models)
 from tfbench.comparisons import Comparison, NotDrawn, Outcome, compare
@@ -59,6 +59,7 @@ class Analysis:
     comparisons: Tuple[Outcome, ...]
     resamples: int
     seed: int
+    best_networks: Mapping[str, Tuple[significance.DatasetBest, ...]]  # by group slug
 
 
 def collect(output_dir: str) -> List[Dict[str, Any]]:
@@ -94,7 +95,8 @@ def analyze(records: Sequence[Mapping[str, Any]], imagenet_top1: Callable[[str],
     failures = tuple({k: row[k] for k in ("protocol", "regime", "dataset", "model", "status", "reason")}
                      for row in rows if row["status"] != "ok")
     return Analysis(output_dir, rows, analyses, failures, top1, labels, differing_settings(groups),
-                    tuple(compare(list(analyses.values()))), resamples, seed)
+                    tuple(compare(list(analyses.values()))), resamples, seed,
+                    significance.analyze(groups, output_dir, seed=seed))
 
 
 def measured_imagenet_top1(model: str) -> Optional[ImageNetTop1]:
@@ -346,6 +348,24 @@ def _correlations_markdown(analysis: Analysis) -> List[str]:
     return parts
 
 
+def best_network_files(analysis: Analysis) -> Dict[str, str]:
+    """Group slug -> the file of its best-network figure, for groups with a dataset compared."""
+    return {slug: f"best_networks_{slug}.png" for slug, verdicts in analysis.best_networks.items()
+            if any(v.best is not None for v in verdicts)}
+
+
+def _best_networks_markdown(analysis: Analysis) -> List[str]:
+    parts = ["## Best network per dataset, and those not significantly worse\n",
+             significance.method_note(significance.RESAMPLES, analysis.seed) + "\n"]
+    figures_by_slug = best_network_files(analysis)
+    for slug, verdicts in analysis.best_networks.items():
+        parts += [f"### {analysis.groups[slug].title()} (`{slug}`)\n",
+                  markdown_table(significance.rows(verdicts, analysis.labels))]
+        if slug in figures_by_slug:
+            parts.append(f"![Best network per dataset, {slug}]({figures_by_slug[slug]})\n")
+    return parts
+
+
 def report_markdown(analysis: Analysis) -> str:
     ok = len(analysis.runs) - len(analysis.failures)
     figure_names = {id(c): name for name, c in comparison_files(analysis).items()}
@@ -375,6 +395,7 @@ def report_markdown(analysis: Analysis) -> str:
             "### Per dataset: ImageNet top-1 against the dataset's log odds\n",
             markdown_table(per_dataset_rows(group)),
         ]
+    parts += _best_networks_markdown(analysis)
     parts += ["## Runs not counted (failed or diverged)\n", markdown_table(failure_rows(analysis))]
     return "\n".join(parts)
 
@@ -433,6 +454,11 @@ def analysis_json(analysis: Analysis) -> Dict[str, Any]:
                                for regime, settings in analysis.differing.items()},
         "groups": groups,
         "comparisons": comparisons,
+        "best_networks": {
+            "method": significance.method_note(significance.RESAMPLES, analysis.seed),
+            "alpha": significance.ALPHA, "resamples": significance.RESAMPLES, "seed": analysis.seed,
+            "groups": {slug: {v.dataset: v.to_json() for v in verdicts}
+                       for slug, verdicts in analysis.best_networks.items()}},
     }
 
 
@@ -474,6 +500,9 @@ def write_report(analysis: Analysis, report_dir: str) -> List[str]:
                 for name, groups in figure1_files(analysis).items()}
     contents.update({name: figures.png(figures.comparison_figure(comparison))
                      for name, comparison in comparison_files(analysis).items()})
+    contents.update({name: figures.png(figures.best_networks_figure(
+                         analysis.groups[slug].title(), analysis.best_networks[slug], analysis.labels))
+                     for slug, name in best_network_files(analysis).items()})
     for slug, group in analysis.groups.items():
         contents[f"scores_{slug}.md"] = (
             f"# Test scores (%), {group.title()}\n\n" + markdown_table(score_rows(group.table, analysis.labels))
