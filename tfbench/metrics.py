@@ -91,10 +91,16 @@ def voc07_average_precision(labels, scores) -> float:
     threshold contributes 0 and its AP is 0 (the devkit's answer, kept in the mean).
     """
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
-    ranked = np.asarray(labels)[order]
+    return ranked_average_precision(np.asarray(labels)[order])
+
+
+def ranked_average_precision(ranked) -> float:
+    """`voc07_average_precision` of labels already in ranking order (highest score first, ties
+    broken): what a bootstrap over a fixed ranking needs without sorting each resample again."""
+    ranked = np.asarray(ranked)
     true_positives = np.cumsum(ranked == 1)
     false_positives = np.cumsum(ranked == 0)
-    num_positives = int(np.sum(ranked == 1))
+    num_positives = int(true_positives[-1]) if len(ranked) else 0
     if num_positives == 0:
         return 0.0
     recall = true_positives / num_positives
@@ -103,10 +109,13 @@ def voc07_average_precision(labels, scores) -> float:
     precision = np.divide(
         true_positives, retrieved, out=np.full(len(ranked), np.nan), where=retrieved > 0
     )
+    # Recall never decreases down the ranking, so the ranks reaching a threshold are a suffix:
+    # the best precision of each suffix (NaNs skipped, as by nanmax) serves all 11 thresholds.
+    best_from = np.fmax.accumulate(precision[::-1])[::-1]
+    first = np.searchsorted(recall, VOC07_RECALL_THRESHOLDS, side="left")
     total = 0.0
-    for threshold in VOC07_RECALL_THRESHOLDS:
-        reached = precision[recall >= threshold]
-        total += np.nanmax(reached) / 11 if reached.size else 0.0
+    for start in first:
+        total += best_from[start] / 11 if start < len(ranked) else 0.0
     return float(total)
 
 

@@ -16,6 +16,7 @@ record's test score is ignored with a one-line warning: the run then counts as h
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import zipfile
@@ -60,11 +61,29 @@ class Predictions:
         return int(len(self.labels))
 
     def score(self, index: Optional[np.ndarray] = None) -> float:
-        """The metric on every example, or on the examples `index` picks (repeats allowed)."""
-        pick = slice(None) if index is None else index
-        if self.scores is not None:
-            return metrics.score(self.metric, self.labels[pick], self.scores[pick])
-        return metrics.score_classes(self.metric, self.labels[pick], self.classes[pick])
+        """The metric on every example, or on the examples `index` picks (repeats allowed).
+
+        mAP of a resample ranks its examples by the full set's ranking (each picked as often as
+        `index` names it) instead of sorting every resample again: the same number as
+        metrics.map11 of the picked rows, but for the order of distinct examples with equal scores.
+        """
+        if index is None:
+            if self.scores is not None:
+                return metrics.score(self.metric, self.labels, self.scores)
+            return metrics.score_classes(self.metric, self.labels, self.classes)
+        if self.scores is None:
+            return metrics.score_classes(self.metric, self.labels[index], self.classes[index])
+        counts = np.bincount(index, minlength=len(self))
+        orders, ranked_labels = self._rankings
+        return float(np.mean([metrics.ranked_average_precision(np.repeat(labels, counts[order]))
+                              for order, labels in zip(orders, ranked_labels)]))
+
+    @functools.cached_property
+    def _rankings(self):
+        """([C, N] each class's examples by descending score, ties in example order as the metric
+        breaks them; [C, N] their labels in that order)."""
+        orders = np.argsort(-self.scores.astype(np.float64), axis=0, kind="stable").T
+        return orders, np.take_along_axis(self.labels.T, orders, axis=1)
 
     def npz_bytes(self) -> bytes:
         arrays = {"metric": np.array(self.metric), "labels": self.labels}
