@@ -27,6 +27,7 @@ from absl import flags
 
 from tfbench import flags_common, files, predictions, protocol, results, runs, tuning
 from tfbench.experiment import Experiment
+from tfbench.predictions import Predictions
 from tfbench.settings import (BN_MOMENTUM_RULES, HALVING_ETA, SEARCHES, InvalidSettingError, Runtime,
                               TrainingSettings)
 
@@ -136,7 +137,7 @@ class TrialOutcome:
     score: Optional[float]  # metric on the scored split; None when diverged
     reason: Optional[str] = None
     details: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # timings, throughput, curve
-    predictions: Any = None  # the per-example answers (tfbench.predictions) when the test split was scored
+    predictions: Optional[Predictions] = None  # per-example answers, kept when the test split was scored
 
 
 class Trainer(Protocol):
@@ -231,7 +232,7 @@ class TrialTrainer:
         labels, scores = training.predict(model, self.batches(split, training=False))
         metric = self.dataset_spec.metric
         return (metrics.score(metric, labels, scores), int(len(labels)),
-                predictions.Predictions.of(metric, labels, scores))
+                Predictions.of(metric, labels, scores))
 
     def hparams(self, hyperparameters: Mapping[str, float], train_steps: int) -> Dict[str, Any]:
         """What TensorBoard's HParams dashboard groups trials by: enough to tell runs of a sweep apart."""

@@ -8,7 +8,8 @@ written atomically, and named with its fingerprint (size and SHA-256) in the rec
 RECORD_KEY. Only what the metric needs is kept: the labels and each example's predicted class for
 top-1 and mean per-class accuracy; the labels and float32 scores for VOC mAP (float16 would round
 distinct scores into ties and change the ranking, so the stored file would not give the
-record's score back).
+record's score back). Examples carry no id through the pipelines; they come in the split's fixed
+order, and runs are paired only when their labels agree example for example.
 
 A file that is missing, damaged, does not match its fingerprint, or does not reproduce the
 record's test score is ignored with a one-line warning: the run then counts as having none.

@@ -11,7 +11,8 @@ init features, fine-tuning vs scratch at equal steps and batch size, fine-tuning
 paired by (model, dataset). The summary leads with those comparisons while r rests on fewer than
 HEADLINE_MIN_MODELS models, and with r otherwise. Only runs with status "ok" enter; failed and
 diverged runs are listed with their reason. A score whose chosen hyperparameter sat at an end of
-its grid is marked with EDGE_MARK.
+its grid is marked with EDGE_MARK. Per group and dataset (tfbench.significance): the best network
+and those not significantly worse, from the test predictions the runs stored.
 """
 
 from __future__ import annotations
