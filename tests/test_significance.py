@@ -154,3 +154,20 @@ def test_report_names_the_best_and_lists_runs_without_predictions(tmp_path):
     assert saved["groups"]["probe"]["digits"]["best"] == "resnet50"
     with Image.open(os.path.join(tmp_path, "report", "best_networks_probe.png")) as image:
         assert image.size[0] <= 2000 and image.size[1] <= 2000
+
+
+def test_moved_runs_are_found_and_a_damaged_file_leaves_its_network_out(tmp_path, capsys):
+    from tfbench.protocol_groups import group_records
+
+    labels = np.arange(N) % 10
+    wrong = (labels + 1) % 10
+    for model, guess in (("resnet50", labels), ("mobilenet_v2", wrong), ("resnet101", labels[::-1])):
+        experiment, _ = _probe_record(str(tmp_path / "runs"), model, "digits", "top1", labels, np.eye(10)[guess])
+    files.write_bytes_atomic(os.path.join(experiment.run_dir(), predictions.PREDICTIONS_FILE), b"damaged")
+    os.rename(tmp_path / "runs", tmp_path / "moved")  # records still name the old output_dir
+    moved = str(tmp_path / "moved")
+    (verdict,) = significance.analyze(group_records(results.collect(moved)), moved, resamples=100)["probe"]
+    assert verdict.best == "resnet50" and [r.model for r in verdict.significantly_worse()] == ["mobilenet_v2"]
+    assert verdict.missing == {"resnet101": significance.NO_PREDICTIONS}
+    err = capsys.readouterr().err
+    assert err.count("warning: ignoring the test predictions") == 1 and "resnet101" in err

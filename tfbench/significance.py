@@ -140,7 +140,8 @@ def compare(dataset: str, metric: str, runs: Mapping[str, Sequence[Predictions]]
 
 def prediction_folders(output_dir: str) -> Dict[str, str]:
     """The run folder of each stored predictions file under output_dir (at any depth), by the
-    digest its record names: how a record read elsewhere finds its file, wherever the runs moved."""
+    digest its record names: how a record read elsewhere finds its file, wherever the runs moved.
+    Runs with byte-identical predictions share a digest, and either file serves both."""
     folders = {}
     if not output_dir:
         return folders
