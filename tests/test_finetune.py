@@ -5,12 +5,14 @@ The fake stands in for training: it returns scores from a table and logs which s
 fits and scores, so the protocol's order can be checked without training anything.
 """
 
+import dataclasses
 import json
 import os
 
+import numpy as np
 import pytest
 
-from tfbench import finetune, results, tuning
+from tfbench import finetune, predictions, results, tuning
 from tfbench import protocol as protocol_numbers
 from tfbench.experiment import Experiment
 from tfbench.settings import Runtime, TrainingSettings
@@ -82,6 +84,30 @@ def test_protocol_selects_on_validation_and_reads_test_once_at_the_end(tmp_path)
     assert record["imagenet_top1"] == {"value": None, "source": "none: a test network, no ImageNet weights exist",
                                        "measured": False}
     json.dumps(record, allow_nan=False)  # a valid JSON record
+
+
+class AnsweringTrainer(FakeTrainer):
+    """Its test scoring also returns per-example answers: 10 examples, the first 5 right."""
+
+    def train_and_score(self, hyperparameters, fit_split, score_split, name, train_steps):
+        outcome = super().train_and_score(hyperparameters, fit_split, score_split, name, train_steps)
+        if score_split != "test":
+            return outcome
+        labels = np.arange(10)
+        answers = predictions.Predictions.of("top1", labels, np.eye(10)[np.where(labels < 5, labels, 0)])
+        return dataclasses.replace(outcome, predictions=answers)
+
+
+@pytest.mark.parametrize("chief", [True, False])
+def test_the_chief_stores_the_final_test_predictions_beside_the_record(tmp_path, chief):
+    experiment = _experiment(tmp_path)
+    trainer = AnsweringTrainer({1e-3: 0.6}, {1e-3: 0.5}, chief=chief)
+    record = finetune.conclude(experiment, RUNTIME, trainer, search(experiment, TRIALS[:1], trainer), log=quiet)
+    stored = os.path.join(experiment.run_dir(), predictions.PREDICTIONS_FILE)
+    assert os.path.exists(stored) == chief and (predictions.RECORD_KEY in record) == chief
+    if chief:
+        assert record[predictions.RECORD_KEY]["sha256"] and json.dumps(record, allow_nan=False)
+        assert predictions.read(experiment.run_dir(), record).score() == record["test_score"] == 0.5
 
 
 def test_trial_records_are_written_and_skipped_on_rerun(tmp_path):

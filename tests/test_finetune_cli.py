@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tfbench import finetune, protocol, results, tuning
+from tfbench import finetune, predictions, protocol, results, tuning
 from tfbench.experiment import Experiment
 from tfbench.settings import Runtime, TrainingSettings
 
@@ -58,6 +58,8 @@ def test_search_with_a_diverging_trial_reads_test_only_for_the_final_score(tmp_p
     assert set(loaded[:-2]) == {"train", "val"}
     test_examples = sum(1 for _ in real_load("digits", "test"))
     assert record["training"]["scored_examples"] == test_examples  # none dropped by batching
+    stored = predictions.read(experiment.run_dir(), record)  # what significance tests resample
+    assert len(stored) == test_examples and stored.score() == record["test_score"]
 
     assert record["conventions"]["weight_decay"] == protocol.WEIGHT_DECAY_CONVENTION
     assert record["conventions"]["initialisation"].startswith("fixed seeded")  # tiny has no ImageNet weights

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from tfbench import backbones, features, probe
+from tfbench import backbones, features, predictions, probe
 from tfbench.experiment import Experiment
 from tfbench.settings import ProbeSettings, Runtime
 
@@ -26,6 +26,8 @@ def test_probe_on_digits_beats_chance_and_second_run_is_a_cache_hit(tmp_path, mo
     assert all("validation_score" in t for t in record["trials"])  # one name in every regime
     assert record["hyperparameters"]["l2"] in tried and len(tried) >= 10
     assert record["timings"]["images_per_second"] > 0
+    stored = predictions.read(experiment.run_dir(), record)  # what significance tests resample
+    assert len(stored) == 359 and stored.score() == record["test_score"]
 
     def no_build(*args, **kwargs):
         raise AssertionError("the backbone was built although every split is cached")

@@ -25,6 +25,7 @@ from tfbench.comparisons import Comparison
 from tfbench.convergence import SIDE_NAMES, Convergence
 from tfbench.finetune_vs_scratch import PerDataset
 from tfbench.size_split import SIZE_GROUPS, SizeSplit
+from tfbench.significance import ALPHA, CONFIDENCE, DatasetBest
 
 PANEL_INCHES = (5.6, 5.0)
 COMPARISON_INCHES = (4.2, 4.0)
@@ -32,6 +33,9 @@ PER_DATASET_INCHES = (3.6, 3.2)  # also the convergence figure's panels
 PER_DATASET_COLUMNS = 4  # the paper's 12 datasets in 3 rows
 MAX_LABELLED_PAIRS = 12  # beyond this, labels would hide the points; the tables name every pair
 DPI = 150
+BEST_PANEL_INCHES = (3.6, 0.22)  # width, height per network
+BEST_COLUMNS = 3
+MAX_BEST_NETWORKS = 20  # per panel: the best-scoring ones; the table names every network
 
 
 def png(figure: Figure) -> bytes:
@@ -182,6 +186,36 @@ def size_split_figure(split: SizeSplit) -> Figure:
             axes.set_yticks([])
             axes.text(0.5, 0.5, "no dataset of this size ran", transform=axes.transAxes, ha="center",
                       va="center", fontsize=9, color="dimgray")
+    return figure
+
+
+def best_networks_figure(title: str, verdicts: Sequence[DatasetBest], labels: Mapping[str, str]) -> Figure:
+    """One panel per compared dataset: each network's test score (%) with its bootstrap interval,
+    best on top; the best red, those not significantly worse orange, the others gray."""
+    shown = [v for v in verdicts if v.best is not None]
+    columns = min(BEST_COLUMNS, max(len(shown), 1))
+    rows = -(-max(len(shown), 1) // columns)
+    networks = min(MAX_BEST_NETWORKS, 1 + max((len(v.rivals) for v in shown), default=0))
+    height = max(1.6, BEST_PANEL_INCHES[1] * networks + 1.0)
+    figure = Figure(figsize=(max(BEST_PANEL_INCHES[0] * columns, 5.0), height * rows + 0.6), dpi=DPI,
+                    layout="constrained")
+    FigureCanvasAgg(figure)
+    figure.suptitle(f"{title}\nred: best; orange: not significantly worse;\ngray: significantly worse "
+                    f"(p < {ALPHA:g}); bars: {100 * CONFIDENCE:.0f}% bootstrap intervals", fontsize=8)
+    for index, verdict in enumerate(shown):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        entries = [(verdict.best, verdict.score, verdict.interval, "tab:red")] + [
+            (r.model, r.score, r.interval, "tab:gray" if r.significantly_worse else "tab:orange")
+            for r in verdict.rivals][:MAX_BEST_NETWORKS - 1]
+        y = np.arange(len(entries))[::-1]
+        for position, (_, score, (low, high), color) in zip(y, entries):
+            axes.errorbar(100.0 * score, position, xerr=[[100.0 * (score - low)], [100.0 * (high - score)]],
+                          fmt="o", color=color, markersize=4, capsize=2, linewidth=1.0)
+        axes.set_yticks(y, [labels.get(model, model) for model, *_ in entries], fontsize=7)
+        axes.set_title(f"{verdict.dataset} ({verdict.metric}, n={verdict.examples})", fontsize=8)
+        axes.set_xlabel("test score (%)", fontsize=7)
+        axes.tick_params(axis="x", labelsize=7)
+        axes.grid(True, axis="x", alpha=0.3)
     return figure
 
 

@@ -25,8 +25,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Seque
 
 from absl import flags
 
-from tfbench import flags_common, files, protocol, results, runs, tuning
+from tfbench import flags_common, files, predictions, protocol, results, runs, tuning
 from tfbench.experiment import Experiment
+from tfbench.predictions import Predictions
 from tfbench.settings import (BN_MOMENTUM_RULES, HALVING_ETA, SEARCHES, InvalidSettingError, Runtime,
                               TrainingSettings)
 
@@ -136,6 +137,7 @@ class TrialOutcome:
     score: Optional[float]  # metric on the scored split; None when diverged
     reason: Optional[str] = None
     details: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # timings, throughput, curve
+    predictions: Optional[Predictions] = None  # per-example answers, kept when the test split was scored
 
 
 class Trainer(Protocol):
@@ -224,11 +226,13 @@ class TrialTrainer:
                                       deterministic=training, repeat=training)
 
     def score(self, model, split: str):
-        """(metric on every example of `split`, number of examples)."""
+        """(metric on every example of `split`, number of examples, the per-example predictions)."""
         from tfbench import metrics, training
 
         labels, scores = training.predict(model, self.batches(split, training=False))
-        return metrics.score(self.dataset_spec.metric, labels, scores), int(len(labels))
+        metric = self.dataset_spec.metric
+        return (metrics.score(metric, labels, scores), int(len(labels)),
+                Predictions.of(metric, labels, scores))
 
     def hparams(self, hyperparameters: Mapping[str, float], train_steps: int) -> Dict[str, Any]:
         """What TensorBoard's HParams dashboard groups trials by: enough to tell runs of a sweep apart."""
@@ -280,7 +284,7 @@ class TrialTrainer:
                 training.write_hparams_end(log_dir, result.status)
             return TrialOutcome(result.status, None, result.reason, details)
         started = time.perf_counter()
-        score, examples = self.score(model, score_split)
+        score, examples, answers = self.score(model, score_split)
         details["timings"]["evaluate_seconds"] = time.perf_counter() - started
         details["scored_examples"] = examples
         if score_split == "val":
@@ -288,7 +292,7 @@ class TrialTrainer:
         if self.chief:
             training.log_scalar(log_dir, tag, score, result.steps)
             training.write_hparams_end(log_dir, "ok")
-        return TrialOutcome("ok", score, None, details)
+        return TrialOutcome("ok", score, None, details, answers if score_split == "test" else None)
 
     def discard(self, name: str) -> None:
         if self.chief:
@@ -490,6 +494,8 @@ def conclude(experiment: Experiment, runtime: Runtime, trainer: Optional[Trainer
     if final.status != "ok":
         return results.finish(record, final.status, f"retrain on trainval: {final.reason}")
     record["test_score"] = final.score
+    if final.predictions is not None and trainer.chief:
+        record[predictions.RECORD_KEY] = predictions.write(experiment.run_dir(), final.predictions)
     return results.finish(record, "ok")
 
 

@@ -56,7 +56,7 @@ def _class_ids(labels, scores) -> tuple:
 def top1(labels, scores) -> float:
     """Fraction of examples whose highest score is their class (ties go to the lowest class id)."""
     labels, scores = _class_ids(labels, scores)
-    return float(np.mean(np.argmax(scores, axis=1) == labels))
+    return _top1_of_classes(labels, np.argmax(scores, axis=1))
 
 
 def mean_per_class(labels, scores) -> float:
@@ -66,9 +66,18 @@ def mean_per_class(labels, scores) -> float:
     a per-class accuracy over a test set means for Aircraft, Pets, Caltech-101 and Flowers.
     """
     labels, scores = _class_ids(labels, scores)
-    correct = np.argmax(scores, axis=1) == labels
-    present = np.unique(labels)
-    return float(np.mean([correct[labels == c].mean() for c in present]))
+    return _mean_per_class_of_classes(labels, np.argmax(scores, axis=1))
+
+
+def _top1_of_classes(labels: np.ndarray, predicted: np.ndarray) -> float:
+    return float(np.mean(predicted == labels))
+
+
+def _mean_per_class_of_classes(labels: np.ndarray, predicted: np.ndarray) -> float:
+    # Per class: correct / examples, by bincount over the classes present (one pass, not one per class).
+    present, index = np.unique(labels, return_inverse=True)
+    correct = np.bincount(index, weights=predicted == labels, minlength=len(present))
+    return float(np.mean(correct / np.bincount(index, minlength=len(present))))
 
 
 def voc07_average_precision(labels, scores) -> float:
@@ -82,10 +91,16 @@ def voc07_average_precision(labels, scores) -> float:
     threshold contributes 0 and its AP is 0 (the devkit's answer, kept in the mean).
     """
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
-    ranked = np.asarray(labels)[order]
+    return ranked_average_precision(np.asarray(labels)[order])
+
+
+def ranked_average_precision(ranked) -> float:
+    """`voc07_average_precision` of labels already in ranking order (highest score first, ties
+    broken): what a bootstrap over a fixed ranking needs without sorting each resample again."""
+    ranked = np.asarray(ranked)
     true_positives = np.cumsum(ranked == 1)
     false_positives = np.cumsum(ranked == 0)
-    num_positives = int(np.sum(ranked == 1))
+    num_positives = int(true_positives[-1]) if len(ranked) else 0
     if num_positives == 0:
         return 0.0
     recall = true_positives / num_positives
@@ -94,10 +109,13 @@ def voc07_average_precision(labels, scores) -> float:
     precision = np.divide(
         true_positives, retrieved, out=np.full(len(ranked), np.nan), where=retrieved > 0
     )
+    # Recall never decreases down the ranking, so the ranks reaching a threshold are a suffix:
+    # the best precision of each suffix (NaNs skipped, as by nanmax) serves all 11 thresholds.
+    best_from = np.fmax.accumulate(precision[::-1])[::-1]
+    first = np.searchsorted(recall, VOC07_RECALL_THRESHOLDS, side="left")
     total = 0.0
-    for threshold in VOC07_RECALL_THRESHOLDS:
-        reached = precision[recall >= threshold]
-        total += np.nanmax(reached) / 11 if reached.size else 0.0
+    for start in first:
+        total += best_from[start] / 11 if start < len(ranked) else 0.0
     return float(total)
 
 
@@ -124,6 +142,9 @@ METRICS.register("top1", top1)
 METRICS.register("mean_per_class", mean_per_class)
 METRICS.register("map11", map11)
 
+# The metrics that only need each example's predicted class (the argmax of its scores).
+_OF_CLASSES = {"top1": _top1_of_classes, "mean_per_class": _mean_per_class_of_classes}
+
 
 def names() -> List[str]:
     """The metric names a DatasetSpec may use."""
@@ -133,3 +154,21 @@ def names() -> List[str]:
 def score(metric: str, labels, scores) -> float:
     """The named metric of (labels, scores); an unknown name raises UnknownNameError."""
     return METRICS.get(metric)(labels, scores)
+
+
+def needs_scores(metric: str) -> bool:
+    """Whether the metric ranks examples by score (mAP), rather than needing each one's class only."""
+    METRICS.get(metric)
+    return metric not in _OF_CLASSES
+
+
+def score_classes(metric: str, labels, predicted) -> float:
+    """A single-label metric from each example's predicted class: equal to `score` of any scores
+    whose argmax is `predicted` (a stored run's answers are enough to score a resample of them)."""
+    if needs_scores(metric):
+        raise ValueError(f"{metric} ranks examples by score; predicted classes cannot give it")
+    labels, predicted = np.asarray(labels), np.asarray(predicted)
+    if labels.ndim != 1 or predicted.shape != labels.shape or not labels.size:
+        raise ValueError(f"labels and predicted classes must be non-empty [N] arrays of one shape, got "
+                         f"{list(labels.shape)} and {list(predicted.shape)}")
+    return _OF_CLASSES[metric](labels.astype(np.int64), predicted.astype(np.int64))

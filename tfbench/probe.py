@@ -65,7 +65,7 @@ def feature_components(experiment, split: str, precision: str) -> Dict[str, Any]
 def run(experiment, runtime) -> Dict[str, Any]:
     """Run the probe protocol for one experiment and return its finished record."""
 
-    from tfbench import backbones, devices, features, linear, metrics, results, runs, tuning
+    from tfbench import backbones, devices, features, linear, metrics, predictions, results, runs, tuning
 
     started = time.time()
     backbone_spec = backbones.spec(experiment.model)
@@ -110,7 +110,8 @@ def run(experiment, runtime) -> Dict[str, Any]:
     refit_started = time.time()
     final = linear.refit(train.features, train.labels, val.features, val.labels, selection)
     refit_seconds = time.time() - refit_started
-    test_score = metrics.score(dataset_spec.metric, test.labels, linear.decision_scores(final, test.features))
+    test_scores = linear.decision_scores(final, test.features)
+    test_score = metrics.score(dataset_spec.metric, test.labels, test_scores)
 
     extraction_seconds = sum(f.seconds for f in extracted.values())
     extracted_images = sum(len(f.features) for f in extracted.values() if not f.from_cache)
@@ -137,6 +138,8 @@ def run(experiment, runtime) -> Dict[str, Any]:
             "images_per_second": (extracted_images / extraction_seconds) if extracted_images else None,
         },
     )
+    record[predictions.RECORD_KEY] = predictions.write(
+        experiment.run_dir(), predictions.Predictions.of(dataset_spec.metric, test.labels, test_scores))
     tuning.mark_grid_edges(record, {"l2": selection.at_grid_edge} if selection.at_grid_edge else {})
     record["imagenet_top1"] = runs.imagenet_top1(experiment)
     record["skipped_images"] = getattr(dataset_spec, "skipped_images", 0)

@@ -11,7 +11,8 @@ init features, fine-tuning vs scratch at equal steps and batch size, fine-tuning
 paired by (model, dataset). The summary leads with those comparisons while r rests on fewer than
 HEADLINE_MIN_MODELS models, and with r otherwise. Only runs with status "ok" enter; failed and
 diverged runs are listed with their reason. A score whose chosen hyperparameter sat at an end of
-its grid is marked with EDGE_MARK.
+its grid is marked with EDGE_MARK. Per group and dataset (tfbench.significance): the best network
+and those not significantly worse, from the test predictions the runs stored.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
-from tfbench import convergence, files, finetune_vs_scratch, results, size_split
+from tfbench import convergence, files, finetune_vs_scratch, results, significance, size_split
 from tfbench.analysis import (GroupAnalysis, ImageNetTop1, ScoreTable, analyze_group, display_names,
                               imagenet_top1_of_models)
 from tfbench.comparisons import Comparison, NotDrawn, Outcome, compare
@@ -59,6 +60,7 @@ class Analysis:
     comparisons: Tuple[Outcome, ...]
     resamples: int
     seed: int
+    best_networks: Mapping[str, Tuple[significance.DatasetBest, ...]]  # by group slug
 
 
 def collect(output_dir: str) -> List[Dict[str, Any]]:
@@ -94,7 +96,8 @@ def analyze(records: Sequence[Mapping[str, Any]], imagenet_top1: Callable[[str],
     failures = tuple({k: row[k] for k in ("protocol", "regime", "dataset", "model", "status", "reason")}
                      for row in rows if row["status"] != "ok")
     return Analysis(output_dir, rows, analyses, failures, top1, labels, differing_settings(groups),
-                    tuple(compare(list(analyses.values()))), resamples, seed)
+                    tuple(compare(list(analyses.values()))), resamples, seed,
+                    significance.analyze(groups, output_dir, seed=seed))
 
 
 def measured_imagenet_top1(model: str) -> Optional[ImageNetTop1]:
@@ -390,6 +393,24 @@ def _correlations_markdown(analysis: Analysis) -> List[str]:
     return parts
 
 
+def best_network_files(analysis: Analysis) -> Dict[str, str]:
+    """Group slug -> the file of its best-network figure, for groups with a dataset compared."""
+    return {slug: f"best_networks_{slug}.png" for slug, verdicts in analysis.best_networks.items()
+            if any(v.best is not None for v in verdicts)}
+
+
+def _best_networks_markdown(analysis: Analysis) -> List[str]:
+    parts = ["## Best network per dataset, and those not significantly worse\n",
+             significance.method_note(significance.RESAMPLES, analysis.seed) + "\n"]
+    figures_by_slug = best_network_files(analysis)
+    for slug, verdicts in analysis.best_networks.items():
+        parts += [f"### {analysis.groups[slug].title()} (`{slug}`)\n",
+                  markdown_table(significance.rows(verdicts, analysis.labels))]
+        if slug in figures_by_slug:
+            parts.append(f"![Best network per dataset, {slug}]({figures_by_slug[slug]})\n")
+    return parts
+
+
 def report_markdown(analysis: Analysis) -> str:
     ok = len(analysis.runs) - len(analysis.failures)
     figure_names = {id(c): name for name, c in comparison_files(analysis).items()}
@@ -422,6 +443,7 @@ def report_markdown(analysis: Analysis) -> str:
         ]
     parts += finetune_vs_scratch_of(analysis).markdown(markdown_table)
     parts += size_split_of(analysis).markdown(markdown_table)
+    parts += _best_networks_markdown(analysis)
     parts += ["## Runs not counted (failed or diverged)\n", markdown_table(failure_rows(analysis))]
     return "\n".join(parts)
 
@@ -483,6 +505,11 @@ def analysis_json(analysis: Analysis) -> Dict[str, Any]:
         "convergence": [convergence.to_json(o) for o in convergence.converge(analysis.comparisons)],
         "finetune_vs_scratch_per_dataset": finetune_vs_scratch_of(analysis).to_json(),
         "size_split": size_split_of(analysis).to_json(),
+        "best_networks": {
+            "method": significance.method_note(significance.RESAMPLES, analysis.seed),
+            "alpha": significance.ALPHA, "resamples": significance.RESAMPLES, "seed": analysis.seed,
+            "groups": {slug: {v.dataset: v.to_json() for v in verdicts}
+                       for slug, verdicts in analysis.best_networks.items()}},
     }
 
 
@@ -532,6 +559,9 @@ def write_report(analysis: Analysis, report_dir: str) -> List[str]:
     contents.update({p.file_name: figures.png(figures.per_dataset_figure(p))
                      for p in finetune_vs_scratch_of(analysis).drawn})
     contents[size_split.FIGURE_FILE] = figures.png(figures.size_split_figure(size_split_of(analysis)))
+    contents.update({name: figures.png(figures.best_networks_figure(
+                         analysis.groups[slug].title(), analysis.best_networks[slug], analysis.labels))
+                     for slug, name in best_network_files(analysis).items()})
     for slug, group in analysis.groups.items():
         contents[f"scores_{slug}.md"] = (
             f"# Test scores (%), {group.title()}\n\n" + markdown_table(score_rows(group.table, analysis.labels))
