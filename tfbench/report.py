@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
-from tfbench import files, results
+from tfbench import data_size, files, results
 from tfbench.analysis import (GroupAnalysis, ImageNetTop1, ScoreTable, analyze_group, display_names,
                               imagenet_top1_of_models)
 from tfbench.comparisons import Comparison, NotDrawn, Outcome, compare
@@ -36,6 +36,7 @@ PAPER_NETWORKS = 16
 MISSING = "-"
 EDGE_MARK = "\u2020"  # dagger
 FIGURE_FILE = "figure1.png"
+DATA_SIZE_FIGURE = "data_size.png"
 REPORT_FILE = "report.md"
 
 
@@ -375,8 +376,14 @@ def report_markdown(analysis: Analysis) -> str:
             "### Per dataset: ImageNet top-1 against the dataset's log odds\n",
             markdown_table(per_dataset_rows(group)),
         ]
+    parts.append(data_size.markdown(data_size_of(analysis), DATA_SIZE_FIGURE, markdown_table))
     parts += ["## Runs not counted (failed or diverged)\n", markdown_table(failure_rows(analysis))]
     return "\n".join(parts)
+
+
+def data_size_of(analysis: Analysis) -> data_size.DataSize:
+    """Score against training-set size over every group's records (tfbench.data_size)."""
+    return data_size.analyze([r for g in analysis.groups.values() for r in g.group.records])
 
 
 def analysis_json(analysis: Analysis) -> Dict[str, Any]:
@@ -479,6 +486,9 @@ def write_report(analysis: Analysis, report_dir: str) -> List[str]:
             f"# Test scores (%), {group.title()}\n\n" + markdown_table(score_rows(group.table, analysis.labels))
             + "".join(f"\n{note}\n" for note in table_notes(group.table, analysis.labels))).encode()
         contents[f"scores_{slug}.csv"] = scores_csv(group.table).encode()
+    sizes = data_size_of(analysis)
+    if sizes.curves:
+        contents[DATA_SIZE_FIGURE] = figures.png(data_size.figure(sizes))
     contents["runs.csv"] = runs_csv(analysis).encode()
     paths = [os.path.join(report_dir, "report.json")]
     files.write_json_atomic(paths[0], analysis_json(analysis))
