@@ -133,10 +133,11 @@ def _r(value: Optional[float]) -> str:
 
 def score_rows(table: ScoreTable, labels: Mapping[str, str]) -> List[Dict[str, str]]:
     """Rows of the score table in percent with one decimal; a missing run is MISSING, a score
-    chosen at a grid edge carries EDGE_MARK."""
+    chosen at a grid edge carries EDGE_MARK, a mean over seeds its sd ("65.0 ± 7.1")."""
     def cell(model: str, dataset: str) -> str:
         mark = EDGE_MARK if (model, dataset) in table.grid_edges else ""
-        return _percent(table.score(model, dataset)) + mark
+        sd = table.sd(model, dataset)
+        return _percent(table.score(model, dataset)) + ("" if sd is None else f" \u00b1 {100.0 * sd:.1f}") + mark
 
     return [{"model": labels.get(model, model),
              **{f"{d} ({table.metrics[d]}, %)": cell(model, d) for d in table.datasets}}
@@ -156,13 +157,15 @@ def table_notes(table: ScoreTable, labels: Mapping[str, str]) -> List[str]:
     averaged = [f"{labels.get(m, m)} on {d} (seeds {', '.join(map(str, seeds))})"
                 for (m, d), seeds in sorted(table.seeds.items()) if len(seeds) > 1]
     if averaged:
-        notes.append("Mean over seeds: " + "; ".join(averaged) + ".")
+        notes.append("Mean over seeds: " + "; ".join(averaged) + ". \u00b1 is the sample standard deviation "
+                     "over seeds (ddof=1).")
     return notes
 
 
 def transfer_rows(group: GroupAnalysis) -> List[Dict[str, str]]:
     return [{"model": m.label, "ImageNet top-1 (%)": _percent(m.imagenet_top1),
-             "mean log odds": _log_odds(m.mean_log_odds),
+             "mean log odds": _log_odds(m.mean_log_odds) + (
+                 "" if m.seed_sd is None else f" \u00b1 {m.seed_sd:.3f}"),
              "in r": "yes" if m.excluded is None else f"no: {m.excluded}"} for m in group.models]
 
 
@@ -400,10 +403,13 @@ def analysis_json(analysis: Analysis) -> Dict[str, Any]:
             "scores": {m: {d: table.score(m, d) for d in table.datasets if table.score(m, d) is not None}
                        for m in table.models},
             "seeds": {m: {d: list(s) for (mm, d), s in table.seeds.items() if mm == m} for m in table.models},
+            "seed_sd": {m: {d: table.sd(m, d) for d in table.datasets if table.sd(m, d) is not None}
+                        for m in table.models},
             "grid_edges": {m: {d: dict(e) for (mm, d), e in table.grid_edges.items() if mm == m}
                            for m in table.models if any(mm == m for mm, _ in table.grid_edges)},
             "models": [{"model": m.model, "label": m.label, "imagenet_top1": m.imagenet_top1,
-                        "mean_log_odds": m.mean_log_odds, "excluded": m.excluded} for m in g.models],
+                        "mean_log_odds": m.mean_log_odds, "mean_log_odds_seed_sd": m.seed_sd,
+                        "excluded": m.excluded} for m in g.models],
             "correlation": g.correlation.to_json(),
             "per_dataset": {d: c.to_json() for d, c in g.per_dataset.items()},
             "paper_r": g.paper_r,
