@@ -198,3 +198,4 @@ def test_report_writes_the_data_size_section_and_figure(tmp_path):
     text = open(tmp_path / "report" / "report.md").read()
     assert "## Score against training-set size" in text and "![Score against examples per class](data_size.png)" in text
     assert os.path.exists(tmp_path / "report" / "data_size.png")
+    assert "Fine-tuned, protocol study" in text and "10 training examples per class (`finetune_study_" in text

@@ -24,7 +24,7 @@ import numpy as np
 
 from tfbench import protocol
 from tfbench.correlation import BOOTSTRAP_RESAMPLES, Correlation, correlate, logit
-from tfbench.protocol_groups import ProtocolGroup
+from tfbench.protocol_groups import TRAIN_SUBSET_FIELD, ProtocolGroup
 
 REGISTRY_SOURCE = "published; tfbench's backbone registry"
 REGIME_TITLES = {"probe": "Linear probe on fixed features", "finetune": "Fine-tuned",
@@ -170,10 +170,12 @@ class GroupAnalysis:
         return [m for m in self.models if m.excluded is None]
 
     def title(self) -> str:
-        """"Fine-tuned, protocol mini [3fa2b1c0]"; random-init features say so."""
+        """"Fine-tuned, protocol mini [3fa2b1c0]"; random-init features and a training subset say so."""
         regime = REGIME_TITLES.get(self.group.regime, self.group.regime)
         init = " (random-init network)" if self.group.settings.get("init") == RANDOM_INIT else ""
-        return f"{regime}{init}, protocol {self.group.name} [{self.group.id}]"
+        size = self.group.key.get(TRAIN_SUBSET_FIELD)
+        subset = f", {size} training examples per class" if size is not None else ""
+        return f"{regime}{init}, protocol {self.group.name} [{self.group.id}]{subset}"
 
     def paper_note(self) -> str:
         return "paper: none for random features" if self.paper_r is None else f"paper: {self.paper_r:.2f}"

@@ -21,6 +21,7 @@ from tfbench.settings import REGIMES
 
 ALL = "all"
 FULL_POSITION = 2.0  # "all" is drawn at this multiple of the largest subset size on the log axis
+REGIME_COLORS = {"probe": "tab:green", "finetune": "tab:blue", "scratch": "tab:orange"}
 PANEL_INCHES = (4.6, 3.8)
 DPI = 150
 Size = Optional[int]  # None: the whole training set
@@ -178,7 +179,8 @@ def figure(data_size: DataSize):
         position = {s: (FULL_POSITION * largest if s is None else s) for s in curves.sizes}
         for line in curves.lines:
             points = [(position[s], 100.0 * curves.mean(line, s)) for s in curves.sizes if curves.mean(line, s) is not None]
-            axes.plot([x for x, _ in points], [y for _, y in points], marker="o", label=line)
+            axes.plot([x for x, _ in points], [y for _, y in points], marker="o", label=line,
+                      color=REGIME_COLORS.get(line))  # several protocols of a regime: their own
         axes.set_xscale("log")
         axes.set_xticks([position[s] for s in curves.sizes], [size_label(s) for s in curves.sizes])
         axes.minorticks_off()
