@@ -199,3 +199,22 @@ def test_report_writes_the_data_size_section_and_figure(tmp_path):
     assert "## Score against training-set size" in text and "![Score against examples per class](data_size.png)" in text
     assert os.path.exists(tmp_path / "report" / "data_size.png")
     assert "Fine-tuned, protocol study" in text and "10 training examples per class (`finetune_study_" in text
+
+
+def test_a_multi_label_dataset_refuses_a_per_class_subset():
+    from tfbench.datasets import splits
+
+    with pytest.raises(datasets.TrainSubsetError, match="'voc2007' is multi-label"):
+        splits.check_subset_allowed(datasets.spec("voc2007"))
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("5,6", "error: --train_examples_per_class takes one value here, got 5,6"),
+    ("-1", "error: --train_examples_per_class takes whole numbers of at least 1"),
+])
+def test_a_regime_binary_takes_one_size_and_refuses_bad_ones_in_one_line(value, expected, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "tfbench.probe", "--model=tiny", "--dataset=digits",
+                             f"--train_examples_per_class={value}", f"--output_dir={tmp_path}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.strip().startswith(expected)
+    assert len(result.stderr.strip().splitlines()) == 1 and not os.listdir(tmp_path)
