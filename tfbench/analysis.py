@@ -5,7 +5,9 @@ Following Kornblith, Shlens & Le (2019), section 3 and Figure 1, within one prot
   - each model's mean log odds over the datasets of the group's table. Only models with an ok run
     on every one of those datasets enter: means over different sets of datasets are not
     comparable. The others are listed with the datasets they lack. Several seeds of one (model,
-    dataset) count as their mean score;
+    dataset) count as their mean score (r is computed on those means); their spread is shown as
+    the sample standard deviation (ddof=1) of the scores and, per model, of the mean log odds of
+    each seed that ran every dataset of the table;
   - Pearson r between ImageNet top-1 accuracy and that mean, over the models whose ImageNet top-1
     is known. As in the paper's Figure 1, x is the top-1 itself (not its log odds);
   - the same r per dataset: ImageNet top-1 against that dataset's log odds.
@@ -15,14 +17,14 @@ from the backbone registry; the report says which it used.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from tfbench import protocol
 from tfbench.correlation import BOOTSTRAP_RESAMPLES, Correlation, correlate, logit
-from tfbench.protocol_groups import ProtocolGroup
+from tfbench.protocol_groups import TRAIN_SUBSET_FIELD, ProtocolGroup
 
 REGISTRY_SOURCE = "published; tfbench's backbone registry"
 REGIME_TITLES = {"probe": "Linear probe on fixed features", "finetune": "Fine-tuned",
@@ -85,8 +87,9 @@ def display_names(records: Sequence[Mapping[str, Any]]) -> Dict[str, str]:
 class ScoreTable:
     """Test scores (fractions) of one protocol's ok runs: model x dataset.
 
-    `seeds` lists the seeds averaged into each score; `grid_edges` says, per score, which chosen
-    hyperparameter sat at an end of its grid ({"learning_rate": "largest", ...}).
+    `seeds` lists the seeds averaged into each score, and `seed_scores` their scores in that
+    order; `grid_edges` says, per score, which chosen hyperparameter sat at an end of its grid
+    ({"learning_rate": "largest", ...}).
     """
 
     datasets: Tuple[str, ...]
@@ -95,9 +98,26 @@ class ScoreTable:
     scores: Mapping[Tuple[str, str], float]  # (model, dataset) -> test score
     seeds: Mapping[Tuple[str, str], Tuple[int, ...]]
     grid_edges: Mapping[Tuple[str, str], Mapping[str, str]]
+    seed_scores: Mapping[Tuple[str, str], Tuple[float, ...]] = field(default_factory=dict)
 
     def score(self, model: str, dataset: str) -> Optional[float]:
         return self.scores.get((model, dataset))
+
+    def sd(self, model: str, dataset: str) -> Optional[float]:
+        """Sample standard deviation (ddof=1) of the cell's scores over seeds; None below two."""
+        values = self.seed_scores.get((model, dataset), ())
+        return float(np.std(values, ddof=1)) if len(values) >= 2 else None
+
+    def seed_sd_of_mean_log_odds(self, model: str) -> Optional[float]:
+        """Sample sd (ddof=1) over seeds of the model's mean log odds over the table's datasets,
+        over the seeds that ran every dataset; None below two such seeds."""
+        by_seed = [dict(zip(self.seeds.get((model, d), ()), self.seed_scores.get((model, d), ())))
+                   for d in self.datasets]
+        common = sorted(set.intersection(*(set(s) for s in by_seed))) if by_seed else []
+        if len(common) < 2:
+            return None
+        means = [float(np.mean(logit([scores[seed] for scores in by_seed]))) for seed in common]
+        return float(np.std(means, ddof=1))
 
     def missing(self, model: str) -> List[str]:
         return [d for d in self.datasets if (model, d) not in self.scores]
@@ -115,13 +135,14 @@ def score_table(records: Sequence[Mapping[str, Any]]) -> ScoreTable:
         at_edge = [r for r in cell_runs if r.get("at_grid_edge")]
         if at_edge:
             edges[cell] = {name: end for r in at_edge for name, end in (r.get("grid_edges") or {}).items()}
+    by_seed = {cell: sorted((r["experiment"].get("seed", 0), float(r["test_score"])) for r in cell_runs)
+               for cell, cell_runs in runs.items()}
     return ScoreTable(
         datasets=tuple(sorted(metrics)), metrics=metrics, models=tuple(sorted({m for m, _ in runs})),
-        scores={cell: float(np.mean([float(r["test_score"]) for r in cell_runs]))
-                for cell, cell_runs in runs.items()},
-        seeds={cell: tuple(sorted(r["experiment"].get("seed", 0) for r in cell_runs))
-               for cell, cell_runs in runs.items()},
-        grid_edges=edges)
+        scores={cell: float(np.mean([score for _, score in pairs])) for cell, pairs in by_seed.items()},
+        seeds={cell: tuple(seed for seed, _ in pairs) for cell, pairs in by_seed.items()},
+        grid_edges=edges,
+        seed_scores={cell: tuple(score for _, score in pairs) for cell, pairs in by_seed.items()})
 
 
 @dataclass(frozen=True)
@@ -133,6 +154,7 @@ class ModelTransfer:
     imagenet_top1: Optional[float]
     mean_log_odds: Optional[float]
     excluded: Optional[str]
+    seed_sd: Optional[float] = None  # sd over seeds of the mean log odds (ScoreTable.seed_sd_of_mean_log_odds)
 
 
 @dataclass(frozen=True)
@@ -148,10 +170,12 @@ class GroupAnalysis:
         return [m for m in self.models if m.excluded is None]
 
     def title(self) -> str:
-        """"Fine-tuned, protocol mini [3fa2b1c0]"; random-init features say so."""
+        """"Fine-tuned, protocol mini [3fa2b1c0]"; random-init features and a training subset say so."""
         regime = REGIME_TITLES.get(self.group.regime, self.group.regime)
         init = " (random-init network)" if self.group.settings.get("init") == RANDOM_INIT else ""
-        return f"{regime}{init}, protocol {self.group.name} [{self.group.id}]"
+        size = self.group.key.get(TRAIN_SUBSET_FIELD)
+        subset = f", {size} training examples per class" if size is not None else ""
+        return f"{regime}{init}, protocol {self.group.name} [{self.group.id}]{subset}"
 
     def paper_note(self) -> str:
         return "paper: none for random features" if self.paper_r is None else f"paper: {self.paper_r:.2f}"
@@ -178,7 +202,8 @@ def analyze_group(group: ProtocolGroup, top1: Mapping[str, ImageNetTop1], labels
             excluded = "no known ImageNet top-1"
         else:
             excluded = None
-        models.append(ModelTransfer(model, labels.get(model, model), value, mean, excluded))
+        models.append(ModelTransfer(model, labels.get(model, model), value, mean, excluded,
+                                    None if missing else table.seed_sd_of_mean_log_odds(model)))
     models.sort(key=lambda m: (m.imagenet_top1 is None, m.imagenet_top1 or 0.0, m.model))
     included = [m for m in models if m.excluded is None]
     correlation = correlate([m.imagenet_top1 for m in included], [m.mean_log_odds for m in included],

@@ -16,7 +16,7 @@ import numpy as np
 
 from tfbench.analysis import RANDOM_INIT, GroupAnalysis
 from tfbench.experiment import identity_diff
-from tfbench.protocol_groups import ProtocolGroup
+from tfbench.protocol_groups import TRAIN_SUBSET_FIELD, ProtocolGroup
 
 
 @dataclass(frozen=True)
@@ -186,6 +186,13 @@ def pair_up(kind: Kind, first: GroupAnalysis, second: GroupAnalysis) -> Comparis
     return Comparison(kind, first, second, tuple(pairs), tuple(missing), tuple(notes))
 
 
+def _different_training_sets(a: ProtocolGroup, b: ProtocolGroup) -> Optional[str]:
+    """Runs on different training subsets never pair: the data-size curves compare those."""
+    sizes = [g.key.get(TRAIN_SUBSET_FIELD) or "all" for g in (a, b)]
+    return None if sizes[0] == sizes[1] else (
+        f"{a.slug} trains on {sizes[0]} and {b.slug} on {sizes[1]} examples per class")
+
+
 def compare(groups: Sequence[GroupAnalysis]) -> List[Outcome]:
     """Every comparison of KINDS the groups allow, each compatible pair of groups once; a kind
     that none allows becomes a NotDrawn naming the runs it lacks."""
@@ -201,7 +208,8 @@ def compare(groups: Sequence[GroupAnalysis]) -> List[Outcome]:
         drawn, refused = [], []
         for first in firsts:
             for second in seconds:
-                why_not = kind.incompatibility(first.group, second.group, only_pair)
+                why_not = (_different_training_sets(first.group, second.group)
+                           or kind.incompatibility(first.group, second.group, only_pair))
                 if why_not is None:
                     drawn.append(pair_up(kind, first, second))
                 else:

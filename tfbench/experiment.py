@@ -52,6 +52,7 @@ class Experiment:
     skip_bad_images: bool = False
     preset: Optional[str] = None
     display_name: Optional[str] = None
+    train_examples_per_class: Optional[int] = None
 
     def __post_init__(self):
         if self.regime not in REGIMES:
@@ -66,6 +67,12 @@ class Experiment:
             )
         if self.batch_size < 1:
             raise InvalidSettingError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.train_examples_per_class is not None and (
+                isinstance(self.train_examples_per_class, bool) or not isinstance(self.train_examples_per_class, int)
+                or self.train_examples_per_class < 1):
+            raise InvalidSettingError(
+                f"train_examples_per_class must be a whole number of at least 1, got "
+                f"{self.train_examples_per_class!r}")
         if self.image_size is not None and self.image_size < 8:
             raise InvalidSettingError(f"image_size must be at least 8 pixels, got {self.image_size}")
 
@@ -74,8 +81,12 @@ class Experiment:
         return identity(self.to_dict())
 
     def to_dict(self) -> Dict[str, Any]:
+        """Plain data; a run on the whole training set has no `train_examples_per_class` key, as
+        records had before the setting existed, so their identities stay equal."""
         config = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         config["settings"] = settings_to_dict(self.settings)
+        if self.train_examples_per_class is None:
+            del config["train_examples_per_class"]
         return config
 
     @classmethod
@@ -90,19 +101,36 @@ class Experiment:
 
         return datasets.spec(self.dataset, skip_bad_images=self.skip_bad_images)
 
+    def train_subset(self, split: str):
+        """The subset `split` is drawn from (tfbench.datasets.TrainSubset), or None when the split
+        is read whole: always for val and test, and for every split without the setting."""
+        from tfbench.datasets.splits import SUBSET_SPLITS, TrainSubset
+
+        if self.train_examples_per_class is None or split not in SUBSET_SPLITS:
+            return None
+        return TrainSubset(self.train_examples_per_class, self.seed)
+
     def load(self, split: str):
         """One split of the run's dataset (tfbench.datasets.load)."""
         from tfbench import datasets
 
-        return datasets.load(self.dataset, split, self.data_dir, skip_bad_images=self.skip_bad_images)
+        return datasets.load(self.dataset, split, self.data_dir, skip_bad_images=self.skip_bad_images,
+                             train_subset=self.train_subset(split))
 
     def run_dir(self) -> str:
         """`<output_dir>/<regime>/<dataset>/<model>`, with names made safe for a file system; a
-        probe of randomly initialised features is `<model>+random_init`, beside the ImageNet one."""
+        probe of randomly initialised features is `<model>+random_init`, beside the ImageNet one;
+        a seed other than 0 adds `+seed<N>` to the model's folder and a training subset
+        `+<N>_per_class` to the dataset's, so such runs sit beside the default one."""
         model = path_component(self.model)
         if getattr(self.settings, "init", "imagenet") == "random":
             model += "+random_init"
-        return os.path.join(self.output_dir, self.regime, path_component(self.dataset), model)
+        if self.seed != 0:
+            model += f"+seed{self.seed}"
+        dataset = path_component(self.dataset)
+        if self.train_examples_per_class is not None:
+            dataset += f"+{self.train_examples_per_class}_per_class"
+        return os.path.join(self.output_dir, self.regime, dataset, model)
 
 
 def identity(config: Mapping[str, Any]) -> Dict[str, Any]:

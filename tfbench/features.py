@@ -198,6 +198,10 @@ def _read_entry(folder: str, key: str) -> Tuple[Dict[str, np.ndarray], Optional[
     return arrays, None
 
 
-def split_definition(dataset_spec) -> Dict[str, Any]:
-    """The dataset spec as plain data (its fields define the split, seed included)."""
-    return json.loads(json.dumps(dataclasses.asdict(dataset_spec), default=str))
+def split_definition(dataset_spec, train_subset=None) -> Dict[str, Any]:
+    """The dataset spec as plain data (its fields define the split, seed included), and the
+    training subset the split is drawn from (tfbench.datasets.TrainSubset) when there is one."""
+    definition = json.loads(json.dumps(dataclasses.asdict(dataset_spec), default=str))
+    if train_subset is not None:
+        definition["train_subset"] = train_subset.to_dict()
+    return definition

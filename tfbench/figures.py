@@ -47,9 +47,10 @@ def png(figure: Figure) -> bytes:
 def figure1(groups: Sequence[GroupAnalysis], titles: Optional[Sequence[str]] = None,
             columns: Optional[int] = None) -> Figure:
     """One panel per group: ImageNet top-1 (%) against mean log-odds transfer accuracy of the
-    models in its r (scatter), with the least-squares line when the top-1 values spread.
-    `titles` replace the panels' own (group, r, the paper's r); `columns` wraps the panels into
-    rows (default: one row)."""
+    models in its r (scatter), with the least-squares line when the top-1 values spread. A model
+    run with several seeds is its mean over them, with an error bar of ± their sd. `titles` replace
+    the panels' own (group, r, the paper's r); `columns` wraps the panels into rows (default: one
+    row)."""
     columns = columns or max(len(groups), 1)
     rows = max(-(-len(groups) // columns), 1)
     figure = Figure(figsize=(PANEL_INCHES[0] * columns, PANEL_INCHES[1] * rows), dpi=DPI,
@@ -62,6 +63,11 @@ def figure1(groups: Sequence[GroupAnalysis], titles: Optional[Sequence[str]] = N
         x = np.array([100.0 * m.imagenet_top1 for m in included])
         y = np.array([m.mean_log_odds for m in included])
         axes.scatter(x, y, s=36, color="tab:blue", zorder=3)
+        spread = [(xi, yi, m.seed_sd) for xi, yi, m in zip(x, y, included) if m.seed_sd is not None]
+        if spread:
+            axes.errorbar([p[0] for p in spread], [p[1] for p in spread], yerr=[p[2] for p in spread],
+                          fmt="none", ecolor="tab:blue", elinewidth=1.0, capsize=3, zorder=3,
+                          label="\u00b1 sd over seeds")
         if len(x) >= 2 and np.ptp(x) > 0:
             slope, intercept = np.polyfit(x, y, 1)
             line_x = np.array([x.min(), x.max()])

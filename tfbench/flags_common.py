@@ -11,7 +11,7 @@ at once.
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from absl import flags
 
@@ -72,6 +72,12 @@ flags.DEFINE_boolean(
     "skip_bad_images", False,
     "For folder:PATH datasets: leave images that do not decode out (with a warning, counted in the "
     "record) instead of refusing the folder.")
+flags.DEFINE_list(
+    "train_examples_per_class", None,
+    "Train on this many examples of every class of the training split (drawn with --seed, the same "
+    "for every model; trainval = that subset plus val; val and test whole). Default: all. "
+    "tfbench.sweep takes a list (e.g. 10,25,50,100,all) and runs each size; single-label datasets "
+    "only.")
 flags.DEFINE_string(
     "preset", None,
     "A name for these settings, recorded as the run's protocol where they differ from the paper's "
@@ -88,7 +94,8 @@ def user_errors() -> tuple:
 
     return (UnknownNameError, InvalidSettingError, results.RunConflictError,
             backbones.WeightsUnavailableError, backbones.ModelNotFoundError,
-            backbones.ModelsFileError, datasets.DatasetNotPreparedError, datasets.FolderDatasetError)
+            backbones.ModelsFileError, datasets.DatasetNotPreparedError, datasets.FolderDatasetError,
+            datasets.TrainSubsetError)
 
 
 def print_models() -> None:
@@ -148,6 +155,37 @@ def _numbers(flag: str, texts) -> list:
         raise InvalidSettingError(f"--{flag} takes numbers, got {','.join(texts)}") from None
 
 
+ALL_EXAMPLES = "all"
+
+
+def train_sizes_from_flags() -> List[Optional[int]]:
+    """--train_examples_per_class as sizes (None: the whole training set), or [None] if unset."""
+    texts = FLAGS.train_examples_per_class or [ALL_EXAMPLES]
+    sizes = []
+    for text in texts:
+        if text.strip() == ALL_EXAMPLES:
+            sizes.append(None)
+            continue
+        try:
+            size = int(text)
+        except ValueError:
+            size = 0
+        if size < 1:
+            raise InvalidSettingError(f"--train_examples_per_class takes whole numbers of at least 1 or "
+                                      f"{ALL_EXAMPLES!r}, got {text!r}")
+        sizes.append(size)
+    return list(dict.fromkeys(sizes))
+
+
+def check_train_subset(dataset: str, size: Optional[int]) -> None:
+    """A subset of a multi-label dataset is refused before anything runs."""
+    from tfbench import datasets
+    from tfbench.datasets import splits
+
+    if size is not None:
+        splits.check_subset_allowed(datasets.spec(dataset, skip_bad_images=FLAGS.skip_bad_images))
+
+
 def experiment_from_flags(regime: str, settings) -> Experiment:
     """Validate names against the registries first, so a typo fails before anything runs."""
     from tfbench import backbones, datasets
@@ -158,13 +196,19 @@ def experiment_from_flags(regime: str, settings) -> Experiment:
     load_user_models(FLAGS.model)
     model_spec = backbones.spec(FLAGS.model)
     datasets.spec(FLAGS.dataset, skip_bad_images=FLAGS.skip_bad_images)
+    sizes = train_sizes_from_flags()
+    if len(sizes) > 1:
+        raise InvalidSettingError(f"--train_examples_per_class takes one value here, got "
+                                  f"{','.join(FLAGS.train_examples_per_class)}; tfbench.sweep runs a list")
+    check_train_subset(FLAGS.dataset, sizes[0])
     batch_size = FLAGS.batch_size or (protocol.BATCH_SIZE if regime in TRAINED_REGIMES else PROBE_BATCH_SIZE)
     return Experiment(
         regime=regime, model=FLAGS.model, dataset=FLAGS.dataset, output_dir=FLAGS.output_dir,
         seed=FLAGS.seed, data_dir=FLAGS.data_dir, image_size=FLAGS.image_size,
         batch_size=batch_size, precision=FLAGS.precision, settings=settings,
         cache_dir=FLAGS["cache_dir"].value if "cache_dir" in FLAGS else None, preset=FLAGS.preset,
-        skip_bad_images=FLAGS.skip_bad_images, display_name=model_spec.display_name)
+        skip_bad_images=FLAGS.skip_bad_images, display_name=model_spec.display_name,
+        train_examples_per_class=sizes[0])
 
 
 def runtime_from_flags(**regime_knobs) -> Runtime:

@@ -59,7 +59,7 @@ def feature_components(experiment, split: str, precision: str) -> Dict[str, Any]
         image_size=experiment.image_size or backbone_spec.image_size,
         input_scaling=backbone_spec.input_scaling, precision=precision,
         dataset=experiment.dataset, split=split,
-        split_definition=features.split_definition(experiment.dataset_spec()))
+        split_definition=features.split_definition(experiment.dataset_spec(), experiment.train_subset(split)))
 
 
 def run(experiment, runtime) -> Dict[str, Any]:

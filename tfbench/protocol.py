@@ -95,3 +95,16 @@ PAPER_R = {"probe": 0.99, "finetune": 0.96, "scratch": 0.55}
 # official validation split), the images the final models were trained on.
 PAPER_SCRATCH_R_BY_SIZE = {"under_10k": 0.29, "over_10k": 0.86}
 SMALL_DATASET_TRAIN_EXAMPLES = 10_000
+
+# ---------------------------------------------------------------------------------------------
+# Training-set size (the paper's Figure 9: fine-tuning vs training from scratch on subsets of the
+# training set, the gap against examples per class)
+
+# CHOICE, pending a check against the paper: the subset sizes below are those recalled for the
+# paper's Figure 9; the stored copies of the paper that could be searched (arXiv:1805.08974
+# mirrors: arxiv-vanity, vdocuments, docslib) returned only its abstract and Figure 1, so neither
+# the sizes nor the datasets of Figure 9 could be confirmed. flags/data_size.flags runs them, plus
+# the whole training set ("all").
+DATA_SIZE_EXAMPLES_PER_CLASS = (10, 25, 50, 100)
+DATA_SIZE_SOURCE = ("recalled for the paper's Figure 9, not confirmed in its text (CHOICE); the "
+                    "whole training set is the curve's last point")

@@ -3,7 +3,8 @@
 A 1,000-step fine-tune beside a 20,000-step one, or features at 128 px beside features at 224 px,
 measure different things; averaging or correlating them mixes protocols. Two records belong to the
 same protocol when every identity setting but the per-run ones (model, dataset, seed) and the
-locations is equal: PROTOCOL_FIELDS, the regime, its settings, batch size, image size, precision.
+locations is equal: PROTOCOL_FIELDS, the regime, its settings, batch size, image size, precision,
+and the training subset (runs on 10 examples per class never share a table with full runs).
 Per-model fields (a display name, a user model's input convention) and labels that are not
 identity (the preset's name) never split a group.
 
@@ -22,7 +23,8 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 from tfbench.experiment import identity_diff, path_component
 from tfbench.settings import REGIMES
 
-PROTOCOL_FIELDS = ("regime", "settings", "batch_size", "image_size", "precision")
+TRAIN_SUBSET_FIELD = "train_examples_per_class"  # absent: the whole training set
+PROTOCOL_FIELDS = ("regime", "settings", "batch_size", "image_size", "precision", TRAIN_SUBSET_FIELD)
 UNNAMED = "unnamed"
 ID_LENGTH = 8
 

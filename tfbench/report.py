@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
-from tfbench import convergence, files, finetune_vs_scratch, results, significance, size_split
+from tfbench import convergence, data_size, files, finetune_vs_scratch, results, significance, size_split
 from tfbench.analysis import (GroupAnalysis, ImageNetTop1, ScoreTable, analyze_group, display_names,
                               imagenet_top1_of_models)
 from tfbench.comparisons import Comparison, NotDrawn, Outcome, compare
@@ -37,6 +37,7 @@ PAPER_NETWORKS = 16
 MISSING = "-"
 EDGE_MARK = "\u2020"  # dagger
 FIGURE_FILE = "figure1.png"
+DATA_SIZE_FIGURE = "data_size.png"
 REPORT_FILE = "report.md"
 
 
@@ -135,10 +136,11 @@ def _r(value: Optional[float]) -> str:
 
 def score_rows(table: ScoreTable, labels: Mapping[str, str]) -> List[Dict[str, str]]:
     """Rows of the score table in percent with one decimal; a missing run is MISSING, a score
-    chosen at a grid edge carries EDGE_MARK."""
+    chosen at a grid edge carries EDGE_MARK, a mean over seeds its sd ("65.0 ± 7.1")."""
     def cell(model: str, dataset: str) -> str:
         mark = EDGE_MARK if (model, dataset) in table.grid_edges else ""
-        return _percent(table.score(model, dataset)) + mark
+        sd = table.sd(model, dataset)
+        return _percent(table.score(model, dataset)) + ("" if sd is None else f" \u00b1 {100.0 * sd:.1f}") + mark
 
     return [{"model": labels.get(model, model),
              **{f"{d} ({table.metrics[d]}, %)": cell(model, d) for d in table.datasets}}
@@ -158,13 +160,15 @@ def table_notes(table: ScoreTable, labels: Mapping[str, str]) -> List[str]:
     averaged = [f"{labels.get(m, m)} on {d} (seeds {', '.join(map(str, seeds))})"
                 for (m, d), seeds in sorted(table.seeds.items()) if len(seeds) > 1]
     if averaged:
-        notes.append("Mean over seeds: " + "; ".join(averaged) + ".")
+        notes.append("Mean over seeds: " + "; ".join(averaged) + ". \u00b1 is the sample standard deviation "
+                     "over seeds (ddof=1).")
     return notes
 
 
 def transfer_rows(group: GroupAnalysis) -> List[Dict[str, str]]:
     return [{"model": m.label, "ImageNet top-1 (%)": _percent(m.imagenet_top1),
-             "mean log odds": _log_odds(m.mean_log_odds),
+             "mean log odds": _log_odds(m.mean_log_odds) + (
+                 "" if m.seed_sd is None else f" \u00b1 {m.seed_sd:.3f}"),
              "in r": "yes" if m.excluded is None else f"no: {m.excluded}"} for m in group.models]
 
 
@@ -444,8 +448,14 @@ def report_markdown(analysis: Analysis) -> str:
     parts += finetune_vs_scratch_of(analysis).markdown(markdown_table)
     parts += size_split_of(analysis).markdown(markdown_table)
     parts += _best_networks_markdown(analysis)
+    parts.append(data_size.markdown(data_size_of(analysis), DATA_SIZE_FIGURE, markdown_table))
     parts += ["## Runs not counted (failed or diverged)\n", markdown_table(failure_rows(analysis))]
     return "\n".join(parts)
+
+
+def data_size_of(analysis: Analysis) -> data_size.DataSize:
+    """Score against training-set size over every group's records (tfbench.data_size)."""
+    return data_size.analyze([r for g in analysis.groups.values() for r in g.group.records])
 
 
 def analysis_json(analysis: Analysis) -> Dict[str, Any]:
@@ -462,10 +472,13 @@ def analysis_json(analysis: Analysis) -> Dict[str, Any]:
             "scores": {m: {d: table.score(m, d) for d in table.datasets if table.score(m, d) is not None}
                        for m in table.models},
             "seeds": {m: {d: list(s) for (mm, d), s in table.seeds.items() if mm == m} for m in table.models},
+            "seed_sd": {m: {d: table.sd(m, d) for d in table.datasets if table.sd(m, d) is not None}
+                        for m in table.models},
             "grid_edges": {m: {d: dict(e) for (mm, d), e in table.grid_edges.items() if mm == m}
                            for m in table.models if any(mm == m for mm, _ in table.grid_edges)},
             "models": [{"model": m.model, "label": m.label, "imagenet_top1": m.imagenet_top1,
-                        "mean_log_odds": m.mean_log_odds, "excluded": m.excluded} for m in g.models],
+                        "mean_log_odds": m.mean_log_odds, "mean_log_odds_seed_sd": m.seed_sd,
+                        "excluded": m.excluded} for m in g.models],
             "correlation": g.correlation.to_json(),
             "per_dataset": {d: c.to_json() for d, c in g.per_dataset.items()},
             "paper_r": g.paper_r,
@@ -567,6 +580,9 @@ def write_report(analysis: Analysis, report_dir: str) -> List[str]:
             f"# Test scores (%), {group.title()}\n\n" + markdown_table(score_rows(group.table, analysis.labels))
             + "".join(f"\n{note}\n" for note in table_notes(group.table, analysis.labels))).encode()
         contents[f"scores_{slug}.csv"] = scores_csv(group.table).encode()
+    sizes = data_size_of(analysis)
+    if sizes.curves:
+        contents[DATA_SIZE_FIGURE] = figures.png(data_size.figure(sizes))
     contents["runs.csv"] = runs_csv(analysis).encode()
     paths = [os.path.join(report_dir, "report.json")]
     files.write_json_atomic(paths[0], analysis_json(analysis))

@@ -181,6 +181,8 @@ def table(records: Iterable[Mapping[str, Any]]) -> List[Dict[str, Any]]:
                 "regime": experiment["regime"],
                 "dataset": experiment["dataset"],
                 "model": experiment["model"],
+                "seed": experiment.get("seed", 0),
+                "train_examples_per_class": experiment.get("train_examples_per_class"),  # None: all
                 "metric": record.get("metric"),
                 "test_score": record.get("test_score"),
                 "status": record["status"],

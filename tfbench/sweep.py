@@ -29,7 +29,7 @@ from absl import flags
 
 from tfbench import cli, executors, finetune, flags_common, plan, probe, protocol, study
 from tfbench.experiment import Experiment
-from tfbench.settings import REGIMES, TRAINED_REGIMES, Runtime
+from tfbench.settings import REGIMES, TRAINED_REGIMES, InvalidSettingError, Runtime
 
 FLAGS = flags.FLAGS
 
@@ -44,6 +44,9 @@ flags.DEFINE_list(
     "probe_inits", ["imagenet"],
     "Probe the features of these initialisations: imagenet (the paper), random (the same network "
     "randomly initialised: what the architecture alone gives; the report compares the two).")
+flags.DEFINE_list("seeds", None,
+                  "Run every configuration once per seed (distinct runs, each in its own folder); "
+                  "the report shows mean ± sd over them. Default: --seed alone.")
 flags.DEFINE_boolean("report", True, "Rebuild the report under <output_dir>/report once every run is finished.")
 flags.DEFINE_enum("executor", "local", executors.EXECUTORS,
                   "Where tasks run: local = one after another in this process; ray = Ray tasks on "
@@ -98,8 +101,19 @@ def regime_settings(regime: str, argv: List[str]) -> Tuple[Dict, object, Runtime
     return shared, settings, runtime, models, datasets
 
 
+def seeds_from_flags() -> List[int]:
+    """--seeds as distinct integers in the order given, or [--seed] when unset."""
+    if not FLAGS.seeds:
+        return [FLAGS.seed]
+    try:
+        return list(dict.fromkeys(int(text) for text in FLAGS.seeds))
+    except ValueError:
+        raise InvalidSettingError(f"--seeds takes whole numbers, got {','.join(FLAGS.seeds)}") from None
+
+
 def experiments_from_flags(argv: List[str]) -> List[Tuple[Experiment, Runtime]]:
-    """Every experiment of the sweep with its runtime, validated before any of them runs."""
+    """Every experiment of the sweep with its runtime, validated before any of them runs: each
+    (regime, settings, training-set size, dataset, model) once per seed."""
     from tfbench import backbones, datasets
 
     for flag in ("models", "datasets"):
@@ -108,18 +122,24 @@ def experiments_from_flags(argv: List[str]) -> List[Tuple[Experiment, Runtime]]:
     unknown = [r for r in FLAGS.regimes if r not in REGIMES]
     if unknown:
         cli.fail(f"unknown regime {unknown[0]!r}; valid choices: {', '.join(REGIMES)}")
+    seeds, sizes = seeds_from_flags(), flags_common.train_sizes_from_flags()
     experiments = []
     for regime in FLAGS.regimes:
         shared, settings, runtime, models, names = regime_settings(regime, argv)
+        del shared["seed"]
         flags_common.load_user_models()
         display_names = {model: backbones.spec(model).display_name for model in models}
         for dataset in names:
             datasets.spec(dataset, skip_bad_images=FLAGS.skip_bad_images)
+            for size in sizes:
+                flags_common.check_train_subset(dataset, size)
         variants = ([dataclasses.replace(settings, init=init) for init in FLAGS.probe_inits]
                     if regime == "probe" else [settings])
         experiments += [(Experiment(regime=regime, model=model, dataset=dataset, settings=variant,
-                                    display_name=display_names[model], **shared), runtime)
-                        for variant in variants for dataset in names for model in models]
+                                    display_name=display_names[model], seed=seed,
+                                    train_examples_per_class=size, **shared), runtime)
+                        for variant in variants for size in sizes for dataset in names
+                        for model in models for seed in seeds]
     return experiments
 
 

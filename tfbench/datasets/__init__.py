@@ -17,14 +17,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 from tfbench.datasets.catalog import DatasetSpec, names, registered_spec
-from tfbench.datasets.errors import DatasetNotPreparedError, FolderDatasetError
-from tfbench.datasets.splits import SPLITS, check_split
+from tfbench.datasets.errors import DatasetNotPreparedError, FolderDatasetError, TrainSubsetError
+from tfbench.datasets.splits import SPLITS, SUBSET_SPLITS, TrainSubset, check_split
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
-__all__ = ["DatasetNotPreparedError", "DatasetSpec", "FolderDatasetError", "SPLITS", "load", "names",
-           "spec"]
+__all__ = ["DatasetNotPreparedError", "DatasetSpec", "FolderDatasetError", "SPLITS", "TrainSubset",
+           "TrainSubsetError", "load", "names", "spec"]
 
 _FOLDER_PREFIX = "folder:"
 
@@ -44,16 +44,24 @@ def spec(name: str, skip_bad_images: bool = False) -> DatasetSpec:
 
 
 def load(name: str, split: str, data_dir: Optional[str] = None,
-         skip_bad_images: bool = False) -> "tf.data.Dataset":
+         skip_bad_images: bool = False, train_subset: Optional[TrainSubset] = None) -> "tf.data.Dataset":
     """One split of a dataset as dicts {"image", "label", "id"}; never downloads anything.
 
     data_dir is the TFDS data directory (None: TFDS's default). A TFDS dataset that is not
     prepared there raises DatasetNotPreparedError at once, naming the command that prepares it.
-    skip_bad_images: see `spec` (folder datasets only).
+    skip_bad_images: see `spec` (folder datasets only). train_subset: train is that subset of the
+    training split and trainval the subset plus val (val and test are never subsampled, so scores
+    at every size are measured on the same examples and the choice on validation stays as sharp).
     """
     check_split(split)
     dataset_spec = spec(name, skip_bad_images=skip_bad_images)
-    return _loader(dataset_spec.source)(dataset_spec, split, data_dir)
+    loader = _loader(dataset_spec.source)
+    if train_subset is None or split not in SUBSET_SPLITS:
+        return loader(dataset_spec, split, data_dir)
+    from tfbench.datasets import subsets
+
+    train = subsets.per_class(loader(dataset_spec, "train", data_dir), train_subset, dataset_spec)
+    return train if split == "train" else train.concatenate(loader(dataset_spec, "val", data_dir))
 
 
 def _loader(source: str):

@@ -20,6 +20,10 @@ class FolderNotFoundError(FolderDatasetError, FileNotFoundError):
     """The folder of a folder:PATH dataset does not exist."""
 
 
+class TrainSubsetError(ValueError):
+    """--train_examples_per_class asked of a dataset it cannot apply to (a multi-label one)."""
+
+
 def prepare_command(name: str, data_dir: str) -> str:
     """The shell command that prepares dataset `name` in `data_dir`."""
     return f"python -m tfbench.prepare --datasets={name} --data_dir={data_dir}"

@@ -8,11 +8,13 @@ on reading order or the run seed, so the same data gives the same split on every
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from tfbench.datasets.errors import TrainSubsetError
 from tfbench.registry import UnknownNameError
 
 SPLITS = ("train", "val", "trainval", "test")
@@ -21,6 +23,21 @@ SPLITS = ("train", "val", "trainval", "test")
 _TEST_STREAM = 0
 _VAL_STREAM = 1
 SUBSET_STREAM = 2
+TRAIN_SUBSET_STREAM = 3
+SUBSET_SPLITS = ("train", "trainval")  # the splits --train_examples_per_class changes
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSubset:
+    """Keep `examples_per_class` examples of every class of train (trainval = that subset plus
+    val; val and test untouched), drawn with `seed` (the run's seed: every network of a study
+    sees the same subset, and another seed draws another one)."""
+
+    examples_per_class: int
+    seed: int
+
+    def to_dict(self) -> Dict[str, int]:
+        return dataclasses.asdict(self)
 
 
 def check_split(split: str) -> str:
@@ -99,3 +116,22 @@ def members(assignment: np.ndarray, split: str) -> np.ndarray:
     if split == "trainval":
         return (assignment == "train") | (assignment == "val")
     return assignment == split
+
+
+def check_subset_allowed(spec) -> None:
+    """Examples per class is defined for single-label datasets only (a DatasetSpec)."""
+    if spec.multi_label:
+        raise TrainSubsetError(
+            f"--train_examples_per_class needs a single-label dataset; {spec.name!r} is multi-label "
+            "(an image counts towards several classes)")
+
+
+def train_subset(ids: Sequence, labels: Sequence[int], subset: TrainSubset) -> Tuple[np.ndarray, Dict[int, int]]:
+    """Boolean mask of the subset's examples of a training split, and the classes that hold fewer
+    than subset.examples_per_class examples (label -> count; they keep all they have)."""
+    labels = np.asarray(labels)
+    mask = held_out(ids, labels, 0.0, subset.seed, stream=TRAIN_SUBSET_STREAM,
+                    per_class=subset.examples_per_class)
+    values, counts = np.unique(labels, return_counts=True)
+    short = {int(v): int(c) for v, c in zip(values, counts) if c < subset.examples_per_class}
+    return mask, short

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tfbench.datasets import splits
+from tfbench.datasets import splits, subsets
 # Importing the builders registers "fgvc_aircraft" and "birdsnap" with TFDS.
 from tfbench.datasets import birdsnap, fgvc_aircraft  # noqa: F401  pylint: disable=unused-import
 from tfbench.datasets.catalog import DatasetSpec
@@ -63,7 +63,7 @@ def load(spec: DatasetSpec, split: str, data_dir: Optional[str]) -> tf.data.Data
         return _decode_images(_read(builder, spec, official), spec)
     ids, assignment = pool_assignment(builder, spec)
     chosen = ids[splits.members(assignment, split)]
-    examples = _keep(_read(builder, spec, spec.train_split), chosen)
+    examples = subsets.keep_ids(_read(builder, spec, spec.train_split), chosen)
     return _decode_images(examples.apply(tf.data.experimental.assert_cardinality(len(chosen))), spec)
 
 
@@ -161,19 +161,6 @@ def _multi_hot(all_labels: tf.Tensor, clear_labels: tf.Tensor, num_classes: int)
     present = tf.reduce_sum(tf.one_hot(all_labels, num_classes, dtype=tf.int32), axis=0) > 0
     clear = tf.reduce_sum(tf.one_hot(clear_labels, num_classes, dtype=tf.int32), axis=0) > 0
     return tf.where(clear, 1, tf.where(present, -1, 0))
-
-
-def _keep(examples: tf.data.Dataset, chosen_ids: np.ndarray) -> tf.data.Dataset:
-    """The examples whose id is among chosen_ids."""
-    if len(chosen_ids) == 0:  # a lookup table cannot be empty
-        return examples.take(0)
-    table = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(
-            tf.constant(chosen_ids, dtype=tf.string), tf.ones([len(chosen_ids)], dtype=tf.int32)
-        ),
-        default_value=0,
-    )
-    return examples.filter(lambda example: table.lookup(example["id"]) == 1)
 
 
 def _decode_images(examples: tf.data.Dataset, spec: DatasetSpec) -> tf.data.Dataset:

@@ -1,0 +1,192 @@
+"""Score against training-set size, per dataset and regime: the paper's Figure 9.
+
+Runs made with `--train_examples_per_class=N` train on N examples of every class; records without
+the setting trained on the whole training set ("all", the curve's last point). Per dataset that has
+any subset run: a table of examples per class x line (a regime, or a regime and protocol when a
+regime has several) holding the mean test score over networks, the same per network, the gap
+fine-tune minus scratch at each size over the networks that ran both, and a figure with one panel
+per dataset. Several seeds of one (line, size, network) count as their mean. Only ok runs enter;
+the probe of randomly initialised networks is left out (the figure is about ImageNet training).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from tfbench.protocol_groups import TRAIN_SUBSET_FIELD, protocol_id, protocol_key, protocol_name
+from tfbench.settings import REGIMES
+
+ALL = "all"
+FULL_POSITION = 2.0  # "all" is drawn at this multiple of the largest subset size on the log axis
+REGIME_COLORS = {"probe": "tab:green", "finetune": "tab:blue", "scratch": "tab:orange"}
+PANEL_INCHES = (4.6, 3.8)
+DPI = 150
+Size = Optional[int]  # None: the whole training set
+
+
+@dataclass(frozen=True)
+class DatasetCurves:
+    """One dataset's scores by (line, size, model), each the mean over that cell's seeds."""
+
+    dataset: str
+    metric: str
+    sizes: Tuple[Size, ...]  # ascending, the whole training set last
+    lines: Tuple[str, ...]
+    regimes: Mapping[str, str]  # line -> regime
+    scores: Mapping[Tuple[str, Size, str], float]
+
+    def models(self, line: str, size: Size) -> List[str]:
+        return sorted(m for (l, s, m) in self.scores if l == line and s == size)
+
+    def mean(self, line: str, size: Size) -> Optional[float]:
+        values = [self.scores[(line, size, m)] for m in self.models(line, size)]
+        return float(np.mean(values)) if values else None
+
+    def gap(self, first: str, second: str, size: Size) -> Tuple[Optional[float], int]:
+        """Mean of first minus second over the networks with both at this size, and their count."""
+        both = sorted(set(self.models(first, size)) & set(self.models(second, size)))
+        if not both:
+            return None, 0
+        return float(np.mean([self.scores[(first, size, m)] - self.scores[(second, size, m)]
+                              for m in both])), len(both)
+
+
+@dataclass(frozen=True)
+class DataSize:
+    curves: Tuple[DatasetCurves, ...]
+    missing: Optional[str]  # why nothing is drawn, or None
+
+
+def size_label(size: Size) -> str:
+    return ALL if size is None else str(size)
+
+
+def _lines(records: Sequence[Mapping[str, Any]]) -> Dict[int, Tuple[str, str]]:
+    """id(record) -> (line, regime): the regime, or "regime name [id]" when the regime has
+    several protocols (the protocol without the training-set size)."""
+    protocols: Dict[str, Dict[str, str]] = {}
+    keys = {}
+    for record in records:
+        experiment = record["experiment"]
+        key = {k: v for k, v in protocol_key(experiment).items() if k != TRAIN_SUBSET_FIELD}
+        keys[id(record)] = (experiment["regime"], protocol_id(key))
+        protocols.setdefault(experiment["regime"], {})[protocol_id(key)] = protocol_name(record)
+    return {rid: (regime if len(protocols[regime]) == 1 else f"{regime} {protocols[regime][pid]} [{pid}]", regime)
+            for rid, (regime, pid) in keys.items()}
+
+
+def analyze(records: Sequence[Mapping[str, Any]]) -> DataSize:
+    """The curves of every dataset that has at least one ok run on a training subset."""
+    ok = [r for r in records if r.get("status") == "ok" and r.get("test_score") is not None
+          and r["experiment"].get("settings", {}).get("init") != "random"]
+    subset_datasets = sorted({r["experiment"]["dataset"] for r in ok
+                              if r["experiment"].get(TRAIN_SUBSET_FIELD) is not None})
+    if not subset_datasets:
+        return DataSize((), "no ok run on a training subset (--train_examples_per_class=N; "
+                            "flags/data_size.flags runs the paper's sizes)")
+    lines = _lines(ok)
+    curves = []
+    for dataset in subset_datasets:
+        cells: Dict[Tuple[str, Size, str], List[float]] = {}
+        regimes, metric = {}, None
+        for record in (r for r in ok if r["experiment"]["dataset"] == dataset):
+            line, regime = lines[id(record)]
+            regimes[line] = regime
+            metric = record.get("metric")
+            cell = (line, record["experiment"].get(TRAIN_SUBSET_FIELD), record["experiment"]["model"])
+            cells.setdefault(cell, []).append(float(record["test_score"]))
+        sizes = sorted({s for _, s, _ in cells}, key=lambda s: (s is None, s or 0))
+        order = sorted(regimes, key=lambda l: (REGIMES.index(regimes[l]) if regimes[l] in REGIMES else len(REGIMES), l))
+        curves.append(DatasetCurves(dataset, metric or "", tuple(sizes), tuple(order), regimes,
+                                    {cell: float(np.mean(values)) for cell, values in cells.items()}))
+    return DataSize(tuple(curves), None)
+
+
+def _percent(value: Optional[float]) -> str:
+    return "-" if value is None else f"{100.0 * value:.1f}"
+
+
+def mean_rows(curves: DatasetCurves) -> List[Dict[str, str]]:
+    """Examples per class x line: mean test score (%) over networks, with how many."""
+    return [{"examples per class": size_label(size),
+             **{f"{line} (%)": (f"{_percent(curves.mean(line, size))} (n={len(curves.models(line, size))})"
+                                if curves.models(line, size) else "-") for line in curves.lines}}
+            for size in curves.sizes]
+
+
+def model_rows(curves: DatasetCurves) -> List[Dict[str, str]]:
+    """Per network: its score (%) for every line and size."""
+    models = sorted({m for _, _, m in curves.scores})
+    return [{"model": model,
+             **{f"{line} @ {size_label(size)}": _percent(curves.scores.get((line, size, model)))
+                for line in curves.lines for size in curves.sizes}}
+            for model in models]
+
+
+def regime_pair(curves: DatasetCurves, first: str = "finetune", second: str = "scratch"
+                ) -> Optional[Tuple[str, str]]:
+    """The one line of each regime, or None when a regime has none or several."""
+    found = [[l for l in curves.lines if curves.regimes[l] == regime] for regime in (first, second)]
+    return (found[0][0], found[1][0]) if all(len(f) == 1 for f in found) else None
+
+
+def gap_rows(curves: DatasetCurves) -> List[Dict[str, str]]:
+    """Fine-tune minus scratch (points) at each size, over the networks that ran both."""
+    pair = regime_pair(curves)
+    if pair is None:
+        return []
+    rows = []
+    for size in curves.sizes:
+        gap, count = curves.gap(*pair, size)
+        rows.append({"examples per class": size_label(size),
+                     "fine-tune minus scratch (points)": "-" if gap is None else f"{100.0 * gap:+.1f}",
+                     "networks": str(count)})
+    return rows
+
+
+def markdown(data_size: DataSize, figure_file: str, table: Any) -> str:
+    """The report's section; `table` renders rows as a markdown table (report.markdown_table)."""
+    parts = ["## Score against training-set size (the paper's Figure 9)\n"]
+    if data_size.missing:
+        return "\n".join(parts + [f"Not drawn: {data_size.missing}.\n"])
+    for curves in data_size.curves:
+        parts += [f"### {curves.dataset} ({curves.metric})\n",
+                  "Mean test score over networks (n = networks):\n", table(mean_rows(curves)),
+                  "Per network (%):\n", table(model_rows(curves))]
+        gaps = gap_rows(curves)
+        parts += (["Fine-tuning minus training from scratch, paired by network:\n", table(gaps)] if gaps else
+                  ["Fine-tune minus scratch: not drawn (needs exactly one fine-tune and one scratch "
+                   "protocol on this dataset).\n"])
+    parts.append(f"![Score against examples per class]({figure_file})\n")
+    return "\n".join(parts)
+
+
+def figure(data_size: DataSize):
+    """One panel per dataset: mean score (%) against examples per class (log x), a line per
+    regime; the whole training set is drawn at FULL_POSITION x the largest subset, ticked "all"."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    count = max(len(data_size.curves), 1)
+    result = Figure(figsize=(PANEL_INCHES[0] * count, PANEL_INCHES[1]), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(result)
+    for index, curves in enumerate(data_size.curves):
+        axes = result.add_subplot(1, count, index + 1)
+        largest = max((s for s in curves.sizes if s is not None), default=1)
+        position = {s: (FULL_POSITION * largest if s is None else s) for s in curves.sizes}
+        for line in curves.lines:
+            points = [(position[s], 100.0 * curves.mean(line, s)) for s in curves.sizes if curves.mean(line, s) is not None]
+            axes.plot([x for x, _ in points], [y for _, y in points], marker="o", label=line,
+                      color=REGIME_COLORS.get(line))  # several protocols of a regime: their own
+        axes.set_xscale("log")
+        axes.set_xticks([position[s] for s in curves.sizes], [size_label(s) for s in curves.sizes])
+        axes.minorticks_off()
+        axes.set_title(curves.dataset, fontsize=9)
+        axes.set_xlabel("Training examples per class")
+        axes.set_ylabel(f"Test {curves.metric} (%), mean over networks")
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize=7)
+    return result
