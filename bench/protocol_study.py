@@ -55,7 +55,7 @@ COLUMNS = ("regime", "model", "protocol", "status", "learning_rate", "weight_dec
            "validation_score", "test_score", "total_train_steps", "test_gap_points", "steps_fraction")
 
 RUNG_COLUMNS = ("regime", "model", "rung", "train_steps", "configurations", "promoted", "grid_choice_rank",
-                "promoted_lr_geomean", "grid_top_lr_geomean")
+                "rho_with_full_budget", "promoted_lr_geomean", "grid_top_lr_geomean")
 
 
 def settings(protocol: str, args) -> TrainingSettings:
@@ -135,8 +135,10 @@ def _geometric_mean(values: Sequence[float]) -> Optional[float]:
 
 
 def rung_rows(records: Mapping[tuple, Mapping[str, object]]) -> List[Dict[str, object]]:
-    """Does a short rung favour small learning rates? Per (regime, model) and halving rung: how the
-    grid's choice (at the full budget) ranked in the rung, and the geometric mean learning rate of
+    """Does a short rung rank configurations as the full budget does, and does it favour small
+    learning rates? Per (regime, model) and halving rung: how the grid's choice (at the full
+    budget) ranked in the rung, Spearman's rho between the rung's validation scores and the same
+    configurations' at the full budget (the grid's trials), and the geometric mean learning rate of
     the configurations the rung promoted against that of the grid's best as many configurations at
     the full budget. A rung biased towards small learning rates promotes smaller ones than the
     grid ranks highest."""
@@ -158,11 +160,14 @@ def rung_rows(records: Mapping[tuple, Mapping[str, object]]) -> List[Dict[str, o
                 promoted = {(halving["hyperparameters"]["learning_rate"],
                              halving["hyperparameters"]["weight_decay"])}
             position = [i + 1 for i, t in enumerate(ranked) if _config(t) == grid_choice]
+            full = {_config(t): t["validation_score"] for t in grid_ranked}
+            both = [(t["validation_score"], full[_config(t)]) for t in ranked if _config(t) in full]
             out.append({
                 "regime": regime, "model": model, "rung": rung,
                 "train_steps": ranked[0].get("train_steps") if ranked else None,
                 "configurations": len(ranked), "promoted": len(promoted),
                 "grid_choice_rank": position[0] if position else None,
+                "rho_with_full_budget": spearman([a for a, _ in both], [b for _, b in both]),
                 "promoted_lr_geomean": _geometric_mean([lr for lr, _ in promoted]),
                 "grid_top_lr_geomean": _geometric_mean(
                     [_config(t)[0] for t in grid_ranked[:len(promoted)]]),
