@@ -175,14 +175,30 @@ def rung_rows(records: Mapping[tuple, Mapping[str, object]]) -> List[Dict[str, o
     return out
 
 
-def spearman(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
-    """Spearman's rho (scipy's, ties sharing their mean rank); None with fewer than 3 pairs or a
-    constant side."""
-    from scipy import stats  # installed with scikit-learn
+def ranks(values: Sequence[float]) -> List[float]:
+    """Ranks from 1, ties sharing their mean rank (what Spearman's rho correlates)."""
+    ordered = sorted(range(len(values)), key=lambda i: values[i])
+    out = [0.0] * len(values)
+    start = 0
+    while start < len(ordered):
+        end = start
+        while end + 1 < len(ordered) and values[ordered[end + 1]] == values[ordered[start]]:
+            end += 1
+        for position in range(start, end + 1):
+            out[ordered[position]] = (start + end) / 2 + 1
+        start = end + 1
+    return out
 
-    if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
+    """Pearson r of the ranks; None with fewer than 3 pairs or a constant side."""
+    if len(a) < 3:
         return None
-    return round(float(stats.spearmanr(a, b).statistic), 4)
+    ra, rb = ranks(a), ranks(b)
+    mean_a, mean_b = sum(ra) / len(ra), sum(rb) / len(rb)
+    cov = sum((x - mean_a) * (y - mean_b) for x, y in zip(ra, rb))
+    var_a, var_b = sum((x - mean_a) ** 2 for x in ra), sum((y - mean_b) ** 2 for y in rb)
+    return None if not var_a or not var_b else round(cov / (var_a * var_b) ** 0.5, 4)
 
 
 def agreement(table: Sequence[Dict[str, object]]) -> List[Dict[str, object]]:
