@@ -57,7 +57,7 @@ setup(
             "tfbench-finetune=tfbench.finetune:main",
             "tfbench-scratch=tfbench.scratch:main",
             "tfbench-sweep=tfbench.sweep:main",
-            "tfbench-report=tfbench.report:main",
+            "tfbench-report=tfbench.report.__main__:main",
             "tfbench-prepare=tfbench.prepare:main",
             "tfbench-imagenet-eval=tfbench.imagenet_eval:main",
         ]

@@ -7,8 +7,8 @@ Targets, one rule each:
 - a py_library per module at the top of tfbench/ (named after it; `tfbench` for __init__.py) and
   per subpackage (tfbench/datasets/ -> `datasets`), with the data files of tfbench/ (outside any
   subpackage) on the `tfbench` package target every module depends on;
-- a py_binary `<module>_bin` running `python -m tfbench.<module>` for every module with a
-  `__main__` block, with the flagfiles as data;
+- a py_binary `<module>_bin` running `python -m tfbench.<module>` for every module (or package's
+  `__main__.py`) with a `__main__` block, with the flagfiles as data;
 - a py_test per tests/test_*.py whose main is tests/pytest_main.py, given the test file;
 - a py_binary per bench/*.py script.
 
@@ -271,7 +271,7 @@ def render(root: str = ROOT) -> str:
                             deps=_deps([scans[path] for path in files], name, dynamic)))
         for path in files:
             if scans[path].main:
-                binaries.append((path[:-3].replace("/", "."), name))
+                binaries.append((path[:-3].replace("/", ".").removesuffix(".__main__"), name))
     for module, library in binaries:
         blocks.append(_rule("py_binary", name=f'"{module.split(".")[-1]}_bin"', data=['":flagfiles"'],
                             main_module=f'"{module}"', deps=[f'":{library}"']))

@@ -33,7 +33,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tfbench import executors, files, plan  # noqa: E402
+from tfbench import files, plan  # noqa: E402
+from tfbench.tasks import executors
 
 TRIAL_SECONDS = 60.0
 RUN_SIZE = 50

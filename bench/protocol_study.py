@@ -46,7 +46,8 @@ from typing import Dict, List, Mapping, Optional, Sequence
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tfbench import executors, files, results, study  # noqa: E402
+from tfbench import files, results, study  # noqa: E402
+from tfbench.tasks import executors
 from tfbench.experiment import Experiment  # noqa: E402
 from tfbench.settings import Runtime, TrainingSettings  # noqa: E402
 

@@ -6,7 +6,8 @@ import collections
 import os
 import time
 
-from tfbench import files, plan
+from tfbench import files
+from tfbench.tasks import plan
 
 
 def _log(log, event, record):

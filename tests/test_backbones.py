@@ -316,7 +316,7 @@ print(elapsed, heavy)
     ("hub:no/such/dir", "no SavedModel directory"),
 ])
 def test_a_missing_model_path_is_one_line_naming_it_and_the_valid_forms(tmp_path, given, problem):
-    from tfbench import flags_common
+    from tfbench import runs
 
     path = given.replace("hub:", "hub:" + str(tmp_path) + os.sep) if given.startswith("hub:") \
         else str(tmp_path / given)
@@ -328,7 +328,7 @@ def test_a_missing_model_path_is_one_line_naming_it_and_the_valid_forms(tmp_path
         assert path.removeprefix("hub:").rstrip(os.sep + ".") in message
         for form in ("registered name", "hub:<handle", "SavedModel directory", ".keras file"):
             assert form in message
-    assert issubclass(backbones.ModelNotFoundError, flags_common.user_errors())
+    assert issubclass(backbones.ModelNotFoundError, runs.user_errors())
 
 
 # ---------------------------------------------------------------- generic input conventions
@@ -452,7 +452,7 @@ def test_models_file_errors_are_one_line_naming_file_and_entry(tmp_path, models_
 
 
 def test_unreadable_models_files_are_one_line(tmp_path, models_registry):
-    from tfbench import flags_common
+    from tfbench import runs
 
     for text, message in (("[[model]\n", "cannot read models file"),
                           ('name = "x"\n', r"one \[\[model\]\] table per model")):
@@ -460,4 +460,4 @@ def test_unreadable_models_files_are_one_line(tmp_path, models_registry):
             backbones.load_models_file(write_models_file(tmp_path, text))
     with pytest.raises(backbones.ModelsFileError, match="no models file"):
         backbones.load_models_file(str(tmp_path / "absent.toml"))
-    assert issubclass(backbones.ModelsFileError, flags_common.user_errors())
+    assert issubclass(backbones.ModelsFileError, runs.user_errors())

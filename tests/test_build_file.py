@@ -180,21 +180,27 @@ def _entry_points():
         text = open(os.path.join(ROOT, path)).read()
         found |= set(re.findall(r"""-m["',\s]+tfbench\.(\w+)""", text))
     for script in requirements.setup_arguments(ROOT)["entry_points"]["console_scripts"]:
-        found.add(re.search(r"=\s*tfbench\.(\w+):", script).group(1))
-    for path in _tree(ROOT, "tfbench/*.py"):
+        found.add(re.search(r"=\s*tfbench\.(\w+)(?:\.__main__)?:", script).group(1))
+    for path in _tree(ROOT, "tfbench/*.py") + _tree(ROOT, "tfbench/*/__main__.py"):
         if '__name__ == "__main__"' in open(os.path.join(ROOT, path)).read():
-            found.add(os.path.basename(path)[:-3])
+            found.add(os.path.relpath(path, "tfbench")[:-3].removesuffix("/__main__"))
     return sorted(found)
+
+
+def _entry_source(module):
+    """The file `python -m tfbench.<module>` runs: the module, or the package's __main__.py."""
+    package_main = os.path.join(ROOT, "tfbench", module, "__main__.py")
+    return package_main if os.path.exists(package_main) else os.path.join(ROOT, "tfbench", module + ".py")
 
 
 @pytest.mark.parametrize("module", _entry_points())
 def test_every_entry_point_is_a_py_binary_that_runs_it(module):
-    source = os.path.join(ROOT, "tfbench", module + ".py")
+    source = _entry_source(module)
     assert os.path.exists(source), f"tfbench.{module} is run but does not exist"
     assert '__name__ == "__main__"' in open(source).read(), f"tfbench.{module} has no __main__ block"
     binaries = [t for t in TARGETS.values() if t["kind"] == "py_binary" and t.get("main_module") == f"tfbench.{module}"]
     assert len(binaries) == 1, f"tfbench.{module}: {len(binaries)} py_binary targets"
-    assert LIBRARY_OF[f"tfbench/{module}.py"] in _local_deps(binaries[0])
+    assert LIBRARY_OF[os.path.relpath(source, ROOT)] in _local_deps(binaries[0])
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))

@@ -10,7 +10,8 @@ import pytest
 import yaml
 from absl import flags
 
-from tfbench import plan, study, sweep
+from tfbench import study, sweep
+from tfbench.tasks import plan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS

@@ -8,8 +8,9 @@ import os
 
 import pytest
 
-from tfbench import convergence, figures, files, report, results
-from tfbench.comparisons import NotDrawn
+from tfbench import files, results
+from tfbench.report import convergence, figures, build as report
+from tfbench.report.comparisons import NotDrawn
 from tfbench.experiment import path_component
 
 STEPS = {"search": "grid", "train_steps": 400}

@@ -138,7 +138,7 @@ def _records():
 
 
 def test_data_size_table_holds_the_mean_over_networks_per_regime_and_size():
-    from tfbench import data_size
+    from tfbench.report import data_size
 
     found = data_size.analyze(_records())
     assert found.missing is None and [c.dataset for c in found.curves] == ["dtd"]
@@ -158,14 +158,14 @@ def test_data_size_table_holds_the_mean_over_networks_per_regime_and_size():
 
 
 def test_data_size_seeds_count_as_their_mean():
-    from tfbench import data_size
+    from tfbench.report import data_size
 
     records = [_record("finetune", "a", "dtd", score, 10, seed=seed) for seed, score in ((0, 0.4), (1, 0.6))]
     assert data_size.analyze(records).curves[0].mean("finetune", 10) == pytest.approx(0.5)
 
 
 def test_data_size_figure_has_a_line_per_regime_with_a_point_per_size():
-    from tfbench import data_size
+    from tfbench.report import data_size
 
     figure = data_size.figure(data_size.analyze(_records()))
     (axes,) = figure.axes
@@ -179,7 +179,7 @@ def test_data_size_figure_has_a_line_per_regime_with_a_point_per_size():
 
 
 def test_data_size_without_subset_runs_says_what_is_missing_in_one_line():
-    from tfbench import data_size, report
+    from tfbench.report import data_size, build as report
 
     found = data_size.analyze([_record("finetune", "a", "dtd", 0.9)])
     section = data_size.markdown(found, "data_size.png", report.markdown_table)
@@ -188,7 +188,8 @@ def test_data_size_without_subset_runs_says_what_is_missing_in_one_line():
 
 
 def test_report_writes_the_data_size_section_and_figure(tmp_path):
-    from tfbench import files, report, results
+    from tfbench import files, results
+    from tfbench.report import build as report
 
     for record in _records():
         experiment = Experiment.from_dict({**record["experiment"], "output_dir": str(tmp_path)})

@@ -10,7 +10,7 @@ import threading
 import time
 
 import cluster_fakes
-from tfbench import executors, plan
+from tfbench.tasks import executors, plan
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -140,7 +140,7 @@ def test_waiting_for_needs_gives_up_on_a_failed_need_at_once(tmp_path):
 DRIVER = """
 import sys
 import cluster_fakes
-from tfbench import executors
+from tfbench.tasks import executors
 study = cluster_fakes.study(sys.argv[1], log=sys.argv[2], runs=3, trials=4, seconds=0.1)
 with executors.LocalExecutor() as executor:
     summary = executors.execute(study, study.tasks, executor, log=print, poll_seconds=0.2)

@@ -6,7 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from tfbench import backbones, datasets, features, probe
+from tfbench import backbones, datasets, features
+from tfbench.regimes import probe
 from tfbench.experiment import Experiment
 from tfbench.settings import ProbeSettings, Runtime
 

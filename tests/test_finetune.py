@@ -12,7 +12,8 @@ import os
 import numpy as np
 import pytest
 
-from tfbench import finetune, predictions, results, tuning
+from tfbench import predictions, results, tuning
+from tfbench.regimes import trained, trainer
 from tfbench import protocol as protocol_numbers
 from tfbench.experiment import Experiment
 from tfbench.settings import Runtime, TrainingSettings
@@ -35,12 +36,12 @@ class FakeTrainer:
         self.calls.append((fit_split, score_split, name))
         lr = hyperparameters["learning_rate"]
         if lr in self.diverge:
-            return finetune.TrialOutcome("diverged", None, "non-finite training loss at step 3", {})
+            return trainer.TrialOutcome("diverged", None, "non-finite training loss at step 3", {})
         table = self.test if score_split == "test" else self.validation
         details = {"images_per_second": 10.0, "steps": train_steps}
         if score_split == "val":  # halfway and at the end, as training logs it
             details["validation_curve"] = [[train_steps // 2, table[lr] / 2], [train_steps, table[lr]]]
-        return finetune.TrialOutcome("ok", table[lr], None, details)
+        return trainer.TrialOutcome("ok", table[lr], None, details)
 
     def discard(self, name):
         self.discarded.append(name)
@@ -52,12 +53,12 @@ def _experiment(tmp_path, **settings):
 
 
 def search(experiment, trials, trainer, log=quiet):
-    """Every trial through finetune.run_trial, as finetune.run does."""
-    return [finetune.run_trial(experiment, trial, RUNTIME, trainer, log=log) for trial in trials]
+    """Every trial through trained.run_trial, as trained.run does."""
+    return [trained.run_trial(experiment, trial, RUNTIME, trainer, log=log) for trial in trials]
 
 
 def protocol(experiment, trials, trainer):
-    return finetune.conclude(experiment, RUNTIME, trainer, search(experiment, trials, trainer), log=quiet)
+    return trained.conclude(experiment, RUNTIME, trainer, search(experiment, trials, trainer), log=quiet)
 
 
 TRIALS = [tuning.Trial(1e-3, 0.0), tuning.Trial(1e-2, 0.0), tuning.Trial(1e4, 0.0), tuning.Trial(1e-1, 0.0)]
@@ -102,7 +103,7 @@ class AnsweringTrainer(FakeTrainer):
 def test_the_chief_stores_the_final_test_predictions_beside_the_record(tmp_path, chief):
     experiment = _experiment(tmp_path)
     trainer = AnsweringTrainer({1e-3: 0.6}, {1e-3: 0.5}, chief=chief)
-    record = finetune.conclude(experiment, RUNTIME, trainer, search(experiment, TRIALS[:1], trainer), log=quiet)
+    record = trained.conclude(experiment, RUNTIME, trainer, search(experiment, TRIALS[:1], trainer), log=quiet)
     stored = os.path.join(experiment.run_dir(), predictions.PREDICTIONS_FILE)
     assert os.path.exists(stored) == chief and (predictions.RECORD_KEY in record) == chief
     if chief:
@@ -160,16 +161,16 @@ def test_trials_are_shared_between_grids_but_not_across_other_settings(tmp_path)
 
 
 def test_checkpoints_of_another_training_run_are_not_resumed(tmp_path):
-    from tfbench import finetune
+    from tfbench.regimes import trainer
 
     folder = tmp_path / "checkpoints"
-    finetune.forget_stale_checkpoints(str(folder), {"train_steps": 10})
+    trainer.forget_stale_checkpoints(str(folder), {"train_steps": 10})
     (folder / "ckpt-5.index").write_text("x")
-    finetune.forget_stale_checkpoints(str(folder), {"train_steps": 10})
+    trainer.forget_stale_checkpoints(str(folder), {"train_steps": 10})
     assert (folder / "ckpt-5.index").exists()  # same run: kept for resuming
-    finetune.forget_stale_checkpoints(str(folder), {"train_steps": 20})
+    trainer.forget_stale_checkpoints(str(folder), {"train_steps": 20})
     assert not (folder / "ckpt-5.index").exists()
-    assert json.loads((folder / finetune.CHECKPOINT_IDENTITY).read_text()) == {"train_steps": 20}
+    assert json.loads((folder / trainer.CHECKPOINT_IDENTITY).read_text()) == {"train_steps": 20}
 
 
 def test_a_choice_at_the_grids_edge_is_marked_and_warned(tmp_path):
@@ -177,7 +178,7 @@ def test_a_choice_at_the_grids_edge_is_marked_and_warned(tmp_path):
     messages = []
     experiment = _experiment(tmp_path)
     trials = [t for t in TRIALS if t.learning_rate != 1e4]
-    record = finetune.conclude(experiment, RUNTIME, trainer, search(experiment, trials, trainer),
+    record = trained.conclude(experiment, RUNTIME, trainer, search(experiment, trials, trainer),
                                log=messages.append)
     assert record["at_grid_edge"] and record["grid_edges"] == {"learning_rate": "largest"}
     assert sum("edge of its grid" in message for message in messages) == 1
@@ -186,10 +187,10 @@ def test_a_choice_at_the_grids_edge_is_marked_and_warned(tmp_path):
 def test_conclude_waits_for_every_trial(tmp_path):
     experiment = _experiment(tmp_path)
     trainer = FakeTrainer({1e-3: 0.6}, {1e-3: 0.5})
-    finetune.run_trial(experiment, tuning.trials(experiment.settings, "finetune")[0], RUNTIME, trainer,
+    trained.run_trial(experiment, tuning.trials(experiment.settings, "finetune")[0], RUNTIME, trainer,
                        log=quiet)
-    with pytest.raises(finetune.TrialsUnfinishedError, match="5 of 6 trials"):
-        finetune.conclude(experiment, RUNTIME, trainer, log=quiet)
+    with pytest.raises(trained.TrialsUnfinishedError, match="5 of 6 trials"):
+        trained.conclude(experiment, RUNTIME, trainer, log=quiet)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,7 +213,7 @@ class BudgetTrainer:
         self.calls.append((name, train_steps))
         i, j = LRS.index(hyperparameters["learning_rate"]), WDS.index(hyperparameters["weight_decay"])
         score = {1: i * 10 + j, 3: -i * 10 + j, 9: j, 27: i}[train_steps] / 100
-        return finetune.TrialOutcome("ok", 0.5 if score_split == "test" else score, None,
+        return trainer.TrialOutcome("ok", 0.5 if score_split == "test" else score, None,
                                      {"steps": train_steps})
 
     def discard(self, name):
@@ -226,15 +227,15 @@ def _halving(tmp_path):
 def _rungs(experiment, trainer, upto):
     """Rungs 0..upto, each from the records of the one before, as the tasks of a study run them."""
     for rung in range(upto + 1):
-        for trial in finetune.rung_trials(experiment, rung, log=quiet):
-            finetune.run_trial(experiment, trial, RUNTIME, trainer, log=quiet)
+        for trial in trained.rung_trials(experiment, rung, log=quiet):
+            trained.run_trial(experiment, trial, RUNTIME, trainer, log=quiet)
 
 
 def test_halving_promotes_the_best_third_and_chooses_on_the_full_budget(tmp_path):
     experiment, trainer = _halving(tmp_path), BudgetTrainer()
     assert tuning.halving_budgets(experiment.settings) == [1, 3, 9, 27]
     _rungs(experiment, trainer, 3)
-    record = finetune.conclude(experiment, RUNTIME, trainer, log=quiet)
+    record = trained.conclude(experiment, RUNTIME, trainer, log=quiet)
 
     by_budget = {}
     for name, steps in trainer.calls:
@@ -263,15 +264,15 @@ def test_halving_promotes_the_best_third_and_chooses_on_the_full_budget(tmp_path
 def test_halving_resumes_after_a_kill_between_rungs(tmp_path):
     experiment, before = _halving(tmp_path), BudgetTrainer()
     _rungs(experiment, before, 1)
-    with pytest.raises(finetune.TrialsUnfinishedError, match="6 of 6 trials"):
-        finetune.conclude(experiment, RUNTIME, before, log=quiet)
+    with pytest.raises(trained.TrialsUnfinishedError, match="6 of 6 trials"):
+        trained.conclude(experiment, RUNTIME, before, log=quiet)
     after = BudgetTrainer()
     _rungs(experiment, after, 3)  # the same command again
-    record = finetune.conclude(experiment, RUNTIME, after, log=quiet)
+    record = trained.conclude(experiment, RUNTIME, after, log=quiet)
     assert sorted({steps for _, steps in after.calls}) == [9, 27] and len(after.calls) == 6 + 2 + 1
     uninterrupted, trainer = _halving(tmp_path / "again"), BudgetTrainer()
     _rungs(uninterrupted, trainer, 3)
-    expected = finetune.conclude(uninterrupted, RUNTIME, trainer, log=quiet)
+    expected = trained.conclude(uninterrupted, RUNTIME, trainer, log=quiet)
     assert sorted(before.calls + after.calls) == sorted(trainer.calls)  # every trial trained once
     for field in ("hyperparameters", "validation_score", "test_score", "total_train_steps"):
         assert record[field] == expected[field]

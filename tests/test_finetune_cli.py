@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from tfbench import finetune, predictions, protocol, results, tuning
+from tfbench import predictions, protocol, results, tuning
+from tfbench.regimes import trained
 from tfbench.experiment import Experiment
 from tfbench.settings import Runtime, TrainingSettings
 
@@ -38,7 +39,7 @@ def test_search_with_a_diverging_trial_reads_test_only_for_the_final_score(tmp_p
     experiment = Experiment(
         regime="finetune", model="tiny", dataset="digits", output_dir=str(tmp_path), batch_size=32,
         settings=TrainingSettings(search="small", train_steps=60, bn_momentum=0.9))
-    record = finetune.run(experiment, Runtime(checkpoint_every=30, verbose=False))
+    record = trained.run(experiment, Runtime(checkpoint_every=30, verbose=False))
 
     trials = {trial["trial_id"]: trial for trial in record["trials"]}
     assert trials["lr1e+20_wd0"]["status"] == "diverged"
@@ -107,7 +108,7 @@ def test_kill_during_training_then_rerun_resumes_and_matches(tmp_path):
     # The uninterrupted reference: the same experiment as the command, run in this process.
     reference = Experiment(regime="scratch", model="tiny", dataset="digits", batch_size=16,
                            output_dir=str(tmp_path / "uninterrupted"), settings=TrainingSettings(**SETTINGS))
-    expected = finetune.run(reference, Runtime(checkpoint_every=20, verbose=False))
+    expected = trained.run(reference, Runtime(checkpoint_every=20, verbose=False))
 
     resumed = tmp_path / "resumed"
     trials_dir = resumed / "scratch" / "digits" / "tiny" / "trials"

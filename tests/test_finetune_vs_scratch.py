@@ -9,7 +9,7 @@ import pytest
 from matplotlib.collections import PathCollection
 
 from test_report import TOP1, _report, _write
-from tfbench import figures, finetune_vs_scratch
+from tfbench.report import figures, finetune_vs_scratch
 
 TRAINING = {"search": "grid", "train_steps": 60}
 MODELS = ["mobilenet_v2", "resnet50", "efficientnet_lite0"]

@@ -85,7 +85,7 @@ def test_top1_of_the_real_weights_on_real_photos_is_stored_and_read_back(fake_im
     assert entered["measured"] and entered["value"] == pytest.approx(2 / 3)
     assert "measured by tfbench.imagenet_eval on imagenet2012 (3 images" in entered["source"]
     # A report over records that state the published figure uses the measurement made since.
-    from tfbench import report
+    from tfbench.report import build as report
 
     published = {"experiment": run.to_dict(), "finished_at": "2026-01-01T00:00:00+00:00",
                  "imagenet_top1": {"value": 0.751, "source": "model card", "measured": False}}

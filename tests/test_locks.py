@@ -7,7 +7,8 @@ import sys
 import threading
 import time
 
-from tfbench import files, locks
+from tfbench import files
+from tfbench.tasks import locks
 
 
 def test_create_json_exclusive_creates_once(tmp_path):

@@ -6,7 +6,7 @@ import os
 import pytest
 
 import cluster_fakes
-from tfbench import executors, plan
+from tfbench.tasks import executors, plan
 
 
 def test_order_puts_needs_first_and_keeps_the_given_order_otherwise(tmp_path):

@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from tfbench import backbones, features, predictions, probe
+from tfbench import backbones, features, predictions
+from tfbench.regimes import probe
 from tfbench.experiment import Experiment
 from tfbench.settings import ProbeSettings, Runtime
 

@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 from scipy import special, stats
 
-from tfbench import comparisons, correlation, figures, files, report, results
+from tfbench import files, results
+from tfbench.report import comparisons, correlation, figures, build as report
 from tfbench.experiment import Experiment, path_component
 from tfbench.settings import ProbeSettings, TrainingSettings
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from tfbench import figures, report
+from tfbench.report import figures, build as report
 
 TOP1 = {"m1": 0.70, "m2": 0.74, "m3": 0.78}
 # (model, dataset) -> scores of seeds 0, 1, 2

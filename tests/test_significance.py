@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tfbench import files, metrics, predictions, report, results, significance
+from tfbench import files, metrics, predictions, results
+from tfbench.report import build as report, significance
 from tfbench.experiment import Experiment
 from tfbench.predictions import Predictions
 from tfbench.settings import ProbeSettings
@@ -157,7 +158,7 @@ def test_report_names_the_best_and_lists_runs_without_predictions(tmp_path):
 
 
 def test_moved_runs_are_found_and_a_damaged_file_leaves_its_network_out(tmp_path, capsys):
-    from tfbench.protocol_groups import group_records
+    from tfbench.report.protocol_groups import group_records
 
     labels = np.arange(N) % 10
     wrong = (labels + 1) % 10

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from test_report import TOP1, _report, _write
-from tfbench import figures, protocol, size_split
+from tfbench import protocol
+from tfbench.report import figures, size_split
 
 FOUR = ["mobilenet_v2", "resnet50", "efficientnet_lite0", "resnet101"]
 # dtd (3,760) and oxford_flowers102 (2,040) have under 10,000 training images, cifar10 (50,000)

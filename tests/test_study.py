@@ -1,12 +1,14 @@
 """A study as tasks: each fine-tune/scratch trial a task, then the conclusion; the probe one task.
-Run through the executor with a fake trainer, the tasks leave the records `finetune.run` leaves."""
+Run through the executor with a fake trainer, the tasks leave the records `trained.run` leaves."""
 
 import json
 import os
 
 import pytest
 
-from tfbench import executors, finetune, plan, results, study
+from tfbench import results, study
+from tfbench.regimes import trained, trainer
+from tfbench.tasks import executors, plan
 from tfbench.experiment import Experiment
 from tfbench.settings import ProbeSettings, Runtime, TrainingSettings
 
@@ -27,7 +29,7 @@ class FakeTrainer:
         if hyperparameters["learning_rate"] in self.broken:
             raise OSError("bad data in shard 3")
         table = TEST if score_split == "test" else VALIDATION
-        return finetune.TrialOutcome("ok", table.get(hyperparameters["learning_rate"], 0.0), None,
+        return trainer.TrialOutcome("ok", table.get(hyperparameters["learning_rate"], 0.0), None,
                                      {"images_per_second": 10.0, "replicas": 1, "steps": train_steps})
 
     def discard(self, name):
@@ -36,7 +38,7 @@ class FakeTrainer:
 
 @pytest.fixture
 def fake_training(monkeypatch):
-    monkeypatch.setattr(finetune, "TrialTrainer", FakeTrainer)
+    monkeypatch.setattr(trained, "TrialTrainer", FakeTrainer)
     monkeypatch.setattr(FakeTrainer, "broken", set())
     return FakeTrainer
 
@@ -78,11 +80,11 @@ def test_the_tasks_leave_the_records_of_a_sequential_run(tmp_path, fake_training
     summary = _run([_experiment(tmp_path / "tasks")])
     assert summary.complete() and summary.count("ran") == 7
     sequential, trainer = _experiment(tmp_path / "sequential"), FakeTrainer(None, None)
-    trial_records = [finetune.run_trial(sequential, trial, Runtime(), trainer, log=lambda line: None)
-                     for trial in finetune.trials(sequential)]
-    expected = finetune.conclude(sequential, Runtime(), trainer, trial_records, log=lambda line: None)
+    trial_records = [trained.run_trial(sequential, trial, Runtime(), trainer, log=lambda line: None)
+                     for trial in trained.trials(sequential)]
+    expected = trained.conclude(sequential, Runtime(), trainer, trial_records, log=lambda line: None)
     assert expected["hyperparameters"]["learning_rate"] == 1e-2 and expected["test_score"] == 0.75
-    for trial in finetune.trials(sequential):
+    for trial in trained.trials(sequential):
         ours = _comparable(results.trial_path(_experiment(tmp_path / "tasks"), trial.trial_id))
         theirs = _comparable(results.trial_path(sequential, trial.trial_id))
         ours["experiment"].pop("output_dir"), theirs["experiment"].pop("output_dir")
@@ -139,9 +141,9 @@ def test_halving_through_the_executor_leaves_the_records_of_a_sequential_run(tmp
     assert summary.complete() and summary.count("ran") == 56 + 18 + 6 + 2 + 1
     sequential, trainer = _experiment(tmp_path / "sequential", search="halving", train_steps=27), FakeTrainer(None, None)
     for rung in range(4):
-        for trial in finetune.rung_trials(sequential, rung, log=lambda line: None):
-            finetune.run_trial(sequential, trial, Runtime(), trainer, log=lambda line: None)
-    expected = finetune.conclude(sequential, Runtime(), trainer, log=lambda line: None)
+        for trial in trained.rung_trials(sequential, rung, log=lambda line: None):
+            trained.run_trial(sequential, trial, Runtime(), trainer, log=lambda line: None)
+    expected = trained.conclude(sequential, Runtime(), trainer, log=lambda line: None)
     record = results.read_json(results.record_path(experiment))
     for field in ("status", "hyperparameters", "validation_score", "test_score", "total_train_steps"):
         assert record[field] == expected[field]

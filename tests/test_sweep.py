@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
-from tfbench import executors, files, probe, results, study
+from tfbench import files, results, study
+from tfbench.regimes import probe
+from tfbench.tasks import executors
 from tfbench.experiment import Experiment
 from tfbench.settings import ProbeSettings, Runtime, TrainingSettings
 

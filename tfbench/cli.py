@@ -27,7 +27,7 @@ def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
 
 def warn(message: str) -> None:
     """One line on stderr about something tfbench handled on its own (and what it did)."""
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    print(f"warning: {' '.join(message.split())}", file=sys.stderr, flush=True)
 
 
 def quiet_libraries() -> None:
@@ -59,7 +59,3 @@ def run_app(main: Callable[[], None]) -> None:
 
     app.run(absl_main, flags_parser=parse_flags)
 
-
-def warn(message: str) -> None:
-    """One line on stderr for something tfbench repaired on its own (the run goes on)."""
-    print(f"warning: {' '.join(message.split())}", file=sys.stderr)

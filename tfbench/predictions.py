@@ -1,6 +1,6 @@
 """A run's per-example test predictions: stored beside its record, read back only when verified.
 
-Whether one network is significantly better than another on a dataset (tfbench.significance) is
+Whether one network is significantly better than another on a dataset (tfbench.report.significance) is
 a question about test examples, not about the one number a record keeps: it needs what each run
 answered on every test example, in the split's order (the same for every network of a dataset).
 The regimes store it when they score the test split: `test_predictions.npz` in the run folder,

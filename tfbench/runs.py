@@ -16,7 +16,8 @@ from typing import Any, Callable, Dict, NamedTuple
 
 from tfbench import files, results
 from tfbench.experiment import Experiment
-from tfbench.settings import Runtime
+from tfbench.registry import UnknownNameError
+from tfbench.settings import InvalidSettingError, Runtime
 
 RunFunction = Callable[[Experiment, Runtime], Dict[str, Any]]
 
@@ -74,3 +75,13 @@ def failed_record(experiment: Experiment, exception: BaseException, metric: str 
     record = results.new_record(experiment, metric=metric, started_at=results.now())
     record["traceback"] = traceback.format_exc(limit=20)
     return results.finish(record, "failed", f"{type(exception).__name__}: {exception}")
+
+
+def user_errors() -> tuple:
+    """Exceptions that mean "the input is wrong", reported as one line instead of a traceback."""
+    from tfbench import backbones, datasets
+
+    return (UnknownNameError, InvalidSettingError, results.RunConflictError,
+            backbones.WeightsUnavailableError, backbones.ModelNotFoundError,
+            backbones.ModelsFileError, datasets.DatasetNotPreparedError, datasets.FolderDatasetError,
+            datasets.TrainSubsetError)

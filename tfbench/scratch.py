@@ -1,4 +1,4 @@
-"""The from-scratch regime: the same network and protocol as fine-tuning, from random weights.
+"""The from-scratch binary: the same network and protocol as fine-tuning, from random weights.
 
     python -m tfbench.scratch --model=mobilenet_v2 --dataset=dtd           # the paper's protocol
     python -m tfbench.scratch --flagfile=flags/scratch_small.flags          # minutes on a laptop
@@ -7,18 +7,14 @@ Same flags and code as tfbench.finetune; the paper's scratch grid is 7 learning 
 x 8 weight decays in [1e-5, 10^-1.5], with a longer schedule (tfbench.protocol).
 """
 
-from __future__ import annotations
-
-from absl import flags
-
-from tfbench import finetune, flags_common
-
-flags.adopt_module_key_flags(finetune)
+from tfbench.app import common_flags, training_flags
 
 
 def main():
-    flags_common.main("scratch", lambda: finetune.settings_from_flags("scratch"), finetune.run,
-                      finetune.runtime_from_flags)
+    from tfbench.regimes import trained
+
+    common_flags.main("scratch", lambda: training_flags.settings_from_flags("scratch"), trained.run,
+                      training_flags.runtime_from_flags)
 
 
 if __name__ == "__main__":

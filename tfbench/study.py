@@ -1,8 +1,8 @@
-"""A study's experiments as a plan of tasks (tfbench.plan) that any executor can run.
+"""A study's experiments as a plan of tasks (tfbench.tasks.plan) that any executor can run.
 
-Tasks follow the regime interface (docs/DESIGN.md, "The regime interface"): a fine-tune or scratch
-run is one task per trial (`finetune.run_trial`: train on train, score val, write
-`<run dir>/trials/<trial id>.json`) and a conclude task that needs them all (`finetune.conclude`:
+Tasks follow the study's path (docs/DESIGN.md, "Package tree"): a fine-tune or scratch
+run is one task per trial (`trained.run_trial`: train on train, score val, write
+`<run dir>/trials/<trial id>.json`) and a conclude task that needs them all (`trained.conclude`:
 select on validation, retrain on train+val, score test once, write the run record); a probe run is
 one task (`probe.run`). Successive halving's later rungs are known only from the records of the
 rung before, so rung k > 0 is planned as slots: slot i of rung k needs every task of rung k-1,
@@ -21,7 +21,8 @@ import os
 import shutil
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from tfbench import files, plan, results
+from tfbench import files, results
+from tfbench.tasks import plan
 from tfbench.experiment import Experiment
 from tfbench.settings import Runtime
 
@@ -39,18 +40,13 @@ def _load(experiment: Mapping[str, Any], runtime: Mapping[str, Any],
     return Experiment.from_dict(experiment), Runtime(**runtime)
 
 
-def _user_errors() -> tuple:
-    from tfbench import flags_common
-
-    return flags_common.user_errors()
-
-
 def run_probe(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_file: Optional[str]) -> None:
     """The probe task: the whole probe run (features, the L2 search, refit, test), recorded."""
-    from tfbench import probe, runs
+    from tfbench import runs
+    from tfbench.regimes import probe
 
     run, run_runtime = _load(experiment, runtime, models_file)
-    runs.execute(run, probe.run, run_runtime, user_errors=_user_errors())
+    runs.execute(run, probe.run, run_runtime, user_errors=runs.user_errors())
 
 
 def run_trial(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_file: Optional[str],
@@ -65,11 +61,12 @@ def run_trial(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_
 def _run_trial(run: Experiment, run_runtime: Runtime, trial) -> Dict[str, Any]:
     """Train one trial. A trial that raises (bad data, out of memory) is recorded as failed, in its
     own record and in the run's, as a run that raises is, and is tried again only by a rerun."""
-    from tfbench import finetune, runs
+    from tfbench import runs
+    from tfbench.regimes import trained
 
     try:
-        return finetune.run_trial(run, trial, run_runtime)
-    except _user_errors():
+        return trained.run_trial(run, trial, run_runtime)
+    except runs.user_errors():
         raise
     except Exception as error:
         record = runs.failed_record(run, error)
@@ -84,10 +81,10 @@ def run_rung_slot(experiment: Mapping[str, Any], runtime: Mapping[str, Any], mod
                   rung: int, slot: int) -> None:
     """Slot `slot` of halving rung `rung`: train the slot's trial of the rung (chosen from the
     records of the rung before), then write the slot's record."""
-    from tfbench import finetune
+    from tfbench.regimes import trained
 
     run, run_runtime = _load(experiment, runtime, models_file)
-    planned = finetune.rung_trials(run, rung, log=_quiet)
+    planned = trained.rung_trials(run, rung, log=_quiet)
     slot_record = {"rung": rung, "slot": slot, "trial_id": None, "status": "ok",
                    "reason": f"rung {rung} has {len(planned)} trials: nothing for this slot"}
     if slot < len(planned):
@@ -100,14 +97,14 @@ def run_rung_slot(experiment: Mapping[str, Any], runtime: Mapping[str, Any], mod
 def slot_finished(experiment: Mapping[str, Any], rung: int, slot: int) -> bool:
     """Whether the slot's trial, chosen from the records of the rung before as they are now, has a
     reusable record (or the slot has no trial)."""
-    from tfbench import finetune
+    from tfbench.regimes import trained
 
     run = Experiment.from_dict(experiment)
     try:
-        planned = finetune.rung_trials(run, rung, log=_quiet)
-    except finetune.TrialsUnfinishedError:
+        planned = trained.rung_trials(run, rung, log=_quiet)
+    except trained.TrialsUnfinishedError:
         return False
-    return slot >= len(planned) or finetune.finished_trial(run, planned[slot], log=_quiet) is not None
+    return slot >= len(planned) or trained.finished_trial(run, planned[slot], log=_quiet) is not None
 
 
 def slot_path(experiment: Experiment, rung: int, slot: int) -> str:
@@ -120,17 +117,19 @@ def _quiet(message: str) -> None:
 
 def conclude(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_file: Optional[str]) -> None:
     """The conclude task: selection, retrain on train+val and test score, recorded as a run."""
-    from tfbench import finetune, runs
+    from tfbench import runs
+    from tfbench.regimes import trained
 
     run, run_runtime = _load(experiment, runtime, models_file)
-    runs.execute(run, finetune.conclude, run_runtime, user_errors=_user_errors())
+    runs.execute(run, trained.conclude, run_runtime, user_errors=runs.user_errors())
 
 
 def trial_finished(experiment: Mapping[str, Any], trial: Mapping[str, Any]) -> bool:
     """Whether the trial's record is reusable by this experiment (not one made under other settings)."""
-    from tfbench import finetune, tuning
+    from tfbench import tuning
+    from tfbench.regimes import trained
 
-    return finetune.finished_trial(Experiment.from_dict(experiment), tuning.Trial(**trial),
+    return trained.finished_trial(Experiment.from_dict(experiment), tuning.Trial(**trial),
                                    log=lambda message: None) is not None
 
 
@@ -147,13 +146,13 @@ def experiment_tasks(experiment: Experiment, runtime: Runtime, models_file: Opti
     if experiment.regime == "probe":
         return [plan.Task(key=key, kind="probe", call=plan.Call(f"{TASKS}:run_probe", arguments),
                           record=results.record_path(experiment), run=key)]
-    from tfbench import finetune
+    from tfbench.regimes import trained
 
     def cost(steps: int) -> Dict[str, Any]:
         return {"run": key, "steps": steps, "images": steps * experiment.batch_size}
 
-    first = finetune.trials(experiment)
-    shape = finetune.rung_plan(experiment, first)
+    first = trained.trials(experiment)
+    shape = trained.rung_plan(experiment, first)
     rung = []
     for trial in first:
         fields = trial.to_dict()

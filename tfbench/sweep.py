@@ -27,7 +27,9 @@ from typing import Dict, List, Optional, Tuple
 
 from absl import flags
 
-from tfbench import cli, executors, finetune, flags_common, plan, probe, protocol, study
+from tfbench import cli, protocol, runs, study
+from tfbench.app import common_flags, probe_flags, training_flags
+from tfbench.tasks import executors, plan
 from tfbench.experiment import Experiment
 from tfbench.settings import REGIMES, TRAINED_REGIMES, InvalidSettingError, Runtime
 
@@ -69,14 +71,14 @@ flags.DEFINE_float("images_per_second", None,
 flags.DEFINE_integer("dry_run_gpus", 1, "GPUs that --dry_run's wall-time estimate assumes.", lower_bound=1)
 
 SETTINGS = {
-    "probe": probe.settings_from_flags,
-    "finetune": lambda: finetune.settings_from_flags("finetune"),
-    "scratch": lambda: finetune.settings_from_flags("scratch"),
+    "probe": probe_flags.settings_from_flags,
+    "finetune": lambda: training_flags.settings_from_flags("finetune"),
+    "scratch": lambda: training_flags.settings_from_flags("scratch"),
 }
 RUNTIMES = {
-    "probe": flags_common.runtime_from_flags,
-    "finetune": finetune.runtime_from_flags,
-    "scratch": finetune.runtime_from_flags,
+    "probe": common_flags.runtime_from_flags,
+    "finetune": training_flags.runtime_from_flags,
+    "scratch": training_flags.runtime_from_flags,
 }
 
 
@@ -88,7 +90,7 @@ def regime_settings(regime: str, argv: List[str]) -> Tuple[Dict, object, Runtime
         FLAGS.unparse_flags()
         FLAGS(argv + [f"--flagfile={flagfile}"])
     batch_size = FLAGS.batch_size or (protocol.BATCH_SIZE if regime in TRAINED_REGIMES
-                                      else flags_common.PROBE_BATCH_SIZE)
+                                      else common_flags.PROBE_BATCH_SIZE)
     shared = {"output_dir": FLAGS.output_dir, "seed": FLAGS.seed, "data_dir": FLAGS.data_dir,
               "image_size": FLAGS.image_size, "batch_size": batch_size,
               "precision": FLAGS.precision, "cache_dir": FLAGS.cache_dir, "preset": FLAGS.preset,
@@ -122,17 +124,17 @@ def experiments_from_flags(argv: List[str]) -> List[Tuple[Experiment, Runtime]]:
     unknown = [r for r in FLAGS.regimes if r not in REGIMES]
     if unknown:
         cli.fail(f"unknown regime {unknown[0]!r}; valid choices: {', '.join(REGIMES)}")
-    seeds, sizes = seeds_from_flags(), flags_common.train_sizes_from_flags()
+    seeds, sizes = seeds_from_flags(), common_flags.train_sizes_from_flags()
     experiments = []
     for regime in FLAGS.regimes:
         shared, settings, runtime, models, names = regime_settings(regime, argv)
         del shared["seed"]
-        flags_common.load_user_models()
+        common_flags.load_user_models()
         display_names = {model: backbones.spec(model).display_name for model in models}
         for dataset in names:
             datasets.spec(dataset, skip_bad_images=FLAGS.skip_bad_images)
             for size in sizes:
-                flags_common.check_train_subset(dataset, size)
+                common_flags.check_train_subset(dataset, size)
         variants = ([dataclasses.replace(settings, init=init) for init in FLAGS.probe_inits]
                     if regime == "probe" else [settings])
         experiments += [(Experiment(regime=regime, model=model, dataset=dataset, settings=variant,
@@ -151,7 +153,7 @@ def print_run_summary(task: plan.Task, outcome: executors.Outcome) -> None:
     """The line each regime binary ends with, for each run a task concluded (or found finished)."""
     record = plan.read_record(task.record)
     if task.kind != "trial" and record is not None and "experiment" in record:
-        print(f"  {flags_common.run_summary_line(record, skipped=outcome.status == 'skipped')}", flush=True)
+        print(f"  {common_flags.run_summary_line(record, skipped=outcome.status == 'skipped')}", flush=True)
 
 
 def make_executor():
@@ -163,10 +165,10 @@ def make_executor():
 
 def main():
     def _main():
-        from tfbench import report
+        from tfbench.report import build as report
 
         argv = list(sys.argv)
-        errors = flags_common.user_errors() + (report.ReportInputError, plan.PlanError, executors.ExecutorError)
+        errors = runs.user_errors() + (report.ReportInputError, plan.PlanError, executors.ExecutorError)
         try:
             if FLAGS.shard and FLAGS.overwrite:
                 raise plan.PlanError("--overwrite cannot be combined with --shard: a shard would discard the "

@@ -1,7 +1,7 @@
 """One protocol's analysis: its score table, each model's mean log odds and their r with ImageNet.
 
 Following Kornblith, Shlens & Le (2019), section 3 and Figure 1, within one protocol group
-(tfbench.protocol_groups):
+(tfbench.report.protocol_groups):
   - each model's mean log odds over the datasets of the group's table. Only models with an ok run
     on every one of those datasets enter: means over different sets of datasets are not
     comparable. The others are listed with the datasets they lack. Several seeds of one (model,
@@ -23,8 +23,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from tfbench import protocol
-from tfbench.correlation import BOOTSTRAP_RESAMPLES, Correlation, correlate, logit
-from tfbench.protocol_groups import TRAIN_SUBSET_FIELD, ProtocolGroup
+from tfbench.report.correlation import BOOTSTRAP_RESAMPLES, Correlation, correlate, logit
+from tfbench.report.protocol_groups import TRAIN_SUBSET_FIELD, ProtocolGroup
 
 REGISTRY_SOURCE = "published; tfbench's backbone registry"
 REGIME_TITLES = {"probe": "Linear probe on fixed features", "finetune": "Fine-tuned",

@@ -9,7 +9,7 @@ who can read the output folder: records are the interface between tasks, never m
 
 Shards (`--shard=INDEX/COUNT`) split the ordered plan round-robin: deterministic, disjoint and
 covering for any COUNT, and independent of what has already run, so concurrently running shards
-agree on who owns what. See docs/DESIGN.md, "The regime interface".
+agree on who owns what. See docs/DESIGN.md, "Package tree" (the study's path).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Kornblith, Shlens & Le (2019), Figure 7: per dataset, each network's test score 
 ImageNet and trained from random initialisation, against its ImageNet top-1. Pretraining helps
 most on small datasets, and on some (the paper: Stanford Cars, FGVC Aircraft)
 the gap nearly closes; one number over all datasets hides that. This view splits each compatible
-fine-tune vs scratch comparison (tfbench.comparisons: equal steps and batch size, paired by model
+fine-tune vs scratch comparison (tfbench.report.comparisons: equal steps and batch size, paired by model
 and dataset) by dataset: the networks' scores on both sides, the mean gap and how many networks
 fine-tuning wins. When no comparison can be drawn it names the runs each side lacks.
 """
@@ -15,8 +15,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from tfbench.analysis import GroupAnalysis
-from tfbench.comparisons import FINETUNE_VS_SCRATCH, Comparison, Outcome
+from tfbench.report.analysis import GroupAnalysis
+from tfbench.report.comparisons import FINETUNE_VS_SCRATCH, Comparison, Outcome
 
 FILE_STEM = "finetune_vs_scratch_per_dataset"
 MISSING = "-"
@@ -131,7 +131,7 @@ def _lacking(present: GroupAnalysis, other_regime: str) -> str:
 
 
 def per_dataset(outcomes: Iterable[Outcome], groups: Iterable[GroupAnalysis]) -> FinetuneVsScratch:
-    """The per-dataset view of the fine-tune vs scratch outcomes of tfbench.comparisons.compare."""
+    """The per-dataset view of the fine-tune vs scratch outcomes of tfbench.report.comparisons.compare."""
     mine = [o for o in outcomes if o.kind is FINETUNE_VS_SCRATCH]
     drawn = [o for o in mine if isinstance(o, Comparison)]
     if drawn:

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from tfbench.protocol_groups import TRAIN_SUBSET_FIELD, protocol_id, protocol_key, protocol_name
+from tfbench.report.protocol_groups import TRAIN_SUBSET_FIELD, protocol_id, protocol_key, protocol_name
 from tfbench.settings import REGIMES
 
 ALL = "all"

@@ -7,7 +7,7 @@ scratch run record carries it (results.CHOSEN_CURVE): [step, validation score] e
 --eval_every steps of training on "train" (the default: every checkpoint), the last point at the
 end of training.
 
-Runs are paired as the fine-tune vs scratch comparison pairs them (tfbench.comparisons: protocol
+Runs are paired as the fine-tune vs scratch comparison pairs them (tfbench.report.comparisons: protocol
 groups of equal steps and batch size), here per (model, dataset, seed). The paper's own scratch
 schedule is longer than its fine-tune one, so runs of flags/finetune.flags and flags/scratch.flags
 do not pair: a scratch run with the fine-tune steps does. Per curve:
@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from tfbench import results
-from tfbench.comparisons import FINETUNE_VS_SCRATCH, Comparison, NotDrawn, Outcome
+from tfbench.report.comparisons import FINETUNE_VS_SCRATCH, Comparison, NotDrawn, Outcome
 
 FRACTIONS = (0.90, 0.95)
 MIN_POINTS = 3
@@ -132,7 +132,7 @@ def curve_of(record: Mapping[str, Any]) -> Optional[Curve]:
 
 def converge(outcomes: Sequence[Outcome]) -> List[ConvergenceOutcome]:
     """The convergence of every fine-tune vs scratch comparison among `outcomes` (those the report
-    drew, tfbench.comparisons.compare); one that could not be drawn stays a NotDrawn with its reason."""
+    drew, tfbench.report.comparisons.compare); one that could not be drawn stays a NotDrawn with its reason."""
     return [_pair(o) if isinstance(o, Comparison) else o for o in outcomes if o.kind is FINETUNE_VS_SCRATCH]
 
 

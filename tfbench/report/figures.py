@@ -20,12 +20,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from tfbench.analysis import GroupAnalysis
-from tfbench.comparisons import Comparison
-from tfbench.convergence import SIDE_NAMES, Convergence
-from tfbench.finetune_vs_scratch import PerDataset
-from tfbench.size_split import SIZE_GROUPS, SizeSplit
-from tfbench.significance import ALPHA, CONFIDENCE, DatasetBest
+from tfbench.report.analysis import GroupAnalysis
+from tfbench.report.comparisons import Comparison
+from tfbench.report.convergence import SIDE_NAMES, Convergence
+from tfbench.report.finetune_vs_scratch import PerDataset
+from tfbench.report.size_split import SIZE_GROUPS, SizeSplit
+from tfbench.report.significance import ALPHA, CONFIDENCE, DatasetBest
 
 PANEL_INCHES = (5.6, 5.0)
 COMPARISON_INCHES = (4.2, 4.0)

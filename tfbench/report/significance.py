@@ -4,7 +4,7 @@ The paper (Kornblith, Shlens & Le 2019) marks, per dataset, the best network and
 significantly different from it; the test it used could not be established from the sources at
 hand, so tfbench uses a paired bootstrap over test examples, stated with every table:
 
-- per protocol group (tfbench.protocol_groups) and dataset, the networks whose ok runs stored
+- per protocol group (tfbench.report.protocol_groups) and dataset, the networks whose ok runs stored
   verified test predictions (tfbench.predictions) on the same test examples take part;
 - the best network has the highest test score (the mean over seeds when it has several);
 - RESAMPLES resamples of the test examples with replacement, the same resample for every network
@@ -30,7 +30,7 @@ import numpy as np
 
 from tfbench import predictions, results
 from tfbench.predictions import Predictions
-from tfbench.protocol_groups import ProtocolGroup
+from tfbench.report.protocol_groups import ProtocolGroup
 
 RESAMPLES = 1000
 ALPHA = 0.05

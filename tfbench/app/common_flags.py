@@ -18,7 +18,6 @@ from absl import flags
 from tfbench import protocol, results, runs
 from tfbench.cli import RUN_FAILED, fail, run_app
 from tfbench.experiment import Experiment
-from tfbench.registry import UnknownNameError
 from tfbench.settings import PRECISIONS, STRATEGIES, TRAINED_REGIMES, InvalidSettingError, Runtime
 
 FLAGS = flags.FLAGS
@@ -87,16 +86,6 @@ flags.DEFINE_enum(
     "Devices: auto = MirroredStrategy over all local GPUs (one device otherwise); one_device; "
     "mirrored; multi_worker = MultiWorkerMirroredStrategy from TF_CONFIG (spans hosts; "
     "--output_dir must be shared storage).")
-
-def user_errors() -> tuple:
-    """Exceptions that mean "the input is wrong", reported as one line instead of a traceback."""
-    from tfbench import backbones, datasets
-
-    return (UnknownNameError, InvalidSettingError, results.RunConflictError,
-            backbones.WeightsUnavailableError, backbones.ModelNotFoundError,
-            backbones.ModelsFileError, datasets.DatasetNotPreparedError, datasets.FolderDatasetError,
-            datasets.TrainSubsetError)
-
 
 def print_models() -> None:
     from tfbench import backbones
@@ -250,7 +239,7 @@ def main(regime: str, settings_from_flags: Callable[[], Any],
         if FLAGS.dataset == "list":
             print_datasets()
             return
-        errors = user_errors()
+        errors = runs.user_errors()
         try:  # names and settings first: a typo answers before TensorFlow is imported
             experiment = experiment_from_flags(regime, settings_from_flags())
             outcome = runs.execute(experiment, run, runtime(), overwrite=FLAGS.overwrite,

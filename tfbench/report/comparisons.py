@@ -14,9 +14,9 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from tfbench.analysis import RANDOM_INIT, GroupAnalysis
+from tfbench.report.analysis import RANDOM_INIT, GroupAnalysis
 from tfbench.experiment import identity_diff
-from tfbench.protocol_groups import TRAIN_SUBSET_FIELD, ProtocolGroup
+from tfbench.report.protocol_groups import TRAIN_SUBSET_FIELD, ProtocolGroup
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@
             running cluster (`ray_address`), many at once
 
 Every task runs through `run_task` wherever it runs: skip it if its record is finished, take its lock
-(tfbench.locks) so that no other driver runs it at the same time, check again, call it. A task that
+(tfbench.tasks.locks) so that no other driver runs it at the same time, check again, call it. A task that
 raises, or ends without a finished record, is reported failed and is not retried in this
 invocation (its own record says why when it wrote one); a Ray worker that dies (machine lost,
 SIGKILL, out of memory) is retried by Ray up to `max_retries` times, and the retry resumes from the
@@ -24,8 +24,8 @@ import socket
 import time
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from tfbench import locks
-from tfbench.plan import Plan, Task, finished, read_record
+from tfbench.tasks import locks
+from tfbench.tasks.plan import Plan, Task, finished, read_record
 
 EXECUTORS = ("local", "ray")
 OUTCOMES = ("ran", "skipped", "failed")  # final; "busy" is looked at again

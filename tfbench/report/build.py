@@ -3,15 +3,15 @@
     python -m tfbench.report --output_dir=runs [--report_dir=runs/report] [--protocol=NAME|ID]
 
 The run records under --output_dir (at any depth: `runs/mini` and `runs/paper` side by side are
-read together) are grouped by protocol (tfbench.protocol_groups): runs of different protocols
-never share a table, a mean or an r. Per group (tfbench.analysis): the test-score table, each
-model's mean log odds and its Pearson r with ImageNet top-1 (tfbench.correlation), per-dataset r
-and a Figure-1 panel (tfbench.figures). Across groups (tfbench.comparisons): ImageNet vs random-
+read together) are grouped by protocol (tfbench.report.protocol_groups): runs of different protocols
+never share a table, a mean or an r. Per group (tfbench.report.analysis): the test-score table, each
+model's mean log odds and its Pearson r with ImageNet top-1 (tfbench.report.correlation), per-dataset r
+and a Figure-1 panel (tfbench.report.figures). Across groups (tfbench.report.comparisons): ImageNet vs random-
 init features, fine-tuning vs scratch at equal steps and batch size, fine-tuning vs the probe,
 paired by (model, dataset). The summary leads with those comparisons while r rests on fewer than
 HEADLINE_MIN_MODELS models, and with r otherwise. Only runs with status "ok" enter; failed and
 diverged runs are listed with their reason. A score whose chosen hyperparameter sat at an end of
-its grid is marked with EDGE_MARK. Per group and dataset (tfbench.significance): the best network
+its grid is marked with EDGE_MARK. Per group and dataset (tfbench.report.significance): the best network
 and those not significantly worse, from the test predictions the runs stored.
 """
 
@@ -24,13 +24,14 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
-from tfbench import convergence, data_size, files, finetune_vs_scratch, results, significance, size_split
-from tfbench.analysis import (GroupAnalysis, ImageNetTop1, ScoreTable, analyze_group, display_names,
+from tfbench import files, results
+from tfbench.report import convergence, data_size, finetune_vs_scratch, significance, size_split
+from tfbench.report.analysis import (GroupAnalysis, ImageNetTop1, ScoreTable, analyze_group, display_names,
                               imagenet_top1_of_models)
-from tfbench.comparisons import Comparison, NotDrawn, Outcome, compare
-from tfbench.correlation import BOOTSTRAP_RESAMPLES, CONFIDENCE, LOGIT_EPS, MIN_MODELS
+from tfbench.report.comparisons import Comparison, NotDrawn, Outcome, compare
+from tfbench.report.correlation import BOOTSTRAP_RESAMPLES, CONFIDENCE, LOGIT_EPS, MIN_MODELS
 from tfbench.experiment import path_component
-from tfbench.protocol_groups import UnknownProtocolError, differing_settings, group_records, select
+from tfbench.report.protocol_groups import UnknownProtocolError, differing_settings, group_records, select
 
 HEADLINE_MIN_MODELS = 5  # below this, r says little and the paired comparisons lead the summary
 PAPER_NETWORKS = 16
@@ -339,7 +340,7 @@ def convergence_files(outcomes: Sequence[convergence.ConvergenceOutcome]) -> Dic
 
 
 def _convergence_markdown(analysis: Analysis) -> List[str]:
-    """The paper's Figure 8 (tfbench.convergence): a table and a figure per pair, else one line."""
+    """The paper's Figure 8 (tfbench.report.convergence): a table and a figure per pair, else one line."""
     outcomes = convergence.converge(analysis.comparisons)
     figure_names = {id(o): name for name, o in convergence_files(outcomes).items()}
     parts = ["## Convergence: fine-tuned vs from scratch (the paper's Figure 8)\n",
@@ -454,7 +455,7 @@ def report_markdown(analysis: Analysis) -> str:
 
 
 def data_size_of(analysis: Analysis) -> data_size.DataSize:
-    """Score against training-set size over every group's records (tfbench.data_size)."""
+    """Score against training-set size over every group's records (tfbench.report.data_size)."""
     return data_size.analyze([r for g in analysis.groups.values() for r in g.group.records])
 
 
@@ -561,7 +562,7 @@ def print_summary(analysis: Analysis, file: TextIO = sys.stdout) -> None:
 
 def write_report(analysis: Analysis, report_dir: str) -> List[str]:
     """Writes every report file into report_dir; returns their paths, report.md last."""
-    from tfbench import figures
+    from tfbench.report import figures
 
     contents = {name: figures.png(figures.figure1(groups))
                 for name, groups in figure1_files(analysis).items()}
@@ -616,38 +617,3 @@ def report(output_dir: str, report_dir: Optional[str] = None,
     print_summary(analysis, file=file)
     print(report_summary_line(analysis, paths[-1]), file=file)
     return analysis, paths
-
-
-# ---------------------------------------------------------------------------------------------
-# Binary
-
-
-def main() -> None:
-    from absl import flags
-
-    from tfbench import cli
-
-    flags.DEFINE_string("output_dir", None, "Root folder of the run records (the regime binaries' "
-                        "--output_dir, or a folder holding several).")
-    flags.DEFINE_string("report_dir", None, "Where the report goes (default: <output_dir>/report).")
-    flags.DEFINE_string("protocol", None, "Report only this protocol: its name (paper, a preset's "
-                        "name, custom) or the id the report shows beside it.")
-    flags.DEFINE_integer("bootstrap_resamples", BOOTSTRAP_RESAMPLES,
-                         "Bootstrap resamples of the models for the r intervals.", lower_bound=100)
-    flags.DEFINE_integer("seed", 0, "Seed of the bootstrap resampling.")
-    FLAGS = flags.FLAGS
-
-    def run():
-        if not FLAGS.output_dir:
-            cli.fail("--output_dir is required: the root folder of the run records")
-        try:
-            report(FLAGS.output_dir, FLAGS.report_dir, resamples=FLAGS.bootstrap_resamples,
-                   seed=FLAGS.seed, protocol=FLAGS.protocol)
-        except ReportInputError as error:
-            cli.fail(str(error))
-
-    cli.run_app(run)
-
-
-if __name__ == "__main__":
-    main()

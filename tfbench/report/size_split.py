@@ -3,7 +3,7 @@
 Kornblith, Shlens & Le (2019), section 4.3: trained from scratch, ImageNet top-1 predicts transfer
 far less on the datasets with fewer than 10,000 training images (r = 0.29) than on the larger ones
 (r = 0.86): a small dataset does not let a from-scratch network use its architecture's advantage.
-Per protocol group, tfbench repeats the group's own analysis (tfbench.analysis.analyze_group: mean
+Per protocol group, tfbench repeats the group's own analysis (tfbench.report.analysis.analyze_group: mean
 log odds over the datasets, models complete on them, r with its bootstrap interval) on the records
 of the datasets under protocol.SMALL_DATASET_TRAIN_EXAMPLES and again on those at or above it, so
 that the split r is computed exactly as the whole one.
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from tfbench import protocol
-from tfbench.analysis import GroupAnalysis, ImageNetTop1, analyze_group
-from tfbench.correlation import BOOTSTRAP_RESAMPLES, CONFIDENCE
+from tfbench.report.analysis import GroupAnalysis, ImageNetTop1, analyze_group
+from tfbench.report.correlation import BOOTSTRAP_RESAMPLES, CONFIDENCE
 from tfbench.datasets import catalog
 
 UNDER, OVER = "under_10k", "over_10k"  # the keys of protocol.PAPER_SCRATCH_R_BY_SIZE

@@ -1,0 +1,217 @@
+"""Training and scoring one hyperparameter setting of a fine-tune or scratch experiment.
+
+`TrialTrainer` owns everything one trial needs (the model, the input pipelines, checkpoints and
+TensorBoard folders); `tfbench.regimes.trained` decides which trials run and what they are for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from typing import Any, Dict, Mapping, Optional, Protocol
+
+from tfbench import files, protocol, results, tuning
+from tfbench.experiment import Experiment
+from tfbench.predictions import Predictions
+from tfbench.settings import Runtime, TrainingSettings
+
+# Written next to a trial's checkpoints: what they belong to, so that a rerun under other settings
+# starts afresh instead of resuming someone else's training.
+CHECKPOINT_IDENTITY = "training_run.json"
+FINAL = "final"  # the work folder of the retrain on trainval
+
+@dataclasses.dataclass(frozen=True)
+class TrialOutcome:
+    """What training one setting on one split and scoring it on another reports."""
+
+    status: str  # "ok" or "diverged"
+    score: Optional[float]  # metric on the scored split; None when diverged
+    reason: Optional[str] = None
+    details: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # timings, throughput, curve
+    predictions: Optional[Predictions] = None  # per-example answers, kept when the test split was scored
+
+
+class Trainer(Protocol):
+    """Trains one setting; `TrialTrainer` is the real one, tests use fakes."""
+
+    chief: bool
+
+    def train_and_score(self, hyperparameters: Mapping[str, float], fit_split: str,
+                        score_split: str, name: str, train_steps: int) -> TrialOutcome:
+        """Train on `fit_split` for `train_steps`, score `score_split`; `name` is the trial's work
+        folder name."""
+
+    def discard(self, name: str) -> None:
+        """Free what a finished trial no longer needs (its checkpoints)."""
+
+
+class TrialTrainer:
+    """Trains and scores hyperparameter settings of one fine-tune or scratch experiment.
+
+    Fine-tune starts from the backbone's pretrained weights, scratch from a random initialisation
+    (both seeded by the experiment seed, identical for every trial). Training reads the split
+    through the Inception-style crop-and-flip pipeline at the backbone's native size (or the
+    experiment's image_size), deterministic so that a resumed trial sees the same batches;
+    scoring reads every example of the other split, whole images resized. Checkpoints and
+    TensorBoard logs live in <run dir>/trials/<name>/.
+    """
+
+    def __init__(self, experiment: Experiment, runtime: Runtime, strategy=None):
+        from tfbench import backbones, devices
+
+        self.experiment = experiment
+        self.settings: TrainingSettings = experiment.settings
+        self.runtime = runtime
+        self.strategy = strategy if strategy is not None else devices.make_strategy(runtime.strategy)
+        self.precision = devices.resolve_precision(experiment.precision)
+        self.dataset_spec = experiment.dataset_spec()
+        self.backbone_spec = backbones.spec(experiment.model)
+        self.image_size = experiment.image_size or self.backbone_spec.image_size
+        self.chief = devices.is_chief(self.strategy)
+
+    def log_dir(self) -> str:
+        return os.path.join(self.experiment.run_dir(), results.TRIALS_DIR)
+
+    def work_dir(self, name: str) -> str:
+        return os.path.join(self.log_dir(), name)
+
+    def config(self, hyperparameters: Mapping[str, float], train_steps: int):
+        """The training of one trial; a budget shorter than train_steps (a halving rung) warms up
+        for the same fraction of its steps."""
+        from tfbench import training
+
+        settings = self.settings
+        return training.TrainConfig(
+            learning_rate=hyperparameters["learning_rate"], weight_decay=hyperparameters["weight_decay"],
+            train_steps=train_steps, batch_size=self.experiment.batch_size,
+            warmup_steps=settings.warmup_steps * train_steps // settings.train_steps,
+            label_smoothing=settings.label_smoothing,
+            multi_label=self.dataset_spec.multi_label)
+
+    def build_model(self, bn_momentum: Optional[float]):
+        import keras
+
+        from tfbench import backbones, classifier
+
+        keras.utils.set_random_seed(self.experiment.seed)
+        backbone = backbones.build(self.experiment.model, pretrained=self.experiment.regime == "finetune",
+                                   image_size=self.image_size)
+        return classifier.build_classifier(backbone, self.dataset_spec.num_classes,
+                                           self.settings.dropout, bn_momentum)
+
+    def bn_momentum(self, fit_split: str) -> Optional[float]:
+        """The batch-norm momentum for training on `fit_split` (None: each backbone's own)."""
+        rule = self.settings.bn_momentum
+        if rule == "backbone":
+            return None
+        if rule == "paper":
+            return protocol.bn_momentum(split_examples(self.experiment, fit_split), self.experiment.batch_size)
+        return rule
+
+    def batches(self, split: str, training: bool):
+        from tfbench import preprocessing
+
+        examples = self.experiment.load(split)
+        return preprocessing.pipeline(examples, self.image_size, self.experiment.batch_size,
+                                      training=training, seed=self.experiment.seed,
+                                      deterministic=training, repeat=training)
+
+    def score(self, model, split: str):
+        """(metric on every example of `split`, number of examples, the per-example predictions)."""
+        from tfbench import metrics, training
+
+        labels, scores = training.predict(model, self.batches(split, training=False))
+        metric = self.dataset_spec.metric
+        return (metrics.score(metric, labels, scores), int(len(labels)),
+                Predictions.of(metric, labels, scores))
+
+    def hparams(self, hyperparameters: Mapping[str, float], train_steps: int) -> Dict[str, Any]:
+        """What TensorBoard's HParams dashboard groups trials by: enough to tell runs of a sweep apart."""
+        experiment = self.experiment
+        return {"regime": experiment.regime, "dataset": experiment.dataset, "model": experiment.model,
+                "search": self.settings.search, "train_steps": train_steps,
+                "batch_size": experiment.batch_size, **hyperparameters}
+
+    def train_and_score(self, hyperparameters: Mapping[str, float], fit_split: str, score_split: str,
+                        name: str, train_steps: int) -> TrialOutcome:
+        """Train on `fit_split`, then score every example of `score_split` with the dataset's metric.
+
+        While training on "train", the validation split is scored every
+        `runtime.validation_interval` steps (the trial's curve); the test split never is.
+        """
+        from tfbench import training
+
+        config = self.config(hyperparameters, train_steps)
+        work_dir = self.work_dir(name)
+        log_dir = os.path.join(work_dir, "tensorboard")
+        checkpoint_dir = os.path.join(work_dir, "checkpoints")
+        tag = f"{score_split}/{self.dataset_spec.metric}"
+        if self.chief:
+            forget_stale_checkpoints(checkpoint_dir, {
+                "experiment": tuning.trial_identity(self.experiment.to_dict()),
+                "hyperparameters": dict(hyperparameters), "fit_split": fit_split,
+                "train_steps": train_steps})
+        bn_momentum = self.bn_momentum(fit_split)
+        evaluate = None
+        if score_split == "val":
+            evaluate = lambda model: (tag, self.score(model, "val")[0])  # noqa: E731
+        model, result = training.train(
+            lambda: self.build_model(bn_momentum), lambda start: self.batches(fit_split, training=True).skip(start), config,
+            strategy=self.strategy, runtime=self.runtime, precision=self.precision,
+            checkpoint_dir=checkpoint_dir, log_dir=log_dir, hparams=self.hparams(hyperparameters, train_steps),
+            evaluate=evaluate)
+        details = {
+            "fit_split": fit_split, "score_split": score_split, "train_steps": config.train_steps,
+            "steps": result.steps, "resumed_from_step": result.resumed_from_step,
+            "final_loss": result.final_loss, "l2_coefficient": config.l2_coefficient,
+            "bn_momentum": bn_momentum,
+            "images_per_second": result.images_per_second, "precision": self.precision,
+            "strategy": self.runtime.strategy, "strategy_class": type(self.strategy).__name__,
+            "replicas": self.strategy.num_replicas_in_sync,
+            "timings": {f"{phase}_seconds": value for phase, value in result.seconds.items()},
+        }
+        if result.status != "ok":
+            if self.chief:
+                training.write_hparams_end(log_dir, result.status)
+            return TrialOutcome(result.status, None, result.reason, details)
+        started = time.perf_counter()
+        score, examples, answers = self.score(model, score_split)
+        details["timings"]["evaluate_seconds"] = time.perf_counter() - started
+        details["scored_examples"] = examples
+        if score_split == "val":
+            details["validation_curve"] = result.validation_curve + [[result.steps, score]]
+        if self.chief:
+            training.log_scalar(log_dir, tag, score, result.steps)
+            training.write_hparams_end(log_dir, "ok")
+        return TrialOutcome("ok", score, None, details, answers if score_split == "test" else None)
+
+    def discard(self, name: str) -> None:
+        if self.chief:
+            shutil.rmtree(os.path.join(self.work_dir(name), "checkpoints"), ignore_errors=True)
+
+
+def split_examples(experiment: Experiment, split: str) -> int:
+    """How many examples the split holds (counted when the dataset does not say)."""
+    data = experiment.load(split)
+    count = int(data.cardinality())
+    return count if count >= 0 else int(data.reduce(0, lambda total, _: total + 1))
+
+
+def forget_stale_checkpoints(checkpoint_dir: str, identity: Mapping[str, Any]) -> None:
+    """Keep `checkpoint_dir` only if it belongs to the training run `identity`; else empty it.
+
+    A rerun under other settings (say more train_steps) must start afresh, not resume a checkpoint
+    of another schedule.
+    """
+    identity_file = os.path.join(checkpoint_dir, CHECKPOINT_IDENTITY)
+    if os.path.exists(identity_file):
+        with open(identity_file) as handle:
+            if json.load(handle) == identity:
+                return
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    files.write_json_atomic(identity_file, identity)
+
+

@@ -1,0 +1,34 @@
+"""`python -m tfbench.report --output_dir=runs`: rebuild the report of an output folder."""
+
+from absl import flags
+
+from tfbench import cli
+from tfbench.report.build import BOOTSTRAP_RESAMPLES, ReportInputError, report
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("output_dir", None, "Root folder of the run records (the regime binaries' "
+                    "--output_dir, or a folder holding several).")
+flags.DEFINE_string("report_dir", None, "Where the report goes (default: <output_dir>/report).")
+flags.DEFINE_string("protocol", None, "Report only this protocol: its name (paper, a preset's "
+                    "name, custom) or the id the report shows beside it.")
+flags.DEFINE_integer("bootstrap_resamples", BOOTSTRAP_RESAMPLES,
+                     "Bootstrap resamples of the models for the r intervals.", lower_bound=100)
+flags.DEFINE_integer("seed", 0, "Seed of the bootstrap resampling.")
+
+
+def main() -> None:
+    def run():
+        if not FLAGS.output_dir:
+            cli.fail("--output_dir is required: the root folder of the run records")
+        try:
+            report(FLAGS.output_dir, FLAGS.report_dir, resamples=FLAGS.bootstrap_resamples,
+                   seed=FLAGS.seed, protocol=FLAGS.protocol)
+        except ReportInputError as error:
+            cli.fail(str(error))
+
+    cli.run_app(run)
+
+
+if __name__ == "__main__":
+    main()
