@@ -74,14 +74,20 @@ def run_until(record: str, until: str, timeout: float) -> None:
 
 def steps(record: str, log: str, count: int, seconds: float) -> None:
     """A trial in miniature: steps that end at a step boundary and save progress (fenced writes).
-    Each write, once landed, looks at the lock: one that another process holds is an overlap
-    ("stray" in the log)."""
+    Each write, once landed, looks at the lock. Held by another process since before the write
+    began: an overlap ("overlap" in the log). Taken over while the write was under way: "during"
+    (the pause fell between the write's ownership check and its rename, or between the rename and
+    this look). Taken over after: fine."""
 
     def write(path, payload, event):
+        before = time.time()
         files.write_json_atomic(path, payload)
-        owner = locks.read_owner(locks.lock_path(record)) or {}
+        after = time.time()
+        owner = locks.read_owner(locks.lock_path(record)) or {"pid": os.getpid()}
+        if owner["pid"] != os.getpid() and owner["acquired"] < after:
+            event = "overlap" if owner["acquired"] < before else "during"
         with open(log, "a") as handle:
-            handle.write(f"{event if owner.get('pid') == os.getpid() else 'stray'} {os.path.basename(record)}\n")
+            handle.write(f"{event} {os.path.basename(record)}\n")
 
     for step in range(count):
         time.sleep(seconds)
@@ -189,7 +195,7 @@ def takeover(args) -> None:
     _bench_path()
     timing = locks.Timing(args.heartbeat, args.stale_after)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    delays, before_long_end = [], 0
+    delays, before_long_end, rng = [], 0, random.Random(0)
     try:
         for _ in range(args.takeovers):
             with tempfile.TemporaryDirectory(prefix="cluster-bench-takeover-") as folder:
@@ -203,8 +209,14 @@ def takeover(args) -> None:
                 lock, lines, beats = locks.lock_path(orphan_record), [], [time.time()]
                 files.write_json_atomic(lock, {"host": "elsewhere", "pid": 1, "token": "gone", "heartbeat": beats[-1]})
 
-                def remote_owner():
-                    while not any(line.startswith("busy: trial orphan") for line in lines):
+                silent_after = [float("inf")]
+
+                def remote_owner():  # beats until the driver found the task busy, and then for a random
+                    # part of a heartbeat, so that the lock goes stale at any phase of the driver's looks
+                    while time.time() < silent_after[0]:
+                        if silent_after[0] == float("inf") and any(line.startswith("busy: trial orphan")
+                                                                   for line in lines):
+                            silent_after[0] = time.time() + rng.uniform(0, args.heartbeat)
                         beats.append(time.time())
                         files.write_json_atomic(lock, {"host": "elsewhere", "pid": 1, "token": "gone",
                                                        "heartbeat": beats[-1]})
@@ -248,16 +260,18 @@ sys.exit(0 if summary.complete() else 1)
 
 
 def _overlaps(log: str):
-    """Writes that landed while another process held the task's lock, and tasks finished twice."""
+    """Writes that landed while another process held the task's lock, writes during which it was
+    taken over, and tasks finished twice."""
     with open(log) as handle:
         events = [line.split() for line in handle]
     ends = collections.Counter(task for event, task in events if event == "end")
-    return sum(event == "stray" for event, _ in events), sum(count > 1 for count in ends.values())
+    return (sum(event == "overlap" for event, _ in events), sum(event == "during" for event, _ in events),
+            sum(count > 1 for count in ends.values()))
 
 
 def fencing_under_pauses(args) -> None:
     _bench_path()
-    pauses = ran = lost = strays = twice = rounds = 0
+    pauses = ran = lost = overlaps = during = twice = rounds = 0
     rng = random.Random(0)
     while pauses < args.pauses:
         rounds += 1
@@ -287,7 +301,7 @@ def fencing_under_pauses(args) -> None:
                 reader.join()
             assert all(driver.returncode == 0 for driver in drivers), outputs
             found = _overlaps(log)
-            strays, twice = strays + found[0], twice + found[1]
+            overlaps, during, twice = overlaps + found[0], during + found[1], twice + found[2]
             lines = [line for output in outputs for line in output.splitlines()]
             lost += sum(line.startswith("lost: ") for line in lines)
             ran += sum("] ran " in line for line in lines)
@@ -295,8 +309,9 @@ def fencing_under_pauses(args) -> None:
           f"{args.stale_after_fencing:g}s, heartbeat {args.heartbeat_fencing:g}s), two drivers, {rounds} rounds "
           f"of {args.fencing_tasks} tasks:")
     print(f"  tasks run: {ran}; owners that found their lock lost and stopped: {lost}")
-    print(f"  writes that landed while another owner held the lock: {strays}; tasks finished twice: {twice} "
+    print(f"  writes that landed while another owner held the lock: {overlaps}; tasks finished twice: {twice} "
           "(goal: 0 and 0)")
+    print(f"  writes during which the lock was taken over (the pause fell inside the write): {during}")
 
 
 def main() -> None:
@@ -311,7 +326,7 @@ def main() -> None:
                         help="grids: only these of the mini's networks (comma-separated); default all three")
     parser.add_argument("--heartbeat", type=float, default=1.0, help="takeover: lock heartbeat (s)")
     parser.add_argument("--stale_after", type=float, default=3.0, help="takeover: stale-lock timeout (s)")
-    parser.add_argument("--takeovers", type=int, default=5, help="takeover: repetitions")
+    parser.add_argument("--takeovers", type=int, default=10, help="takeover: repetitions")
     parser.add_argument("--pauses", type=int, default=100, help="fencing: SIGSTOP/SIGCONT pauses in all")
     parser.add_argument("--fencing_tasks", type=int, default=12, help="fencing: tasks of one round's plan")
     parser.add_argument("--heartbeat_fencing", type=float, default=0.2, help="fencing: lock heartbeat (s)")

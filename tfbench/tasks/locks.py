@@ -117,6 +117,7 @@ class Lock:
         self.timing = timing
         self.lost = False
         self._renewed = renewed  # time.monotonic() when our last heartbeat was taken: the lease runs from it
+        self._checked: Dict[int, float] = {}  # per thread: when check() last found the lock ours
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True,
                                         name=f"heartbeat {os.path.basename(path)}")
@@ -139,18 +140,23 @@ class Lock:
         if not self.held():
             current = read_owner(self.path) or {}
             raise fencing.LeaseLost(f"lock {self.path} lost (now held by {current.get('host')}:{current.get('pid')})")
+        self._checked[threading.get_ident()] = time.monotonic()
 
     def _beat(self) -> None:
+        """Refresh the heartbeat, fenced like any write (checked right before the rename), until
+        stopped or lost."""
         while not self._stop.wait(self.timing.heartbeat_seconds):
-            checked = time.monotonic()
-            if not self.held():
-                return
+            renewed = time.monotonic()
             self.owner = {**self.owner, "heartbeat": time.time()}
-            files.write_json_atomic(self.path, self.owner)
-            if time.monotonic() - checked > self.timing.margin:  # paused between check and write:
-                self.lost = True  # a taker may have been overwritten; both give up, the lock goes stale
+            try:
+                with fencing.holding(self):
+                    files.write_json_atomic(self.path, self.owner)
+            except fencing.LeaseLost:
                 return
-            self._renewed = checked
+            if time.monotonic() - self._checked[threading.get_ident()] > self.timing.margin:
+                self.lost = True  # paused between check and rename: a taker's lock may have been
+                return  # overwritten, so both give up and the lock goes stale
+            self._renewed = renewed
 
     def release(self) -> None:
         self._stop.set()
