@@ -28,15 +28,17 @@ driver finds the task busy, then goes silent. Reported: from the moment its lock
 one heartbeat interval (--heartbeat), not the long task's end.
 5. fencing: two drivers run the same plan of stepped tasks (each step a fenced atomic write) on one
 folder with --heartbeat/--stale_after, while one of them at a time is SIGSTOPped for longer than
-the stale timeout and resumed, --pauses times in all. Reported: pauses, takeovers, owners that found
-their lock lost, and overlaps: a task written by one owner after another had started writing it
-(goal 0), or finished twice (goal 0).
+the stale timeout and resumed, --pauses times in all. Reported: tasks run, owners that found their
+lock lost, and overlaps: a write that landed (its file's ctime) after the next owner had begun
+taking the lock (its `acquired` time, which precedes the takeover itself: a conservative count;
+goal 0), and tasks finished twice (goal 0).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
 import random
 import signal
@@ -45,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -74,18 +77,23 @@ def run_until(record: str, until: str, timeout: float) -> None:
 
 def steps(record: str, log: str, count: int, seconds: float) -> None:
     """A trial in miniature: steps that end at a step boundary and save progress (fenced writes).
-    Each write, once landed, looks at the lock. Held by another process since before the write
-    began: an overlap ("overlap" in the log). Taken over while the write was under way: "during"
-    (the pause fell between the write's ownership check and its rename, or between the rename and
-    this look). Taken over after: fine."""
+    Each write, once landed, looks at the lock. Held by another process that began taking it
+    before the rename landed (the file's ctime, while the file is still ours): an overlap. Taken
+    over while the write was under way but the file already overwritten by the taker, so that
+    when ours landed is unknown: "unknown". Taken over after: fine."""
 
     def write(path, payload, event):
-        before = time.time()
-        files.write_json_atomic(path, payload)
+        nonce, before = uuid.uuid4().hex, time.time()
+        files.write_json_atomic(path, {**payload, "nonce": nonce})
         after = time.time()
+        with open(path) as handle:
+            landed = os.fstat(handle.fileno()).st_ctime if json.load(handle).get("nonce") == nonce else None
         owner = locks.read_owner(locks.lock_path(record)) or {"pid": os.getpid()}
         if owner["pid"] != os.getpid() and owner["acquired"] < after:
-            event = "overlap" if owner["acquired"] < before else "during"
+            if landed is not None:
+                event = "overlap" if owner["acquired"] <= landed else event
+            else:
+                event = "overlap" if owner["acquired"] < before else "unknown"
         with open(log, "a") as handle:
             handle.write(f"{event} {os.path.basename(record)}\n")
 
@@ -260,18 +268,18 @@ sys.exit(0 if summary.complete() else 1)
 
 
 def _overlaps(log: str):
-    """Writes that landed while another process held the task's lock, writes during which it was
-    taken over, and tasks finished twice."""
+    """Writes that landed while another process held (or was taking) the task's lock, writes that
+    cannot be placed, and tasks finished twice."""
     with open(log) as handle:
         events = [line.split() for line in handle]
     ends = collections.Counter(task for event, task in events if event == "end")
-    return (sum(event == "overlap" for event, _ in events), sum(event == "during" for event, _ in events),
+    return (sum(event == "overlap" for event, _ in events), sum(event == "unknown" for event, _ in events),
             sum(count > 1 for count in ends.values()))
 
 
 def fencing_under_pauses(args) -> None:
     _bench_path()
-    pauses = ran = lost = overlaps = during = twice = rounds = 0
+    pauses = ran = lost = overlaps = unknown = twice = rounds = 0
     rng = random.Random(0)
     while pauses < args.pauses:
         rounds += 1
@@ -301,7 +309,7 @@ def fencing_under_pauses(args) -> None:
                 reader.join()
             assert all(driver.returncode == 0 for driver in drivers), outputs
             found = _overlaps(log)
-            overlaps, during, twice = overlaps + found[0], during + found[1], twice + found[2]
+            overlaps, unknown, twice = overlaps + found[0], unknown + found[1], twice + found[2]
             lines = [line for output in outputs for line in output.splitlines()]
             lost += sum(line.startswith("lost: ") for line in lines)
             ran += sum("] ran " in line for line in lines)
@@ -309,9 +317,9 @@ def fencing_under_pauses(args) -> None:
           f"{args.stale_after_fencing:g}s, heartbeat {args.heartbeat_fencing:g}s), two drivers, {rounds} rounds "
           f"of {args.fencing_tasks} tasks:")
     print(f"  tasks run: {ran}; owners that found their lock lost and stopped: {lost}")
-    print(f"  writes that landed while another owner held the lock: {overlaps}; tasks finished twice: {twice} "
-          "(goal: 0 and 0)")
-    print(f"  writes during which the lock was taken over (the pause fell inside the write): {during}")
+    print(f"  writes that landed after the next owner began taking the lock: {overlaps}; tasks finished "
+          f"twice: {twice} (goal: 0 and 0)")
+    print(f"  writes taken over while under way and overwritten before they could be placed: {unknown}")
 
 
 def main() -> None:

@@ -212,7 +212,7 @@ from tfbench.tasks import executors, locks, plan
 folder, log = sys.argv[1:3]
 study = plan.Plan([cluster_fakes.task(folder, "T", log=log, function="train_in_steps", step_count=20,
                                       step_seconds=0.1)])
-with executors.LocalExecutor(locks.Timing(heartbeat_seconds=0.2, stale_after=1.0)) as executor:
+with executors.LocalExecutor(locks.Timing(heartbeat_seconds=0.3, stale_after=1.5)) as executor:
     summary = executors.execute(study, study.tasks, executor, log=print)
 sys.exit(0 if summary.complete() else 1)
 """
@@ -234,7 +234,7 @@ def test_an_owner_paused_past_the_timeout_and_taken_over_stops_and_writes_nothin
     first = driver()
     wait_for("write", 2)
     first.send_signal(signal.SIGSTOP)
-    time.sleep(1.5)  # past the stale timeout: the next driver takes the lock over
+    time.sleep(2.0)  # past the stale timeout: the next driver takes the lock over
     second = driver()
     wait_for("write", 4)
     first.send_signal(signal.SIGCONT)

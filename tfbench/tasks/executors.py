@@ -32,6 +32,7 @@ from tfbench.tasks.plan import Plan, Task, finished, read_record
 
 EXECUTORS = ("local", "ray")
 OUTCOMES = ("ran", "skipped", "failed")  # final; "busy" and "lost" are looked at again
+POLL_SECONDS = 10.0  # how often a driver looks at records and locks at most: a few small reads each time
 
 
 class ExecutorError(RuntimeError):
@@ -244,10 +245,10 @@ def execute(plan: Plan, tasks: Sequence[Task], executor, log: Callable[[str], No
     driver has had nothing to run for that long (the clock restarts whenever a task starts here).
     A task that another owner holds (busy, or lost to a taker) runs again as soon as its lock is
     free or stale and a slot is free, whatever else is in flight. Every `poll_seconds` (default:
-    the lock heartbeat) the driver looks at those locks and at the records of the needs it waits
-    for. Each final outcome is logged with an ETA and passed to `on_outcome`.
+    the lock heartbeat, at most POLL_SECONDS) the driver looks at those locks and at the records of
+    the needs it waits for. Each final outcome is logged with an ETA and passed to `on_outcome`.
     """
-    poll = executor.timing.heartbeat_seconds if poll_seconds is None else poll_seconds
+    poll = min(executor.timing.heartbeat_seconds, POLL_SECONDS) if poll_seconds is None else poll_seconds
     selected = {task.key: task for task in tasks}
     position = {task.key: i for i, task in enumerate(plan.tasks)}
     dependents = plan.dependents()
