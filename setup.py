@@ -22,7 +22,8 @@ setup(
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    python_requires=">=3.10",
+    # The lock file, Bazel's toolchain, the Docker image and CI are Python 3.11.
+    python_requires=">=3.11",
     packages=find_packages(include=["tfbench", "tfbench.*"]),
     package_data={"tfbench": ["data/*"]},
     install_requires=[
