@@ -48,7 +48,8 @@ setup(
         # TensorFlow Probability's L-BFGS, which needs tf-keras beside Keras 3; probe_scaling.py
         # samples memory with psutil.
         "bench": ["tensorflow-probability~=0.25.0", "tf-keras~=2.21.0", "psutil"],
-        "test": ["pytest>=8", "pillow", "scipy", "pyyaml"] + LITE_WEIGHTS,
+        # kubernetes-validate: the Kubernetes API schemas, offline, for tests of docs/cluster/.
+        "test": ["pytest>=8", "pillow", "scipy", "pyyaml", "kubernetes-validate>=1.29"] + LITE_WEIGHTS,
         # Only the sweep's --executor=ray imports it, to spread trials over a Ray cluster.
         "ray": ["ray[default]~=2.60"],
     },
