@@ -59,6 +59,7 @@ setup(
     entry_points={
         "console_scripts": [
             "tfbench-probe=tfbench.probe:main",
+            "tfbench-estimate=tfbench.estimate:main",
             "tfbench-finetune=tfbench.finetune:main",
             "tfbench-scratch=tfbench.scratch:main",
             "tfbench-sweep=tfbench.sweep:main",
