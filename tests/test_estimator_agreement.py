@@ -50,7 +50,8 @@ def analysis(tmp_path_factory):
         _write(root, "estimate", model, dataset, estimates={
             "logme": 3.0 * score - 1.0,  # orders networks exactly as the probe does
             "knn_accuracy": KNN[(model, dataset)],
-            "leep": -1.0 if model in ("resnet50", "resnet101") else None})  # two networks have a classifier
+            "leep": -1.0 if model in ("resnet50", "resnet101") else None},  # two networks have a classifier
+            details={} if model in ("resnet50", "resnet101") else {"not_applicable": {"leep": "no classifier"}})
     return report.analyze(report.collect(root), TOP1.get, output_dir=root, resamples=200)
 
 
@@ -104,5 +105,8 @@ def test_report_shows_the_table(analysis):
     section = markdown[markdown.index("## Transferability estimators"):]
     assert "| LogME | 1.00 |" in section and "ImageNet top-1 (baseline)" in section
     assert "n/a (2 networks)" in section and "n/a (one seed)" in section
+    (line,) = [line for line in section.splitlines() if line.startswith("- Not applicable")]
+    assert line.startswith("- Not applicable in `estimate`: LEEP for ") and line.endswith(" (no classifier).")
+    assert line.count(" on ") == 3 * len(DATASETS) and "mobilenet_v2 on fgvc_aircraft" in line
     saved = json.loads(json.dumps(report.analysis_json(analysis)))["estimator_agreement"]
     assert saved["pairings"][0]["per_dataset"]["logme"]["digits"]["weighted_tau"] == pytest.approx(1.0)

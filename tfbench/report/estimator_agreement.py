@@ -133,6 +133,17 @@ def estimates_table(group: ProtocolGroup) -> Dict[Tuple[str, str, str], float]:
     return {key: float(np.mean(found)) for key, found in values.items()}
 
 
+def not_applicable(group: ProtocolGroup) -> Dict[str, Dict[str, List[str]]]:
+    """estimator -> reason -> the "model on dataset" runs that recorded it as not applicable."""
+    found: Dict[str, Dict[str, List[str]]] = {}
+    for record in group.records:
+        experiment = record["experiment"]
+        for name, reason in ((record.get("details") or {}).get("not_applicable") or {}).items():
+            found.setdefault(name, {}).setdefault(reason, []).append(
+                f"{experiment['model']} on {experiment['dataset']}")
+    return found
+
+
 def seed_to_seed(target: GroupAnalysis, dataset: str) -> Agreement:
     """The target's agreement with itself between two seeds, averaged over pairs of seeds."""
     table = target.table
@@ -201,9 +212,13 @@ class EstimatorAgreement:
         parts.append(METHOD.format(min_models=MIN_MODELS) + "\n")
         for pairing in self.pairings:
             parts += [f"### {pairing.title()}\n", table(pairing.rows())]
-        return parts
+        for group in self.estimate_groups:
+            parts += [f"- Not applicable in `{group.slug}`: {LABELS.get(name, name)} for {', '.join(runs)} ({reason})."
+                      for name, reasons in not_applicable(group).items() for reason, runs in reasons.items()]
+        return parts + [""]
 
     def to_json(self) -> Dict[str, Any]:
         return {"method": METHOD.format(min_models=MIN_MODELS),
                 "estimate_groups": [g.slug for g in self.estimate_groups],
+                "not_applicable": {g.slug: not_applicable(g) for g in self.estimate_groups},
                 "pairings": [p.to_json() for p in self.pairings]}
