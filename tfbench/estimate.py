@@ -8,7 +8,11 @@ features are cached (tfbench.regimes.estimate); the report scores them against t
 the fine-tune's test scores.
 """
 
+from absl import flags
+
 from tfbench.app import common_flags, estimate_flags
+
+flags.adopt_module_key_flags(estimate_flags)  # --help lists them
 
 
 def main():
