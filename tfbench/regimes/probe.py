@@ -6,19 +6,12 @@ on validation (`--l2_search`), refits on train+val with it and reports the datas
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Dict
 
 from tfbench import protocol
 
 SPLITS = ("train", "val", "test")
-
-
-def default_cache_dir() -> str:
-    from tfbench import files
-
-    return os.path.join(files.cache_root(), "features")
 
 
 def feature_components(experiment, split: str, precision: str) -> Dict[str, Any]:
@@ -40,15 +33,17 @@ def feature_components(experiment, split: str, precision: str) -> Dict[str, Any]
 def run(experiment, runtime) -> Dict[str, Any]:
     """Run the probe protocol for one experiment and return its finished record."""
 
-    from tfbench import backbones, devices, features, linear, metrics, predictions, results, runs, tuning
+    from tfbench import (backbones, devices, estimate_cost, features, linear, metrics, predictions, results,
+                         runs, tuning)
 
     started = time.time()
+    print(estimate_cost.estimated_plan_line(experiment, runtime))
     backbone_spec = backbones.spec(experiment.model)
     dataset_spec = experiment.dataset_spec()
     image_size = experiment.image_size or backbone_spec.image_size
     precision = devices.resolve_precision(experiment.precision)
     record = results.new_record(experiment, metric=dataset_spec.metric, started_at=results.now())
-    cache = features.FeatureCache(experiment.cache_dir or default_cache_dir())
+    cache = features.FeatureCache(experiment.cache_dir or features.default_cache_dir())
     strategy = None
     model = None
     extracted: Dict[str, features.Features] = {}
