@@ -111,7 +111,8 @@ def test_the_sweeps_time_per_regime(tmp_path, monkeypatch):
 def test_the_plan_line_gives_steps_images_and_time(tmp_path):
     experiment = Experiment(regime="finetune", model="resnet50", dataset="digits", output_dir=str(tmp_path),
                             batch_size=protocol.BATCH_SIZE, settings=TrainingSettings.paper("finetune"))
-    speed = estimate_cost.Throughput(256 / 0.043, 3 * 256 / 0.043, "measured: 5 warm-up steps", estimate_cost.MEASURED)
+    speed = estimate_cost.Throughput(256 / 0.043, 3 * 256 / 0.043, "measured: 5 warm-up steps",
+                                   estimate_cost.MEASURED, "on this machine")
     line = estimate_cost.plan_line(experiment, Runtime(), speed, shape=[(56, 20000)])
     assert line.startswith("plan: 56 trials + 1 retrain on trainval, 20,000 steps of 256 each = 1,140,000 "
                            "steps, 291,840,000 images; ≈ 13.6 h on this machine (43 ms/step, measured: 5 "

@@ -87,11 +87,7 @@ class Throughput:
     forward: float
     source: str
     basis: str  # one of BASES: how, without the numbers (the sweep groups networks by it)
-
-    @property
-    def measured(self) -> bool:
-        """On this network at this size (records, warm-up, stored), not scaled."""
-        return self.basis == MEASURED
+    where: str  # what the time is for, in the plan line: "on this machine", "on one GPU by the table"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,17 +194,18 @@ def _read_json(path: str) -> Any:
 
 def measured(model: str, size: Optional[int], rates: Sequence[Rate]) -> Optional[Throughput]:
     """The network's own measured throughput at this size (records first), or None."""
-    for origin, where in ((RECORDS, "records in the output folder"), (STORED, throughput_path())):
+    for origin, where, machine in ((RECORDS, "records in the output folder", "at the recorded rate"),
+                                   (STORED, throughput_path(), "on this machine")):
         own = [r for r in rates if r.origin == origin and (r.model, r.image_size) == (model, size)]
         if own:
             train, forward = _both(own)
-            return Throughput(train, forward, f"measured: {len(own)} in {where}", MEASURED)
+            return Throughput(train, forward, f"measured: {len(own)} in {where}", MEASURED, machine)
     return None
 
 
 def from_warmup(images_per_second: float, steps: int) -> Throughput:
     return Throughput(images_per_second, images_per_second * FORWARD_SPEEDUP,
-                      f"measured: {steps} warm-up steps", MEASURED)
+                      f"measured: {steps} warm-up steps", MEASURED, "on this machine")
 
 
 def throughput(model: str, size: Optional[int], rates: Sequence[Rate],
@@ -220,7 +217,8 @@ def throughput(model: str, size: Optional[int], rates: Sequence[Rate],
     if resnet50_images_per_second:
         train = resnet50_images_per_second / cost
         return Throughput(train, train * FORWARD_SPEEDUP,
-                          f"--images_per_second={resnet50_images_per_second:g} for ResNet-50, {scaled}", GIVEN)
+                          f"--images_per_second={resnet50_images_per_second:g} for ResNet-50, {scaled}", GIVEN,
+                          "per device at the given rate")
     own = measured(model, size, rates)
     if own is not None:
         return own
@@ -233,11 +231,11 @@ def throughput(model: str, size: Optional[int], rates: Sequence[Rate],
             names = sorted({r.model for r in usable})
             return Throughput(train / cost, forward / cost,
                               f"{scaled} from {len(others)} measurements of {', '.join(names[:3])}"
-                              f"{', ...' if len(names) > 3 else ''}", SCALED)
+                              f"{', ...' if len(names) > 3 else ''}", SCALED, "scaled from measured networks")
     train = TABLE_RESNET50_IMAGES_PER_SECOND / cost
     return Throughput(train, train * FORWARD_SPEEDUP,
                       f"table: ResNet-50 at {TABLE_RESNET50_IMAGES_PER_SECOND:,.0f} images/s on one GPU, {scaled}; "
-                      "nothing measured here", TABLE)
+                      "nothing measured here", TABLE, "on one GPU by the published table")
 
 
 def _both(rates: Sequence[Rate]) -> Tuple[float, float]:
@@ -312,12 +310,11 @@ def plan_line(experiment: Experiment, runtime: Runtime, speed: Throughput, devic
     (`shape` as for `run_work`)."""
     work = run_work(experiment, runtime, shape)
     seconds = work.seconds(speed) / devices
-    where = "on this machine" if speed.measured else "estimated"
     scored = f"{work.forward_images:,} images scored" if work.sizes_known else "scoring not counted (dataset size unknown)"
     if experiment.regime == "probe":
         return (f"plan: extract features of {work.forward_images:,} images (train, val, test) at "
                 f"{image_size(experiment) or 'the native'} px, then the L2 search on the CPU; extraction "
-                f"≈ {duration(seconds)} {where} ({speed.forward * devices:,.1f} images/s, {speed.source})")
+                f"≈ {duration(seconds)} {speed.where} ({speed.forward * devices:,.1f} images/s, {speed.source})")
     steps = sum(count * each for count, each in shape) + shape[-1][1]
     batch = experiment.batch_size
     if len(shape) == 1:
@@ -326,7 +323,7 @@ def plan_line(experiment: Experiment, runtime: Runtime, speed: Throughput, devic
         trials_text = (f"rungs of {', '.join(f'{count} x {each:,}' for count, each in shape)} steps "
                        f"+ 1 retrain on trainval of {shape[-1][1]:,}, batches of {batch}")
     return (f"plan: {trials_text} = {'at most ' if len(shape) > 1 else ''}{steps:,} steps, "
-            f"{steps * batch:,} images; ≈ {duration(seconds)} {where} "
+            f"{steps * batch:,} images; ≈ {duration(seconds)} {speed.where} "
             f"({batch / (speed.train * devices) * 1000:,.0f} ms/step, {speed.source}; {scored})")
 
 
