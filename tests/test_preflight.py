@@ -21,7 +21,9 @@ DiskUsage = collections.namedtuple("DiskUsage", "total used free")
 def _binary(binary, *args):
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
                TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    return subprocess.run([sys.executable, "-m", f"tfbench.{binary}", "--model=tiny", "--dataset=digits", *args],
+    models = ["--models=tiny", "--datasets=digits", "--regimes=probe"] if binary == "sweep" else [
+        "--model=tiny", "--dataset=digits"]
+    return subprocess.run([sys.executable, "-m", f"tfbench.{binary}", *models, *args],
                           env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
@@ -46,7 +48,7 @@ def _one_error_line(completed, expected):
     assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], completed.stderr[-2000:]
 
 
-@pytest.mark.parametrize("binary", ["finetune", "probe"])
+@pytest.mark.parametrize("binary", ["finetune", "probe", "sweep"])
 def test_an_output_folder_under_a_file_fails_at_once_and_writes_nothing(tmp_path, binary):
     blocker = tmp_path / "results.txt"
     blocker.write_text("not a folder")
