@@ -118,3 +118,11 @@ def test_the_plan_line_gives_steps_images_and_time(tmp_path):
                            "steps, 291,840,000 images; ≈ 13.6 h on this machine (43 ms/step, measured: 5 "
                            "warm-up steps; "), line
     assert os.listdir(tmp_path) == []
+
+
+def test_a_cache_that_cannot_be_written_costs_the_measurement_not_the_run(tmp_path, monkeypatch, capsys):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("TFBENCH_CACHE", str(tmp_path / "file" / "cache"))
+    estimate_cost.store_measurement("tiny", 32, estimate_cost.TRAIN, 100.0, by="a test")
+    assert "throughput measurement not stored" in capsys.readouterr().err
+    assert estimate_cost.stored_rates() == []

@@ -42,7 +42,7 @@ import os
 import statistics
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from tfbench import files
+from tfbench import cli, files
 from tfbench.backbones import catalog as backbone_catalog
 from tfbench.backbones import compute
 from tfbench.experiment import Experiment
@@ -174,14 +174,18 @@ def stored_rates() -> List[Rate]:
 
 def store_measurement(model: str, image_size: int, kind: str, images_per_second: float, by: str,
                       **details: Any) -> None:
-    """Add (or replace) a measurement of this machine in THROUGHPUT_FILE."""
+    """Add (or replace) a measurement of this machine in THROUGHPUT_FILE; a cache that cannot be
+    written costs later estimates their measurement, never the run."""
     entry = {"model": model, "image_size": image_size, "kind": kind, "images_per_second": images_per_second,
              "by": by, "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              **details}
     same = (model, image_size, kind, by)
     kept = [m for m in stored_measurements()
             if (m.get("model"), m.get("image_size"), m.get("kind"), m.get("by")) != same]
-    files.write_json_atomic(throughput_path(), {"measurements": kept + [entry]})
+    try:
+        files.write_json_atomic(throughput_path(), {"measurements": kept + [entry]})
+    except OSError as error:
+        cli.warn(f"throughput measurement not stored in {throughput_path()}: {error.strerror}")
 
 
 def _read_json(path: str) -> Any:
