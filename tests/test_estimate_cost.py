@@ -67,6 +67,9 @@ def test_a_tiny_networks_rate_is_not_scaled_to_real_ones(tmp_path):
     _record(tmp_path / "finetune/digits/tiny/record.json", "finetune", "tiny", 4000.0)
     rates = estimate_cost.rates_in_records([str(tmp_path)])
     assert estimate_cost.throughput("resnet50", 224, rates).basis == estimate_cost.TABLE
+    # nor is a real network's rate scaled down to tiny's few multiply-adds: its steps are overhead
+    unmeasured = estimate_cost.throughput("tiny", 32, [])
+    assert unmeasured.train == pytest.approx(estimate_cost.TABLE_RESNET50_IMAGES_PER_SECOND / compute.MIN_SCALABLE_COST)
 
 
 def _finetune(tmp_path, **settings):

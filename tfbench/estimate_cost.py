@@ -216,8 +216,12 @@ def throughput(model: str, size: Optional[int], rates: Sequence[Rate],
                resnet50_images_per_second: Optional[float] = None) -> Throughput:
     """The network's throughput per device at `size`, from the first source that has it."""
     cost = compute.relative_cost(model, size)
-    scaled = "scaled by multiply-adds" if cost is not None else "costed as ResNet-50 (not in the table)"
-    cost = cost or 1.0
+    if cost is None:
+        scaled, cost = "costed as ResNet-50 (not in the table)", 1.0
+    elif cost < compute.MIN_SCALABLE_COST:  # no step is cheaper than the fixed overhead
+        scaled, cost = f"costed at the overhead floor, {compute.MIN_SCALABLE_COST:g} x ResNet-50", compute.MIN_SCALABLE_COST
+    else:
+        scaled = "scaled by multiply-adds"
     if resnet50_images_per_second:
         train = resnet50_images_per_second / cost
         return Throughput(train, train * FORWARD_SPEEDUP,
@@ -328,7 +332,11 @@ def plan_line(experiment: Experiment, runtime: Runtime, speed: Throughput, devic
                        f"+ 1 retrain on trainval of {shape[-1][1]:,}, batches of {batch}")
     return (f"plan: {trials_text} = {'at most ' if len(shape) > 1 else ''}{steps:,} steps, "
             f"{steps * batch:,} images; ≈ {duration(seconds)} {speed.where} "
-            f"({batch / (speed.train * devices) * 1000:,.0f} ms/step, {speed.source}; {scored})")
+            f"({_milliseconds(batch / (speed.train * devices))}/step, {speed.source}; {scored})")
+
+
+def _milliseconds(seconds: float) -> str:
+    return f"{seconds * 1000:,.0f} ms" if seconds >= 0.01 else f"{seconds * 1000:.2g} ms"
 
 
 def estimated_plan_line(experiment: Experiment, runtime: Runtime, shape: Sequence[Tuple[int, int]] = ()) -> str:

@@ -34,7 +34,8 @@ from tfbench.backbones import catalog
 
 REFERENCE = "resnet50"  # every relative cost is relative to ResNet-50 at its native 224 px
 # Below this relative cost a network's time per step is mostly fixed overhead (input pipeline,
-# kernel launches), not arithmetic: its measured rate says nothing about other networks.
+# kernel launches), not arithmetic: its measured rate says nothing about other networks, and a rate
+# scaled to it uses this cost instead of its own.
 MIN_SCALABLE_COST = 0.01
 
 # name: (parameters, multiply-adds per image at the native size, source)
