@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Tuple
 
 from absl import flags
 
-from tfbench import cli, protocol, runs, study
+from tfbench import cli, estimate_cost, preflight, protocol, runs, study
 from tfbench.app import common_flags, estimate_flags, probe_flags, training_flags
 from tfbench.tasks import executors, locks, plan
 from tfbench.experiment import Experiment
@@ -79,10 +79,10 @@ flags.DEFINE_float("lock_stale_seconds", locks.STALE_AFTER_SECONDS,
                    "A lock not refreshed for this long is stale: its owner is taken to be gone and the "
                    "task runs again elsewhere (resuming from its checkpoint); an owner that was only "
                    "paused stops. At least twice --lock_heartbeat_seconds.", lower_bound=0)
-flags.DEFINE_boolean("dry_run", False, "Print the plan and its cost (steps, images, GPU-hours) and exit.")
 flags.DEFINE_float("images_per_second", None,
-                   "Training throughput per GPU for --dry_run's estimate; default: measured in "
-                   "the finished records.", lower_bound=0)
+                   "For --dry_run: ResNet-50's training throughput per GPU, scaled to every network by "
+                   "its multiply-adds; default: measured in the finished records (or by "
+                   "python -m tfbench.doctor), else the published table.", lower_bound=0)
 flags.DEFINE_integer("dry_run_gpus", 1, "GPUs that --dry_run's wall-time estimate assumes.", lower_bound=1)
 
 SETTINGS = {
@@ -212,11 +212,13 @@ def main():
                                      "folders once, then start the shards")
             shard = plan.parse_shard(FLAGS.shard) if FLAGS.shard else None  # before any slow work
             timing = lock_timing()
+            preflight.check_output_dir(FLAGS.output_dir)
             experiments = experiments_from_flags(argv)
             study_plan = study.study_plan(experiments, overwrite=FLAGS.overwrite, models_file=FLAGS.models_file)
             tasks = selected_tasks(study_plan, shard)
             if FLAGS.dry_run:
-                print(plan.cost(tasks, FLAGS.images_per_second).summary(FLAGS.dry_run_gpus))
+                print(plan.cost(tasks).summary())
+                print(estimate_cost.study_estimate(tasks, FLAGS.dry_run_gpus, FLAGS.images_per_second))
                 return
             if FLAGS.overwrite:
                 study.discard(tasks)

@@ -11,11 +11,11 @@ at once.
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from absl import flags
 
-from tfbench import protocol, results, runs
+from tfbench import estimate_cost, preflight, protocol, results, runs
 from tfbench.cli import RUN_FAILED, fail, run_app
 from tfbench.experiment import Experiment
 from tfbench.settings import PRECISIONS, STRATEGIES, TRAINED_REGIMES, InvalidSettingError, Runtime
@@ -48,6 +48,12 @@ flags.DEFINE_enum(
     "precision", "auto", PRECISIONS,
     "Numeric precision; auto = mixed_float16 on GPU, float32 on CPU (faster there).")
 flags.DEFINE_boolean("overwrite", False, "Rerun even if a finished run record exists.")
+flags.DEFINE_boolean(
+    "dry_run", False,
+    "Print the plan and how long it takes, and exit; builds no model: throughput per network from "
+    "the records in --output_dir, this machine's measurements or the published table "
+    "(tfbench/estimate_cost.py). A regime binary first checks what could fail late: the output "
+    "folder, the image size, free disk, the dataset; tfbench.sweep prints GPU-hours per regime.")
 flags.DEFINE_string(
     "models_file", None,
     "A TOML file naming your own models (a path or hub: source, a display name, an ImageNet top-1 "
@@ -205,6 +211,15 @@ def runtime_from_flags(**regime_knobs) -> Runtime:
     return Runtime(strategy=FLAGS.strategy, **regime_knobs)
 
 
+def rung_shape(experiment: Experiment) -> List[Tuple[int, int]]:
+    """(trials, steps each) of every rung of a fine-tune or scratch run; none for a probe."""
+    if experiment.regime not in TRAINED_REGIMES:
+        return []
+    from tfbench.regimes import trained
+
+    return trained.rung_plan(experiment, trained.trials(experiment))
+
+
 def run_summary_line(record: Mapping[str, Any], skipped: bool = False) -> str:
     """The one line every binary ends with."""
     experiment = record["experiment"]
@@ -244,7 +259,15 @@ def main(regime: str, settings_from_flags: Callable[[], Any],
         errors = runs.user_errors()
         try:  # names and settings first: a typo answers before TensorFlow is imported
             experiment = experiment_from_flags(regime, settings_from_flags())
-            outcome = runs.execute(experiment, run, runtime(), overwrite=FLAGS.overwrite,
+            run_runtime = runtime()
+            finished = not FLAGS.overwrite and results.finished_run(experiment) is not None
+            if not finished:  # then what can fail late, before anything is written
+                preflight.check(experiment)
+            if FLAGS.dry_run:
+                print(estimate_cost.estimated_plan_line(experiment, run_runtime, rung_shape(experiment))
+                      + ("; finished earlier, nothing to run (--overwrite reruns)" if finished else ""))
+                return
+            outcome = runs.execute(experiment, run, run_runtime, overwrite=FLAGS.overwrite,
                                    user_errors=errors)
         except errors as error:
             fail(str(error))

@@ -17,10 +17,11 @@ SPLITS = ("train", "val", "test")
 def run(experiment, runtime) -> Dict[str, Any]:
     """Run the probe protocol for one experiment and return its finished record."""
 
-    from tfbench import backbones, devices, linear, metrics, predictions, results, runs, tuning
+    from tfbench import backbones, devices, estimate_cost, linear, metrics, predictions, results, runs, tuning
     from tfbench.regimes import frozen
 
     started = time.time()
+    print(estimate_cost.estimated_plan_line(experiment, runtime))
     backbone_spec = backbones.spec(experiment.model)
     dataset_spec = experiment.dataset_spec()
     image_size = experiment.image_size or backbone_spec.image_size

@@ -189,6 +189,22 @@ class TrialTrainer:
             training.write_hparams_end(log_dir, "ok")
         return TrialOutcome("ok", score, None, details, answers if score_split == "test" else None)
 
+    def time_steps(self, hyperparameters: Mapping[str, float], steps: int) -> Optional[float]:
+        """Training images per second per device over `steps` steps after a first, traced one, on
+        the training split: nothing is saved or logged, and the trials start afresh. None if the
+        steps diverged."""
+        from tfbench import training
+
+        runtime = dataclasses.replace(self.runtime, steps_per_loop=1, eval_every=0, verbose=False)
+        _, result = training.train(
+            lambda: self.build_model(self.bn_momentum("train")),
+            lambda start: self.batches("train", training=True).skip(start),
+            self.config(hyperparameters, steps + 1), strategy=self.strategy, runtime=runtime,
+            precision=self.precision)
+        if result.images_per_second is None:
+            return None
+        return result.images_per_second / self.strategy.num_replicas_in_sync
+
     def discard(self, name: str) -> None:
         if self.chief:
             shutil.rmtree(os.path.join(self.work_dir(name), "checkpoints"), ignore_errors=True)
