@@ -63,6 +63,7 @@ class Analysis:
     resamples: int
     seed: int
     best_networks: Mapping[str, Tuple[significance.DatasetBest, ...]]  # by group slug
+    significance_test: significance.Test = significance.Test()
 
 
 def collect(output_dir: str) -> List[Dict[str, Any]]:
@@ -80,7 +81,8 @@ def collect(output_dir: str) -> List[Dict[str, Any]]:
 
 def analyze(records: Sequence[Mapping[str, Any]], imagenet_top1: Callable[[str], Optional[float]],
             output_dir: str = "", resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
-            protocol: Optional[str] = None) -> Analysis:
+            protocol: Optional[str] = None, significance_test: significance.Test = significance.Test()
+            ) -> Analysis:
     """The whole analysis of run records. `imagenet_top1(model)` (a fraction or None) serves models
     whose records state no top-1; `protocol` keeps only the groups of that name or id."""
     groups = group_records(records)
@@ -99,7 +101,7 @@ def analyze(records: Sequence[Mapping[str, Any]], imagenet_top1: Callable[[str],
                      for row in rows if row["status"] != "ok")
     return Analysis(output_dir, rows, analyses, failures, top1, labels, differing_settings(groups),
                     tuple(compare(list(analyses.values()))), resamples, seed,
-                    significance.analyze(groups, output_dir, seed=seed))
+                    significance.analyze(groups, output_dir, significance_test, seed), significance_test)
 
 
 def measured_imagenet_top1(model: str) -> Optional[ImageNetTop1]:
@@ -406,7 +408,7 @@ def best_network_files(analysis: Analysis) -> Dict[str, str]:
 
 def _best_networks_markdown(analysis: Analysis) -> List[str]:
     parts = ["## Best network per dataset, and those not significantly worse\n",
-             significance.method_note(significance.RESAMPLES, analysis.seed) + "\n"]
+             significance.method_note(analysis.significance_test, analysis.seed) + "\n"]
     figures_by_slug = best_network_files(analysis)
     for slug, verdicts in analysis.best_networks.items():
         parts += [f"### {analysis.groups[slug].title()} (`{slug}`)\n",
@@ -520,8 +522,11 @@ def analysis_json(analysis: Analysis) -> Dict[str, Any]:
         "finetune_vs_scratch_per_dataset": finetune_vs_scratch_of(analysis).to_json(),
         "size_split": size_split_of(analysis).to_json(),
         "best_networks": {
-            "method": significance.method_note(significance.RESAMPLES, analysis.seed),
-            "alpha": significance.ALPHA, "resamples": significance.RESAMPLES, "seed": analysis.seed,
+            "method": significance.method_note(analysis.significance_test, analysis.seed),
+            "test": analysis.significance_test.name, "alpha": significance.ALPHA,
+            "samples": analysis.significance_test.samples,
+            "map_samples": analysis.significance_test.map_samples,
+            "resamples": analysis.significance_test.resamples, "seed": analysis.seed,
             "groups": {slug: {v.dataset: v.to_json() for v in verdicts}
                        for slug, verdicts in analysis.best_networks.items()}},
     }
@@ -597,7 +602,8 @@ def write_report(analysis: Analysis, report_dir: str) -> List[str]:
 def report(output_dir: str, report_dir: Optional[str] = None,
            imagenet_top1: Callable[[str], Optional[float]] = registered_imagenet_top1,
            resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0, protocol: Optional[str] = None,
-           file: TextIO = sys.stdout) -> Tuple[Analysis, List[str]]:
+           file: TextIO = sys.stdout, significance_test: significance.Test = significance.Test()
+           ) -> Tuple[Analysis, List[str]]:
     """Reads the run records under output_dir, writes the report, prints tables and the summary,
     the one-line summary last.
 
@@ -612,7 +618,7 @@ def report(output_dir: str, report_dir: Optional[str] = None,
         raise ReportInputError(f"no run records under --output_dir {output_dir!r} (expected "
                                f"<output_dir>/<regime>/<dataset>/<model>/{results.RECORD_FILE})")
     analysis = analyze(records, imagenet_top1, output_dir=output_dir, resamples=resamples, seed=seed,
-                       protocol=protocol)
+                       protocol=protocol, significance_test=significance_test)
     paths = write_report(analysis, report_dir or os.path.join(output_dir, "report"))
     print_summary(analysis, file=file)
     print(report_summary_line(analysis, paths[-1]), file=file)
