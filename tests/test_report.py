@@ -527,7 +527,9 @@ def test_the_three_comparisons_pair_runs_by_model_and_dataset(tmp_path):
     assert {"imagenet_vs_random.png", "finetune_vs_scratch.png", "finetune_vs_probe.png"} <= names
     with open(tmp_path / "report" / "report.md") as handle:
         markdown = handle.read()
-    for kind in comparisons.KINDS:
+    shown = {o.kind for o in analysis.comparisons}  # equal steps: drawn above as the preset's own pair
+    assert shown == set(comparisons.KINDS) - {comparisons.FINETUNE_VS_SCRATCH_EQUAL_STEPS}
+    for kind in shown:
         assert kind.paper in markdown
     # three models: r says little, so the summary leads with the comparisons
     summary = markdown.split("## Summary\n")[1].split("\n## ")[0]
@@ -546,13 +548,15 @@ def test_comparisons_that_cannot_be_drawn_say_which_runs_are_missing(tmp_path):
     assert isinstance(outcomes["imagenet_vs_random"], comparisons.NotDrawn)
     reason = outcomes["imagenet_vs_random"].reason
     assert "no probe runs on random-init features" in reason and "--init=random" in reason
-    assert isinstance(outcomes["finetune_vs_scratch"], comparisons.NotDrawn)
-    assert "finetune trains 60 steps of 32, scratch 600 steps of 32" in outcomes["finetune_vs_scratch"].reason
+    assert isinstance(outcomes["finetune_vs_scratch"], comparisons.Comparison)  # the preset's own schedules
+    equal_steps = outcomes["finetune_vs_scratch_equal_steps"]
+    assert isinstance(equal_steps, comparisons.NotDrawn)
+    assert "finetune trains 60 steps of 32, scratch 600 steps of 32" in equal_steps.reason
     assert isinstance(outcomes["finetune_vs_probe"], comparisons.Comparison)
     # the summary leads with what can be drawn and ends with what cannot, naming the runs lacking
     lines = report.summary_lines(analysis)
-    assert lines[0].startswith("Fine-tuning vs the linear probe (finetune vs probe)")
-    assert lines[-2:] == [outcomes["imagenet_vs_random"].sentence(), outcomes["finetune_vs_scratch"].sentence()]
+    assert lines[0].startswith("Fine-tuning vs training from scratch, each with its own protocol")
+    assert lines[-2:] == [outcomes["imagenet_vs_random"].sentence(), equal_steps.sentence()]
     last = stdout.strip().splitlines()[-1]
     assert "not drawn" not in last and "fine-tune>probe 2/3" in last
 

@@ -347,10 +347,12 @@ def _convergence_markdown(analysis: Analysis) -> List[str]:
     figure_names = {id(o): name for name, o in convergence_files(outcomes).items()}
     parts = ["## Convergence: fine-tuned vs from scratch (the paper's Figure 8)\n",
              "The paper (Figure 8): networks fine-tuned from ImageNet converge faster than the same "
-             "networks trained from scratch.\n"]
+             "networks trained from scratch; it trains separate models, each a complete schedule, at "
+             "each budget. Below, a cheap approximation: points partway along each run's one cosine "
+             "schedule, whose learning rate has not decayed there.\n"]
     for outcome in outcomes:
         if isinstance(outcome, NotDrawn):
-            parts.append(f"Not drawn: {outcome.reason}.\n")
+            parts.append(outcome.sentence() + "\n")
             continue
         parts.append(outcome.sentence() + "\n")
         if id(outcome) in figure_names:
