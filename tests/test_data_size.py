@@ -35,13 +35,28 @@ def test_subset_keeps_exactly_n_per_class_of_train_the_same_for_every_model_and_
     assert set(_ids_labels(_experiment(seed=1).load("train"))[0]) != set(ids)  # the seed draws anew
 
 
-def test_trainval_is_the_subset_plus_val_and_val_and_test_are_whole():
+def test_trainval_is_the_subset_alone_and_val_and_test_are_whole():
+    # The final model of a run on N per class trains on exactly N per class (the paper's axis),
+    # not on the subset plus the whole validation split.
     experiment = _experiment(per_class=5)
     val = _ids_labels(datasets.load("digits", "val"))[0]
     assert _ids_labels(experiment.load("val"))[0] == val
     assert _ids_labels(experiment.load("test"))[0] == _ids_labels(datasets.load("digits", "test"))[0]
-    trainval = _ids_labels(experiment.load("trainval"))[0]
-    assert sorted(trainval) == sorted(_ids_labels(experiment.load("train"))[0] + val)
+    trainval, labels = _ids_labels(experiment.load("trainval"))
+    assert sorted(trainval) == sorted(_ids_labels(experiment.load("train"))[0])
+    assert collections.Counter(labels) == {label: 5 for label in range(10)}
+
+
+def test_the_final_probe_fits_exactly_n_per_class_and_records_the_count(tmp_path):
+    from tfbench.regimes import probe
+    from tfbench.settings import Runtime
+
+    experiment = Experiment(regime="probe", model="tiny", dataset="digits", output_dir=str(tmp_path),
+                            settings=ProbeSettings(l2_search="fast"), train_examples_per_class=3,
+                            cache_dir=str(tmp_path / "cache"))
+    record = probe.run(experiment, Runtime())
+    assert record["status"] == "ok" and record["train_examples"] == 3 * 10
+    assert record["details"]["examples"]["train"] == 30
 
 
 def test_more_than_a_class_holds_keeps_the_class_whole_with_a_warning(capsys):
