@@ -95,8 +95,8 @@ def test_feature_cache_keys_train_and_trainval_on_the_subset_and_val_test_not():
         assert keyed != features.split_definition(spec, _experiment(per_class=7, seed=1).train_subset(split))
 
 
-def _dry_run(*flags):
-    command = [sys.executable, "-m", "tfbench.sweep", "--flagfile=flags/smoke.flags", "--dry_run",
+def _dry_run(*flags, flagfile="flags/smoke.flags"):
+    command = [sys.executable, "-m", "tfbench.sweep", f"--flagfile={flagfile}", "--dry_run",
                "--output_dir=/nonexistent/runs", *flags]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
 
@@ -179,6 +179,19 @@ def test_data_size_seeds_count_as_their_mean():
     assert data_size.analyze(records).curves[0].mean("finetune", 10) == pytest.approx(0.5)
 
 
+def test_data_size_standard_error_is_over_the_seeds_subsets_of_the_mean_over_networks():
+    from tfbench.report import data_size
+
+    scores = {("a", 0): 0.40, ("b", 0): 0.50, ("a", 1): 0.60, ("b", 1): 0.70, ("a", 2): 0.50, ("b", 2): 0.66}
+    records = [_record("finetune", model, "dtd", score, 4, seed=seed) for (model, seed), score in scores.items()]
+    curves = data_size.analyze(records).curves[0]
+    per_seed = [0.45, 0.65, 0.58]  # the mean over the two networks, per seed
+    assert curves.standard_error("finetune", 4) == pytest.approx(np.std(per_seed, ddof=1) / np.sqrt(3))
+    assert "± " in data_size.mean_rows(curves)[0]["finetune (%)"]
+    single = data_size.analyze([r for r in records if r["experiment"]["seed"] == 0]).curves[0]
+    assert single.standard_error("finetune", 4) is None
+
+
 def test_data_size_figure_has_a_line_per_regime_with_a_point_per_size():
     from tfbench.report import data_size
 
@@ -234,3 +247,17 @@ def test_a_regime_binary_takes_one_size_and_refuses_bad_ones_in_one_line(value, 
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.strip().startswith(expected)
     assert len(result.stderr.strip().splitlines()) == 1 and not os.listdir(tmp_path)
+
+
+def test_the_paper_study_doubles_from_1_to_each_datasets_largest_on_11_datasets_3_subsets():
+    from tfbench import protocol
+
+    assert protocol.data_size_examples_per_class("food101")[-1] == 512
+    assert protocol.data_size_examples_per_class("cifar10") == tuple(2 ** k for k in range(13))  # to 4,096
+    assert protocol.data_size_examples_per_class("oxford_flowers102") == (1, 2, 4, 8)
+    assert len(protocol.DATA_SIZE_LARGEST) == 11 and "voc2007" not in protocol.DATA_SIZE_LARGEST
+    output = _dry_run(flagfile="flags/data_size.flags")
+    assert output.returncode == 0, output.stderr[-2000:]
+    sizes = sum(len(protocol.data_size_examples_per_class(d)) for d in protocol.DATA_SIZE_LARGEST)
+    assert _planned_runs(output) == sizes * 3 * protocol.DATA_SIZE_SUBSETS  # 3 regimes, Inception v4 alone
+
