@@ -3,7 +3,7 @@
 from absl import flags
 
 from tfbench import cli
-from tfbench.report import permutation, significance
+from tfbench.report import checkpoints, permutation, significance
 from tfbench.report.build import BOOTSTRAP_RESAMPLES, ReportInputError, report
 
 FLAGS = flags.FLAGS
@@ -19,6 +19,9 @@ flags.DEFINE_integer("seed", 0, "Seed of the bootstrap resampling and of the per
 flags.DEFINE_enum("significance_test", significance.PERMUTATION, list(significance.TESTS),
                   "How the other networks are compared with each dataset's best: the paper's two-sided "
                   "paired permutation test, or tfbench's one-sided paired bootstrap.")
+flags.DEFINE_enum("imagenet_top1", checkpoints.ANY, list(checkpoints.KINDS),
+                  "Which ImageNet top-1 enters r: any (measured where it exists, else published; "
+                  "the report says when they mix), only measured, or only published values.")
 flags.DEFINE_integer("permutation_samples", permutation.SAMPLES,
                      "Permutations per comparison (top-1 of single runs is exact McNemar, no sampling).",
                      lower_bound=100)
@@ -35,7 +38,8 @@ def main() -> None:
             report(FLAGS.output_dir, FLAGS.report_dir, resamples=FLAGS.bootstrap_resamples,
                    seed=FLAGS.seed, protocol=FLAGS.protocol,
                    significance_test=significance.Test(FLAGS.significance_test, FLAGS.permutation_samples,
-                                                       FLAGS.map_permutation_samples))
+                                                       FLAGS.map_permutation_samples),
+                   top1_kind=FLAGS.imagenet_top1)
         except ReportInputError as error:
             cli.fail(str(error))
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 from tfbench import files, results
-from tfbench.report import convergence, data_size, finetune_vs_scratch, significance, size_split
+from tfbench.report import checkpoints, convergence, data_size, finetune_vs_scratch, significance, size_split
 from tfbench.report.analysis import (GroupAnalysis, ImageNetTop1, ScoreTable, analyze_group, display_names,
                               imagenet_top1_of_models)
 from tfbench.report.comparisons import Comparison, NotDrawn, Outcome, compare
@@ -81,10 +81,11 @@ def collect(output_dir: str) -> List[Dict[str, Any]]:
 
 def analyze(records: Sequence[Mapping[str, Any]], imagenet_top1: Callable[[str], Optional[float]],
             output_dir: str = "", resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
-            protocol: Optional[str] = None, significance_test: significance.Test = significance.Test()
-            ) -> Analysis:
+            protocol: Optional[str] = None, significance_test: significance.Test = significance.Test(),
+            top1_kind: str = checkpoints.ANY) -> Analysis:
     """The whole analysis of run records. `imagenet_top1(model)` (a fraction or None) serves models
-    whose records state no top-1; `protocol` keeps only the groups of that name or id."""
+    whose records state no top-1; `protocol` keeps only the groups of that name or id; `top1_kind`
+    keeps measured or published top-1 only (tfbench.report.checkpoints)."""
     groups = group_records(records)
     if protocol is not None:
         try:
@@ -92,7 +93,8 @@ def analyze(records: Sequence[Mapping[str, Any]], imagenet_top1: Callable[[str],
         except UnknownProtocolError as error:
             raise ReportInputError(f"--protocol: {error}") from None
     kept = [r for g in groups for r in g.records]
-    top1 = imagenet_top1_of_models(kept, imagenet_top1, measured_imagenet_top1)
+    top1 = checkpoints.keep_kind(imagenet_top1_of_models(kept, imagenet_top1, measured_imagenet_top1),
+                                 top1_kind, imagenet_top1)
     labels = display_names(kept)
     analyses = {g.slug: analyze_group(g, top1, labels, resamples, seed) for g in groups}
     slug_of = {id(r): g.slug for g in groups for r in g.records}
@@ -437,7 +439,9 @@ def report_markdown(analysis: Analysis) -> str:
         *(comparisons + correlations if comparisons_lead(analysis) else correlations + comparisons),
         *_convergence_markdown(analysis),
         "## ImageNet top-1 used\n",
+        checkpoints.NOTE + "\n",
         markdown_table(top1_rows(analysis)),
+        *[line + "\n" for line in checkpoints.mixing_lines(analysis.top1)],
     ]
     for slug, group in analysis.groups.items():
         parts += [
@@ -548,6 +552,8 @@ def print_summary(analysis: Analysis, file: TextIO = sys.stdout) -> None:
         print(f"r {slug} = {group.correlation.describe()}; {group.paper_note()}", file=file)
     print("\n== ImageNet top-1 used ==", file=file)
     results.print_table(top1_rows(analysis), file=file)
+    for line in checkpoints.mixing_lines(analysis.top1):
+        print(line, file=file)
     for comparison in drawn(analysis):
         print(f"\n== {comparison.kind.title}: {comparison.first.group.slug} vs "
               f"{comparison.second.group.slug} ==", file=file)
@@ -604,8 +610,8 @@ def write_report(analysis: Analysis, report_dir: str) -> List[str]:
 def report(output_dir: str, report_dir: Optional[str] = None,
            imagenet_top1: Callable[[str], Optional[float]] = registered_imagenet_top1,
            resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0, protocol: Optional[str] = None,
-           file: TextIO = sys.stdout, significance_test: significance.Test = significance.Test()
-           ) -> Tuple[Analysis, List[str]]:
+           file: TextIO = sys.stdout, significance_test: significance.Test = significance.Test(),
+           top1_kind: str = checkpoints.ANY) -> Tuple[Analysis, List[str]]:
     """Reads the run records under output_dir, writes the report, prints tables and the summary,
     the one-line summary last.
 
@@ -620,7 +626,7 @@ def report(output_dir: str, report_dir: Optional[str] = None,
         raise ReportInputError(f"no run records under --output_dir {output_dir!r} (expected "
                                f"<output_dir>/<regime>/<dataset>/<model>/{results.RECORD_FILE})")
     analysis = analyze(records, imagenet_top1, output_dir=output_dir, resamples=resamples, seed=seed,
-                       protocol=protocol, significance_test=significance_test)
+                       protocol=protocol, significance_test=significance_test, top1_kind=top1_kind)
     paths = write_report(analysis, report_dir or os.path.join(output_dir, "report"))
     print_summary(analysis, file=file)
     print(report_summary_line(analysis, paths[-1]), file=file)
