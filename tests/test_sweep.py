@@ -98,6 +98,8 @@ def test_smoke_preset_runs_end_to_end_then_is_skipped(tmp_path):
     (["--datasets=digits"], "--models is required"),
     (["--models=tiny", "--datasets=digits", "--shard=4/4"], "must be an integer in [0, 3]"),
     (["--models=tiny", "--datasets=digits", "--shard=0/2", "--overwrite"], "cannot be combined with --shard"),
+    (["--models=tiny", "--datasets=digits", "--lock_heartbeat_seconds=60", "--lock_stale_seconds=90"],
+     "heartbeat every 60s with stale after 90s; the heartbeat must be > 0 and at most half"),
 ])
 def test_bad_sweep_input_is_one_line(tmp_path, args, expected):
     completed = subprocess.run([sys.executable, "-m", "tfbench.sweep", *args, f"--output_dir={tmp_path}"],
