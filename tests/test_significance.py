@@ -273,3 +273,13 @@ def test_map_permutations_recompute_both_networks_map_on_swapped_rows():
     scipy_p = stats.permutation_test((rows, rows + count), map_difference, permutation_type="samples",
                                      n_resamples=2000, rng=2).pvalue
     assert ours == pytest.approx(scipy_p, abs=0.04)
+
+
+def test_map_networks_with_unequal_seed_counts_are_listed_not_guessed():
+    rng = np.random.default_rng(6)
+    labels = rng.choice([0, 1], size=(30, 2))
+    runs = {"best": [Predictions.of("map11", labels, labels + rng.normal(size=(30, 2)) * 0.1)],
+            "two": [Predictions.of("map11", labels, rng.normal(size=(30, 2))) for _ in range(2)]}
+    verdict = significance.compare("voc", "map11", runs, test=significance.Test(map_samples=200))
+    assert verdict.best == "best" and verdict.rivals == ()
+    assert "pairs runs seed by seed: 2 run(s) against 1" in verdict.missing["two"]

@@ -153,6 +153,10 @@ def compare(dataset: str, metric: str, runs: Mapping[str, Sequence[Predictions]]
     resampled = bootstrap_scores(paired, resamples, seed)
     rivals = []
     for model in [m for m in ranked if m in paired and m != best]:
+        if test.name == PERMUTATION and metric == "map11" and len(paired[model]) != len(paired[best]):
+            missing[model] = (f"the mAP permutation test pairs runs seed by seed: {len(paired[model])} "
+                              f"run(s) against {len(paired[best])} of {best}")
+            continue
         difference = resampled[best] - resampled[model]
         if test.name == BOOTSTRAP:
             p_value, method = float((1 + np.sum(difference <= 0)) / (1 + resamples)), BOOTSTRAP
