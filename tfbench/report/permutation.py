@@ -36,9 +36,10 @@ from tfbench.predictions import Predictions
 
 SAMPLES = 100_000
 # CHOICE: mAP recomputes both networks' 11-point AP on every permutation: 10,000 permutations of
-# VOC 2007's 4,952 x 20 took 148 s for one pair of networks on a shared, loaded 2-core machine
-# (tests' measure, seed 0), so the default is 2,000 (about 30 s a pair there); the Monte Carlo
-# standard error of a p near 0.05 is then 0.005. --map_permutation_samples raises it.
+# VOC 2007's 4,952 x 20 took 148 s for one pair of networks on a shared 2-core machine under a
+# load of about 10 (random scores, seed 0), so the default is 2,000: 20 s a pair there, under a
+# load of 15; the Monte Carlo standard error of a p near 0.05 is then 0.005.
+# --map_permutation_samples raises it.
 MAP_SAMPLES = 2_000
 BATCH = 2_000  # permutations drawn together (linear metrics: a few numbers per class each)
 MAP_BATCH = 200  # mAP: memory and cache bound BATCH x 2 x examples per class
