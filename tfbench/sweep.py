@@ -31,16 +31,18 @@ from typing import Dict, List, Optional, Tuple
 from absl import flags
 
 from tfbench import cli, protocol, runs, study
-from tfbench.app import common_flags, probe_flags, training_flags
+from tfbench.app import common_flags, estimate_flags, probe_flags, training_flags
 from tfbench.tasks import executors, locks, plan
 from tfbench.experiment import Experiment
-from tfbench.settings import REGIMES, TRAINED_REGIMES, InvalidSettingError, Runtime
+from tfbench.settings import PAPER_REGIMES, REGIMES, TRAINED_REGIMES, InvalidSettingError, Runtime
 
 FLAGS = flags.FLAGS
 
 flags.DEFINE_list("models", None, "Backbones to run (registry names or paths), comma-separated.")
 flags.DEFINE_list("datasets", None, "Datasets to run, comma-separated.")
-flags.DEFINE_list("regimes", list(REGIMES), "Regimes to run, in this order.")
+flags.DEFINE_list("regimes", list(PAPER_REGIMES),
+                  f"Regimes to run, in this order, of {', '.join(REGIMES)} (estimate: transferability "
+                  "estimators of the training features, scored by the report against the others).")
 for _regime in REGIMES:
     flags.DEFINE_string(f"{_regime}_flags", None,
                         f"Flagfile with the {_regime} regime's own settings, read after the "
@@ -87,11 +89,13 @@ SETTINGS = {
     "probe": probe_flags.settings_from_flags,
     "finetune": lambda: training_flags.settings_from_flags("finetune"),
     "scratch": lambda: training_flags.settings_from_flags("scratch"),
+    "estimate": estimate_flags.settings_from_flags,
 }
 RUNTIMES = {
     "probe": common_flags.runtime_from_flags,
     "finetune": training_flags.runtime_from_flags,
     "scratch": training_flags.runtime_from_flags,
+    "estimate": common_flags.runtime_from_flags,
 }
 
 

@@ -233,6 +233,8 @@ def run_summary_line(record: Mapping[str, Any], skipped: bool = False) -> str:
         f"status={record['status']}",
         f"test_{record.get('metric')}=" + ("-" if score is None else f"{score:.4f}"),
     ]
+    for name, value in (record.get("estimates") or {}).items():
+        parts.append(f"{name}={'n/a' if value is None else format(value, '.4g')}")
     for name, value in record.get("hyperparameters", {}).items():
         parts.append(f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}")
     if timings.get("wall_seconds") is not None:

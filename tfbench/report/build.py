@@ -12,7 +12,9 @@ paired by (model, dataset). The summary leads with those comparisons while r res
 HEADLINE_MIN_MODELS models, and with r otherwise. Only runs with status "ok" enter; failed and
 diverged runs are listed with their reason. A score whose chosen hyperparameter sat at an end of
 its grid is marked with EDGE_MARK. Per group and dataset (tfbench.report.significance): the best network
-and those not significantly worse, from the test predictions the runs stored.
+and those not significantly worse, from the test predictions the runs stored. The estimate regime's
+records (no test score) form no table of their own: tfbench.report.estimator_agreement scores their
+estimators against the probe's and the fine-tune's test scores.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 from tfbench import files, results
-from tfbench.report import checkpoints, convergence, data_size, finetune_vs_scratch, significance, size_split
+from tfbench.report import (checkpoints, convergence, data_size, estimator_agreement, finetune_vs_scratch,
+                            significance, size_split)
 from tfbench.report.analysis import (GroupAnalysis, ImageNetTop1, ScoreTable, analyze_group, display_names,
                               imagenet_top1_of_models)
 from tfbench.report.comparisons import Comparison, NotDrawn, Outcome, compare
@@ -33,6 +36,7 @@ from tfbench.report.correlation import BOOTSTRAP_RESAMPLES, CONFIDENCE, LOGIT_EP
 from tfbench.experiment import path_component
 from tfbench.report.protocol_groups import UnknownProtocolError, differing_settings, group_records, select
 
+ESTIMATE_REGIME = "estimate"  # tfbench.regimes.estimate: its records go to the estimators' section
 HEADLINE_MIN_MODELS = 5  # below this, r says little and the paired comparisons lead the summary
 PAPER_NETWORKS = 16
 MISSING = "-"
@@ -63,6 +67,7 @@ class Analysis:
     resamples: int
     seed: int
     best_networks: Mapping[str, Tuple[significance.DatasetBest, ...]]  # by group slug
+    estimators: estimator_agreement.EstimatorAgreement
     significance_test: significance.Test = significance.Test()
 
 
@@ -96,14 +101,18 @@ def analyze(records: Sequence[Mapping[str, Any]], imagenet_top1: Callable[[str],
     top1 = checkpoints.keep_kind(imagenet_top1_of_models(kept, imagenet_top1, measured_imagenet_top1),
                                  top1_kind, imagenet_top1)
     labels = display_names(kept)
-    analyses = {g.slug: analyze_group(g, top1, labels, resamples, seed) for g in groups}
+    estimate_groups = [g for g in groups if g.regime == ESTIMATE_REGIME]  # scores, but no test score
+    scored = [g for g in groups if g.regime != ESTIMATE_REGIME]
+    analyses = {g.slug: analyze_group(g, top1, labels, resamples, seed) for g in scored}
     slug_of = {id(r): g.slug for g in groups for r in g.records}
     rows = tuple({**row, "protocol": slug_of[id(record)]} for record, row in zip(kept, results.table(kept)))
     failures = tuple({k: row[k] for k in ("protocol", "regime", "dataset", "model", "status", "reason")}
                      for row in rows if row["status"] != "ok")
     return Analysis(output_dir, rows, analyses, failures, top1, labels, differing_settings(groups),
                     tuple(compare(list(analyses.values()))), resamples, seed,
-                    significance.analyze(groups, output_dir, significance_test, seed), significance_test)
+                    significance.analyze(scored, output_dir, significance_test, seed),
+                    estimator_agreement.analyze(estimate_groups, list(analyses.values()), top1),
+                    significance_test)
 
 
 def measured_imagenet_top1(model: str) -> Optional[ImageNetTop1]:
@@ -457,6 +466,7 @@ def report_markdown(analysis: Analysis) -> str:
     parts += finetune_vs_scratch_of(analysis).markdown(markdown_table)
     parts += size_split_of(analysis).markdown(markdown_table)
     parts += _best_networks_markdown(analysis)
+    parts += analysis.estimators.markdown(markdown_table)
     parts.append(data_size.markdown(data_size_of(analysis), DATA_SIZE_FIGURE, markdown_table))
     parts += ["## Runs not counted (failed or diverged)\n", markdown_table(failure_rows(analysis))]
     return "\n".join(parts)
@@ -527,6 +537,7 @@ def analysis_json(analysis: Analysis) -> Dict[str, Any]:
         "convergence": [convergence.to_json(o) for o in convergence.converge(analysis.comparisons)],
         "finetune_vs_scratch_per_dataset": finetune_vs_scratch_of(analysis).to_json(),
         "size_split": size_split_of(analysis).to_json(),
+        "estimator_agreement": analysis.estimators.to_json(),
         "best_networks": {
             "method": significance.method_note(analysis.significance_test, analysis.seed),
             "test": analysis.significance_test.name, "alpha": significance.ALPHA,
@@ -568,6 +579,9 @@ def print_summary(analysis: Analysis, file: TextIO = sys.stdout) -> None:
     for outcome in convergence.converge(analysis.comparisons):
         if isinstance(outcome, convergence.Convergence):
             print(f"\n{outcome.sentence()}", file=file)
+    for pairing in analysis.estimators.pairings:
+        print(f"\n== {pairing.title()} ==", file=file)
+        results.print_table(pairing.rows(), file=file)
     print("\n== summary ==", file=file)
     for line in summary_lines(analysis):
         print(f"- {line}", file=file)
