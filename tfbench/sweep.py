@@ -150,14 +150,15 @@ def experiments_from_flags(argv: List[str]) -> List[Tuple[Experiment, Runtime]]:
         display_names = {model: backbones.spec(model).display_name for model in models}
         for dataset in names:
             datasets.spec(dataset, skip_bad_images=FLAGS.skip_bad_images)
-            for size in sizes:
+            for size in common_flags.train_sizes_for(dataset, sizes):
                 common_flags.check_train_subset(dataset, size)
         variants = ([dataclasses.replace(settings, init=init) for init in FLAGS.probe_inits]
                     if regime == "probe" else [settings])
         experiments += [(Experiment(regime=regime, model=model, dataset=dataset, settings=variant,
                                     display_name=display_names[model], seed=seed,
                                     train_examples_per_class=size, **shared), runtime)
-                        for variant in variants for size in sizes for dataset in names
+                        for variant in variants for dataset in names
+                        for size in common_flags.train_sizes_for(dataset, sizes)
                         for model in models for seed in seeds]
     return experiments
 

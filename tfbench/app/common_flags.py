@@ -11,7 +11,7 @@ at once.
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from absl import flags
 
@@ -80,9 +80,10 @@ flags.DEFINE_boolean(
 flags.DEFINE_list(
     "train_examples_per_class", None,
     "Train on this many examples of every class of the training split (drawn with --seed, the same "
-    "for every model; trainval = that subset plus val; val and test whole). Default: all. "
-    "tfbench.sweep takes a list (e.g. 10,25,50,100,all) and runs each size; single-label datasets "
-    "only.")
+    "for every model; the final model trains on exactly that subset; val, for the choice, and test "
+    "whole). Default: all. tfbench.sweep takes a list (e.g. 10,25,50,100,all) and runs each size; "
+    "'paper' is the paper's Figure 9 sizes of each dataset (1, 2, 4, ... up to its largest, "
+    "tfbench/protocol.py). Single-label datasets only.")
 flags.DEFINE_string(
     "preset", None,
     "A name for these settings, recorded as the run's protocol where they differ from the paper's "
@@ -151,25 +152,42 @@ def _numbers(flag: str, texts) -> list:
 
 
 ALL_EXAMPLES = "all"
+PAPER_SIZES = "paper"  # the paper's Figure 9 sizes of each dataset (tfbench/protocol.py)
 
 
-def train_sizes_from_flags() -> List[Optional[int]]:
-    """--train_examples_per_class as sizes (None: the whole training set), or [None] if unset."""
+def train_sizes_from_flags() -> List[Union[int, None, str]]:
+    """--train_examples_per_class as sizes (None: the whole training set; PAPER_SIZES: the paper's
+    sizes of each dataset, expanded by train_sizes_for), or [None] if unset."""
     texts = FLAGS.train_examples_per_class or [ALL_EXAMPLES]
     sizes = []
     for text in texts:
-        if text.strip() == ALL_EXAMPLES:
-            sizes.append(None)
+        if text.strip() in (ALL_EXAMPLES, PAPER_SIZES):
+            sizes.append(None if text.strip() == ALL_EXAMPLES else PAPER_SIZES)
             continue
         try:
             size = int(text)
         except ValueError:
             size = 0
         if size < 1:
-            raise InvalidSettingError(f"--train_examples_per_class takes whole numbers of at least 1 or "
-                                      f"{ALL_EXAMPLES!r}, got {text!r}")
+            raise InvalidSettingError(f"--train_examples_per_class takes whole numbers of at least 1, "
+                                      f"{ALL_EXAMPLES!r} or {PAPER_SIZES!r}, got {text!r}")
         sizes.append(size)
     return list(dict.fromkeys(sizes))
+
+
+def train_sizes_for(dataset: str, sizes: Sequence[Union[int, None, str]]) -> List[Optional[int]]:
+    """`sizes` on one dataset, PAPER_SIZES replaced by the paper's sizes of that dataset."""
+    expanded: List[Optional[int]] = []
+    for size in sizes:
+        if size != PAPER_SIZES:
+            expanded.append(size)
+        elif dataset in protocol.DATA_SIZE_LARGEST:
+            expanded += protocol.data_size_examples_per_class(dataset)
+        else:
+            raise InvalidSettingError(
+                f"--train_examples_per_class={PAPER_SIZES}: the paper's Figure 9 sizes are known for "
+                f"{', '.join(sorted(protocol.DATA_SIZE_LARGEST))}, not {dataset!r}")
+    return list(dict.fromkeys(expanded))
 
 
 def check_train_subset(dataset: str, size: Optional[int]) -> None:
@@ -191,7 +209,7 @@ def experiment_from_flags(regime: str, settings) -> Experiment:
     load_user_models(FLAGS.model)
     model_spec = backbones.spec(FLAGS.model)
     datasets.spec(FLAGS.dataset, skip_bad_images=FLAGS.skip_bad_images)
-    sizes = train_sizes_from_flags()
+    sizes = train_sizes_for(FLAGS.dataset, train_sizes_from_flags())
     if len(sizes) > 1:
         raise InvalidSettingError(f"--train_examples_per_class takes one value here, got "
                                   f"{','.join(FLAGS.train_examples_per_class)}; tfbench.sweep runs a list")

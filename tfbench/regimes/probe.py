@@ -38,7 +38,10 @@ def run(experiment, runtime) -> Dict[str, Any]:
                                  search=experiment.settings.l2_search)
     search_seconds = time.time() - search_started
     refit_started = time.time()
-    final = linear.refit(train.features, train.labels, val.features, val.labels, selection)
+    # On a training subset the final fit keeps to it (exactly N per class, as the trained regimes'
+    # trainval); otherwise it refits on train + val.
+    refit_val = val if experiment.train_examples_per_class is None else _no_examples(val)
+    final = linear.refit(train.features, train.labels, refit_val.features, refit_val.labels, selection)
     refit_seconds = time.time() - refit_started
     test_scores = linear.decision_scores(final, test.features)
     test_score = metrics.score(dataset_spec.metric, test.labels, test_scores)
@@ -73,5 +76,11 @@ def run(experiment, runtime) -> Dict[str, Any]:
     tuning.mark_grid_edges(record, {"l2": selection.at_grid_edge} if selection.at_grid_edge else {})
     record["imagenet_top1"] = runs.imagenet_top1(experiment)
     record["skipped_images"] = getattr(dataset_spec, "skipped_images", 0)
+    record["train_examples"] = int(len(train.features) + len(refit_val.features))  # the final fit's
     return results.finish(record, "ok",
                           None if final.converged else "final fit hit its iteration limit")
+
+
+def _no_examples(split):
+    """A split's features with no rows (the shape kept): nothing of it enters the final fit."""
+    return split._replace(features=split.features[:0], labels=split.labels[:0])

@@ -200,6 +200,8 @@ def conclude(experiment: Experiment, runtime: Runtime, trainer: Optional[Trainer
     if final.status != "ok":
         return results.finish(record, final.status, f"retrain on trainval: {final.reason}")
     record["test_score"] = final.score
+    if experiment.train_examples_per_class is not None:  # the count the final model trained on
+        record["train_examples"] = split_examples(experiment, "trainval")
     if final.predictions is not None and trainer.chief:
         record[predictions.RECORD_KEY] = predictions.write(experiment.run_dir(), final.predictions)
     return results.finish(record, "ok")
