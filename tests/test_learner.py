@@ -5,6 +5,7 @@ the tiny network and the digits dataset, a few steps each.
 """
 
 import gc
+import resource
 import weakref
 
 import pytest
@@ -37,6 +38,11 @@ def _outcome(record):
     return (record["validation_score"], record["validation_curve"], training["final_loss"], training["steps"])
 
 
+def _resident_mb():
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * resource.getpagesize() / 2 ** 20
+
+
 @pytest.fixture(autouse=True)
 def _fresh_process_state():
     trainer.release_kept_learner()
@@ -60,9 +66,9 @@ def test_a_kept_network_gives_the_records_of_a_fresh_build_in_either_order(tmp_p
 
 
 def test_trials_of_one_network_trace_once_and_a_new_network_frees_the_old(tmp_path):
-    """After the first trial, more trials of the same network register no new functions in
-    TensorFlow's eager context (each trace used to leave its loop and cond bodies there for good);
-    a trial of another network frees the old one: its variables and its functions."""
+    """After the first trial, more trials of the same network neither grow the process nor register
+    new functions in TensorFlow's eager context (each trace used to leave its loop and cond bodies
+    there for good); a trial of another network frees the old one: its variables and functions."""
     from tensorflow.python.eager import context
 
     def functions():
@@ -73,8 +79,11 @@ def test_trials_of_one_network_trace_once_and_a_new_network_frees_the_old(tmp_pa
     before = functions()
     _run(experiment, A)
     after_first = functions()
-    for trial in (B, tuning.Trial(0.1, 1e-5)):
-        _run(experiment, trial)
+    _run(experiment, B)
+    resident = _resident_mb()
+    for index in range(3):
+        _run(experiment, tuning.Trial(0.01 * (index + 1), 1e-5))
+    assert _resident_mb() - resident <= 15  # about 10 MB per trial when each built its own network
     assert functions() - after_first == set()
 
     kept = next(iter(trainer._KEPT_LEARNER.values()))

@@ -1,14 +1,16 @@
 """A classifier kept across trainings: built and traced once, reset to its initial state for each.
 
 Why: building a network and tracing its training step cost more than the steps of a short trial
-(13-100 s for EfficientNet-Lite0 on two cores), and every trace left its nested functions (the
-step's while loop and conds) registered in TensorFlow's eager context for the life of the process,
-about 100 MB per trial of a real backbone. A `Learner` pays both once: the learning rate, its
-schedule and the weight decay are variables that the compiled step reads, and `reset` assigns the
-initial weights (pretrained or seeded random, captured right after the build), zeroed optimizer
-state and the new training's numbers. What shapes the graph (network, image size, head, dropout,
-batch-norm momentum, batch size, loss) is fixed per learner: another combination needs another
-learner, and `release` frees everything the old one registered (docs/DESIGN.md, "Model lifetime").
+(13-100 s for EfficientNet-Lite0 on two cores), and each build and trace left memory behind for
+the life of the process, about 100 MB per trial of Lite0 at 32 px: the traced step's graph stays
+alive though no Python object refers to it (the model and its variables are freed), its loop and
+cond bodies stay registered in the eager context, and neither `keras.backend.clear_session()` nor
+unregistering the functions gives the memory back. A `Learner` pays both once: the learning rate,
+its schedule and the weight decay are variables that the compiled step reads, and `reset` assigns
+the initial weights (pretrained or seeded random, captured right after the build), the optimizer
+state as built and the new training's numbers. What shapes the graph (network, image size, head,
+dropout, batch-norm momentum, batch size, loss) is fixed per learner: another combination needs
+another learner, and `release` drops the old one (docs/DESIGN.md, "Model lifetime").
 """
 
 from __future__ import annotations
@@ -149,10 +151,10 @@ class Learner:
 
             self._forward = forward
         labels, scores = [], []
-        for images, batch_labels in batches:
-            with self._registering():
+        with self._registering():
+            for images, batch_labels in batches:
                 scores.append(self._forward(images).numpy())
-            labels.append(batch_labels.numpy())
+                labels.append(batch_labels.numpy())
         return np.concatenate(labels), np.concatenate(scores)
 
     def release(self) -> None:

@@ -105,11 +105,12 @@ class TrialTrainer:
     def learner(self, bn_momentum: Optional[float]):
         """The learner of this experiment's network for `bn_momentum`: the one kept from the trial
         before when that was the same network, else a new one (the kept one is released)."""
-        from tfbench import learner
+        from tfbench import backbones, learner
 
         experiment = self.experiment
-        key = (experiment.model, self.backbone_spec, experiment.regime == "finetune", experiment.seed,
-               self.image_size, self.dataset_spec.num_classes, self.dataset_spec.multi_label,
+        pretrained = experiment.regime == "finetune"
+        key = (experiment.model, self.backbone_spec, backbones.weights_fingerprint(experiment.model, pretrained),
+               experiment.seed, self.image_size, self.dataset_spec.num_classes, self.dataset_spec.multi_label,
                self.settings.dropout, self.settings.label_smoothing, bn_momentum, experiment.batch_size,
                self.precision, self.strategy)
         kept = _KEPT_LEARNER.get(key)
