@@ -21,10 +21,10 @@ B = tuning.Trial(0.2, 0.0)
 
 
 def _experiment(tmp_path, regime="finetune", **settings):
-    settings = {"search": "small", "train_steps": 5, "warmup_steps": 2, "dropout": 0.3, "bn_momentum": 0.9,
+    settings = {"search": "small", "train_steps": 4, "warmup_steps": 2, "dropout": 0.3, "bn_momentum": 0.9,
                 **settings}
     return Experiment(regime=regime, model="tiny", dataset="digits", output_dir=str(tmp_path),
-                      settings=TrainingSettings(**settings), image_size=16, batch_size=8)
+                      settings=TrainingSettings(**settings), image_size=8, batch_size=8)
 
 
 def _run(experiment, trial):
