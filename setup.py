@@ -37,6 +37,9 @@ setup(
         "numpy>=1.26",
         # Report plots (the paper's Figure 1 scatter) are PNG files written by matplotlib.
         "matplotlib>=3.8",
+        # The report's statistics (Pearson r, bootstrap resampling) come from scipy.stats, which
+        # a reviewer can trust without reading tfbench's own version of them.
+        "scipy>=1.15",
         "tqdm>=4.66",
         # Per-trial scalars and the HParams dashboard summaries (TF 2.21 no longer pulls it in).
         "tensorboard~=2.21",
@@ -47,7 +50,7 @@ setup(
         # TensorFlow Probability's L-BFGS, which needs tf-keras beside Keras 3; probe_scaling.py
         # samples memory with psutil.
         "bench": ["tensorflow-probability~=0.25.0", "tf-keras~=2.21.0", "psutil"],
-        "test": ["pytest>=8", "pillow", "scipy", "pyyaml"] + LITE_WEIGHTS,
+        "test": ["pytest>=8", "pillow", "pyyaml"] + LITE_WEIGHTS,
         # Only the sweep's --executor=ray imports it, to spread trials over a Ray cluster.
         "ray": ["ray[default]~=2.60"],
     },

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+from scipy import stats
 
 from tfbench import predictions, results
 from tfbench.predictions import Predictions
@@ -94,18 +95,20 @@ def percentile_interval(values: np.ndarray) -> Tuple[float, float]:
 def bootstrap_scores(runs: Mapping[str, Sequence[Predictions]], resamples: int = RESAMPLES,
                      seed: int = 0) -> Dict[str, np.ndarray]:
     """Each network's score (the mean over its runs) on `resamples` paired resamples of the test
-    examples: the same resample for every network. All runs must hold the same examples."""
+    examples, drawn by scipy.stats.bootstrap: the same resample for every network. All runs must
+    hold the same examples."""
     examples = {len(run) for seeds in runs.values() for run in seeds}
     if len(examples) != 1:
         raise ValueError(f"paired resampling needs runs on the same examples, got sizes {sorted(examples)}")
     (count,) = examples
-    rng = np.random.default_rng(seed)
-    scores = {model: np.empty(resamples) for model in runs}
-    for resample in range(resamples):
-        index = rng.integers(0, count, size=count)
-        for model, seeds in runs.items():
-            scores[model][resample] = np.mean([run.score(index) for run in seeds])
-    return scores
+    models = list(runs)
+
+    def scores(index: np.ndarray) -> np.ndarray:
+        return np.array([np.mean([run.score(index) for run in runs[model]]) for model in models])
+
+    distribution = stats.bootstrap((np.arange(count),), scores, n_resamples=resamples, batch=100,
+                                   vectorized=False, method="percentile", rng=seed).bootstrap_distribution
+    return {model: distribution[i] for i, model in enumerate(models)}
 
 
 def compare(dataset: str, metric: str, runs: Mapping[str, Sequence[Predictions]],
