@@ -51,3 +51,23 @@ def test_tensorflow_start_up_lines_are_left_out_and_the_rest_kept():
     assert quiet.returncode == 0, quiet.stderr
     assert quiet.stderr.splitlines() == ["answer 2"]
 
+
+
+def test_model_list_fits_the_terminal():
+    listed = _run("-m", "tfbench.probe", "--model=list")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split() == ["model", "source", "image_size", "feature_dim", "imagenet_top1", "top1_source"]
+    assert any(line.startswith("resnet50 ") for line in lines)
+    assert max(len(line) for line in lines) <= cli.HELP_WIDTH
+
+
+def test_dataset_list_says_which_datasets_are_prepared(tmp_path):
+    info = tmp_path / "dtd" / "3.0.1" / "dataset_info.json"  # where a TFDS build keeps its description
+    info.parent.mkdir(parents=True)
+    info.write_text("{}")
+    listed = _run("-m", "tfbench.probe", "--dataset=list", f"--data_dir={tmp_path}")
+    assert listed.returncode == 0, listed.stderr
+    prepared = {line.split()[0]: line.split()[-1] for line in listed.stdout.splitlines()[1:] if len(line.split()) == 6}
+    assert prepared["dtd"] == "yes" and prepared["cifar10"] == "no" and prepared["digits"] == "yes"
+    assert str(tmp_path) in listed.stdout

@@ -196,17 +196,29 @@ def table(records: Iterable[Mapping[str, Any]]) -> List[Dict[str, Any]]:
     return rows
 
 
-def print_table(rows: List[Mapping[str, Any]], file=sys.stdout) -> None:
-    """A plain fixed-width table for terminals."""
+def print_table(rows: List[Mapping[str, Any]], file=sys.stdout, width: Optional[int] = None) -> None:
+    """A plain fixed-width table for terminals; with `width`, the widest column is cut (ending
+    in "...") until each line fits in that many characters."""
     if not rows:
         print("(no runs)", file=file)
         return
     columns = list(rows[0])
     cells = [[_cell(row[c]) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)), file=file)
+    while width is not None and sum(widths) + 2 * (len(widths) - 1) > width:
+        widest = max(range(len(widths)), key=widths.__getitem__)
+        excess = sum(widths) + 2 * (len(widths) - 1) - width
+        widths[widest] = max(len(columns[widest]), widths[widest] - excess, 8)
+        cells = [[_cut(v, widths[i]) for i, v in enumerate(row)] for row in cells]
+        if widths[widest] == len(columns[widest]) or widths[widest] == 8:
+            break  # the headers themselves are wider: nothing more to cut
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip(), file=file)
     for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)), file=file)
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip(), file=file)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def _cell(value: Any) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 from absl import flags
 
 from tfbench import protocol, results, runs
-from tfbench.cli import RUN_FAILED, fail, run_app
+from tfbench.cli import HELP_WIDTH, RUN_FAILED, fail, run_app
 from tfbench.experiment import Experiment
 from tfbench.settings import PRECISIONS, STRATEGIES, TRAINED_REGIMES, InvalidSettingError, Runtime
 
@@ -97,7 +97,7 @@ def print_models() -> None:
         rows.append({"model": name, "source": spec.source, "image_size": spec.image_size,
                      "feature_dim": spec.feature_dim, "imagenet_top1": top1,
                      "top1_source": spec.top1_source or "-"})
-    results.print_table(rows)
+    results.print_table(rows, width=HELP_WIDTH)
 
 
 def print_datasets() -> None:
@@ -107,8 +107,11 @@ def print_datasets() -> None:
     for name in datasets.names():
         spec = datasets.spec(name)
         rows.append({"dataset": name, "classes": spec.num_classes, "metric": spec.metric,
-                     "multi_label": spec.multi_label, "source": spec.source})
-    results.print_table(rows)
+                     "multi_label": spec.multi_label, "source": spec.source,
+                     "prepared": "yes" if datasets.is_prepared(spec, FLAGS.data_dir) else "no"})
+    results.print_table(rows, width=HELP_WIDTH)
+    print(f"prepared: readable from --data_dir={FLAGS.data_dir or datasets.default_data_dir()};\n"
+          "python -m tfbench.prepare --datasets=NAME prepares the others.")
 
 
 MODEL_DESCRIPTION = ("display_name", "imagenet_top1", "top1_source", "input_range", "input_mean",

@@ -12,6 +12,8 @@ refits on train+val, so the fraction only affects the selection, not the final t
 from __future__ import annotations
 
 import dataclasses
+import glob
+import os
 from typing import List, Optional, Tuple
 
 from tfbench.registry import Registry
@@ -21,6 +23,10 @@ SOURCES = ("tfds", "tfbench_tfds", "sklearn_digits", "fashion_mnist", "folder")
 HELD_OUT_FRACTION = 0.2
 SPLIT_SEED = 0
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,3 +159,25 @@ def names() -> List[str]:
 def registered_spec(name: str) -> DatasetSpec:
     """The DatasetSpec registered under `name`; unknown names fail with close matches."""
     return _REGISTRY.get(name)
+
+
+def fashion_mnist_files_present(spec: DatasetSpec) -> bool:
+    """Whether Debian's four Fashion-MNIST IDX files are in spec.path."""
+    return all(os.path.exists(os.path.join(spec.path, name))
+               for names in FASHION_MNIST_FILES.values() for name in names)
+
+
+def default_data_dir() -> str:
+    """TFDS's default data directory, found without importing TFDS (which imports TensorFlow)."""
+    return os.environ.get("TFDS_DATA_DIR") or os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
+
+
+def is_prepared(spec: DatasetSpec, data_dir: Optional[str]) -> bool:
+    """Whether the dataset can be read without `python -m tfbench.prepare`: bundled with a
+    package, Debian's files installed, or a TFDS build with its dataset_info.json in data_dir."""
+    if spec.source == "sklearn_digits" or spec.source == "folder":
+        return True
+    if spec.source == "fashion_mnist" and fashion_mnist_files_present(spec):
+        return True
+    root = os.path.join(os.path.expanduser(data_dir or default_data_dir()), *spec.tfds_name.split("/"))
+    return bool(glob.glob(os.path.join(glob.escape(root), "**", "dataset_info.json"), recursive=True))

@@ -18,7 +18,7 @@ from typing import Callable, Dict, Optional
 import tensorflow_datasets as tfds
 
 from tfbench import datasets
-from tfbench.datasets import birdsnap, downloads, fetch, offline, tfds_source
+from tfbench.datasets import birdsnap, catalog, downloads, fetch, tfds_source
 from tfbench.datasets.catalog import DatasetSpec
 from tfbench.datasets.errors import prepare_command
 
@@ -67,7 +67,7 @@ def prepare(name: str, data_dir: str, manual_dir: Optional[str] = None,
     spec = datasets.spec(name)
     if spec.tfds_name is None:
         return Outcome(name, NOTHING_TO_DO, f"needs no download ({spec.source})")
-    if spec.source == "fashion_mnist" and offline.fashion_mnist_files_present(spec):
+    if spec.source == "fashion_mnist" and catalog.fashion_mnist_files_present(spec):
         return Outcome(name, NOTHING_TO_DO, f"read from the Debian package files in {spec.path}")
     builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
     if builder.is_prepared():
