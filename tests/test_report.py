@@ -588,4 +588,4 @@ def test_binary_rejects_an_unknown_protocol_with_one_line_and_writes_nothing(two
 
 
 def _ids(root):
-    return [g.group.id for g in report.analyze(report.collect(str(root)), TOP1.get, resamples=100).groups.values()]
+    return [g.group.id for g in report.analyze(results.collect(str(root)), TOP1.get, resamples=100).groups.values()]

@@ -65,19 +65,6 @@ class Analysis:
     best_networks: Mapping[str, Tuple[significance.DatasetBest, ...]]  # by group slug
 
 
-def collect(output_dir: str) -> List[Dict[str, Any]]:
-    """Every run record under output_dir, however deep its output root lies below it.
-
-    Each root is read by results.collect (`<root>/<regime>/<dataset>/<model>/record.json`).
-    """
-    roots = set()
-    for folder, _, names in os.walk(output_dir):
-        root = os.path.dirname(os.path.dirname(os.path.dirname(folder)))
-        if results.RECORD_FILE in names and not os.path.relpath(root, output_dir).startswith(os.pardir):
-            roots.add(root)
-    return [record for root in sorted(roots) for record in results.collect(root)]
-
-
 def analyze(records: Sequence[Mapping[str, Any]], imagenet_top1: Callable[[str], Optional[float]],
             output_dir: str = "", resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
             protocol: Optional[str] = None) -> Analysis:
@@ -607,7 +594,7 @@ def report(output_dir: str, report_dir: Optional[str] = None,
     if not os.path.isdir(output_dir):
         raise ReportInputError(f"--output_dir {output_dir!r} is not a folder; pass the folder the "
                                "regime binaries wrote their runs to")
-    records = collect(output_dir)
+    records = results.collect(output_dir)
     if not records:
         raise ReportInputError(f"no run records under --output_dir {output_dir!r} (expected "
                                f"<output_dir>/<regime>/<dataset>/<model>/{results.RECORD_FILE})")

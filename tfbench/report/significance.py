@@ -142,18 +142,13 @@ def compare(dataset: str, metric: str, runs: Mapping[str, Sequence[Predictions]]
 
 
 def prediction_folders(output_dir: str) -> Dict[str, str]:
-    """The run folder of each stored predictions file under output_dir (at any depth), by the
-    digest its record names: how a record read elsewhere finds its file, wherever the runs moved.
-    Runs with byte-identical predictions share a digest, and either file serves both."""
+    """The run folder of each stored predictions file under output_dir, by the digest its record
+    names: how a record read elsewhere finds its file, wherever the runs moved. Runs with
+    byte-identical predictions share a digest, and either file serves both."""
     folders = {}
-    if not output_dir:
-        return folders
-    for folder, _, names in os.walk(output_dir):
-        if predictions.PREDICTIONS_FILE in names and results.RECORD_FILE in names:
-            try:
-                record = results.read_json(os.path.join(folder, results.RECORD_FILE))
-            except (results.CorruptRecordError, UnicodeDecodeError, OSError):
-                continue  # the report's reading of the records warns about it
+    for folder in results.run_folders(output_dir) if output_dir else ():
+        record = results.read_record(os.path.join(folder, results.RECORD_FILE))
+        if record is not None and os.path.exists(os.path.join(folder, predictions.PREDICTIONS_FILE)):
             digest = (record.get(predictions.RECORD_KEY) or {}).get("sha256")
             if digest:
                 folders.setdefault(digest, folder)
