@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from tfbench import settings, tuning
+from tfbench import grid_edges, settings, tuning
 from tfbench.settings import InvalidSettingError, TrainingSettings
 from tfbench.registry import UnknownNameError
 
@@ -98,18 +98,18 @@ def test_trial_identity_ignores_only_what_chooses_the_trials():
 def test_grid_edges(chosen, decays, edges):
     tried = [t.hyperparameters() for t in grid("grid", "finetune", learning_rates=[1e-3, 1e-2, 0.1],
                                                 weight_decays=decays)]
-    assert tuning.grid_edges(chosen, tried) == edges
+    assert grid_edges.edges(chosen, tried) == edges
 
 
 def test_a_hyperparameter_tried_at_one_value_is_no_edge():
-    assert tuning.grid_edges({"learning_rate": 0.1, "weight_decay": 0.0},
+    assert grid_edges.edges({"learning_rate": 0.1, "weight_decay": 0.0},
                              [{"learning_rate": 0.1, "weight_decay": 0.0}]) == {}
     record = {"hyperparameters": {"l2": 1e5}}
     messages = []
-    tuning.mark_grid_edges(record, {"l2": "largest"}, log=messages.append)
+    grid_edges.mark(record, {"l2": "largest"}, log=messages.append)
     assert record["at_grid_edge"] and record["grid_edges"] == {"l2": "largest"}
     assert len(messages) == 1 and "l2=1e+05 is the largest of its grid" in messages[0]
-    tuning.mark_grid_edges(record, {}, log=messages.append)
+    grid_edges.mark(record, {}, log=messages.append)
     assert not record["at_grid_edge"] and len(messages) == 1
 
 

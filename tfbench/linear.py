@@ -54,7 +54,7 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfbench import metrics, protocol
+from tfbench import grid_edges, metrics, protocol
 from tfbench.registry import Registry
 
 DEFAULT_TOLERANCE = 1e-3
@@ -631,10 +631,6 @@ def _keep_near(solutions: Dict[int, np.ndarray], best: int, latest: int) -> None
         del solutions[index]
 
 
-def _grid_edge(grid: np.ndarray, index: int) -> Optional[str]:
-    return "smallest" if index == 0 else "largest" if index == len(grid) - 1 else None
-
-
 def select_l2(train_features, train_labels, val_features, val_labels, *, metric: str,
               multi_label: bool = False, search: str = "fast", dtype="float32",
               tolerance: float = DEFAULT_TOLERANCE,
@@ -678,4 +674,4 @@ def select_l2(train_features, train_labels, val_features, val_labels, *, metric:
     if fit_tolerance > tolerance:
         chosen = _solve(problem, grid[best], solutions[best], tolerance, max_iterations)[1]
     return SearchResult(l2=chosen.l2, trials=tuple(trials[i] for i in sorted(trials)), fit=chosen,
-                        at_grid_edge=_grid_edge(grid, best))
+                        at_grid_edge=grid_edges.edge(grid[best], grid))

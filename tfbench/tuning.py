@@ -168,30 +168,3 @@ def trial_identity(experiment_config: Mapping[str, Any]) -> Dict[str, Any]:
     config["settings"] = {name: value for name, value in config["settings"].items()
                           if name not in SEARCH_CHOICE_SETTINGS}
     return config
-
-
-def grid_edges(chosen: Dict[str, float], tried: List[Dict[str, float]]) -> Dict[str, str]:
-    """Which chosen hyperparameters lie at an end of the values tried: {"name": "largest" |
-    "smallest"}. A hyperparameter tried at one value was not searched; 0 (none) is a real end
-    of a weight-decay grid, never a sign that the optimum lies beyond it."""
-    edges = {}
-    for name, value in chosen.items():
-        values = sorted({trial[name] for trial in tried})
-        if len(values) < 2 or value <= 0:
-            continue
-        if value == values[-1]:
-            edges[name] = "largest"
-        elif value == values[0]:
-            edges[name] = "smallest"
-    return edges
-
-
-def mark_grid_edges(record: Dict[str, Any], edges: Mapping[str, str],
-                    log: Callable[[str], None] = print) -> None:
-    """Set `at_grid_edge` / `grid_edges` on a finished record, warning once when at an edge."""
-    record["at_grid_edge"], record["grid_edges"] = bool(edges), dict(edges)
-    if edges:
-        listed = ", ".join(f"{name}={record['hyperparameters'][name]:.3g} is the {end} of its grid"
-                           for name, end in edges.items())
-        log(f"warning: the choice lies at the edge of its grid ({listed}); the optimum may lie "
-            "beyond it")

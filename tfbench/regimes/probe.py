@@ -40,7 +40,7 @@ def feature_components(experiment, split: str, precision: str) -> Dict[str, Any]
 def run(experiment, runtime) -> Dict[str, Any]:
     """Run the probe protocol for one experiment and return its finished record."""
 
-    from tfbench import backbones, devices, features, linear, metrics, predictions, results, runs, tuning
+    from tfbench import backbones, devices, features, grid_edges, linear, metrics, predictions, results, runs
 
     started = time.time()
     backbone_spec = backbones.spec(experiment.model)
@@ -115,7 +115,7 @@ def run(experiment, runtime) -> Dict[str, Any]:
     )
     record[predictions.RECORD_KEY] = predictions.write(
         experiment.run_dir(), predictions.Predictions.of(dataset_spec.metric, test.labels, test_scores))
-    tuning.mark_grid_edges(record, {"l2": selection.at_grid_edge} if selection.at_grid_edge else {})
+    grid_edges.mark(record, {"l2": selection.at_grid_edge} if selection.at_grid_edge else {})
     record["imagenet_top1"] = runs.imagenet_top1(experiment)
     record["skipped_images"] = getattr(dataset_spec, "skipped_images", 0)
     return results.finish(record, "ok",

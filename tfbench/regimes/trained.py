@@ -17,7 +17,7 @@ import os
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from tfbench import files, predictions, protocol, results, runs, tuning
+from tfbench import files, grid_edges, predictions, protocol, results, runs, tuning
 from tfbench.experiment import Experiment
 from tfbench.regimes.trainer import FINAL, Trainer, TrialTrainer, split_examples
 from tfbench.settings import Runtime
@@ -180,7 +180,7 @@ def conclude(experiment: Experiment, runtime: Runtime, trainer: Optional[Trainer
     record["hyperparameters"] = dict(best["hyperparameters"])
     record["validation_score"] = best["validation_score"]
     record[results.CHOSEN_CURVE] = best.get("validation_curve") or []
-    tuning.mark_grid_edges(record, tuning.grid_edges(
+    grid_edges.mark(record, grid_edges.edges(
         record["hyperparameters"], [trial["hyperparameters"] for trial in trial_records]), log)
     log(f"chosen on validation: {best['trial_id']} ({metric}={_format(best['validation_score'])}); "
         "retraining on trainval, scoring test")
