@@ -112,9 +112,9 @@ def test_overwrite_discards_finished_trials(tmp_path):
     trial = results.trial_path(experiment, "lr0.1_wd0")
     files.write_json_atomic(trial, {"status": "ok", "experiment": experiment.to_dict()})
     calls = []
-    runs.execute(experiment, _fake_run(calls), Runtime(), overwrite=False)
+    runs.run_experiment(experiment, _fake_run(calls), Runtime(), overwrite=False)
     assert os.path.exists(trial)  # a normal run keeps them (resume)
-    runs.execute(experiment, _fake_run(calls), Runtime(), overwrite=True)
+    runs.run_experiment(experiment, _fake_run(calls), Runtime(), overwrite=True)
     assert not os.path.exists(trial) and calls == ["tiny", "tiny"]
 
 

@@ -52,8 +52,8 @@ def test_select_uses_validation_only_and_skips_diverged():
         {"status": "ok", "validation_score": 0.7, "test_score": 0.1, "trial_id": "c"},
         {"status": "ok", "validation_score": 0.7, "test_score": 0.2, "trial_id": "d"},  # tie: earlier wins
     ]
-    assert tuning.select(records)["trial_id"] == "c"
-    assert tuning.select([records[1]]) is None
+    assert tuning.best_trial(records)["trial_id"] == "c"
+    assert tuning.best_trial([records[1]]) is None
 
 
 def test_given_grid_is_the_cross_product_and_needs_both_lists():
@@ -119,10 +119,10 @@ def test_hyperrule_chooses_bits_schedule_by_training_set_size(examples, bit_step
     # BiT-HyperRule (Kolesnikov et al. 2020, section 3.3): < 20k examples 500 steps, < 500k 10k,
     # else 20k; learning rate 0.003 at batch 512, scaled with the batch; no weight decay.
     at_paper_length = tuning.trials(TrainingSettings(search="hyperrule", train_steps=20_000), "finetune",
-                                    tuning.DataSize(batch_size=256, train_examples=examples))
+                                    tuning.SearchContext(batch_size=256, train_examples=examples))
     assert at_paper_length == [tuning.Trial(0.0015, 0.0, train_steps=bit_steps)]
     shortened = tuning.trials(TrainingSettings(search="hyperrule", train_steps=400), "finetune",
-                              tuning.DataSize(batch_size=512, train_examples=examples))
+                              tuning.SearchContext(batch_size=512, train_examples=examples))
     assert shortened == [tuning.Trial(0.003, 0.0, train_steps=bit_steps // 50)]
 
 

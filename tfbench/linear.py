@@ -121,7 +121,7 @@ def decision_scores(result: FitResult, features) -> np.ndarray:
     return features @ result.weights + result.bias
 
 
-def predict(result: FitResult, features) -> np.ndarray:
+def predicted_labels(result: FitResult, features) -> np.ndarray:
     """Class ids [N] (single-label) or 0/1 presence [N, K] (multi-label, score > 0)."""
     scores = decision_scores(result, features)
     if result.multi_label:
@@ -608,9 +608,10 @@ class L2Search:
     screening_tolerance: Optional[float] = None
 
 
-L2_SEARCHES: Registry[L2Search] = Registry("l2 search")
-L2_SEARCHES.register("fast", L2Search(_fast_schedule, screening_tolerance=SCREENING_TOLERANCE))
-L2_SEARCHES.register("paper", L2Search(_paper_schedule))
+# The searches settings.L2_SEARCHES names, each as the schedule that walks the grid.
+L2_SCHEDULES: Registry[L2Search] = Registry("l2 search")
+L2_SCHEDULES.register("fast", L2Search(_fast_schedule, screening_tolerance=SCREENING_TOLERANCE))
+L2_SCHEDULES.register("paper", L2Search(_paper_schedule))
 
 
 def _path_start(problem: _Problem, solutions: Dict[int, np.ndarray], index: int) -> np.ndarray:
@@ -644,7 +645,7 @@ def select_l2(train_features, train_labels, val_features, val_labels, *, metric:
     same gradient tolerance as a cold fit: warm starts change the cost, not the answer.
     Refit the chosen value on train + val with ``refit``.
     """
-    l2_search = L2_SEARCHES.get(search)
+    l2_search = L2_SCHEDULES.get(search)
     metrics.METRICS.get(metric)
     fit_tolerance = max(tolerance, l2_search.screening_tolerance or tolerance)
     grid = np.asarray(protocol.PROBE_L2_GRID, dtype=np.float64)

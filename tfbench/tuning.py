@@ -112,21 +112,21 @@ def halving_rung_trials(settings: TrainingSettings, rung: int, previous: Sequenc
 
 
 @dataclasses.dataclass(frozen=True)
-class DataSize:
+class SearchContext:
     """What a search may need to know of the run besides its settings (hyperrule does)."""
 
     batch_size: int = protocol.BATCH_SIZE
     train_examples: Optional[int] = None
 
 
-def _hyperrule(settings: TrainingSettings, size: DataSize) -> List[Trial]:
+def _hyperrule(settings: TrainingSettings, size: SearchContext) -> List[Trial]:
     if size.train_examples is None:
         raise ValueError("search 'hyperrule' needs the training split's size")
     return [Trial(hyperrule.learning_rate(size.batch_size), hyperrule.WEIGHT_DECAY,
                   train_steps=hyperrule.train_steps(size.train_examples, settings.train_steps))]
 
 
-SEARCH_TRIALS: Registry[Callable[[TrainingSettings, str, DataSize], List[Trial]]] = Registry(
+SEARCH_TRIALS: Registry[Callable[[TrainingSettings, str, SearchContext], List[Trial]]] = Registry(
     "search", "valid: " + ", ".join(SEARCHES))
 SEARCH_TRIALS.register("paper", lambda settings, regime, size: _cross(*protocol.PAPER_GRIDS[regime]))
 SEARCH_TRIALS.register("small", lambda settings, regime, size: _cross(*SMALL_GRIDS[regime]))
@@ -138,7 +138,7 @@ SEARCH_TRIALS.register("halving", lambda settings, regime, size: _halving_first_
 SEARCH_TRIALS.register("hyperrule", lambda settings, regime, size: _hyperrule(settings, size))
 
 
-def trials(settings: TrainingSettings, regime: str, size: DataSize = DataSize()) -> List[Trial]:
+def trials(settings: TrainingSettings, regime: str, size: SearchContext = SearchContext()) -> List[Trial]:
     """The trials of `settings.search` for regime "finetune" or "scratch", in grid order; for
     "halving", its first rung's."""
     if regime not in TRAINED_REGIMES:
@@ -147,7 +147,7 @@ def trials(settings: TrainingSettings, regime: str, size: DataSize = DataSize())
     return SEARCH_TRIALS.get(settings.search)(settings, regime, size)
 
 
-def select(trial_records: Sequence[Mapping[str, Any]]) -> Optional[Mapping[str, Any]]:
+def best_trial(trial_records: Sequence[Mapping[str, Any]]) -> Optional[Mapping[str, Any]]:
     """The trial with the best validation score among those that finished "ok".
 
     Reads only each record's "status" and "validation_score"; ties go to the earlier trial in grid

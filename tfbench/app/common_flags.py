@@ -245,7 +245,7 @@ def main(regime: str, settings_from_flags: Callable[[], Any],
         errors = runs.user_errors()
         try:  # names and settings first: a typo answers before TensorFlow is imported
             experiment = experiment_from_flags(regime, settings_from_flags())
-            outcome = runs.execute(experiment, run, runtime(), overwrite=FLAGS.overwrite,
+            outcome = runs.run_experiment(experiment, run, runtime(), overwrite=FLAGS.overwrite,
                                    user_errors=errors)
         except errors as error:
             fail(str(error))

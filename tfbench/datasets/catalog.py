@@ -16,9 +16,9 @@ import glob
 import os
 from typing import List, Optional, Tuple
 
+from tfbench import metrics
 from tfbench.registry import Registry
 
-METRICS = ("top1", "mean_per_class", "map11")
 SOURCES = ("tfds", "tfbench_tfds", "sklearn_digits", "fashion_mnist", "folder")
 HELD_OUT_FRACTION = 0.2
 SPLIT_SEED = 0
@@ -70,7 +70,7 @@ class DatasetSpec:
     notes: str = ""
 
     def __post_init__(self):
-        for field, value, choices in (("metric", self.metric, METRICS), ("source", self.source, SOURCES)):
+        for field, value, choices in (("metric", self.metric, metrics.names()), ("source", self.source, SOURCES)):
             if value not in choices:
                 raise ValueError(
                     f"{self.name}: unknown {field} {value!r}; valid choices: {', '.join(choices)}"

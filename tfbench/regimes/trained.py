@@ -66,7 +66,7 @@ def trials(experiment: Experiment) -> List[tuning.Trial]:
     others follow from records: `rungs`). Hyperrule reads the training split's size."""
     settings = experiment.settings
     examples = split_examples(experiment, "train") if settings.search == "hyperrule" else None
-    return tuning.trials(settings, experiment.regime, tuning.DataSize(experiment.batch_size, examples))
+    return tuning.trials(settings, experiment.regime, tuning.SearchContext(experiment.batch_size, examples))
 
 
 def rung_count(experiment: Experiment) -> int:
@@ -174,7 +174,7 @@ def conclude(experiment: Experiment, runtime: Runtime, trainer: Optional[Trainer
     record["trials"] = [_trial_summary(trial) for trial in trial_records]
     record["timings"]["search_seconds"] = sum(t["timings"].get("wall_seconds") or 0.0 for t in trial_records)
     record["total_train_steps"] = _steps(trial_records)
-    best = tuning.select(competing)
+    best = tuning.best_trial(competing)
     if best is None:
         return results.finish(record, "diverged", f"all {len(competing)} trials diverged")
     record["hyperparameters"] = dict(best["hyperparameters"])

@@ -28,10 +28,10 @@ from tfbench import files, results
 from tfbench.report import convergence, data_size, finetune_vs_scratch, significance, size_split
 from tfbench.report.analysis import (GroupAnalysis, ImageNetTop1, ScoreTable, analyze_group, display_names,
                               imagenet_top1_of_models)
-from tfbench.report.comparisons import Comparison, NotDrawn, Outcome, compare
+from tfbench.report.comparisons import Comparison, NotDrawn, ComparisonOutcome, compare
 from tfbench.report.correlation import BOOTSTRAP_RESAMPLES, CONFIDENCE, LOGIT_EPS, MIN_MODELS
 from tfbench.experiment import path_component
-from tfbench.report.protocol_groups import UnknownProtocolError, differing_settings, group_records, select
+from tfbench.report.protocol_groups import UnknownProtocolError, differing_settings, group_records, select_protocol
 
 HEADLINE_MIN_MODELS = 5  # below this, r says little and the paired comparisons lead the summary
 PAPER_NETWORKS = 16
@@ -59,7 +59,7 @@ class Analysis:
     top1: Mapping[str, ImageNetTop1]  # by model
     labels: Mapping[str, str]  # model -> display name
     differing: Mapping[str, Mapping[str, Mapping[str, str]]]  # regime -> setting -> slug -> value
-    comparisons: Tuple[Outcome, ...]
+    comparisons: Tuple[ComparisonOutcome, ...]
     resamples: int
     seed: int
     best_networks: Mapping[str, Tuple[significance.DatasetBest, ...]]  # by group slug
@@ -73,7 +73,7 @@ def analyze(records: Sequence[Mapping[str, Any]], imagenet_top1: Callable[[str],
     groups = group_records(records)
     if protocol is not None:
         try:
-            groups = select(groups, protocol)
+            groups = select_protocol(groups, protocol)
         except UnknownProtocolError as error:
             raise ReportInputError(f"--protocol: {error}") from None
     kept = [r for g in groups for r in g.records]
@@ -441,7 +441,7 @@ def report_markdown(analysis: Analysis) -> str:
     return "\n".join(parts)
 
 
-def data_size_of(analysis: Analysis) -> data_size.DataSize:
+def data_size_of(analysis: Analysis) -> data_size.DataSizeAnalysis:
     """Score against training-set size over every group's records (tfbench.report.data_size)."""
     return data_size.analyze([r for g in analysis.groups.values() for r in g.group.records])
 

@@ -148,7 +148,7 @@ class NotDrawn:
         return f"{self.kind.title}: not drawn: {self.reason}."
 
 
-Outcome = Union[Comparison, NotDrawn]
+ComparisonOutcome = Union[Comparison, NotDrawn]
 
 
 def _side_state(g: GroupAnalysis, model: str, dataset: str) -> str:
@@ -193,10 +193,10 @@ def _different_training_sets(a: ProtocolGroup, b: ProtocolGroup) -> Optional[str
         f"{a.slug} trains on {sizes[0]} and {b.slug} on {sizes[1]} examples per class")
 
 
-def compare(groups: Sequence[GroupAnalysis]) -> List[Outcome]:
+def compare(groups: Sequence[GroupAnalysis]) -> List[ComparisonOutcome]:
     """Every comparison of KINDS the groups allow, each compatible pair of groups once; a kind
     that none allows becomes a NotDrawn naming the runs it lacks."""
-    outcomes: List[Outcome] = []
+    outcomes: List[ComparisonOutcome] = []
     for kind in KINDS:
         firsts = [g for g in groups if kind.first_side(g)]
         seconds = [g for g in groups if kind.second_side(g)]

@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from tfbench import results
-from tfbench.report.comparisons import FINETUNE_VS_SCRATCH, Comparison, NotDrawn, Outcome
+from tfbench.report.comparisons import FINETUNE_VS_SCRATCH, Comparison, NotDrawn, ComparisonOutcome
 
 FRACTIONS = (0.90, 0.95)
 MIN_POINTS = 3
@@ -130,7 +130,7 @@ def curve_of(record: Mapping[str, Any]) -> Optional[Curve]:
     return Curve(tuple(sorted((int(step), float(score)) for step, score in points)))
 
 
-def converge(outcomes: Sequence[Outcome]) -> List[ConvergenceOutcome]:
+def converge(outcomes: Sequence[ComparisonOutcome]) -> List[ConvergenceOutcome]:
     """The convergence of every fine-tune vs scratch comparison among `outcomes` (those the report
     drew, tfbench.report.comparisons.compare); one that could not be drawn stays a NotDrawn with its reason."""
     return [_pair(o) if isinstance(o, Comparison) else o for o in outcomes if o.kind is FINETUNE_VS_SCRATCH]

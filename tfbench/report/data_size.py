@@ -55,7 +55,7 @@ class DatasetCurves:
 
 
 @dataclass(frozen=True)
-class DataSize:
+class DataSizeAnalysis:
     curves: Tuple[DatasetCurves, ...]
     missing: Optional[str]  # why nothing is drawn, or None
 
@@ -78,14 +78,14 @@ def _lines(records: Sequence[Mapping[str, Any]]) -> Dict[int, Tuple[str, str]]:
             for rid, (regime, pid) in keys.items()}
 
 
-def analyze(records: Sequence[Mapping[str, Any]]) -> DataSize:
+def analyze(records: Sequence[Mapping[str, Any]]) -> DataSizeAnalysis:
     """The curves of every dataset that has at least one ok run on a training subset."""
     ok = [r for r in records if r.get("status") == "ok" and r.get("test_score") is not None
           and r["experiment"].get("settings", {}).get("init") != "random"]
     subset_datasets = sorted({r["experiment"]["dataset"] for r in ok
                               if r["experiment"].get(TRAIN_SUBSET_FIELD) is not None})
     if not subset_datasets:
-        return DataSize((), "no ok run on a training subset (--train_examples_per_class=N; "
+        return DataSizeAnalysis((), "no ok run on a training subset (--train_examples_per_class=N; "
                             "flags/data_size.flags runs the paper's sizes)")
     lines = _lines(ok)
     curves = []
@@ -102,7 +102,7 @@ def analyze(records: Sequence[Mapping[str, Any]]) -> DataSize:
         order = sorted(regimes, key=lambda l: (REGIMES.index(regimes[l]) if regimes[l] in REGIMES else len(REGIMES), l))
         curves.append(DatasetCurves(dataset, metric or "", tuple(sizes), tuple(order), regimes,
                                     {cell: float(np.mean(values)) for cell, values in cells.items()}))
-    return DataSize(tuple(curves), None)
+    return DataSizeAnalysis(tuple(curves), None)
 
 
 def _percent(value: Optional[float]) -> str:
@@ -147,7 +147,7 @@ def gap_rows(curves: DatasetCurves) -> List[Dict[str, str]]:
     return rows
 
 
-def markdown(data_size: DataSize, figure_file: str, table: Any) -> str:
+def markdown(data_size: DataSizeAnalysis, figure_file: str, table: Any) -> str:
     """The report's section; `table` renders rows as a markdown table (report.markdown_table)."""
     parts = ["## Score against training-set size (the paper's Figure 9)\n"]
     if data_size.missing:
@@ -164,7 +164,7 @@ def markdown(data_size: DataSize, figure_file: str, table: Any) -> str:
     return "\n".join(parts)
 
 
-def figure(data_size: DataSize):
+def figure(data_size: DataSizeAnalysis):
     """One panel per dataset: mean score (%) against examples per class (log x), a line per
     regime; the whole training set is drawn at FULL_POSITION x the largest subset, ticked "all"."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from tfbench.report.analysis import GroupAnalysis
-from tfbench.report.comparisons import FINETUNE_VS_SCRATCH, Comparison, Outcome
+from tfbench.report.comparisons import FINETUNE_VS_SCRATCH, Comparison, ComparisonOutcome
 
 FILE_STEM = "finetune_vs_scratch_per_dataset"
 MISSING = "-"
@@ -130,7 +130,7 @@ def _lacking(present: GroupAnalysis, other_regime: str) -> str:
             f"(to pair with {group.slug})")
 
 
-def per_dataset(outcomes: Iterable[Outcome], groups: Iterable[GroupAnalysis]) -> FinetuneVsScratch:
+def per_dataset(outcomes: Iterable[ComparisonOutcome], groups: Iterable[GroupAnalysis]) -> FinetuneVsScratch:
     """The per-dataset view of the fine-tune vs scratch outcomes of tfbench.report.comparisons.compare."""
     mine = [o for o in outcomes if o.kind is FINETUNE_VS_SCRATCH]
     drawn = [o for o in mine if isinstance(o, Comparison)]

@@ -155,7 +155,7 @@ def prediction_folders(output_dir: str) -> Dict[str, str]:
     return folders
 
 
-def analyze_group(group: ProtocolGroup, folders: Mapping[str, str], resamples: int = RESAMPLES,
+def group_best_networks(group: ProtocolGroup, folders: Mapping[str, str], resamples: int = RESAMPLES,
                   seed: int = 0) -> Tuple[DatasetBest, ...]:
     """Per dataset of the group's ok runs: the best network and the others against it."""
     by_dataset: Dict[str, Dict[str, List[Mapping[str, Any]]]] = {}
@@ -189,7 +189,7 @@ def analyze(groups: Sequence[ProtocolGroup], output_dir: str, resamples: int = R
             seed: int = 0) -> Dict[str, Tuple[DatasetBest, ...]]:
     """Every group's best networks, by group slug, from the predictions stored under output_dir."""
     folders = prediction_folders(output_dir)
-    return {group.slug: analyze_group(group, folders, resamples, seed) for group in groups}
+    return {group.slug: group_best_networks(group, folders, resamples, seed) for group in groups}
 
 
 def method_note(resamples: int, seed: int) -> str:

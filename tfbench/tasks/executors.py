@@ -36,7 +36,7 @@ class ExecutorError(RuntimeError):
 
 
 @dataclasses.dataclass(frozen=True)
-class Outcome:
+class TaskOutcome:
     """What happened to one task: ran, skipped (finished earlier), failed, or busy (another driver
     holds its lock: not final); where, and how long it took."""
 
@@ -49,31 +49,31 @@ class Outcome:
 
 
 def run_task(task: Task, stale_after: float = locks.STALE_AFTER_SECONDS,
-             heartbeat_seconds: float = locks.HEARTBEAT_SECONDS) -> Outcome:
+             heartbeat_seconds: float = locks.HEARTBEAT_SECONDS) -> TaskOutcome:
     """Run one task under its lock unless it is finished; what every executor's worker calls."""
     where = {"host": socket.gethostname(), "pid": os.getpid()}
     if finished(task):
-        return Outcome(task.key, "skipped", **where)
+        return TaskOutcome(task.key, "skipped", **where)
     lock = locks.acquire(locks.lock_path(task.record), stale_after=stale_after,
                          heartbeat_seconds=heartbeat_seconds)
     if lock is None:
         owner = locks.read_owner(locks.lock_path(task.record)) or {}
-        return Outcome(task.key, "busy", reason=f"running elsewhere ({owner.get('host')}:{owner.get('pid')})",
+        return TaskOutcome(task.key, "busy", reason=f"running elsewhere ({owner.get('host')}:{owner.get('pid')})",
                        **where)
     with lock:
         if finished(task):  # finished by another driver between our check and the lock
-            return Outcome(task.key, "skipped", **where)
+            return TaskOutcome(task.key, "skipped", **where)
         started = time.perf_counter()
         try:
             task.call()
         except Exception as error:  # reported; the task's own record (if any) keeps the details
-            return Outcome(task.key, "failed", time.perf_counter() - started,
+            return TaskOutcome(task.key, "failed", time.perf_counter() - started,
                            f"{type(error).__name__}: {error}", **where)
         seconds = time.perf_counter() - started
     if finished(task):
-        return Outcome(task.key, "ran", seconds, **where)
+        return TaskOutcome(task.key, "ran", seconds, **where)
     record = read_record(task.record) or {}
-    return Outcome(task.key, "failed", seconds,
+    return TaskOutcome(task.key, "failed", seconds,
                    record.get("reason") or f"ended without a finished record at {task.record}", **where)
 
 
@@ -107,7 +107,7 @@ class LocalExecutor(_Executor):
     def submit(self, task: Task, position: int) -> None:
         heapq.heappush(self._queue, (position, task))
 
-    def next_outcome(self) -> Outcome:
+    def next_outcome(self) -> TaskOutcome:
         return run_task(heapq.heappop(self._queue)[1], *self._lock_timing)
 
     def close(self) -> None:
@@ -156,7 +156,7 @@ class RayExecutor(_Executor):
     def submit(self, task: Task, position: int) -> None:
         self._pending[self._remote.remote(task, *self._lock_timing)] = task
 
-    def next_outcome(self) -> Outcome:
+    def next_outcome(self) -> TaskOutcome:
         ray = self._ray
         (ref,), _ = ray.wait(list(self._pending), num_returns=1)
         task = self._pending.pop(ref)
@@ -164,7 +164,7 @@ class RayExecutor(_Executor):
             return ray.get(ref)
         except ray.exceptions.RayError as error:  # the worker died more often than max_retries
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            return Outcome(task.key, "failed", reason=f"{type(error).__name__}: {reason}")
+            return TaskOutcome(task.key, "failed", reason=f"{type(error).__name__}: {reason}")
 
     def close(self) -> None:
         for ref in self._pending:
@@ -178,7 +178,7 @@ class RayExecutor(_Executor):
 class Summary:
     """Every selected task's outcome, and the tasks left waiting for needs that are not finished."""
 
-    outcomes: Dict[str, Outcome] = dataclasses.field(default_factory=dict)
+    outcomes: Dict[str, TaskOutcome] = dataclasses.field(default_factory=dict)
     waiting: Dict[str, List[str]] = dataclasses.field(default_factory=dict)
 
     def count(self, status: str) -> int:
@@ -215,7 +215,7 @@ def _failed(task: Task) -> bool:
 
 def execute(plan: Plan, tasks: Sequence[Task], executor, log: Callable[[str], None] = print,
             poll_seconds: float = 10.0, wait_for_needs: float = 0.0,
-            on_outcome: Optional[Callable[[Task, Outcome], None]] = None) -> Summary:
+            on_outcome: Optional[Callable[[Task, TaskOutcome], None]] = None) -> Summary:
     """Run `tasks` (a part of `plan`, say one shard) on `executor` as their needs are met; the
     caller closes the executor (`with LocalExecutor() as executor:`).
 
