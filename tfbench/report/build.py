@@ -25,17 +25,17 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 from tfbench import files, results
+from tfbench.report.cells import fixed, percent, text
 from tfbench.report import convergence, data_size, finetune_vs_scratch, significance, size_split
 from tfbench.report.analysis import (GroupAnalysis, ImageNetTop1, ScoreTable, analyze_group, display_names,
                               imagenet_top1_of_models)
-from tfbench.report.comparisons import Comparison, NotDrawn, ComparisonOutcome, compare
+from tfbench.report.comparisons import Comparison, ComparisonOutcome, NotDrawn, compare
 from tfbench.report.correlation import BOOTSTRAP_RESAMPLES, CONFIDENCE, LOGIT_EPS, MIN_MODELS
 from tfbench.experiment import path_component
 from tfbench.report.protocol_groups import UnknownProtocolError, differing_settings, group_records, select_protocol
 
 HEADLINE_MIN_MODELS = 5  # below this, r says little and the paired comparisons lead the summary
 PAPER_NETWORKS = 16
-MISSING = "-"
 EDGE_MARK = "\u2020"  # dagger
 FIGURE_FILE = "figure1.png"
 DATA_SIZE_FIGURE = "data_size.png"
@@ -110,25 +110,13 @@ def registered_imagenet_top1(model: str) -> Optional[float]:
 # Tables
 
 
-def _percent(value: Optional[float]) -> str:
-    return MISSING if value is None else f"{100.0 * value:.1f}"
-
-
-def _log_odds(value: Optional[float]) -> str:
-    return MISSING if value is None else f"{value:.3f}"
-
-
-def _r(value: Optional[float]) -> str:
-    return MISSING if value is None else f"{value:.2f}"
-
-
 def score_rows(table: ScoreTable, labels: Mapping[str, str]) -> List[Dict[str, str]]:
     """Rows of the score table in percent with one decimal; a missing run is MISSING, a score
     chosen at a grid edge carries EDGE_MARK, a mean over seeds its sd ("65.0 ± 7.1")."""
     def cell(model: str, dataset: str) -> str:
         mark = EDGE_MARK if (model, dataset) in table.grid_edges else ""
         sd = table.sd(model, dataset)
-        return _percent(table.score(model, dataset)) + ("" if sd is None else f" \u00b1 {100.0 * sd:.1f}") + mark
+        return percent(table.score(model, dataset)) + ("" if sd is None else f" \u00b1 {100.0 * sd:.1f}") + mark
 
     return [{"model": labels.get(model, model),
              **{f"{d} ({table.metrics[d]}, %)": cell(model, d) for d in table.datasets}}
@@ -154,22 +142,22 @@ def table_notes(table: ScoreTable, labels: Mapping[str, str]) -> List[str]:
 
 
 def transfer_rows(group: GroupAnalysis) -> List[Dict[str, str]]:
-    return [{"model": m.label, "ImageNet top-1 (%)": _percent(m.imagenet_top1),
-             "mean log odds": _log_odds(m.mean_log_odds) + (
+    return [{"model": m.label, "ImageNet top-1 (%)": percent(m.imagenet_top1),
+             "mean log odds": fixed(m.mean_log_odds, 3) + (
                  "" if m.seed_sd is None else f" \u00b1 {m.seed_sd:.3f}"),
              "in r": "yes" if m.excluded is None else f"no: {m.excluded}"} for m in group.models]
 
 
 def per_dataset_rows(group: GroupAnalysis) -> List[Dict[str, str]]:
-    return [{"dataset": d, "metric": group.table.metrics[d], "n": str(c.n), "r": _r(c.r),
+    return [{"dataset": d, "metric": group.table.metrics[d], "n": str(c.n), "r": fixed(c.r, 2),
              "95% interval": c.interval()}
             for d, c in group.per_dataset.items()]
 
 
 def correlation_rows(analysis: Analysis) -> List[Dict[str, str]]:
     return [{"group": slug, "regime": g.group.regime, "protocol": f"{g.group.name} [{g.group.id}]",
-             "n models": str(g.correlation.n), "r (this run)": _r(g.correlation.r),
-             "95% bootstrap interval": g.correlation.interval(), "paper's r": _r(g.paper_r)}
+             "n models": str(g.correlation.n), "r (this run)": fixed(g.correlation.r, 2),
+             "95% bootstrap interval": g.correlation.interval(), "paper's r": fixed(g.paper_r, 2)}
             for slug, g in analysis.groups.items()]
 
 
@@ -203,19 +191,19 @@ def differing_lines(analysis: Analysis) -> List[str]:
 
 def top1_rows(analysis: Analysis) -> List[Dict[str, str]]:
     return [{"model": model, "shown as": analysis.labels.get(model, model),
-             "ImageNet top-1 (%)": _percent(top1.value), "kind": top1.kind(), "source": top1.source}
+             "ImageNet top-1 (%)": percent(top1.value), "kind": top1.kind(), "source": top1.source}
             for model, top1 in sorted(analysis.top1.items())]
 
 
 def comparison_rows(comparison: Comparison, labels: Mapping[str, str]) -> List[Dict[str, str]]:
     kind = comparison.kind
     return [{"model": labels.get(p.model, p.model), "dataset": p.dataset,
-             f"{kind.first} (%)": _percent(p.first), f"{kind.second} (%)": _percent(p.second),
+             f"{kind.first} (%)": percent(p.first), f"{kind.second} (%)": percent(p.second),
              "difference (points)": f"{100.0 * (p.first - p.second):+.1f}"} for p in comparison.pairs]
 
 
 def failure_rows(analysis: Analysis) -> List[Dict[str, str]]:
-    return [{k: MISSING if v is None else str(v) for k, v in row.items()} for row in analysis.failures]
+    return [{k: text(v) for k, v in row.items()} for row in analysis.failures]
 
 
 def markdown_table(rows: Sequence[Mapping[str, str]]) -> str:

@@ -35,14 +35,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from tfbench import results
-from tfbench.report.comparisons import FINETUNE_VS_SCRATCH, Comparison, NotDrawn, ComparisonOutcome
+from tfbench.report.cells import MISSING, fixed, percent
+from tfbench.report.comparisons import FINETUNE_VS_SCRATCH, Comparison, ComparisonOutcome, NotDrawn
 
 FRACTIONS = (0.90, 0.95)
 MIN_POINTS = 3
 ROUNDING = 1e-9  # scores are fractions of examples; far finer than any example's share
 SIDE_NAMES = {"finetune": "fine-tuned", "scratch": "from scratch"}
 FIRST_POINT_MARK = "<="  # the step is an upper bound: the curve was there at its first logged point
-MISSING = "-"
 METHOD = (
     "Each run's curve is the validation score of the trial it chose, logged every --eval_every steps "
     "of training on train, the last point at the end. Final: that last point. Steps to 90% / 95%: the "
@@ -176,14 +176,14 @@ def table_rows(outcome: Convergence, labels: Mapping[str, str]) -> List[Dict[str
     rows = []
     for r in outcome.rows:
         row = {"model": labels.get(r.model, r.model), "dataset": r.dataset, "seed": str(r.seed),
-               "final, fine-tuned (%)": f"{100 * r.finetune.final:.1f}",
-               "final, from scratch (%)": f"{100 * r.scratch.final:.1f}"}
+               "final, fine-tuned (%)": percent(r.finetune.final),
+               "final, from scratch (%)": percent(r.scratch.final)}
         for fraction in FRACTIONS:
             ratio = r.ratio(fraction)
-            percent = f"{100 * fraction:.0f}%"
-            row.update({f"steps to {percent}, fine-tuned": steps(r.finetune, fraction),
-                        f"steps to {percent}, from scratch": steps(r.scratch, fraction),
-                        f"ratio at {percent}": MISSING if ratio is None else f"{ratio:.2f}"})
+            share = f"{100 * fraction:.0f}%"
+            row.update({f"steps to {share}, fine-tuned": steps(r.finetune, fraction),
+                        f"steps to {share}, from scratch": steps(r.scratch, fraction),
+                        f"ratio at {share}": fixed(ratio, 2)})
         rows.append(row)
     if all(r.seed == 0 for r in outcome.rows):
         for row in rows:

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from tfbench.report.cells import percent
 from tfbench.report.protocol_groups import TRAIN_SUBSET_FIELD, protocol_id, protocol_key, protocol_name
 from tfbench.settings import REGIMES
 
@@ -105,14 +106,10 @@ def analyze(records: Sequence[Mapping[str, Any]]) -> DataSizeAnalysis:
     return DataSizeAnalysis(tuple(curves), None)
 
 
-def _percent(value: Optional[float]) -> str:
-    return "-" if value is None else f"{100.0 * value:.1f}"
-
-
 def mean_rows(curves: DatasetCurves) -> List[Dict[str, str]]:
     """Examples per class x line: mean test score (%) over networks, with how many."""
     return [{"examples per class": size_label(size),
-             **{f"{line} (%)": (f"{_percent(curves.mean(line, size))} (n={len(curves.models(line, size))})"
+             **{f"{line} (%)": (f"{percent(curves.mean(line, size))} (n={len(curves.models(line, size))})"
                                 if curves.models(line, size) else "-") for line in curves.lines}}
             for size in curves.sizes]
 
@@ -121,7 +118,7 @@ def model_rows(curves: DatasetCurves) -> List[Dict[str, str]]:
     """Per network: its score (%) for every line and size."""
     models = sorted({m for _, _, m in curves.scores})
     return [{"model": model,
-             **{f"{line} @ {size_label(size)}": _percent(curves.scores.get((line, size, model)))
+             **{f"{line} @ {size_label(size)}": percent(curves.scores.get((line, size, model)))
                 for line in curves.lines for size in curves.sizes}}
             for model in models]
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from tfbench.report.analysis import GroupAnalysis
+from tfbench.report.cells import MISSING, percent
 from tfbench.report.comparisons import FINETUNE_VS_SCRATCH, Comparison, ComparisonOutcome
 
 FILE_STEM = "finetune_vs_scratch_per_dataset"
-MISSING = "-"
 
 
 @dataclass(frozen=True)
@@ -49,9 +49,6 @@ class PerDataset:
     def rows(self) -> List[Dict[str, str]]:
         """One row per network (its scores on each dataset, fine-tuned / from scratch), then the mean
         gap and the count of networks fine-tuning wins, per dataset."""
-        def percent(value: Optional[float]) -> str:
-            return MISSING if value is None else f"{100.0 * value:.1f}"
-
         metrics = self.comparison.first.table.metrics
         columns = {d: f"{d} ({metrics[d]}): fine-tuned / scratch (%)" for d in self.by_dataset}
         rows = []

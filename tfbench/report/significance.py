@@ -31,6 +31,7 @@ from scipy import stats
 
 from tfbench import predictions, results
 from tfbench.predictions import Predictions
+from tfbench.report.cells import MISSING, percent
 from tfbench.report.protocol_groups import ProtocolGroup
 
 RESAMPLES = 1000
@@ -201,10 +202,6 @@ def method_note(resamples: int, seed: int) -> str:
             f"established. Intervals are {100 * CONFIDENCE:.0f}% percentile intervals.")
 
 
-def _percent(value: float) -> str:
-    return f"{100.0 * value:.1f}"
-
-
 def rows(verdicts: Sequence[DatasetBest], labels: Mapping[str, str]) -> List[Dict[str, str]]:
     """One row per dataset: the best network, those not significantly worse (with p), the others
     and the networks not compared."""
@@ -213,11 +210,11 @@ def rows(verdicts: Sequence[DatasetBest], labels: Mapping[str, str]) -> List[Dic
 
     out = []
     for verdict in verdicts:
-        best = "-" if verdict.best is None else f"{named(verdict.best)} ({_percent(verdict.score)})"
+        best = MISSING if verdict.best is None else f"{named(verdict.best)} ({percent(verdict.score)})"
         out.append({
             "dataset": verdict.dataset, "metric": verdict.metric, "best (%)": best,
             f"not significantly worse (p >= {ALPHA:g})": ", ".join(
-                f"{named(r.model)} ({_percent(r.score)}, p={r.p_value:.2f})"
+                f"{named(r.model)} ({percent(r.score)}, p={r.p_value:.2f})"
                 for r in verdict.not_significantly_worse()) or "none",
             "significantly worse": ", ".join(named(r.model) for r in verdict.significantly_worse()) or "none",
             "not compared": "; ".join(
