@@ -40,7 +40,6 @@ setup(
         # The report's statistics (Pearson r, bootstrap resampling) come from scipy.stats, which
         # a reviewer can trust without reading tfbench's own version of them.
         "scipy>=1.15",
-        "tqdm>=4.66",
         # Per-trial scalars and the HParams dashboard summaries (TF 2.21 no longer pulls it in).
         "tensorboard~=2.21",
     ],

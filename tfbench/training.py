@@ -31,6 +31,7 @@ import numpy as np
 from tfbench import files, protocol
 from tfbench.classifier import kernels
 from tfbench.devices import is_chief, precision_policy
+from tfbench.progress import Progress
 from tfbench.settings import Runtime
 
 CURVE_FILE = "validation_curve.json"  # beside the checkpoints, so a resumed run keeps its curve
@@ -167,12 +168,8 @@ def train(model_fn: Callable[[], Any], train_batches: Callable[[int], Any], conf
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     iterator = iter(strategy.experimental_distribute_dataset(dataset.with_options(options)))
 
-    progress = None
-    if runtime.verbose and chief:
-        import keras
-
-        progress = keras.utils.Progbar(config.train_steps, stateful_metrics=["loss", "lr", "img/s"])
-        progress.update(resumed_from)
+    progress = Progress("training", config.train_steps, "steps", enabled=runtime.verbose and chief,
+                        start=resumed_from)
 
     interval = runtime.validation_interval if evaluate is not None else 0
     stops = [runtime.checkpoint_every, runtime.steps_per_loop] + ([interval] if interval else [])
@@ -203,9 +200,7 @@ def train(model_fn: Callable[[], Any], train_batches: Callable[[int], Any], conf
                 tf.summary.scalar("train/loss", last_loss)
                 tf.summary.scalar("train/learning_rate", learning_rate)
                 tf.summary.scalar("train/images_per_second", images_per_second)
-        if progress is not None:
-            progress.update(current, [("loss", last_loss), ("lr", learning_rate),
-                                      ("img/s", images_per_second)])
+        progress.update(current, loss=last_loss, lr=learning_rate, images_per_second=images_per_second)
         if interval and current % interval == 0 and current < config.train_steps:
             tick = time.perf_counter()
             tag, score = evaluate(model)
@@ -218,6 +213,7 @@ def train(model_fn: Callable[[], Any], train_batches: Callable[[int], Any], conf
             tick = time.perf_counter()
             checkpoints.save(current, curve)
             seconds["checkpoint"] += time.perf_counter() - tick
+    progress.close()
     if writer is not None:
         writer.flush()
     train_seconds = seconds["train"]
