@@ -165,9 +165,9 @@ def test_data_size_seeds_count_as_their_mean():
 
 
 def test_data_size_figure_has_a_line_per_regime_with_a_point_per_size():
-    from tfbench.report import data_size
+    from tfbench.report import data_size, figures
 
-    figure = data_size.figure(data_size.analyze(_records()))
+    figure = figures.data_size_figure(data_size.analyze(_records()))
     (axes,) = figure.axes
     lines = {line.get_label(): line for line in axes.get_lines()}
     assert set(lines) == {"probe", "finetune", "scratch"}

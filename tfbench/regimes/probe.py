@@ -13,6 +13,7 @@ from typing import Any, Dict
 from tfbench import protocol
 
 SPLITS = ("train", "val", "test")
+TENSORBOARD_DIR = "tensorboard"
 
 
 def default_cache_dir() -> str:
@@ -116,7 +117,27 @@ def run(experiment, runtime) -> Dict[str, Any]:
     record[predictions.RECORD_KEY] = predictions.write(
         experiment.run_dir(), predictions.Predictions.of(dataset_spec.metric, test.labels, test_scores))
     grid_edges.mark(record, {"l2": selection.at_grid_edge} if selection.at_grid_edge else {})
+    record["tensorboard_dir"] = write_l2_path(os.path.join(experiment.run_dir(), TENSORBOARD_DIR),
+                                              selection.trials, dataset_spec.metric)
+    print(f"TensorBoard: tensorboard --logdir {record['tensorboard_dir']}")
     record["imagenet_top1"] = runs.imagenet_top1(experiment)
     record["skipped_images"] = getattr(dataset_spec, "skipped_images", 0)
     return results.finish(record, "ok",
                           None if final.converged else "final fit hit its iteration limit")
+
+
+def write_l2_path(log_dir: str, trials, metric: str) -> str:
+    """The L2 search as TensorBoard scalars under `log_dir`: the validation score of each value
+    tried and log10 of the value, both at step = the value's position in protocol.PROBE_L2_GRID
+    (TensorBoard's steps are integers; the grid is log-spaced, so the axis reads as log10 l2)."""
+    import numpy as np
+    import tensorflow as tf
+
+    grid = np.log10(np.asarray(protocol.PROBE_L2_GRID, dtype=np.float64))
+    with tf.summary.create_file_writer(log_dir).as_default() as writer:
+        for trial in trials:
+            step = int(np.argmin(np.abs(grid - np.log10(trial.l2))))
+            tf.summary.scalar(f"l2_search/validation_{metric}", trial.validation_score, step=step)
+            tf.summary.scalar("l2_search/log10_l2", float(np.log10(trial.l2)), step=step)
+        writer.flush()
+    return log_dir

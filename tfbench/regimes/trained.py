@@ -223,9 +223,10 @@ def run(experiment: Experiment, runtime: Runtime, strategy=None) -> Dict[str, An
     else:
         trials_text = (f"rungs of {', '.join(f'{count} x {each:,}' for count, each in shape)} steps "
                        f"+ 1 retrain on trainval of {shape[-1][1]:,}, batches of {experiment.batch_size}")
+    replicas = trainer.strategy.num_replicas_in_sync
     log(f"plan: {trials_text} = {'at most ' if len(shape) > 1 else ''}{steps:,} steps, "
         f"{steps * experiment.batch_size:,} images; precision {trainer.precision}, strategy "
-        f"{runtime.strategy} ({trainer.strategy.num_replicas_in_sync} replicas)")
+        f"{runtime.strategy} ({replicas} replica{'' if replicas == 1 else 's'})")
     log(f"TensorBoard: tensorboard --logdir {trainer.log_dir()}")
     trial_records: List[Dict[str, Any]] = []
     rung_records_before: List[Dict[str, Any]] = []

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 from tfbench import files, results
-from tfbench.report.cells import fixed, percent, text
+from tfbench.report.cells import MISSING, fixed, percent, plural, text
 from tfbench.report import convergence, data_size, finetune_vs_scratch, significance, size_split
 from tfbench.report.analysis import (GroupAnalysis, ImageNetTop1, ScoreTable, analyze_group, display_names,
                               imagenet_top1_of_models)
@@ -40,6 +40,10 @@ EDGE_MARK = "\u2020"  # dagger
 FIGURE_FILE = "figure1.png"
 DATA_SIZE_FIGURE = "data_size.png"
 REPORT_FILE = "report.md"
+
+
+SETTING_LABELS = {"l2_search": "L2 search", "bn_momentum": "batch-norm momentum", "train_steps": "training steps",
+                  "init": "initialisation", "halving_eta": "halving rate", "halving_min_steps": "halving's first budget"}
 
 
 class ReportInputError(ValueError):
@@ -161,17 +165,29 @@ def correlation_rows(analysis: Analysis) -> List[Dict[str, str]]:
             for slug, g in analysis.groups.items()]
 
 
+def setting_label(key: str) -> str:
+    """A run setting as the report names it: "settings.learning_rate" -> "learning rate"."""
+    name = key[len("settings."):] if key.startswith("settings.") else key
+    return SETTING_LABELS.get(name, name.replace("_", " "))
+
+
+def setting_value(value: Any) -> str:
+    """A setting's value; None is a setting the protocol leaves to its search (or does not fix)."""
+    return "not fixed" if value is None else str(value)
+
+
 def protocol_rows(analysis: Analysis) -> List[Dict[str, str]]:
     def paper_differences(g: GroupAnalysis) -> str:
         differences = sorted(g.group.paper_differences.items())
         if not differences:
             return "none" if g.group.name == "paper" else "not stated"
-        return "; ".join(f"{k}: {v.get('run')} (paper: {v.get('paper')})" for k, v in differences)
+        return "; ".join(f"{setting_label(k)}: {setting_value(v.get('run'))} (paper: {setting_value(v.get('paper'))})"
+                         for k, v in differences)
 
     def training_steps(g: GroupAnalysis) -> str:
         """What the protocol spent: every trial and retrain of its runs (the probe trains no steps)."""
         steps = [r["total_train_steps"] for r in g.group.records if r.get("total_train_steps") is not None]
-        return f"{sum(steps):,} ({len(steps)} runs)" if steps else "-"
+        return f"{sum(steps):,} ({plural(len(steps), 'run')})" if steps else MISSING
 
     return [{"group": slug, "protocol": g.group.name, "id": g.group.id, "regime": g.group.regime,
              "runs": str(len(g.group.records)), "training steps": training_steps(g),
@@ -279,8 +295,9 @@ def report_summary_line(analysis: Analysis, report_path: str) -> str:
 
 
 def figure1_files(analysis: Analysis) -> Dict[str, List[GroupAnalysis]]:
-    """Figure 1 per protocol name (its groups side by side): figure1.png when there is one."""
-    names = list(dict.fromkeys(g.group.name for g in analysis.groups.values()))
+    """Figure 1 per protocol name (its groups side by side), for the names with a model to show
+    (one with a known ImageNet top-1 and a mean log odds): figure1.png when there is one."""
+    names = list(dict.fromkeys(g.group.name for g in analysis.groups.values() if g.included()))
     return {(FIGURE_FILE if len(names) == 1 else f"figure1_{path_component(name)}.png"):
             [g for g in analysis.groups.values() if g.group.name == name] for name in names}
 
@@ -295,7 +312,8 @@ def size_split_of(analysis: Analysis) -> size_split.SizeSplit:
 
 
 def comparison_files(analysis: Analysis) -> Dict[str, Comparison]:
-    comparisons = drawn(analysis)
+    """A figure per comparison with a pair to show (without one it would be a lone diagonal)."""
+    comparisons = [c for c in drawn(analysis) if c.pairs]
     files_by_name = {}
     for comparison in comparisons:
         name = comparison.kind.key
@@ -359,7 +377,8 @@ def _comparisons_markdown(analysis: Analysis, figure_names: Mapping[int, str]) -
         parts += [f"- {note}" for note in outcome.notes] + ([""] if outcome.notes else [])
         if outcome.missing:
             parts.append("Missing (not counted): " + "; ".join(outcome.missing) + ".\n")
-        parts.append(f"![{outcome.kind.title}]({figure_names[id(outcome)]})\n")
+        if id(outcome) in figure_names:
+            parts.append(f"![{outcome.kind.title}]({figure_names[id(outcome)]})\n")
     return parts
 
 
@@ -547,7 +566,9 @@ def write_report(analysis: Analysis, report_dir: str) -> List[str]:
                      for name, outcome in convergence_files(convergence.converge(analysis.comparisons)).items()})
     contents.update({p.file_name: figures.png(figures.per_dataset_figure(p))
                      for p in finetune_vs_scratch_of(analysis).drawn})
-    contents[size_split.FIGURE_FILE] = figures.png(figures.size_split_figure(size_split_of(analysis)))
+    split = size_split_of(analysis)
+    if split.has_points():
+        contents[size_split.FIGURE_FILE] = figures.png(figures.size_split_figure(split))
     contents.update({name: figures.png(figures.best_networks_figure(
                          analysis.groups[slug].title(), analysis.best_networks[slug], analysis.labels))
                      for slug, name in best_network_files(analysis).items()})
@@ -558,7 +579,7 @@ def write_report(analysis: Analysis, report_dir: str) -> List[str]:
         contents[f"scores_{slug}.csv"] = scores_csv(group.table).encode()
     sizes = data_size_of(analysis)
     if sizes.curves:
-        contents[DATA_SIZE_FIGURE] = figures.png(data_size.figure(sizes))
+        contents[DATA_SIZE_FIGURE] = figures.png(figures.data_size_figure(sizes))
     contents["runs.csv"] = runs_csv(analysis).encode()
     paths = [os.path.join(report_dir, "report.json")]
     files.write_json_atomic(paths[0], analysis_json(analysis))

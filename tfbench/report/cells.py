@@ -20,3 +20,8 @@ def fixed(value: Optional[float], decimals: int) -> str:
 
 def text(value: Any) -> str:
     return MISSING if value is None else str(value)
+
+
+def plural(count: int, noun: str) -> str:
+    """"1 run", "3 runs"."""
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")

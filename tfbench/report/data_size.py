@@ -22,9 +22,6 @@ from tfbench.settings import REGIMES
 
 ALL = "all"
 FULL_POSITION = 2.0  # "all" is drawn at this multiple of the largest subset size on the log axis
-REGIME_COLORS = {"probe": "tab:green", "finetune": "tab:blue", "scratch": "tab:orange"}
-PANEL_INCHES = (4.6, 3.8)
-DPI = 150
 Size = Optional[int]  # None: the whole training set
 
 
@@ -159,31 +156,3 @@ def markdown(data_size: DataSizeAnalysis, figure_file: str, table: Any) -> str:
                    "protocol on this dataset).\n"])
     parts.append(f"![Score against examples per class]({figure_file})\n")
     return "\n".join(parts)
-
-
-def figure(data_size: DataSizeAnalysis):
-    """One panel per dataset: mean score (%) against examples per class (log x), a line per
-    regime; the whole training set is drawn at FULL_POSITION x the largest subset, ticked "all"."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    count = max(len(data_size.curves), 1)
-    result = Figure(figsize=(PANEL_INCHES[0] * count, PANEL_INCHES[1]), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(result)
-    for index, curves in enumerate(data_size.curves):
-        axes = result.add_subplot(1, count, index + 1)
-        largest = max((s for s in curves.sizes if s is not None), default=1)
-        position = {s: (FULL_POSITION * largest if s is None else s) for s in curves.sizes}
-        for line in curves.lines:
-            points = [(position[s], 100.0 * curves.mean(line, s)) for s in curves.sizes if curves.mean(line, s) is not None]
-            axes.plot([x for x, _ in points], [y for _, y in points], marker="o", label=line,
-                      color=REGIME_COLORS.get(line))  # several protocols of a regime: their own
-        axes.set_xscale("log")
-        axes.set_xticks([position[s] for s in curves.sizes], [size_label(s) for s in curves.sizes])
-        axes.minorticks_off()
-        axes.set_title(curves.dataset, fontsize=9)
-        axes.set_xlabel("Training examples per class")
-        axes.set_ylabel(f"Test {curves.metric} (%), mean over networks")
-        axes.grid(True, alpha=0.3)
-        axes.legend(fontsize=7)
-    return result
