@@ -565,7 +565,7 @@ def write_report(analysis: Analysis, report_dir: str) -> List[str]:
     contents.update({name: figures.png(figures.convergence_figure(outcome, analysis.labels))
                      for name, outcome in convergence_files(convergence.converge(analysis.comparisons)).items()})
     contents.update({p.file_name: figures.png(figures.per_dataset_figure(p))
-                     for p in finetune_vs_scratch_of(analysis).drawn})
+                     for p in finetune_vs_scratch_of(analysis).drawn if p.has_points()})
     split = size_split_of(analysis)
     if split.has_points():
         contents[size_split.FIGURE_FILE] = figures.png(figures.size_split_figure(split))

@@ -31,6 +31,10 @@ class PerDataset:
     by_dataset: Mapping[str, Comparison]
     file_name: str
 
+    def has_points(self) -> bool:
+        """Whether the figure would show a network: one with a known ImageNet top-1."""
+        return len(self.unplotted()) < len(self.models())
+
     def top1(self, model: str) -> Optional[float]:
         return next(m.imagenet_top1 for m in self.comparison.first.models if m.model == model)
 
@@ -70,7 +74,7 @@ class PerDataset:
 
     def to_json(self) -> Dict[str, Any]:
         return {"drawn": True, "first": self.comparison.first.group.slug,
-                "second": self.comparison.second.group.slug, "figure": self.file_name,
+                "second": self.comparison.second.group.slug, "figure": self.file_name if self.has_points() else None,
                 "datasets": {d: {"pairs": [{"model": p.model, "imagenet_top1": self.top1(p.model),
                                             "finetune": p.first, "scratch": p.second} for p in c.pairs],
                                  "mean_difference": c.mean_difference(), "finetune_better": c.wins(),
@@ -108,7 +112,8 @@ class FinetuneVsScratch:
             if per_dataset.unplotted():
                 parts.append("Not in the figure (no known ImageNet top-1): "
                              f"{', '.join(per_dataset.unplotted())}.\n")
-            parts.append(f"![{per_dataset.title()}]({per_dataset.file_name})\n")
+            if per_dataset.has_points():
+                parts.append(f"![{per_dataset.title()}]({per_dataset.file_name})\n")
         return parts
 
     def to_json(self) -> Dict[str, Any]:
