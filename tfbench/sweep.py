@@ -156,6 +156,18 @@ def print_run_summary(task: plan.Task, outcome: executors.TaskOutcome) -> None:
         print(f"  {common_flags.run_summary_line(record, skipped=outcome.status == 'skipped')}", flush=True)
 
 
+def exit_code(summary: executors.Summary, study_plan: plan.Plan) -> int:
+    """0 when every selected task finished; cli.RUN_FAILED when a task failed or waits for one
+    that failed (running this command again alone cannot complete it); cli.INCOMPLETE when tasks
+    wait only for tasks that other shards or drivers have not finished yet. Cluster schedulers
+    rerun a shard on INCOMPLETE without counting a failure (docs/cluster/)."""
+    waits_for_a_failure = any((plan.read_record(study_plan[need].record) or {}).get("status") == "failed"
+                              for needs in summary.waiting.values() for need in needs)
+    if summary.count("failed") or waits_for_a_failure:
+        return cli.RUN_FAILED
+    return 0 if summary.complete() else cli.INCOMPLETE
+
+
 def make_executor():
     if FLAGS.executor == "local":
         return executors.LocalExecutor()
@@ -192,12 +204,11 @@ def main():
         except errors as error:
             cli.fail(str(error))
         print(f"sweep: {summary.line()} in {time.time() - started:.0f}s; records under {FLAGS.output_dir}")
-        if summary.count("failed"):
-            sys.exit(cli.RUN_FAILED)
-        if not summary.complete():
+        code = exit_code(summary, study_plan)
+        if code == cli.INCOMPLETE:
             print("sweep: some tasks wait for tasks that are not finished; run the same command again "
                   "once those are done", file=sys.stderr)
-            sys.exit(cli.INCOMPLETE)
+        sys.exit(code)
 
     cli.run_app(_main)
 

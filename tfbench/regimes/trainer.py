@@ -81,7 +81,7 @@ class TrialTrainer:
     def config(self, hyperparameters: Mapping[str, float], train_steps: int):
         """The training of one trial; a budget shorter than train_steps (a halving rung) warms up
         for the same fraction of its steps."""
-        from tfbench import training
+        from tfbench import classifier, training
 
         settings = self.settings
         return training.TrainConfig(
@@ -168,6 +168,7 @@ class TrialTrainer:
             "steps": result.steps, "resumed_from_step": result.resumed_from_step,
             "final_loss": result.final_loss, "l2_coefficient": config.l2_coefficient,
             "bn_momentum": bn_momentum,
+            "bn_momentum_applied": classifier.bn_momentum_applied(model, bn_momentum),
             "images_per_second": result.images_per_second, "precision": self.precision,
             "strategy": self.runtime.strategy, "strategy_class": type(self.strategy).__name__,
             "replicas": self.strategy.num_replicas_in_sync,
