@@ -38,7 +38,6 @@ HEADLINE_MIN_MODELS = 5  # below this, r says little and the paired comparisons 
 PAPER_NETWORKS = 16
 EDGE_MARK = "\u2020"  # dagger
 FIGURE_FILE = "figure1.png"
-DATA_SIZE_FIGURE = "data_size.png"
 REPORT_FILE = "report.md"
 
 
@@ -443,7 +442,7 @@ def report_markdown(analysis: Analysis) -> str:
     parts += finetune_vs_scratch_of(analysis).markdown(markdown_table)
     parts += size_split_of(analysis).markdown(markdown_table)
     parts += _best_networks_markdown(analysis)
-    parts.append(data_size.markdown(data_size_of(analysis), DATA_SIZE_FIGURE, markdown_table))
+    parts += data_size_of(analysis).markdown(markdown_table)
     parts += ["## Runs not counted (failed or diverged)\n", markdown_table(failure_rows(analysis))]
     return "\n".join(parts)
 
@@ -579,7 +578,7 @@ def write_report(analysis: Analysis, report_dir: str) -> List[str]:
         contents[f"scores_{slug}.csv"] = scores_csv(group.table).encode()
     sizes = data_size_of(analysis)
     if sizes.curves:
-        contents[DATA_SIZE_FIGURE] = figures.png(figures.data_size_figure(sizes))
+        contents[data_size.FIGURE_FILE] = figures.png(figures.data_size_figure(sizes))
     contents["runs.csv"] = runs_csv(analysis).encode()
     paths = [os.path.join(report_dir, "report.json")]
     files.write_json_atomic(paths[0], analysis_json(analysis))

@@ -12,7 +12,7 @@ the probe of randomly initialised networks is left out (the figure is about Imag
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from tfbench.report.protocol_groups import TRAIN_SUBSET_FIELD, protocol_id, prot
 from tfbench.settings import REGIMES
 
 ALL = "all"
+FIGURE_FILE = "data_size.png"
 FULL_POSITION = 2.0  # "all" is drawn at this multiple of the largest subset size on the log axis
 Size = Optional[int]  # None: the whole training set
 
@@ -56,6 +57,21 @@ class DatasetCurves:
 class DataSizeAnalysis:
     curves: Tuple[DatasetCurves, ...]
     missing: Optional[str]  # why nothing is drawn, or None
+
+    def markdown(self, table: Callable[[Sequence[Mapping[str, str]]], str]) -> List[str]:
+        """The report's section; `table` formats rows (the report's markdown tables)."""
+        parts = ["## Score against training-set size (the paper's Figure 9)\n"]
+        if self.missing:
+            return parts + [f"Not drawn: {self.missing}.\n"]
+        for curves in self.curves:
+            parts += [f"### {curves.dataset} ({curves.metric})\n",
+                      "Mean test score over networks (n = networks):\n", table(mean_rows(curves)),
+                      "Per network (%):\n", table(model_rows(curves))]
+            gaps = gap_rows(curves)
+            parts += (["Fine-tuning minus training from scratch, paired by network:\n", table(gaps)] if gaps else
+                      ["Fine-tune minus scratch: not drawn (needs exactly one fine-tune and one scratch "
+                       "protocol on this dataset).\n"])
+        return parts + [f"![Score against examples per class]({FIGURE_FILE})\n"]
 
 
 def size_label(size: Size) -> str:
@@ -139,20 +155,3 @@ def gap_rows(curves: DatasetCurves) -> List[Dict[str, str]]:
                      "fine-tune minus scratch (points)": "-" if gap is None else f"{100.0 * gap:+.1f}",
                      "networks": str(count)})
     return rows
-
-
-def markdown(data_size: DataSizeAnalysis, figure_file: str, table: Any) -> str:
-    """The report's section; `table` renders rows as a markdown table (report.markdown_table)."""
-    parts = ["## Score against training-set size (the paper's Figure 9)\n"]
-    if data_size.missing:
-        return "\n".join(parts + [f"Not drawn: {data_size.missing}.\n"])
-    for curves in data_size.curves:
-        parts += [f"### {curves.dataset} ({curves.metric})\n",
-                  "Mean test score over networks (n = networks):\n", table(mean_rows(curves)),
-                  "Per network (%):\n", table(model_rows(curves))]
-        gaps = gap_rows(curves)
-        parts += (["Fine-tuning minus training from scratch, paired by network:\n", table(gaps)] if gaps else
-                  ["Fine-tune minus scratch: not drawn (needs exactly one fine-tune and one scratch "
-                   "protocol on this dataset).\n"])
-    parts.append(f"![Score against examples per class]({figure_file})\n")
-    return "\n".join(parts)
