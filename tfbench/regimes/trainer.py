@@ -81,7 +81,7 @@ class TrialTrainer:
     def config(self, hyperparameters: Mapping[str, float], train_steps: int):
         """The training of one trial; a budget shorter than train_steps (a halving rung) warms up
         for the same fraction of its steps."""
-        from tfbench import classifier, training
+        from tfbench import training
 
         settings = self.settings
         return training.TrainConfig(
@@ -142,7 +142,7 @@ class TrialTrainer:
         While training on "train", the validation split is scored every
         `runtime.validation_interval` steps (the trial's curve); the test split never is.
         """
-        from tfbench import training
+        from tfbench import classifier, training
 
         config = self.config(hyperparameters, train_steps)
         work_dir = self.work_dir(name)
