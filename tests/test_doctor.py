@@ -86,7 +86,9 @@ def test_the_tiny_run_trains_and_the_loss_is_scaled_under_float16():
     initial = -log_probs[np.arange(len(labels)), labels].mean()  # numpy's loss before any step
     run = checkup.train_tiny(tf.distribute.OneDeviceStrategy("/cpu:0"), "float32")
     assert run["status"] == "ok" and math.isfinite(run["loss"])
-    assert run["loss"] < initial - 1e-3  # SGD lowered the loss it started from
+    # SGD lowered the loss it started from by far more than the precisions may differ, so a run
+    # that stops learning (float16 gradients underflowing) cannot pass as rounding.
+    assert (initial - run["loss"]) / initial > 5 * max(checkup.LOSS_TOLERANCE.values())
     assert checkup.loss_scaling_active()
 
 
@@ -122,7 +124,9 @@ def test_storage_verdicts(tmp_path):
 
 def test_needed_bytes_by_hand():
     needs = checkup.needed_bytes(parameters=1000, feature_dim=10, largest_dataset=100)
-    assert needs == {"checkpoints": 1000 * 4 * 2 * 2 + checkup.DISK_MARGIN, "features": 100 * 10 * 4 + checkup.DISK_MARGIN}
+    # float32 weights and one momentum slot, two checkpoints at once; float32 features.
+    assert needs == {"checkpoints": 1000 * 4 * 2 * 2 + checkup.DISK_MARGIN,
+                     "features": 100 * 10 * 4 + checkup.DISK_MARGIN}
 
 
 # --------------------------------------------------------------------------------- data and weights
