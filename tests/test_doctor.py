@@ -107,6 +107,21 @@ def test_pipeline_rate_and_the_stored_measurements(tmp_path, monkeypatch):
     assert checkup.store_rates([]) is None
 
 
+def test_throughput_times_a_backbone_step_and_keeps_the_rates(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(checkup, "PIPELINE_SECONDS", 0.2)
+    checks = checkup.throughput_checks("tiny", cached=None)
+    assert _verdicts(checks) == {"input pipeline": OK, "tiny": OK}
+    with open(checkup.throughput_path()) as handle:
+        stored = json.load(handle)["measurements"]
+    assert [(m["model"], m["kind"], m["by"]) for m in stored] == [
+        ("input_pipeline", "input", "tfbench.doctor"), ("tiny", "train", "tfbench.doctor")]
+    assert stored[1]["images_per_second"] == checks[1].values["images_per_second"] > 0
+    skipped = checkup.throughput_checks("resnet50", cached=False)
+    assert _verdicts(skipped) == {"input pipeline": OK, "resnet50": WARNING}
+    assert "--models=resnet50" in skipped[1].advice
+
+
 # ------------------------------------------------------------------------------------------ storage
 
 def test_storage_verdicts(tmp_path):

@@ -370,7 +370,7 @@ def write_jpeg_folder(folder: str, count: int = PIPELINE_IMAGES) -> List[str]:
     return paths
 
 
-def pipeline_rate(paths: Sequence[str], image_size: int, seconds: float = PIPELINE_SECONDS) -> float:
+def pipeline_rate(paths: Sequence[str], image_size: int, seconds: float) -> float:
     """Images per second through tfbench.preprocessing's training pipeline (decode, crop, flip,
     resize, batch), timed after the first batch."""
     import tensorflow as tf
@@ -430,12 +430,12 @@ def throughput_checks(model: str, cached: Optional[bool]) -> List[Check]:
     size = catalog.REGISTRY.get(model).image_size
     measurements, checks = [], []
     with tempfile.TemporaryDirectory(prefix="tfbench-doctor-") as folder:
-        rate = pipeline_rate(write_jpeg_folder(folder), size)
+        rate = pipeline_rate(write_jpeg_folder(folder), size, PIPELINE_SECONDS)
     measurements.append({"model": "input_pipeline", "image_size": size, "kind": "input", "images_per_second": rate})
     checks.append(Check("throughput", "input pipeline", OK,
                         f"{rate:.0f} images/s decoded and augmented at {size} px ({os.cpu_count()} CPUs)",
                         values=measurements[-1]))
-    if not cached:
+    if cached is False:  # None: a network without ImageNet weights ("tiny") is timed as it is
         checks.append(Check("throughput", model, WARNING, "weights not cached: training step not timed",
                             f"python -m tfbench.prepare --models={model}, then rerun this"))
     else:
