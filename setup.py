@@ -34,6 +34,9 @@ setup(
         "importlib_resources>=6",
         "tensorflow-hub~=0.16.1",
         "scikit-learn~=1.9",
+        # Imported directly (scikit-learn brings it too): LogME's bounded polish, the report's
+        # weighted Kendall tau of the transferability estimators.
+        "scipy",
         "absl-py>=2.1",
         "numpy>=1.26",
         # Report plots (the paper's Figure 1 scatter) are PNG files written by matplotlib.
@@ -56,6 +59,7 @@ setup(
     entry_points={
         "console_scripts": [
             "tfbench-probe=tfbench.probe:main",
+            "tfbench-estimate=tfbench.estimate:main",
             "tfbench-finetune=tfbench.finetune:main",
             "tfbench-scratch=tfbench.scratch:main",
             "tfbench-sweep=tfbench.sweep:main",

@@ -20,7 +20,8 @@ result), into separate folders; wall time of each and whether they choose the sa
 hyperparameters and reach the same test scores.
 3. dry_run: `tfbench.sweep --dry_run` of the paper's full study (flags/paper.flags: 12 datasets x
 3 regimes; its 15 registered networks plus resnet50_v2 standing in for Inception v4, which the
-registry lacks: the plan's size does not depend on which network) at --images_per_second per GPU.
+registry lacks: the plan's size does not depend on which network) at --images_per_second per GPU
+for ResNet-50, scaled to each network by its multiply-adds (tfbench/estimate_cost.py).
 4. takeover: on a Ray started here with 2 CPUs, one slot runs a long task (until the other task is
 done, at most a minute) while the other task's lock names a remote owner that beats until the
 driver finds the task busy, then goes silent. Reported: from the moment its lock goes stale
@@ -328,7 +329,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2, help="CPUs of the local Ray (one task each)")
     parser.add_argument("--images_per_second", type=float, default=500.0,
-                        help="training throughput per GPU assumed by the dry run")
+                        help="ResNet-50's training throughput per GPU assumed by the dry run")
     parser.add_argument("--gpus", type=int, default=64, help="GPUs the dry run's wall time assumes")
     parser.add_argument("--models", default=None,
                         help="grids: only these of the mini's networks (comma-separated); default all three")

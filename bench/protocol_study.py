@@ -286,17 +286,14 @@ def main(argv=None) -> int:
     planned = experiments(args)
     if not args.report_only:
         runtime = Runtime(eval_every=0, verbose=False)  # score a trial once, at its end
-        for pair in args.pairs:
-            # A fresh executor per pair: a process that trains trial after trial keeps about 100 MB
-            # of each (EfficientNet-Lite0, 32 px), so Ray's workers are restarted between pairs.
-            with (executors.LocalExecutor() if args.parallel == 1
-                  else executors.RayExecutor(num_cpus=args.parallel)) as executor:
-                for experiment in (e for e in planned if (e.regime, e.model) == pair):
-                    study_plan = study.study_plan([(experiment, runtime)])  # keys are relative to its folder
-                    summary = executors.execute(study_plan, study_plan.tasks, executor, log=print)
-                    print(f"{experiment.regime} {experiment.model} {protocol_name(experiment)}: "
-                          f"{summary.count('ran')} tasks ran, {summary.count('skipped')} skipped, "
-                          f"{summary.count('failed')} failed", flush=True)
+        with (executors.LocalExecutor() if args.parallel == 1
+              else executors.RayExecutor(num_cpus=args.parallel)) as executor:
+            for experiment in planned:  # pair by pair, each pair's protocols cheapest first
+                study_plan = study.study_plan([(experiment, runtime)])  # keys are relative to its folder
+                summary = executors.execute(study_plan, study_plan.tasks, executor, log=print)
+                print(f"{experiment.regime} {experiment.model} {protocol_name(experiment)}: "
+                      f"{summary.count('ran')} tasks ran, {summary.count('skipped')} skipped, "
+                      f"{summary.count('failed')} failed", flush=True)
     records = finished_records(planned)
     table = rows(records)
     grid = (f"{len(args.learning_rates)} lr x {len(args.weight_decays)} wd grid" if args.learning_rates

@@ -1,6 +1,8 @@
-"""Training throughput of tfbench against plain Keras, the forward-pass bound, and the input pipeline.
+"""Training throughput of tfbench against plain Keras, the forward-pass bound, and the input pipeline;
+with --trials, what trial after trial in one process costs.
 
     python bench/train_bench.py --model=mobilenet_v2 --image_size=128 --batch_size=32 --steps=20
+    python bench/train_bench.py --trials=10 --model=efficientnet_lite0 --image_size=32 --batch_size=16
 
 Three ratios, each against a baseline measured in the same run and round (median over --rounds):
   1. tfbench training step / plain keras.applications model trained with model.fit, both on the
@@ -10,13 +12,21 @@ Three ratios, each against a baseline measured in the same run and round (median
      where the rest goes (batch-norm statistics in training mode, the backward pass, the update);
   3. end-to-end with the real input pipeline (JPEG decode, Inception crop, flip) / the same step on
      in-memory tensors (goal >= 0.9: the input pipeline must not be the bottleneck).
+
+--trials=N instead trains N fine-tune trials of --trial_steps steps on fashion_mnist_mini in this
+process, each through its own TrialTrainer as a study's tasks run them, and prints per trial the
+resident memory and the seconds its record gives for build, trace, first step, steady step and
+evaluation. Two figures sum it up: memory growth per trial after the second (goal <= 10 MB) and
+the fixed cost (build + trace + first step) of trials 2..N as a share of trial 1's (goal <= 25%).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -26,8 +36,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 
-from tfbench import backbones, classifier, devices, preprocessing, training  # noqa: E402
-from tfbench.settings import Runtime  # noqa: E402
+from tfbench import backbones, classifier, devices, learner, preprocessing, training, tuning  # noqa: E402
+from tfbench.experiment import Experiment  # noqa: E402
+from tfbench.regimes import trained  # noqa: E402
+from tfbench.settings import Runtime, TrainingSettings  # noqa: E402
 
 NUM_CLASSES = 10
 JPEG_SIZE = 256  # stored images are larger than the training size, as in real datasets
@@ -42,6 +54,8 @@ def parse_args():
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of measurements (median ratio reported)")
+    parser.add_argument("--trials", type=int, default=0, help="measure N trials in one process instead")
+    parser.add_argument("--trial_steps", type=int, default=2, help="training steps of each trial")
     return parser.parse_args()
 
 
@@ -77,9 +91,9 @@ def tfbench_training(args, stream) -> float:
                                   batch_size=args.batch_size)
     model_fn = lambda: classifier.build_classifier(  # noqa: E731
         backbones.build(args.model, pretrained=False, image_size=args.image_size), NUM_CLASSES)
-    _, result = training.train(model_fn, stream, config, strategy=devices.make_strategy("auto"),
-                               runtime=Runtime(steps_per_loop=5, verbose=False),
-                               precision=devices.resolve_precision("auto"))
+    trainable = learner.Learner(model_fn, strategy=devices.make_strategy("auto"), batch_size=args.batch_size,
+                                precision=devices.resolve_precision("auto"))
+    _, result = training.train(trainable, stream, config, runtime=Runtime(steps_per_loop=5, verbose=False))
     return result.images_per_second
 
 
@@ -101,7 +115,8 @@ def step_breakdown(args, images, labels) -> dict:
     """img/s of the pieces of a training step, on the tfbench classifier: where time goes."""
     model = classifier.build_classifier(backbones.build(args.model, pretrained=False, image_size=args.image_size),
                                         NUM_CLASSES)
-    optimizer = training.make_optimizer(training.TrainConfig(0.01, 0.0, 10, args.batch_size), "float32")
+    optimizer = learner.make_optimizer(learner.learning_rate_schedule(
+        training.TrainConfig(0.01, 0.0, 10, args.batch_size)), "float32")
     optimizer.build(model.trainable_variables)
     batch = tf.constant(images[:args.batch_size])
     batch_labels = tf.constant(labels[:args.batch_size])
@@ -152,8 +167,53 @@ def step_breakdown(args, images, labels) -> dict:
     return speeds
 
 
+FIXED_PHASES = ("build", "trace", "first_step", "first_loop")  # first_loop: the records before first_step
+
+
+def trial_costs(args) -> None:
+    """Trial after trial in this process: resident memory and the fixed and steady costs of each."""
+    experiment = Experiment(
+        regime="finetune", model=args.model, dataset="fashion_mnist_mini", image_size=args.image_size,
+        batch_size=args.batch_size, output_dir=tempfile.mkdtemp(prefix="trial_costs-"),
+        settings=TrainingSettings(search="grid", learning_rates=(0.01,), weight_decays=(0.0,),
+                                  train_steps=args.trial_steps, bn_momentum=0.9))
+    runtime = Runtime(eval_every=0, verbose=False)
+    print(f"{args.trials} fine-tune trials of {args.trial_steps} steps: {args.model} at {args.image_size} px, "
+          f"batch {args.batch_size}, fashion_mnist_mini; {os.cpu_count()} CPUs")
+    print(f"{'trial':>5} {'RSS MB':>7} {'build':>7} {'trace':>7} {'first':>7} {'steady':>7} {'eval':>7} "
+          f"{'fixed':>7} {'wall':>7}   (seconds; fixed = build + trace + first step)")
+    memory, fixed = [], []
+    for index in range(args.trials):
+        trial = tuning.Trial(0.001 * (index + 1), 1e-5 * index)
+        record = trained.run_trial(experiment, trial, runtime, log=lambda message: None)
+        timings = record["timings"]
+        memory.append(_resident_mb())
+        fixed.append(sum(timings.get(f"{phase}_seconds", 0.0) for phase in FIXED_PHASES))
+        cells = [timings.get(f"{phase}_seconds") for phase in ("build", "trace", "first_step", "steady_step",
+                                                                 "evaluate")]
+        if cells[2] is None:
+            cells[2] = timings.get("first_loop_seconds")
+        print(f"{index + 1:>5} {memory[-1]:>7.0f} " + " ".join("      -" if v is None else f"{v:>7.2f}" for v in cells)
+              + f" {fixed[-1]:>7.2f} {timings['wall_seconds']:>7.2f}", flush=True)
+    if args.trials >= 3:
+        growth = (memory[-1] - memory[1]) / (args.trials - 2)
+        share = np.mean(fixed[1:]) / fixed[0]
+        print(f"memory growth per trial after the second: {growth:.1f} MB (goal <= 10)")
+        print(f"fixed cost of trials 2..{args.trials}: {np.mean(fixed[1:]):.2f} s on average, "
+              f"{100 * share:.0f}% of trial 1's {fixed[0]:.2f} s (goal <= 25%)")
+
+
+def _resident_mb() -> float:
+    """This process's resident memory now (Linux /proc), in MB."""
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * resource.getpagesize() / 2 ** 20
+
+
 def main():
     args = parse_args()
+    if args.trials:
+        trial_costs(args)
+        return
     images, labels = in_memory_batches(args)
     print(f"{args.model} at {args.image_size} px, batch {args.batch_size}, {args.steps} timed steps, "
           f"{args.rounds} rounds; precision {devices.resolve_precision('auto')}; "

@@ -125,10 +125,11 @@ def test_figure_has_a_panel_per_dataset_and_two_curves_per_network(tmp_path):
 def test_without_scratch_runs_or_curves_one_line_says_what_is_missing(tmp_path):
     _write(tmp_path, "finetune", "a_net", "dtd", A_FINETUNE)
     analysis, names, markdown = _report(tmp_path)
-    [outcome] = convergence.converge(analysis.comparisons)
-    assert isinstance(outcome, NotDrawn)
+    outcomes = convergence.converge(analysis.comparisons)
+    assert all(isinstance(outcome, NotDrawn) for outcome in outcomes) and len(outcomes) == 2
     section = markdown.split("## Convergence")[1].split("\n## ")[0]
-    assert "Not drawn: no scratch runs with the fine-tune runs' steps and batch size in this folder." in section
+    assert ("each with its own protocol: not drawn: no scratch runs of the same protocol (paper, or the "
+            "same preset) in this folder.") in section
     assert not any(name.startswith("convergence") for name in names)
 
     _write(tmp_path, "scratch", "a_net", "dtd", None)  # an older record: no curve
@@ -137,16 +138,25 @@ def test_without_scratch_runs_or_curves_one_line_says_what_is_missing(tmp_path):
     assert not outcome.drawn()
     lines = [line for line in markdown.split("## Convergence")[1].split("\n## ")[0].splitlines()
              if line.startswith("Convergence")]
-    assert lines == ["Convergence (finetune vs scratch): not drawn: no (model, dataset) has a validation curve "
+    assert lines == ["Convergence (Fine-tuning vs training from scratch, each with its own protocol: finetune "
+                     "vs scratch): not drawn: no (model, dataset) has a validation curve "
                      "of at least 3 points on both sides; missing: from scratch (scratch): a_net on dtd: its "
                      "record has no validation curve (written before run records carried one)."]
     assert not any(name.startswith("convergence") for name in names)
 
 
-def test_runs_of_other_steps_are_not_paired(tmp_path):
+def test_each_regime_pairs_with_its_own_protocol_and_equal_steps_is_a_second_view(tmp_path):
+    # The paper pairs its 20,000-step fine-tune with its 78,125-step scratch; within one preset, the
+    # preset's fine-tune pairs with its scratch whatever their steps.
+    long_scratch = [[step * 10, score] for step, score in A_SCRATCH]
     _write(tmp_path, "finetune", "a_net", "dtd", A_FINETUNE)
-    _write(tmp_path, "scratch", "a_net", "dtd", A_SCRATCH, settings={"search": "grid", "train_steps": 4000})
-    analysis, _, _ = _report(tmp_path)
-    [outcome] = convergence.converge(analysis.comparisons)
-    assert isinstance(outcome, NotDrawn)
-    assert "finetune trains 400 steps of 16, scratch 4000 steps of 16" in outcome.reason
+    _write(tmp_path, "scratch", "a_net", "dtd", long_scratch, settings={"search": "grid", "train_steps": 4000})
+    analysis, names, markdown = _report(tmp_path)
+    own, equal_steps = convergence.converge(analysis.comparisons)
+    assert own.drawn() and own.comparison.kind.key == "finetune_vs_scratch"
+    (row,) = own.rows
+    assert row.finetune.steps_to(0.9) == 200 and row.scratch.steps_to(0.9) == 3000 and row.ratio(0.9) == 15.0
+    assert "convergence.png" in names and "finetune_vs_scratch_per_dataset.png" in names
+    assert isinstance(equal_steps, NotDrawn)
+    assert "finetune trains 400 steps of 16, scratch 4000 steps of 16" in equal_steps.reason
+    assert "(tfbench's view): not drawn" in markdown

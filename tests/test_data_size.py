@@ -35,13 +35,28 @@ def test_subset_keeps_exactly_n_per_class_of_train_the_same_for_every_model_and_
     assert set(_ids_labels(_experiment(seed=1).load("train"))[0]) != set(ids)  # the seed draws anew
 
 
-def test_trainval_is_the_subset_plus_val_and_val_and_test_are_whole():
+def test_trainval_is_the_subset_alone_and_val_and_test_are_whole():
+    # The final model of a run on N per class trains on exactly N per class (the paper's axis),
+    # not on the subset plus the whole validation split.
     experiment = _experiment(per_class=5)
     val = _ids_labels(datasets.load("digits", "val"))[0]
     assert _ids_labels(experiment.load("val"))[0] == val
     assert _ids_labels(experiment.load("test"))[0] == _ids_labels(datasets.load("digits", "test"))[0]
-    trainval = _ids_labels(experiment.load("trainval"))[0]
-    assert sorted(trainval) == sorted(_ids_labels(experiment.load("train"))[0] + val)
+    trainval, labels = _ids_labels(experiment.load("trainval"))
+    assert sorted(trainval) == sorted(_ids_labels(experiment.load("train"))[0])
+    assert collections.Counter(labels) == {label: 5 for label in range(10)}
+
+
+def test_the_final_probe_fits_exactly_n_per_class_and_records_the_count(tmp_path):
+    from tfbench.regimes import probe
+    from tfbench.settings import Runtime
+
+    experiment = Experiment(regime="probe", model="tiny", dataset="digits", output_dir=str(tmp_path),
+                            settings=ProbeSettings(l2_search="fast"), train_examples_per_class=3,
+                            cache_dir=str(tmp_path / "cache"))
+    record = probe.run(experiment, Runtime())
+    assert record["status"] == "ok" and record["train_examples"] == 3 * 10
+    assert record["details"]["examples"]["train"] == 30
 
 
 def test_more_than_a_class_holds_keeps_the_class_whole_with_a_warning(capsys):
@@ -80,8 +95,8 @@ def test_feature_cache_keys_train_and_trainval_on_the_subset_and_val_test_not():
         assert keyed != features.split_definition(spec, _experiment(per_class=7, seed=1).train_subset(split))
 
 
-def _dry_run(*flags):
-    command = [sys.executable, "-m", "tfbench.sweep", "--flagfile=flags/smoke.flags", "--dry_run",
+def _dry_run(*flags, flagfile="flags/smoke.flags"):
+    command = [sys.executable, "-m", "tfbench.sweep", f"--flagfile={flagfile}", "--dry_run",
                "--output_dir=/nonexistent/runs", *flags]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
 
@@ -164,6 +179,19 @@ def test_data_size_seeds_count_as_their_mean():
     assert data_size.analyze(records).curves[0].mean("finetune", 10) == pytest.approx(0.5)
 
 
+def test_data_size_standard_error_is_over_the_seeds_subsets_of_the_mean_over_networks():
+    from tfbench.report import data_size
+
+    scores = {("a", 0): 0.40, ("b", 0): 0.50, ("a", 1): 0.60, ("b", 1): 0.70, ("a", 2): 0.50, ("b", 2): 0.66}
+    records = [_record("finetune", model, "dtd", score, 4, seed=seed) for (model, seed), score in scores.items()]
+    curves = data_size.analyze(records).curves[0]
+    per_seed = [0.45, 0.65, 0.58]  # the mean over the two networks, per seed
+    assert curves.standard_error("finetune", 4) == pytest.approx(np.std(per_seed, ddof=1) / np.sqrt(3))
+    assert "± " in data_size.mean_rows(curves)[0]["finetune (%)"]
+    single = data_size.analyze([r for r in records if r["experiment"]["seed"] == 0]).curves[0]
+    assert single.standard_error("finetune", 4) is None
+
+
 def test_data_size_figure_has_a_line_per_regime_with_a_point_per_size():
     from tfbench.report import data_size
 
@@ -219,3 +247,17 @@ def test_a_regime_binary_takes_one_size_and_refuses_bad_ones_in_one_line(value, 
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.strip().startswith(expected)
     assert len(result.stderr.strip().splitlines()) == 1 and not os.listdir(tmp_path)
+
+
+def test_the_paper_study_doubles_from_1_to_each_datasets_largest_on_11_datasets_3_subsets():
+    from tfbench import protocol
+
+    assert protocol.data_size_examples_per_class("food101")[-1] == 512
+    assert protocol.data_size_examples_per_class("cifar10") == tuple(2 ** k for k in range(13))  # to 4,096
+    assert protocol.data_size_examples_per_class("oxford_flowers102") == (1, 2, 4, 8)
+    assert len(protocol.DATA_SIZE_LARGEST) == 11 and "voc2007" not in protocol.DATA_SIZE_LARGEST
+    output = _dry_run(flagfile="flags/data_size.flags")
+    assert output.returncode == 0, output.stderr[-2000:]
+    sizes = sum(len(protocol.data_size_examples_per_class(d)) for d in protocol.DATA_SIZE_LARGEST)
+    assert _planned_runs(output) == sizes * 3 * protocol.DATA_SIZE_SUBSETS  # 3 regimes, Inception v4 alone
+

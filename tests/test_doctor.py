@@ -2,7 +2,6 @@
 loss, versions out of range), the tiny training run and the pipeline timing for real, the
 cluster check on the shared Ray fixture, and the binary's bad input."""
 
-import json
 import math
 import os
 import subprocess
@@ -50,23 +49,25 @@ def test_no_gpu_is_a_warning_and_a_gpu_is_named():
 def _runs(f16=None, bf16=None):
     """Finished runs: float32 at loss 2.0, and the mixed precisions given."""
     losses = {"float32": 2.0, "mixed_float16": f16, "mixed_bfloat16": bf16}
-    return {precision: {"loss": loss, "status": "ok"} for precision, loss in losses.items() if loss is not None}
+    return {precision: {"loss": loss, "status": "ok", "loss_scaled": precision == "mixed_float16"}
+            for precision, loss in losses.items() if loss is not None}
 
 
 def test_precision_verdicts():
-    assert _verdicts(checkup.precision_verdict("/gpu:0", _runs(f16=2.001, bf16=2.01), scaled=True)) == {
+    assert _verdicts(checkup.precision_verdict("/gpu:0", _runs(f16=2.001, bf16=2.01))) == {
         "float32 on /gpu:0": OK, "mixed_float16 on /gpu:0": OK, "mixed_bfloat16 on /gpu:0": OK}
-    nan = checkup.precision_verdict("/gpu:0", _runs(f16=math.nan, bf16=2.0), scaled=True)
+    nan = checkup.precision_verdict("/gpu:0", _runs(f16=math.nan, bf16=2.0))
     assert _verdicts(nan)["mixed_float16 on /gpu:0"] == FAIL and "NaN" in nan[1].detail
     diverged = {**_runs(f16=2.0), "mixed_float16": {"loss": None, "status": "diverged"}}
-    assert _verdicts(checkup.precision_verdict("/gpu:0", diverged, True))["mixed_float16 on /gpu:0"] == FAIL
-    drifted = checkup.precision_verdict("/gpu:0", _runs(f16=2.2), scaled=True)  # 10% off float32
+    assert _verdicts(checkup.precision_verdict("/gpu:0", diverged))["mixed_float16 on /gpu:0"] == FAIL
+    drifted = checkup.precision_verdict("/gpu:0", _runs(f16=2.2))  # 10% off float32
     assert _verdicts(drifted)["mixed_float16 on /gpu:0"] == FAIL
     assert drifted[1].values["relative_difference"] == pytest.approx(0.1)
-    unscaled = checkup.precision_verdict("/gpu:0", _runs(f16=2.0), scaled=False)
-    assert _verdicts(unscaled)["mixed_float16 on /gpu:0"] == FAIL
+    unscaled = _runs(f16=2.0)
+    unscaled["mixed_float16"]["loss_scaled"] = False
+    assert _verdicts(checkup.precision_verdict("/gpu:0", unscaled))["mixed_float16 on /gpu:0"] == FAIL
     unsupported = {**_runs(f16=2.0), "mixed_bfloat16": {"error": "no bfloat16 kernel"}}
-    assert _verdicts(checkup.precision_verdict("/gpu:0", unsupported, True))["mixed_bfloat16 on /gpu:0"] == WARNING
+    assert _verdicts(checkup.precision_verdict("/gpu:0", unsupported))["mixed_bfloat16 on /gpu:0"] == WARNING
 
 
 def test_mirrored_verdicts():
@@ -84,39 +85,31 @@ def test_the_tiny_run_trains_and_the_loss_is_scaled_under_float16():
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     initial = -log_probs[np.arange(len(labels)), labels].mean()  # numpy's loss before any step
-    run = checkup.train_tiny(tf.distribute.OneDeviceStrategy("/cpu:0"), "float32")
-    assert run["status"] == "ok" and math.isfinite(run["loss"])
+    runs = {precision: checkup.train_tiny(tf.distribute.OneDeviceStrategy("/cpu:0"), precision)
+            for precision in ("float32", "mixed_float16")}
+    assert [run["loss_scaled"] for run in runs.values()] == [False, True]
+    assert _verdicts(checkup.precision_verdict("/cpu:0", runs)) == {"float32 on /cpu:0": OK,
+                                                                     "mixed_float16 on /cpu:0": OK}
     # SGD lowered the loss it started from by far more than the precisions may differ, so a run
     # that stops learning (float16 gradients underflowing) cannot pass as rounding.
-    assert (initial - run["loss"]) / initial > 5 * max(checkup.LOSS_TOLERANCE.values())
-    assert checkup.loss_scaling_active()
+    assert (initial - runs["float32"]["loss"]) / initial > 5 * max(checkup.LOSS_TOLERANCE.values())
 
 
 # --------------------------------------------------------------------------------------- throughput
 
-def test_pipeline_rate_and_the_stored_measurements(tmp_path, monkeypatch):
-    paths = checkup.write_jpeg_folder(str(tmp_path), count=4)
-    assert checkup.pipeline_rate(paths, 32, seconds=0.2) > 0
-    monkeypatch.setenv("TFBENCH_CACHE", str(tmp_path / "cache"))
-    stored = checkup.store_rates([{"model": "tiny", "image_size": 32, "kind": "train", "images_per_second": 5.0}])
-    with open(stored) as handle:
-        assert json.load(handle)["measurements"][0]["images_per_second"] == 5.0
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    monkeypatch.setenv("TFBENCH_CACHE", str(blocker / "cache"))  # a folder under a regular file
-    assert checkup.store_rates([]) is None
+def test_throughput_times_a_backbone_step_and_the_estimate_reads_it(tmp_path, monkeypatch):
+    from tfbench import estimate_cost
 
-
-def test_throughput_times_a_backbone_step_and_keeps_the_rates(tmp_path, monkeypatch):
     monkeypatch.setenv("TFBENCH_CACHE", str(tmp_path))
     monkeypatch.setattr(checkup, "PIPELINE_SECONDS", 0.2)
     checks = checkup.throughput_checks("tiny", cached=None)
     assert _verdicts(checks) == {"input pipeline": OK, "tiny": OK}
-    with open(checkup.throughput_path()) as handle:
-        stored = json.load(handle)["measurements"]
+    stored = estimate_cost.stored_measurements()
     assert [(m["model"], m["kind"], m["by"]) for m in stored] == [
         ("input_pipeline", "input", "tfbench.doctor"), ("tiny", "train", "tfbench.doctor")]
-    assert stored[1]["images_per_second"] == checks[1].values["images_per_second"] > 0
+    rates = estimate_cost.stored_rates()  # what plan lines and --dry_run use: the training rate only
+    assert [(rate.model, rate.images_per_second) for rate in rates] == [
+        ("tiny", checks[1].values["images_per_second"])]
     skipped = checkup.throughput_checks("resnet50", cached=False)
     assert _verdicts(skipped) == {"input pipeline": OK, "resnet50": WARNING}
     assert "--models=resnet50" in skipped[1].advice
@@ -137,11 +130,14 @@ def test_storage_verdicts(tmp_path):
     assert read_only[0].verdict == FAIL and read_only[0].detail == "read-only file system"
 
 
-def test_needed_bytes_by_hand():
-    needs = checkup.needed_bytes(parameters=1000, feature_dim=10, largest_dataset=100)
-    # float32 weights and one momentum slot, two checkpoints at once; float32 features.
-    assert needs == {"checkpoints": 1000 * 4 * 2 * 2 + checkup.DISK_MARGIN,
-                     "features": 100 * 10 * 4 + checkup.DISK_MARGIN}
+def test_a_run_needs_room_for_checkpoints_and_features_of_the_largest_dataset():
+    from tfbench import preflight
+
+    needs = checkup.run_needs("resnet50", "runs")
+    # Food-101's 101,000 images (the paper's largest) x 2048 float32 features for the probe; two
+    # checkpoints of ResNet-50's ~25.6M weights with their momentum for the fine-tune.
+    assert needs["cache"] >= 101000 * 2048 * 4
+    assert 2 * 2 * 4 * 25e6 < needs["output"] - preflight.DISK_MARGIN < 2 * 2 * 4 * 27e6
 
 
 # --------------------------------------------------------------------------------- data and weights

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tfbench import backbones, datasets, features
-from tfbench.regimes import probe
+from tfbench.regimes import frozen, probe
 from tfbench.experiment import Experiment
 from tfbench.settings import ProbeSettings, Runtime
 
@@ -20,7 +20,7 @@ def _experiment(**overrides):
 
 
 def _key(experiment=None, split="train", precision="float32"):
-    return features.cache_key(probe.feature_components(experiment or _experiment(), split, precision))
+    return features.cache_key(frozen.cache_components(experiment or _experiment(), split, precision))
 
 
 def test_same_inputs_same_key_and_locations_do_not_matter():

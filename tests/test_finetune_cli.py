@@ -191,7 +191,8 @@ def test_without_a_preset_the_binary_plans_the_papers_protocol(tmp_path):
         process.kill()
         process.wait()
     assert plan.startswith("plan: 56 trials + 1 retrain on trainval, 20,000 steps of 256 each = "
-                           "1,140,000 steps, 291,840,000 images"), plan
+                           "1,140,000 steps, 291,840,000 images; ≈ "), plan
+    assert "on this machine" in plan and "measured: 5 warm-up steps" in plan, plan  # before the first trial
     experiment = Experiment(regime="finetune", model="tiny", dataset="digits", output_dir=str(tmp_path),
                             batch_size=protocol.BATCH_SIZE, settings=TrainingSettings.paper("finetune"))
     assert results.new_record(experiment, metric="top1", started_at="now")["protocol"]["name"] == "paper"

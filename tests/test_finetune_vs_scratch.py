@@ -26,8 +26,9 @@ def _write_runs(root, finetune=FINETUNE, scratch=SCRATCH, scratch_steps=60):
         _write(root, "scratch", model, dataset, score, settings={**TRAINING, "train_steps": scratch_steps})
 
 
-def test_per_dataset_gaps_wins_figure_and_json(tmp_path):
-    _write_runs(str(tmp_path))
+@pytest.mark.parametrize("scratch_steps", [60, 240])  # equal, or each regime's own schedule
+def test_per_dataset_gaps_wins_figure_and_json(tmp_path, scratch_steps):
+    _write_runs(str(tmp_path), scratch_steps=scratch_steps)
     analysis, paths, _ = _report(tmp_path)
     view = finetune_vs_scratch.per_dataset(analysis.comparisons, analysis.groups.values())
     (per_dataset,) = view.drawn
@@ -91,12 +92,13 @@ def test_without_scratch_runs_the_table_names_the_runs_missing(tmp_path):
     analysis, paths, _ = _report(tmp_path)
     view = finetune_vs_scratch.per_dataset(analysis.comparisons, analysis.groups.values())
     assert view.drawn == ()
-    expected = ("scratch runs of efficientnet_lite0, mobilenet_v2, resnet50 on cifar10, dtd at 60 steps "
-                "of batch 32 (to pair with finetune)")
+    expected = ("scratch runs of efficientnet_lite0, mobilenet_v2, resnet50 on cifar10, dtd of protocol "
+                "mini (to pair with finetune)")
     assert view.missing_runs == (expected,)
     with open(tmp_path / "report" / "report.md") as handle:
         section = handle.read().split("per dataset (Figure 7)")[1]
-    assert "Not drawn: no scratch runs with the fine-tune runs' steps and batch size in this folder." in section
+    assert ("Not drawn: Fine-tuning vs training from scratch, each with its own protocol: no scratch runs of "
+            "the same protocol (paper, or the same preset) in this folder") in section
     assert f"- missing: {expected}" in section
     assert not any(p.endswith("_per_dataset.png") for p in paths)
     with open(tmp_path / "report" / "report.json") as handle:
@@ -104,10 +106,11 @@ def test_without_scratch_runs_the_table_names_the_runs_missing(tmp_path):
     assert entry["drawn"] is False and entry["missing_runs"] == [expected]
 
 
-def test_at_unequal_steps_each_side_names_the_runs_it_lacks(tmp_path):
+def test_at_unequal_steps_the_regimes_own_protocols_pair_and_the_equal_steps_view_says_why_not(tmp_path):
     _write_runs(str(tmp_path), scratch_steps=600)
     analysis, _, _ = _report(tmp_path)
-    view = finetune_vs_scratch.per_dataset(analysis.comparisons, analysis.groups.values())
-    assert "finetune trains 60 steps of 32, scratch 600 steps of 32" in view.not_drawn
-    assert [line.split(" runs of")[0] for line in view.missing_runs] == ["scratch", "finetune"]
-    assert view.missing_runs[1].endswith("at 600 steps of batch 32 (to pair with scratch)")
+    (per_dataset,) = finetune_vs_scratch.per_dataset(analysis.comparisons, analysis.groups.values()).drawn
+    assert per_dataset.comparison.kind.key == "finetune_vs_scratch"
+    assert "each with its own protocol" in per_dataset.title()
+    (equal_steps,) = [o for o in analysis.comparisons if o.kind.key == "finetune_vs_scratch_equal_steps"]
+    assert "finetune trains 60 steps of 32, scratch 600 steps of 32" in equal_steps.reason

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tfbench import backbones, features, predictions
-from tfbench.regimes import probe
+from tfbench.regimes import frozen, probe
 from tfbench.experiment import Experiment
 from tfbench.settings import ProbeSettings, Runtime
 
@@ -95,7 +95,7 @@ def test_random_init_features_are_keyed_apart_and_by_seed():
     def key(**fields):
         experiment = Experiment(regime="probe", model="tiny", dataset="digits", output_dir="x",
                                 settings=ProbeSettings(**fields.pop("settings", {})), **fields)
-        return probe.feature_components(experiment, "train", "float32")["weights"]
+        return frozen.cache_components(experiment, "train", "float32")["weights"]
 
     imagenet, random0 = key(), key(settings={"init": "random"})
     assert random0 != imagenet and random0.endswith(":seed0")
@@ -110,7 +110,7 @@ def test_a_damaged_feature_cache_heals_with_one_warning(tmp_path, capsys):
                             cache_dir=str(tmp_path / "cache"), settings=ProbeSettings(l2_search="fast"))
     first = probe.run(experiment, Runtime())
     train_entry = features.FeatureCache(experiment.cache_dir).entry_dir(
-        features.cache_key(probe.feature_components(experiment, "train", first["details"]["precision"])))
+        features.cache_key(frozen.cache_components(experiment, "train", first["details"]["precision"])))
     array = os.path.join(train_entry, "features.npy")
     os.truncate(array, os.path.getsize(array) - 100)
     capsys.readouterr()

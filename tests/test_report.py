@@ -465,6 +465,19 @@ def test_a_keras_model_with_a_given_top1_enters_r_and_figure1(tmp_path):
     assert used["resnet50"] == {"value": 0.749, "kind": "published", "label": "resnet50",
                                 "source": "published; tfbench's backbone registry"}
     assert "tfbench.imagenet_eval on imagenet2012 validation" in stdout
+    # the report says the networks are public checkpoints, and that this r mixes two kinds of top-1
+    markdown = open(tmp_path / "report" / "report.md").read()
+    assert "public checkpoints, not the paper's" in markdown and "Appendix B" in markdown
+    assert "These top-1 values mix kinds: 1 measured, 3 published" in markdown
+    assert "public checkpoints" in axes.get_xlabel()
+
+    published, _, _ = _report(tmp_path, top1_kind="published")  # the registry's value replaces the measured one
+    assert published.top1["efficientnet_lite0"].value == TOP1["efficientnet_lite0"]
+    assert {t.kind() for t in published.top1.values()} == {"published"}
+    measured, _, _ = _report(tmp_path, top1_kind="measured")
+    assert {m: t.value for m, t in measured.top1.items() if t.value is not None} == {"efficientnet_lite0": 0.745}
+    assert measured.groups["probe"].correlation.r is None  # one model with a measured top-1
+    assert "mix kinds" not in open(tmp_path / "report" / "report.md").read()
 
 
 MODELS3 = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
@@ -527,7 +540,9 @@ def test_the_three_comparisons_pair_runs_by_model_and_dataset(tmp_path):
     assert {"imagenet_vs_random.png", "finetune_vs_scratch.png", "finetune_vs_probe.png"} <= names
     with open(tmp_path / "report" / "report.md") as handle:
         markdown = handle.read()
-    for kind in comparisons.KINDS:
+    shown = {o.kind for o in analysis.comparisons}  # equal steps: drawn above as the preset's own pair
+    assert shown == set(comparisons.KINDS) - {comparisons.FINETUNE_VS_SCRATCH_EQUAL_STEPS}
+    for kind in shown:
         assert kind.paper in markdown
     # three models: r says little, so the summary leads with the comparisons
     summary = markdown.split("## Summary\n")[1].split("\n## ")[0]
@@ -546,13 +561,15 @@ def test_comparisons_that_cannot_be_drawn_say_which_runs_are_missing(tmp_path):
     assert isinstance(outcomes["imagenet_vs_random"], comparisons.NotDrawn)
     reason = outcomes["imagenet_vs_random"].reason
     assert "no probe runs on random-init features" in reason and "--init=random" in reason
-    assert isinstance(outcomes["finetune_vs_scratch"], comparisons.NotDrawn)
-    assert "finetune trains 60 steps of 32, scratch 600 steps of 32" in outcomes["finetune_vs_scratch"].reason
+    assert isinstance(outcomes["finetune_vs_scratch"], comparisons.Comparison)  # the preset's own schedules
+    equal_steps = outcomes["finetune_vs_scratch_equal_steps"]
+    assert isinstance(equal_steps, comparisons.NotDrawn)
+    assert "finetune trains 60 steps of 32, scratch 600 steps of 32" in equal_steps.reason
     assert isinstance(outcomes["finetune_vs_probe"], comparisons.Comparison)
     # the summary leads with what can be drawn and ends with what cannot, naming the runs lacking
     lines = report.summary_lines(analysis)
-    assert lines[0].startswith("Fine-tuning vs the linear probe (finetune vs probe)")
-    assert lines[-2:] == [outcomes["imagenet_vs_random"].sentence(), outcomes["finetune_vs_scratch"].sentence()]
+    assert lines[0].startswith("Fine-tuning vs training from scratch, each with its own protocol")
+    assert lines[-2:] == [outcomes["imagenet_vs_random"].sentence(), equal_steps.sentence()]
     last = stdout.strip().splitlines()[-1]
     assert "not drawn" not in last and "fine-tune>probe 2/3" in last
 
@@ -589,3 +606,13 @@ def test_binary_rejects_an_unknown_protocol_with_one_line_and_writes_nothing(two
 
 def _ids(root):
     return [g.group.id for g in report.analyze(report.collect(str(root)), TOP1.get, resamples=100).groups.values()]
+
+
+def test_the_readme_claims_only_what_the_repository_stands_behind():
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")) as handle:
+        readme = " ".join(handle.read().split())
+    assert "full fidelity" not in readme
+    assert "The networks are public checkpoints, not the paper's" in readme and "(Appendix B)" in readme
+    assert "its Table 1 prints 3,369, the official split holds 3,669" in readme  # Pets' test size
+    assert "selects the same optimum when the validation score rises then falls along the grid" in readme
+    assert "two-sided paired permutation test" in readme and "paper's exact subsets are not confirmed" not in readme

@@ -45,7 +45,7 @@ DISTRIBUTED_CASE = textwrap.dedent('''
 
     def run(strategy, checkpoint_dir=None):
         import tensorflow as tf
-        from tfbench import training
+        from tfbench import learner, training
         from tfbench.settings import Runtime
         images, labels = data()
         batches = lambda start: (tf.data.Dataset.from_tensor_slices((images, labels)).repeat()
@@ -53,8 +53,8 @@ DISTRIBUTED_CASE = textwrap.dedent('''
         config = training.TrainConfig(learning_rate=0.2, weight_decay=0.01, train_steps=STEPS,
                                       batch_size=BATCH)
         runtime = Runtime(steps_per_loop=4, checkpoint_every=6, verbose=False)
-        model, result = training.train(model_fn, batches, config, strategy=strategy,
-                                       runtime=runtime, checkpoint_dir=checkpoint_dir)
+        model, result = training.train(learner.Learner(model_fn, strategy=strategy, batch_size=BATCH),
+                                       batches, config, runtime=runtime, checkpoint_dir=checkpoint_dir)
         assert result.status == "ok", result
         weights = np.concatenate([np.ravel(w) for w in model.get_weights()])
         return {"weights": weights.tolist(), "loss": result.final_loss,
@@ -175,6 +175,12 @@ def _runtime(**knobs):
     return Runtime(verbose=False, **knobs)
 
 
+def _learner(precision="float32"):
+    from tfbench import learner
+
+    return learner.Learner(_small_model, strategy=_strategy(), batch_size=8, precision=precision)
+
+
 def _strategy():
     from tfbench import devices
 
@@ -185,7 +191,7 @@ def _one_step(weight_decay):
     from tfbench import training
 
     config = training.TrainConfig(learning_rate=0.05, weight_decay=weight_decay, train_steps=1, batch_size=8)
-    model, result = training.train(_small_model, _batches, config, strategy=_strategy(),
+    model, result = training.train(_learner(), _batches, config,
                                     runtime=_runtime())
     assert result.status == "ok"
     return [variable.numpy() for variable in model.variables]
@@ -210,18 +216,18 @@ def test_weight_decay_touches_only_kernels():
 
 
 def test_cosine_schedule_with_warmup_matches_formula():
-    from tfbench import training
+    from tfbench import learner, training
 
     config = training.TrainConfig(learning_rate=0.4, weight_decay=0.0, train_steps=100, batch_size=1,
                                   warmup_steps=10)
-    schedule = training.learning_rate_schedule(config)
+    schedule = learner.learning_rate_schedule(config)
     for step in (0, 5, 10, 40, 99, 100):
         if step < 10:
             expected = 0.4 * step / 10
         else:
             expected = 0.4 * 0.5 * (1 + math.cos(math.pi * (step - 10) / 90))
         assert float(schedule(step)) == pytest.approx(expected, abs=1e-6)
-    plain = training.learning_rate_schedule(training.TrainConfig(0.4, 0.0, 100, 1))
+    plain = learner.learning_rate_schedule(training.TrainConfig(0.4, 0.0, 100, 1))
     assert float(plain(0)) == pytest.approx(0.4) and float(plain(50)) == pytest.approx(0.2)
 
 
@@ -249,7 +255,7 @@ def test_huge_learning_rate_is_reported_as_diverged(tmp_path):
     from tfbench import training
 
     config = training.TrainConfig(learning_rate=1e30, weight_decay=1e-4, train_steps=40, batch_size=8)
-    _, result = training.train(_small_model, _batches, config, strategy=_strategy(),
+    _, result = training.train(_learner(), _batches, config,
                                runtime=_runtime(steps_per_loop=5, checkpoint_every=5),
                                checkpoint_dir=str(tmp_path))
     assert result.status == "diverged"
@@ -263,10 +269,10 @@ def test_mixed_precision_keeps_float32_logits(precision):
     from tfbench import training
 
     config = training.TrainConfig(learning_rate=0.01, weight_decay=1e-4, train_steps=3, batch_size=8)
-    loss_scaling = isinstance(training.make_optimizer(config, precision), keras.optimizers.LossScaleOptimizer)
+    trainable = _learner(precision)
+    loss_scaling = isinstance(trainable.optimizer, keras.optimizers.LossScaleOptimizer)
     assert loss_scaling == (precision == "mixed_float16")  # bfloat16 has float32's range
-    model, result = training.train(_small_model, _batches, config, precision=precision,
-                                   strategy=_strategy(), runtime=_runtime())
+    model, result = training.train(trainable, _batches, config, runtime=_runtime())
     assert result.status == "ok"
     assert model.layers[1].compute_dtype == precision.split("_")[1]  # the backbone ran in half precision
     assert model(np.zeros((2, 6, 6, 3), np.float32)).dtype == "float32"
@@ -286,14 +292,14 @@ def test_validation_curve_is_scored_on_schedule_and_survives_resume(tmp_path):
         return "val/top1", 0.1 * len(calls)
 
     runtime = _runtime(steps_per_loop=5, checkpoint_every=6, eval_every=4)
-    _, result = training.train(_small_model, _batches, config, strategy=_strategy(), runtime=runtime,
+    _, result = training.train(_learner(), _batches, config, runtime=runtime,
                                checkpoint_dir=str(tmp_path / "ckpt"), log_dir=str(tmp_path / "tb"),
                                evaluate=evaluate)
     assert [step for step, _ in result.validation_curve] == [4, 8]
     assert [score for _, score in result.validation_curve] == pytest.approx([0.1, 0.2])
 
     longer = training.TrainConfig(learning_rate=0.05, weight_decay=0.0, train_steps=16, batch_size=8)
-    _, resumed = training.train(_small_model, _batches, longer, strategy=_strategy(), runtime=runtime,
+    _, resumed = training.train(_learner(), _batches, longer, runtime=runtime,
                                 checkpoint_dir=str(tmp_path / "ckpt"), evaluate=evaluate)
     assert resumed.resumed_from_step == 12
     assert [step for step, _ in resumed.validation_curve] == [4, 8]  # 12 is the end of the first run
@@ -304,7 +310,7 @@ def test_validation_every_zero_scores_nothing_during_training():
     from tfbench import training
 
     config = training.TrainConfig(learning_rate=0.05, weight_decay=0.0, train_steps=6, batch_size=8)
-    _, result = training.train(_small_model, _batches, config, strategy=_strategy(),
+    _, result = training.train(_learner(), _batches, config,
                                runtime=_runtime(eval_every=0, checkpoint_every=2),
                                evaluate=lambda model: pytest.fail("scored with eval_every=0"))
     assert result.validation_curve == []

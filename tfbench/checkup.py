@@ -18,7 +18,6 @@ free space for one run), data and weights (prepared datasets, cached backbones),
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -62,15 +61,7 @@ PIPELINE_IMAGE_SHAPE = (300, 400, 3)  # a typical dataset photo, resized by the 
 PIPELINE_SECONDS = 2.0
 BACKBONE_BATCH = 8
 BACKBONE_STEPS = 3
-THROUGHPUT_FILE = "doctor_throughput.json"  # under files.cache_root()
-
-# Storage: a trained run keeps up to two checkpoints at once (the last and the one being
-# written), each the weights plus SGD momentum (one slot); a probe caches float32 features of
-# every split of the largest dataset; and some margin for logs and records.
-BYTES_PER_VALUE = 4
-CHECKPOINTS_AT_ONCE = 2
-OPTIMIZER_SLOTS = 1
-DISK_MARGIN = 1 << 30
+MEASURED_BY = "tfbench.doctor"  # the writer of its rates in tfbench.estimate_cost's throughput store
 
 NETWORK_TIMEOUT = 3.0  # seconds to reach a weights host before calling it unreachable
 WEIGHT_HOSTS = {"keras": "storage.googleapis.com", "slim": "storage.googleapis.com",
@@ -232,11 +223,12 @@ def _numerics_data():
 def train_tiny(strategy, precision: str) -> Dict[str, Any]:
     """Train a small two-layer network for NUMERICS_STEPS steps through tfbench.training.train
     (the optimizer, loss scaling and strategy code of every run); the same start and data for any
-    precision and strategy. Returns {"loss": final loss or None, "status": ok / diverged}."""
+    precision and strategy. Returns {"loss": final loss or None, "status": ok / diverged,
+    "loss_scaled": whether the optimizer scales the loss}."""
     import keras
     import tensorflow as tf
 
-    from tfbench import settings, training
+    from tfbench import learner, settings, training
 
     features, labels, kernel = _numerics_data()
 
@@ -254,24 +246,17 @@ def train_tiny(strategy, precision: str) -> Dict[str, Any]:
     config = training.TrainConfig(learning_rate=NUMERICS_LEARNING_RATE, weight_decay=0.0,
                                   train_steps=NUMERICS_STEPS, batch_size=NUMERICS_BATCH)
     runtime = settings.Runtime(checkpoint_every=NUMERICS_STEPS, steps_per_loop=NUMERICS_STEPS, verbose=False)
-    _, result = training.train(model_fn, batches, config, strategy=strategy, runtime=runtime, precision=precision)
-    keras.backend.clear_session()
-    return {"loss": result.final_loss, "status": result.status}
+    tiny = learner.Learner(model_fn, strategy=strategy, batch_size=NUMERICS_BATCH, precision=precision)
+    scaled = isinstance(tiny.optimizer, keras.optimizers.LossScaleOptimizer)
+    _, result = training.train(tiny, batches, config, runtime=runtime)
+    tiny.release()
+    return {"loss": result.final_loss, "status": result.status, "loss_scaled": scaled}
 
 
-def loss_scaling_active() -> bool:
-    """Whether a mixed_float16 run's optimizer scales its loss (float16 gradients underflow without)."""
-    import keras
-
-    from tfbench import training
-
-    config = training.TrainConfig(learning_rate=0.1, weight_decay=0.0, train_steps=1, batch_size=1)
-    return isinstance(training.make_optimizer(config, "mixed_float16"), keras.optimizers.LossScaleOptimizer)
-
-
-def precision_verdict(device: str, runs: Mapping[str, Mapping[str, Any]], scaled: bool) -> List[Check]:
-    """Each precision's run on `device` against float32's: finite, and its loss within tolerance.
-    `runs` maps precision -> {"loss", "status"} or {"error"} (a precision the device lacks)."""
+def precision_verdict(device: str, runs: Mapping[str, Mapping[str, Any]]) -> List[Check]:
+    """Each precision's run on `device` against float32's: finite, within tolerance, float16's
+    loss scaled (its gradients underflow without). `runs` maps precision -> train_tiny's result,
+    or {"error"} (a precision the device lacks)."""
     checks = []
     reference = runs.get("float32", {}).get("loss")
     for precision, run in runs.items():
@@ -295,7 +280,7 @@ def precision_verdict(device: str, runs: Mapping[str, Mapping[str, Any]], scaled
         difference = abs(loss - reference) / max(abs(reference), 1e-12) if reference is not None else math.inf
         values["relative_difference"] = difference
         tolerance = LOSS_TOLERANCE[precision]
-        if precision == "mixed_float16" and not scaled:
+        if precision == "mixed_float16" and not run.get("loss_scaled"):
             checks.append(Check("numerics", name, FAIL, "the optimizer does not scale the loss",
                                 "float16 gradients underflow without loss scaling: reinstall tfbench", values))
         elif difference > tolerance:
@@ -331,7 +316,6 @@ def numerics_checks() -> List[Check]:
     import tensorflow as tf
 
     gpu_names = [device.name for device in tf.config.list_logical_devices("GPU")]
-    scaled = loss_scaling_active()
     checks = []
     for device in gpu_names or ["/cpu:0"]:
         runs = {}
@@ -340,7 +324,7 @@ def numerics_checks() -> List[Check]:
                 runs[precision] = train_tiny(tf.distribute.OneDeviceStrategy(device), precision)
             except (tf.errors.OpError, ValueError, TypeError) as error:
                 runs[precision] = {"error": " ".join(str(error).split())[:200]}
-        checks += precision_verdict(device, runs, scaled)
+        checks += precision_verdict(device, runs)
     if len(gpu_names) >= 2:
         one = train_tiny(tf.distribute.OneDeviceStrategy(gpu_names[0]), "float32")
         many = train_tiny(tf.distribute.MirroredStrategy(gpu_names), "float32")
@@ -391,10 +375,9 @@ def pipeline_rate(paths: Sequence[str], image_size: int, seconds: float) -> floa
 def backbone_rate(model: str, image_size: int) -> Dict[str, Any]:
     """Training images per second of `model` with a linear head at `image_size`, float32 on the
     default device, through tfbench.training.train (compile excluded)."""
-    import keras
     import tensorflow as tf
 
-    from tfbench import backbones, classifier, devices, settings, training
+    from tfbench import backbones, classifier, devices, learner, settings, training
 
     images = tf.random.uniform((BACKBONE_BATCH, image_size, image_size, 3), 0, 255)
     labels = tf.zeros((BACKBONE_BATCH,), tf.int64)
@@ -402,29 +385,18 @@ def backbone_rate(model: str, image_size: int) -> Dict[str, Any]:
                                   batch_size=BACKBONE_BATCH)
     runtime = settings.Runtime(checkpoint_every=BACKBONE_STEPS + 1, steps_per_loop=1, verbose=False)
     precision = devices.resolve_precision("auto")
-    _, result = training.train(
+    network = learner.Learner(
         lambda: classifier.build_classifier(backbones.build(model, pretrained=True, image_size=image_size), 10),
-        lambda start: tf.data.Dataset.from_tensors((images, labels)).repeat(), config,
-        strategy=devices.make_strategy("one_device"), runtime=runtime, precision=precision)
-    keras.backend.clear_session()
+        strategy=devices.make_strategy("one_device"), batch_size=BACKBONE_BATCH, precision=precision)
+    _, result = training.train(network, lambda start: tf.data.Dataset.from_tensors((images, labels)).repeat(),
+                               config, runtime=runtime)
+    network.release()
     return {"images_per_second": result.images_per_second, "precision": precision, "batch_size": BACKBONE_BATCH}
 
 
-def throughput_path() -> str:
-    return os.path.join(files.cache_root(), THROUGHPUT_FILE)
-
-
-def store_rates(measurements: Sequence[Mapping[str, Any]]) -> Optional[str]:
-    """Keep this machine's measured rates (images/s per device) for plan estimates; None if the
-    cache cannot be written (the estimate then falls back to its table)."""
-    try:
-        files.write_json_atomic(throughput_path(), {"measurements": list(measurements)})
-    except OSError:
-        return None
-    return throughput_path()
-
-
 def throughput_checks(model: str, cached: Optional[bool]) -> List[Check]:
+    """The input pipeline's rate and `model`'s training rate, kept in the throughput store."""
+    from tfbench import estimate_cost
     from tfbench.backbones import catalog
 
     size = catalog.REGISTRY.get(model).image_size
@@ -443,9 +415,8 @@ def throughput_checks(model: str, cached: Optional[bool]) -> List[Check]:
         measurements.append({"model": model, "image_size": size, "kind": "train", **measured})
         checks.append(Check("throughput", model, OK, f"{measured['images_per_second']:.1f} training images/s at "
                             f"{size} px ({measured['precision']}, batch {BACKBONE_BATCH})", values=measurements[-1]))
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    stored = store_rates([{**m, "by": "tfbench.doctor", "measured_at": now} for m in measurements])
-    checks[-1].values["stored_in"] = stored
+    for measurement in measurements:  # plan lines and --dry_run read them (tfbench.estimate_cost)
+        estimate_cost.store_measurement(**measurement, by=MEASURED_BY)
     return checks
 
 
@@ -454,14 +425,11 @@ def throughput_checks(model: str, cached: Optional[bool]) -> List[Check]:
 def writable(folder: str) -> Optional[str]:
     """None if a file can be created in `folder` (or, when it does not exist yet, in the nearest
     existing folder above it, where it would be made); else why not."""
-    probe_dir = folder
-    while not os.path.isdir(probe_dir):
-        if os.path.exists(probe_dir):
-            return f"{probe_dir} is a file, not a folder"
-        parent = os.path.dirname(probe_dir)
-        if parent == probe_dir:
-            break
-        probe_dir = parent
+    from tfbench import preflight
+
+    probe_dir = preflight.existing_ancestor(folder)
+    if not os.path.isdir(probe_dir):
+        return f"{probe_dir} is a file, not a folder"
     probe = os.path.join(probe_dir, f".tfbench-doctor-{uuid.uuid4().hex}")
     try:
         with open(probe, "w"):
@@ -472,16 +440,13 @@ def writable(folder: str) -> Optional[str]:
     return None
 
 
-def needed_bytes(parameters: int, feature_dim: int, largest_dataset: int) -> Dict[str, int]:
-    return {"checkpoints": parameters * BYTES_PER_VALUE * (1 + OPTIMIZER_SLOTS) * CHECKPOINTS_AT_ONCE + DISK_MARGIN,
-            "features": largest_dataset * feature_dim * BYTES_PER_VALUE + DISK_MARGIN}
-
-
 def storage_checks(folders: Mapping[str, str], needs: Mapping[str, int],
                    probe: Callable[[str], Optional[str]] = writable,
                    free_bytes: Callable[[str], int] = lambda path: shutil.disk_usage(path).free) -> List[Check]:
     """Each folder ({"output": path, ...}) writable, with room for what is written there
     (`needs`: {"output": checkpoint bytes, "cache": feature bytes})."""
+    from tfbench import preflight
+
     checks = []
     for role, folder in folders.items():
         problem = probe(folder)
@@ -489,10 +454,7 @@ def storage_checks(folders: Mapping[str, str], needs: Mapping[str, int],
             checks.append(Check("storage", f"{role} folder", FAIL, problem,
                                 f"choose a writable folder (--{role}_dir) or fix its permissions", {"path": folder}))
             continue
-        existing = folder
-        while not os.path.isdir(existing):
-            existing = os.path.dirname(existing)
-        free, need = free_bytes(existing), needs.get(role, 0)
+        free, need = free_bytes(preflight.existing_ancestor(folder)), needs.get(role, 0)
         values = {"path": folder, "free_bytes": free, "needed_bytes": need}
         if free < need:
             checks.append(Check("storage", f"{role} folder", FAIL, f"{folder}: {_gib(free)} free, one run needs "
@@ -507,17 +469,21 @@ def _gib(size: int) -> str:
     return f"{size / (1 << 30):.1f} GiB"
 
 
-def run_needs(model: str) -> Dict[str, int]:
-    """Bytes one run of `model` writes: checkpoints in the output folder, features in the cache."""
-    import keras
+def run_needs(model: str, output_dir: str) -> Dict[str, int]:
+    """Bytes one run of `model` on the largest of the paper's datasets writes at once (as the
+    binaries' preflight counts them): a fine-tune's checkpoints in the output folder, a probe's
+    features in the cache."""
+    from tfbench import datasets, preflight, settings
+    from tfbench.experiment import Experiment
 
-    from tfbench import backbones, datasets
-
-    parameters = backbones.build(model, pretrained=False).count_params()
-    keras.backend.clear_session()
-    largest = max(sum(datasets.spec(name).paper_sizes or (0, 0)) for name in datasets.names())
-    needs = needed_bytes(parameters, backbones.spec(model).feature_dim, largest)
-    return {"output": needs["checkpoints"], "cache": needs["features"]}
+    largest = max(datasets.names(), key=lambda name: sum(datasets.spec(name).paper_sizes or (0, 0)))
+    needs = {}
+    for role, regime, regime_settings in (("output", "finetune", settings.TrainingSettings()),
+                                          ("cache", "probe", settings.ProbeSettings())):
+        experiment = Experiment(regime=regime, model=model, dataset=largest, output_dir=output_dir,
+                                settings=regime_settings)
+        needs[role] = preflight.needed_bytes(experiment) or 0
+    return needs
 
 
 # -------------------------------------------------------------------------------- data and weights
@@ -677,7 +643,7 @@ def doctor(model: str = "resnet50", data_dir: Optional[str] = None, output_dir: 
     add(numerics_checks())
     add(throughput_checks(model, weights_cached(model)))
     folders = {"output": os.path.abspath(output_dir), "cache": files.cache_root(), "data": data_dir}
-    add(storage_checks(folders, run_needs(model)))
+    add(storage_checks(folders, run_needs(model, output_dir)))
     add(data_checks(data_dir))
     if ray_address:
         add(cluster_checks(ray_address))

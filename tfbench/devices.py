@@ -14,8 +14,13 @@ import os
 from tfbench.settings import PRECISIONS, STRATEGIES, InvalidSettingError
 
 
+_STRATEGIES = {}  # name -> the strategy made for it in this process
+
+
 def make_strategy(name: str):
-    """The tf.distribute strategy called `name`.
+    """The tf.distribute strategy called `name`, one per name and process: MultiWorkerMirroredStrategy
+    can be made only once, and a network kept from one trial to the next (tfbench.learner) runs
+    only under the strategy it was built under.
 
     auto: MirroredStrategy over every local GPU when there are two or more, otherwise one device
     (the GPU if there is one, else the CPU). mirrored: MirroredStrategy over every local GPU, or over
@@ -23,10 +28,16 @@ def make_strategy(name: str):
     multi_worker: MultiWorkerMirroredStrategy configured from TF_CONFIG, so a run can span hosts;
     create it before any other TensorFlow work in the process.
     """
-    import tensorflow as tf
-
     if name not in STRATEGIES:
         raise InvalidSettingError(f"unknown strategy {name!r}; valid choices: {', '.join(STRATEGIES)}")
+    if name not in _STRATEGIES:
+        _STRATEGIES[name] = _new_strategy(name)
+    return _STRATEGIES[name]
+
+
+def _new_strategy(name: str):
+    import tensorflow as tf
+
     if name == "multi_worker":
         if not os.environ.get("TF_CONFIG"):
             raise InvalidSettingError(

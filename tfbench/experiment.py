@@ -14,8 +14,9 @@ import re
 from typing import Any, Dict, Mapping, Optional, Union
 
 from tfbench import protocol
-from tfbench.settings import (PRECISIONS, REGIMES, SETTINGS_TYPES, InvalidSettingError,
-                              ProbeSettings, TrainingSettings, settings_from_dict, settings_to_dict)
+from tfbench.settings import (PRECISIONS, REGIMES, SETTINGS_TYPES, TRAINED_REGIMES, EstimateSettings,
+                              InvalidSettingError, ProbeSettings, TrainingSettings, settings_from_dict,
+                              settings_to_dict)
 
 # Where things live, not what they are: kept out of a run's identity, so moving the data, the
 # feature cache or the output folder does not make a finished run look different.
@@ -24,7 +25,7 @@ LOCATIONS = ("output_dir", "data_dir", "cache_dir")
 LABELS = ("preset", "display_name")
 # Searches that are protocols of their own, named in a record's protocol (tfbench.tuning).
 NAMED_SEARCHES = ("halving", "hyperrule")
-Settings = Union[ProbeSettings, TrainingSettings]
+Settings = Union[ProbeSettings, TrainingSettings, EstimateSettings]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,12 +147,12 @@ def protocol_of(experiment: Experiment) -> Dict[str, Any]:
     protocol's ("halving", "hyperrule"), or "custom",
     with each differing setting as {"paper": ..., "run": ...}.
     """
-    paper_settings = (TrainingSettings.paper(experiment.regime) if experiment.regime != "probe"
-                      else ProbeSettings())
+    paper_settings = (TrainingSettings.paper(experiment.regime) if experiment.regime in TRAINED_REGIMES
+                      else SETTINGS_TYPES[experiment.regime]())
     paper = {f"settings.{k}": v for k, v in settings_to_dict(paper_settings).items()}
     run = {f"settings.{k}": v for k, v in settings_to_dict(experiment.settings).items()}
     paper["image_size"], run["image_size"] = "native", experiment.image_size or "native"
-    if experiment.regime != "probe":
+    if experiment.regime in TRAINED_REGIMES:
         paper["batch_size"], run["batch_size"] = protocol.BATCH_SIZE, experiment.batch_size
     differences = {key: {"paper": paper[key], "run": run[key]} for key in sorted(paper)
                    if paper[key] != run[key]}

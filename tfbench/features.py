@@ -112,6 +112,11 @@ def extract(model, dataset, *, image_size: int, batch_size: int, strategy=None,
     )
 
 
+def default_cache_dir() -> str:
+    """Where features are cached unless --cache_dir says otherwise."""
+    return os.path.join(files.cache_root(), "features")
+
+
 class FeatureCache:
     """Folder of entries `<root>/<key[:2]>/<key>/{features,labels}.npy + manifest.json`.
 

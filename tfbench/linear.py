@@ -644,7 +644,9 @@ def select_l2(train_features, train_labels, val_features, val_labels, *, metric:
 
     search="paper" fits all 45 values; search="fast" (see _fast_schedule) fits a decade at a time
     down to a decline, then bisects around the best, scoring at SCREENING_TOLERANCE and polishing
-    the chosen fit to ``tolerance``. Each fit starts from the solved path nearby and is held to the
+    the chosen fit to ``tolerance``. It selects the paper search's optimum when the validation score
+    along the grid rises to one peak and then falls (unimodal); a higher second peak beyond the first
+    decline is missed. Each fit starts from the solved path nearby and is held to the
     same gradient tolerance as a cold fit: warm starts change the cost, not the answer.
     Refit the chosen value on train + val with ``refit``.
     """

@@ -79,9 +79,9 @@ def failed_record(experiment: Experiment, exception: BaseException, metric: str 
 
 def user_errors() -> tuple:
     """Exceptions that mean "the input is wrong", reported as one line instead of a traceback."""
-    from tfbench import backbones, datasets
+    from tfbench import backbones, datasets, preflight
 
-    return (UnknownNameError, InvalidSettingError, results.RunConflictError,
+    return (UnknownNameError, InvalidSettingError, results.RunConflictError, preflight.PreflightError,
             backbones.WeightsUnavailableError, backbones.ModelNotFoundError,
             backbones.ModelsFileError, datasets.DatasetNotPreparedError, datasets.FolderDatasetError,
             datasets.TrainSubsetError)

@@ -19,7 +19,10 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from tfbench import protocol
 
-REGIMES = ("probe", "finetune", "scratch")
+PAPER_REGIMES = ("probe", "finetune", "scratch")
+# "estimate": transferability estimators of the frozen training features (tfbench.estimators),
+# scored against the other regimes' test scores by the report; it trains nothing.
+REGIMES = PAPER_REGIMES + ("estimate",)
 TRAINED_REGIMES = ("finetune", "scratch")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 # "auto" resolves per device (devices.resolve_precision); the others are Keras dtype policies.
@@ -166,7 +169,14 @@ class TrainingSettings:
         return cls(search="paper", train_steps=protocol.PAPER_STEPS[regime])
 
 
-SETTINGS_TYPES = {"probe": ProbeSettings, "finetune": TrainingSettings, "scratch": TrainingSettings}
+@dataclasses.dataclass(frozen=True)
+class EstimateSettings:
+    """The estimate regime has no setting of its own: it scores the ImageNet features of the
+    training split with every estimator (their fixed choices are recorded in each run's details)."""
+
+
+SETTINGS_TYPES = {"probe": ProbeSettings, "finetune": TrainingSettings, "scratch": TrainingSettings,
+                  "estimate": EstimateSettings}
 
 
 def settings_to_dict(settings) -> Dict[str, Any]:

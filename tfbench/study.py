@@ -3,8 +3,8 @@
 Tasks follow the study's path (docs/DESIGN.md, "Package tree"): a fine-tune or scratch
 run is one task per trial (`trained.run_trial`: train on train, score val, write
 `<run dir>/trials/<trial id>.json`) and a conclude task that needs them all (`trained.conclude`:
-select on validation, retrain on train+val, score test once, write the run record); a probe run is
-one task (`probe.run`). Successive halving's later rungs are known only from the records of the
+select on validation, retrain on train+val, score test once, write the run record); a probe or
+estimate run is one task (`probe.run`, `estimate.run`). Successive halving's later rungs are known only from the records of the
 rung before, so rung k > 0 is planned as slots: slot i of rung k needs every task of rung k-1,
 computes the rung's trials from their records and trains the i-th (a slot without a trial, when
 trials of the rung before diverged, has nothing to do); its own small record under
@@ -41,13 +41,18 @@ def _load(experiment: Mapping[str, Any], runtime: Mapping[str, Any],
     return Experiment.from_dict(experiment), Runtime(**runtime)
 
 
-def run_probe(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_file: Optional[str]) -> None:
-    """The probe task: the whole probe run (features, the L2 search, refit, test), recorded."""
+WHOLE_RUN_REGIMES = ("probe", "estimate")  # a run of these is one task, without trials
+
+
+def run_whole(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_file: Optional[str]) -> None:
+    """The task of a regime that runs in one piece (the probe: features, the L2 search, refit, test;
+    the estimate regime: features and estimators), recorded."""
     from tfbench import runs
-    from tfbench.regimes import probe
+    from tfbench.regimes import estimate, probe
 
     run, run_runtime = _load(experiment, runtime, models_file)
-    runs.execute(run, probe.run, run_runtime, user_errors=runs.user_errors())
+    regime = {"probe": probe, "estimate": estimate}[run.regime]
+    runs.execute(run, regime.run, run_runtime, user_errors=runs.user_errors())
 
 
 def run_trial(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_file: Optional[str],
@@ -144,8 +149,8 @@ def experiment_tasks(experiment: Experiment, runtime: Runtime, models_file: Opti
     key = run_key(experiment)
     arguments = {"experiment": experiment.to_dict(), "runtime": dataclasses.asdict(runtime),
                  "models_file": models_file and os.path.abspath(models_file)}
-    if experiment.regime == "probe":
-        return [plan.Task(key=key, kind="probe", call=plan.Call(f"{TASKS}:run_probe", arguments),
+    if experiment.regime in WHOLE_RUN_REGIMES:
+        return [plan.Task(key=key, kind=experiment.regime, call=plan.Call(f"{TASKS}:run_whole", arguments),
                           record=results.record_path(experiment), run=key)]
     from tfbench.regimes import trained
 

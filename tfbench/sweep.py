@@ -30,17 +30,19 @@ from typing import Dict, List, Optional, Tuple
 
 from absl import flags
 
-from tfbench import cli, protocol, runs, study
-from tfbench.app import common_flags, probe_flags, training_flags
+from tfbench import cli, estimate_cost, preflight, protocol, runs, study
+from tfbench.app import common_flags, estimate_flags, probe_flags, training_flags
 from tfbench.tasks import executors, locks, plan
 from tfbench.experiment import Experiment
-from tfbench.settings import REGIMES, TRAINED_REGIMES, InvalidSettingError, Runtime
+from tfbench.settings import PAPER_REGIMES, REGIMES, TRAINED_REGIMES, InvalidSettingError, Runtime
 
 FLAGS = flags.FLAGS
 
 flags.DEFINE_list("models", None, "Backbones to run (registry names or paths), comma-separated.")
 flags.DEFINE_list("datasets", None, "Datasets to run, comma-separated.")
-flags.DEFINE_list("regimes", list(REGIMES), "Regimes to run, in this order.")
+flags.DEFINE_list("regimes", list(PAPER_REGIMES),
+                  f"Regimes to run, in this order, of {', '.join(REGIMES)} (estimate: transferability "
+                  "estimators of the training features, scored by the report against the others).")
 for _regime in REGIMES:
     flags.DEFINE_string(f"{_regime}_flags", None,
                         f"Flagfile with the {_regime} regime's own settings, read after the "
@@ -77,21 +79,23 @@ flags.DEFINE_float("lock_stale_seconds", locks.STALE_AFTER_SECONDS,
                    "A lock not refreshed for this long is stale: its owner is taken to be gone and the "
                    "task runs again elsewhere (resuming from its checkpoint); an owner that was only "
                    "paused stops. At least twice --lock_heartbeat_seconds.", lower_bound=0)
-flags.DEFINE_boolean("dry_run", False, "Print the plan and its cost (steps, images, GPU-hours) and exit.")
 flags.DEFINE_float("images_per_second", None,
-                   "Training throughput per GPU for --dry_run's estimate; default: measured in "
-                   "the finished records.", lower_bound=0)
+                   "For --dry_run: ResNet-50's training throughput per GPU, scaled to every network by "
+                   "its multiply-adds; default: measured in the finished records (or by "
+                   "python -m tfbench.doctor), else the published table.", lower_bound=0)
 flags.DEFINE_integer("dry_run_gpus", 1, "GPUs that --dry_run's wall-time estimate assumes.", lower_bound=1)
 
 SETTINGS = {
     "probe": probe_flags.settings_from_flags,
     "finetune": lambda: training_flags.settings_from_flags("finetune"),
     "scratch": lambda: training_flags.settings_from_flags("scratch"),
+    "estimate": estimate_flags.settings_from_flags,
 }
 RUNTIMES = {
     "probe": common_flags.runtime_from_flags,
     "finetune": training_flags.runtime_from_flags,
     "scratch": training_flags.runtime_from_flags,
+    "estimate": common_flags.runtime_from_flags,
 }
 
 
@@ -146,14 +150,15 @@ def experiments_from_flags(argv: List[str]) -> List[Tuple[Experiment, Runtime]]:
         display_names = {model: backbones.spec(model).display_name for model in models}
         for dataset in names:
             datasets.spec(dataset, skip_bad_images=FLAGS.skip_bad_images)
-            for size in sizes:
+            for size in common_flags.train_sizes_for(dataset, sizes):
                 common_flags.check_train_subset(dataset, size)
         variants = ([dataclasses.replace(settings, init=init) for init in FLAGS.probe_inits]
                     if regime == "probe" else [settings])
         experiments += [(Experiment(regime=regime, model=model, dataset=dataset, settings=variant,
                                     display_name=display_names[model], seed=seed,
                                     train_examples_per_class=size, **shared), runtime)
-                        for variant in variants for size in sizes for dataset in names
+                        for variant in variants for dataset in names
+                        for size in common_flags.train_sizes_for(dataset, sizes)
                         for model in models for seed in seeds]
     return experiments
 
@@ -208,11 +213,13 @@ def main():
                                      "folders once, then start the shards")
             shard = plan.parse_shard(FLAGS.shard) if FLAGS.shard else None  # before any slow work
             timing = lock_timing()
+            preflight.check_output_dir(FLAGS.output_dir)
             experiments = experiments_from_flags(argv)
             study_plan = study.study_plan(experiments, overwrite=FLAGS.overwrite, models_file=FLAGS.models_file)
             tasks = selected_tasks(study_plan, shard)
             if FLAGS.dry_run:
-                print(plan.cost(tasks, FLAGS.images_per_second).summary(FLAGS.dry_run_gpus))
+                print(plan.cost(tasks).summary())
+                print(estimate_cost.study_estimate(tasks, FLAGS.dry_run_gpus, FLAGS.images_per_second))
                 return
             if FLAGS.overwrite:
                 study.discard(tasks)

@@ -11,7 +11,8 @@ an optional linear warm-up, logits and loss in float32 whatever the precision, a
 weight-decay convention (protocol.WEIGHT_DECAY_CONVENTION): an L2 penalty of
 (weight_decay / learning_rate) / 2 * sum ||k||^2 on kernels only, i.e. a per-step shrink of
 `weight_decay` at the peak learning rate whatever that rate is. Kernels are the trainable variables
-of rank >= 2; biases and batch-norm parameters are not decayed (classifier.kernels).
+of rank >= 2; biases and batch-norm parameters are not decayed (classifier.kernels). The network,
+optimizer, schedule and compiled step are a tfbench.learner.Learner, which outlives one training.
 
 This module knows nothing of experiments, searches, records or datasets: it trains what it is
 given, checkpoints, resumes, logs to TensorBoard and scores on request.
@@ -26,11 +27,8 @@ import shutil
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-import numpy as np
-
-from tfbench import fencing, files, protocol
-from tfbench.classifier import kernels
-from tfbench.devices import is_chief, precision_policy
+from tfbench import fencing, files
+from tfbench.devices import is_chief
 from tfbench.settings import Runtime
 
 CURVE_FILE = "validation_curve.json"  # beside the checkpoints, so a resumed run keeps its curve
@@ -94,38 +92,15 @@ def per_example_loss(labels, logits, multi_label: bool, label_smoothing: float):
     return tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
 
 
-def learning_rate_schedule(config: TrainConfig):
-    """Linear warm-up from 0 to the peak learning rate, then cosine decay to 0 at train_steps."""
-    import keras
-
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if config.warmup_steps else config.learning_rate,
-        decay_steps=config.train_steps - config.warmup_steps,
-        warmup_target=config.learning_rate if config.warmup_steps else None,
-        warmup_steps=config.warmup_steps)
-
-
-def make_optimizer(config: TrainConfig, precision: str):
-    """SGD with Nesterov momentum 0.9 on the cosine schedule; dynamic loss scaling for float16."""
-    import keras
-
-    optimizer = keras.optimizers.SGD(learning_rate=learning_rate_schedule(config), momentum=protocol.MOMENTUM,
-                                     nesterov=True)
-    if precision == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
-
-
-
-def train(model_fn: Callable[[], Any], train_batches: Callable[[int], Any], config: TrainConfig, *,
-          strategy, runtime: Runtime, precision: str = "float32",
+def train(learner, train_batches: Callable[[int], Any], config: TrainConfig, *, runtime: Runtime,
           checkpoint_dir: Optional[str] = None, log_dir: Optional[str] = None,
           hparams: Optional[Mapping[str, Any]] = None,
           evaluate: Optional[Callable[[Any], Tuple[str, float]]] = None) -> Tuple[Any, TrainResult]:
     """Train a classifier for `config.train_steps` steps; resume from `checkpoint_dir` if it holds one.
 
-    `model_fn()` builds the classifier (logits out); it is called under the strategy scope and the
-    precision policy. `train_batches(start_step)` returns a tf.data.Dataset of global batches
+    `learner` (tfbench.learner.Learner) holds the classifier, its optimizer and compiled step; it is
+    reset to its initial state first, so a learner kept from an earlier training gives the same result
+    as a new one. `train_batches(start_step)` returns a tf.data.Dataset of global batches
     (images, labels), infinite, positioned at batch `start_step`, so a resumed run sees the same data
     as an uninterrupted one. Each replica takes its slice of every global batch, and the loss is
     averaged over the global batch, so any number of replicas computes the same update as one.
@@ -138,16 +113,10 @@ def train(model_fn: Callable[[], Any], train_batches: Callable[[int], Any], conf
     """
     import tensorflow as tf
 
-    seconds: Dict[str, float] = {}
-    started = time.perf_counter()
-    with strategy.scope():
-        with precision_policy(precision):
-            model = model_fn()
-        optimizer = make_optimizer(config, precision)
-        optimizer.build(model.trainable_variables)
-        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    strategy, model, optimizer, step = learner.strategy, learner.model, learner.optimizer, learner.step
+    seconds: Dict[str, float] = {"build": learner.build_seconds()}
+    learner.reset(config)
     checkpoints = _Checkpoints(checkpoint_dir, strategy, model=model, optimizer=optimizer, step=step)
-    seconds["build"] = time.perf_counter() - started
 
     started = time.perf_counter()
     checkpoints.restore_latest()
@@ -160,12 +129,14 @@ def train(model_fn: Callable[[], Any], train_batches: Callable[[int], Any], conf
     if writer is not None and hparams is not None and resumed_from == 0:
         _write_hparams_start(writer, hparams)
 
-    run_steps = _compiled_steps(model, optimizer, config, strategy)
     dataset = train_batches(resumed_from).map(
         lambda *batch: _with_batch_size(batch, config.batch_size))
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     iterator = iter(strategy.experimental_distribute_dataset(dataset.with_options(options)))
+    started = time.perf_counter()
+    learner.trace(iterator)
+    seconds["trace"] = time.perf_counter() - started
 
     progress = None
     if runtime.verbose and chief:
@@ -176,20 +147,22 @@ def train(model_fn: Callable[[], Any], train_batches: Callable[[int], Any], conf
 
     interval = runtime.validation_interval if evaluate is not None else 0
     stops = [runtime.checkpoint_every, runtime.steps_per_loop] + ([interval] if interval else [])
-    seconds.update(first_loop=0.0, train=0.0, checkpoint=0.0, validation=0.0)
-    status, reason, last_loss, steady_images = "ok", None, None, 0
+    seconds.update(first_step=0.0, train=0.0, checkpoint=0.0, validation=0.0)
+    status, reason, last_loss, steady_steps = "ok", None, None, 0
     current = resumed_from
     while current < config.train_steps:
-        next_stop = min([config.train_steps] + [(current // every + 1) * every for every in stops])
+        # The first step alone: its time is the one-time cost of running a new trace.
+        next_stop = current + 1 if current == resumed_from else min(
+            [config.train_steps] + [(current // every + 1) * every for every in stops])
         tick = time.perf_counter()
-        loss_sum, done, finite = run_steps(iterator, tf.constant(next_stop - current, tf.int64))
+        loss_sum, done, finite = learner.run_steps(iterator, next_stop - current)
         done, finite = int(done), bool(finite)
         elapsed = time.perf_counter() - tick
         if current == resumed_from:
-            seconds["first_loop"] = elapsed
+            seconds["first_step"] = elapsed
         else:
             seconds["train"] += elapsed
-            steady_images += done * config.batch_size
+            steady_steps += done
         current += done
         if not finite:
             status, reason = "diverged", f"non-finite training loss or weights by step {current}"
@@ -222,9 +195,11 @@ def train(model_fn: Callable[[], Any], train_batches: Callable[[int], Any], conf
     if writer is not None:
         writer.flush()
     train_seconds = seconds["train"]
+    if steady_steps:
+        seconds["steady_step"] = train_seconds / steady_steps
     return model, TrainResult(
         status=status, steps=current, final_loss=last_loss, resumed_from_step=resumed_from,
-        images_per_second=(steady_images / train_seconds) if train_seconds > 0 else None,
+        images_per_second=(steady_steps * config.batch_size / train_seconds) if train_seconds > 0 else None,
         seconds=seconds, validation_curve=curve, reason=reason)
 
 
@@ -237,53 +212,6 @@ def _with_batch_size(batch, batch_size: int):
     import tensorflow as tf
 
     return tuple(tf.ensure_shape(part, [batch_size] + part.shape[1:].as_list()) for part in batch)
-
-
-def _compiled_steps(model, optimizer, config: TrainConfig, strategy):
-    """A tf.function running up to `steps` training steps; stops early on a non-finite loss.
-
-    Returns (sum of the global-batch data losses, steps run, all finite): "finite" covers the loss
-    with its weight-decay term at every step and every model variable at the end. The loss of each
-    replica is its share of the global-batch mean, so the SUM over replicas is the global mean.
-    """
-    import tensorflow as tf
-
-    decayed = kernels(model)
-    l2 = config.l2_coefficient
-    replicas = strategy.num_replicas_in_sync
-
-    def replica_step(images, labels):
-        with tf.GradientTape() as tape:
-            logits = model(images, training=True)
-            losses = per_example_loss(labels, logits, config.multi_label, config.label_smoothing)
-            data_loss = tf.nn.compute_average_loss(losses, global_batch_size=config.batch_size)
-            loss = data_loss
-            if l2 and decayed:
-                squares = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in decayed])
-                loss = loss + (0.5 * l2 / replicas) * squares
-            scaled = optimizer.scale_loss(loss)
-        gradients = tape.gradient(scaled, model.trainable_variables)
-        optimizer.apply(gradients, model.trainable_variables)
-        return data_loss, loss
-
-    @tf.function
-    def run_steps(iterator, steps):
-        loss_sum = tf.constant(0.0, tf.float32)
-        done = tf.constant(0, tf.int64)
-        finite = tf.constant(True)
-        while done < steps and finite:
-            images, labels = next(iterator)
-            data_loss, loss = strategy.run(replica_step, args=(images, labels))
-            data_loss = strategy.reduce("SUM", data_loss, axis=None)
-            loss_sum += data_loss
-            done += 1
-            finite = tf.math.is_finite(strategy.reduce("SUM", loss, axis=None))
-        # Weights or batch-norm statistics can overflow while the loss still looks finite.
-        for variable in model.variables:
-            finite = finite and tf.reduce_all(tf.math.is_finite(tf.cast(variable, tf.float32)))
-        return loss_sum, done, finite
-
-    return run_steps
 
 
 class _Checkpoints:
@@ -359,27 +287,3 @@ def log_scalar(log_dir: str, name: str, value: float, step: int) -> None:
 
     with tf.summary.create_file_writer(log_dir).as_default(step=step):
         tf.summary.scalar(name, value)
-
-
-# ---------------------------------------------------------------------------------------------
-# Evaluation
-
-
-def predict(model, batches) -> Tuple[np.ndarray, np.ndarray]:
-    """(labels, float32 logits) for every example of a finite dataset of (images, labels) batches.
-
-    Runs on each worker's own devices outside the replicas, so every example is scored exactly once
-    (the last partial batch included) and every worker gets the same numbers.
-    """
-    import tensorflow as tf
-
-    @tf.function(reduce_retracing=True)
-    def forward(images):
-        return tf.cast(model(images, training=False), tf.float32)
-
-    labels, scores = [], []
-    for images, batch_labels in batches:
-        scores.append(forward(images).numpy())
-        labels.append(batch_labels.numpy())
-    return np.concatenate(labels), np.concatenate(scores)
-

@@ -58,7 +58,7 @@ on_time_limit() {
 }
 trap on_time_limit USR1
 
-python -m tfbench.sweep --flagfile=flags/paper.flags --shard=auto/$SHARDS --wait_for_needs=172800 \
+python -m tfbench.sweep --flagfile=flags/paper.flags --shard=auto/$SHARDS --wait_for_needs=1800 \
   --output_dir="$OUTPUT_DIR" --data_dir="$DATA_DIR" &
 sweep=$!
 wait "$sweep"

@@ -11,11 +11,11 @@ at once.
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from absl import flags
 
-from tfbench import protocol, results, runs
+from tfbench import estimate_cost, preflight, protocol, results, runs
 from tfbench.cli import RUN_FAILED, fail, run_app
 from tfbench.experiment import Experiment
 from tfbench.settings import PRECISIONS, STRATEGIES, TRAINED_REGIMES, InvalidSettingError, Runtime
@@ -48,6 +48,12 @@ flags.DEFINE_enum(
     "precision", "auto", PRECISIONS,
     "Numeric precision; auto = mixed_float16 on GPU, float32 on CPU (faster there).")
 flags.DEFINE_boolean("overwrite", False, "Rerun even if a finished run record exists.")
+flags.DEFINE_boolean(
+    "dry_run", False,
+    "Print the plan and how long it takes, and exit; builds no model: throughput per network from "
+    "the records in --output_dir, this machine's measurements or the published table "
+    "(tfbench/estimate_cost.py). A regime binary first checks what could fail late: the output "
+    "folder, the image size, free disk, the dataset; tfbench.sweep prints GPU-hours per regime.")
 flags.DEFINE_string(
     "models_file", None,
     "A TOML file naming your own models (a path or hub: source, a display name, an ImageNet top-1 "
@@ -74,9 +80,10 @@ flags.DEFINE_boolean(
 flags.DEFINE_list(
     "train_examples_per_class", None,
     "Train on this many examples of every class of the training split (drawn with --seed, the same "
-    "for every model; trainval = that subset plus val; val and test whole). Default: all. "
-    "tfbench.sweep takes a list (e.g. 10,25,50,100,all) and runs each size; single-label datasets "
-    "only.")
+    "for every model; the final model trains on exactly that subset; val, for the choice, and test "
+    "whole). Default: all. tfbench.sweep takes a list (e.g. 10,25,50,100,all) and runs each size; "
+    "'paper' is the paper's Figure 9 sizes of each dataset (1, 2, 4, ... up to its largest, "
+    "tfbench/protocol.py). Single-label datasets only.")
 flags.DEFINE_string(
     "preset", None,
     "A name for these settings, recorded as the run's protocol where they differ from the paper's "
@@ -145,25 +152,42 @@ def _numbers(flag: str, texts) -> list:
 
 
 ALL_EXAMPLES = "all"
+PAPER_SIZES = "paper"  # the paper's Figure 9 sizes of each dataset (tfbench/protocol.py)
 
 
-def train_sizes_from_flags() -> List[Optional[int]]:
-    """--train_examples_per_class as sizes (None: the whole training set), or [None] if unset."""
+def train_sizes_from_flags() -> List[Union[int, None, str]]:
+    """--train_examples_per_class as sizes (None: the whole training set; PAPER_SIZES: the paper's
+    sizes of each dataset, expanded by train_sizes_for), or [None] if unset."""
     texts = FLAGS.train_examples_per_class or [ALL_EXAMPLES]
     sizes = []
     for text in texts:
-        if text.strip() == ALL_EXAMPLES:
-            sizes.append(None)
+        if text.strip() in (ALL_EXAMPLES, PAPER_SIZES):
+            sizes.append(None if text.strip() == ALL_EXAMPLES else PAPER_SIZES)
             continue
         try:
             size = int(text)
         except ValueError:
             size = 0
         if size < 1:
-            raise InvalidSettingError(f"--train_examples_per_class takes whole numbers of at least 1 or "
-                                      f"{ALL_EXAMPLES!r}, got {text!r}")
+            raise InvalidSettingError(f"--train_examples_per_class takes whole numbers of at least 1, "
+                                      f"{ALL_EXAMPLES!r} or {PAPER_SIZES!r}, got {text!r}")
         sizes.append(size)
     return list(dict.fromkeys(sizes))
+
+
+def train_sizes_for(dataset: str, sizes: Sequence[Union[int, None, str]]) -> List[Optional[int]]:
+    """`sizes` on one dataset, PAPER_SIZES replaced by the paper's sizes of that dataset."""
+    expanded: List[Optional[int]] = []
+    for size in sizes:
+        if size != PAPER_SIZES:
+            expanded.append(size)
+        elif dataset in protocol.DATA_SIZE_LARGEST:
+            expanded += protocol.data_size_examples_per_class(dataset)
+        else:
+            raise InvalidSettingError(
+                f"--train_examples_per_class={PAPER_SIZES}: the paper's Figure 9 sizes are known for "
+                f"{', '.join(sorted(protocol.DATA_SIZE_LARGEST))}, not {dataset!r}")
+    return list(dict.fromkeys(expanded))
 
 
 def check_train_subset(dataset: str, size: Optional[int]) -> None:
@@ -185,7 +209,7 @@ def experiment_from_flags(regime: str, settings) -> Experiment:
     load_user_models(FLAGS.model)
     model_spec = backbones.spec(FLAGS.model)
     datasets.spec(FLAGS.dataset, skip_bad_images=FLAGS.skip_bad_images)
-    sizes = train_sizes_from_flags()
+    sizes = train_sizes_for(FLAGS.dataset, train_sizes_from_flags())
     if len(sizes) > 1:
         raise InvalidSettingError(f"--train_examples_per_class takes one value here, got "
                                   f"{','.join(FLAGS.train_examples_per_class)}; tfbench.sweep runs a list")
@@ -205,6 +229,15 @@ def runtime_from_flags(**regime_knobs) -> Runtime:
     return Runtime(strategy=FLAGS.strategy, **regime_knobs)
 
 
+def rung_shape(experiment: Experiment) -> List[Tuple[int, int]]:
+    """(trials, steps each) of every rung of a fine-tune or scratch run; none for a probe."""
+    if experiment.regime not in TRAINED_REGIMES:
+        return []
+    from tfbench.regimes import trained
+
+    return trained.rung_plan(experiment, trained.trials(experiment))
+
+
 def run_summary_line(record: Mapping[str, Any], skipped: bool = False) -> str:
     """The one line every binary ends with."""
     experiment = record["experiment"]
@@ -215,6 +248,8 @@ def run_summary_line(record: Mapping[str, Any], skipped: bool = False) -> str:
         f"status={record['status']}",
         f"test_{record.get('metric')}=" + ("-" if score is None else f"{score:.4f}"),
     ]
+    for name, value in (record.get("estimates") or {}).items():
+        parts.append(f"{name}={'n/a' if value is None else format(value, '.4g')}")
     for name, value in record.get("hyperparameters", {}).items():
         parts.append(f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}")
     if timings.get("wall_seconds") is not None:
@@ -242,7 +277,15 @@ def main(regime: str, settings_from_flags: Callable[[], Any],
         errors = runs.user_errors()
         try:  # names and settings first: a typo answers before TensorFlow is imported
             experiment = experiment_from_flags(regime, settings_from_flags())
-            outcome = runs.execute(experiment, run, runtime(), overwrite=FLAGS.overwrite,
+            run_runtime = runtime()
+            finished = not FLAGS.overwrite and results.finished_run(experiment) is not None
+            if not finished:  # then what can fail late, before anything is written
+                preflight.check(experiment)
+            if FLAGS.dry_run:
+                print(estimate_cost.estimated_plan_line(experiment, run_runtime, rung_shape(experiment))
+                      + ("; finished earlier, nothing to run (--overwrite reruns)" if finished else ""))
+                return
+            outcome = runs.execute(experiment, run, run_runtime, overwrite=FLAGS.overwrite,
                                    user_errors=errors)
         except errors as error:
             fail(str(error))

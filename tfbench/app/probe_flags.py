@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from tfbench.app import common_flags
+from tfbench.app import common_flags, feature_flags
 from tfbench.settings import L2_SEARCHES, PROBE_INITS, ProbeSettings
 
 FLAGS = flags.FLAGS
@@ -18,10 +18,8 @@ flags.DEFINE_enum(
     "init", "imagenet", PROBE_INITS,
     "Features of the backbone's ImageNet weights (the paper), or of a random initialisation of the "
     "same network seeded by --seed (how much of the transfer the architecture alone gives).")
-flags.DEFINE_string(
-    "cache_dir", None,
-    "Feature cache folder (default: $TFBENCH_CACHE/features or ~/.cache/tfbench/features).")
 flags.adopt_module_key_flags(common_flags)
+flags.adopt_module_key_flags(feature_flags)
 
 
 def settings_from_flags() -> ProbeSettings:

@@ -32,6 +32,12 @@ from tfbench.registry import Registry
 DEFAULT_IMAGE_SIZE = 224  # for a model whose input size is not fixed and not given
 SAVED_MODEL_SCALING = conventions.named("unit")  # TF-Hub's image convention
 TINY_SEED = 1234
+# Smallest input each builder accepts, by Keras application, architecture or source:
+# keras.applications' own `min_size` (32 unless listed), the Inception architectures of
+# tfbench.backbones.inception, EfficientNet-Lite's five stride-2 stages; 8 (the Experiment's
+# floor) for the rest.
+MIN_IMAGE_SIZE = {"InceptionV3": 75, "InceptionResNetV2": 75, "Xception": 71, "keras": 32,
+                  "inception_v1": 32, "inception_v2": 32, "inception_v4": 75, "efficientnet_lite": 32}
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,14 @@ def input_size(source: str, static_size: Optional[int], image_size: Optional[int
             f"image_size={image_size} cannot be used"
         )
     return static_size or image_size or default_size
+
+
+def min_image_size(backbone: BackboneSpec) -> int:
+    """The smallest image size the backbone builds at (a network's fixed size aside)."""
+    for key in (backbone.keras_application, backbone.architecture, backbone.source):
+        if key in MIN_IMAGE_SIZE:
+            return MIN_IMAGE_SIZE[key]
+    return 8
 
 
 def is_remote(handle: str) -> bool:

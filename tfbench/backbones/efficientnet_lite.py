@@ -52,7 +52,7 @@ import numpy as np
 
 from tfbench import cli, files
 from tfbench.backbones import torch_pickle
-from tfbench.backbones.catalog import LITE_TOP1_SOURCE
+from tfbench.backbones.catalog import LITE_TOP1_SOURCE, MIN_IMAGE_SIZE
 from tfbench.backbones.errors import WeightMappingError, WeightsUnavailableError
 from tfbench.registry import Registry
 
@@ -65,7 +65,6 @@ STEM_FILTERS = 32
 HEAD_FILTERS = 1280
 NUM_CLASSES = 1000
 FILTER_DIVISOR = 8
-MIN_IMAGE_SIZE = 32  # five stride-2 stages
 LABELS_FILE = Path(__file__).parent.parent / "data" / "imagenet_labels.txt"
 FINGERPRINT_SUFFIX = ".fingerprint.json"
 
@@ -241,9 +240,9 @@ def build(name: str, pretrained: bool = True, image_size: int | None = None,
     replaces the root of the converted-weights cache ($TFBENCH_CACHE or ~/.cache/tfbench).
     """
     lite = variant(name)
-    if image_size is not None and image_size < MIN_IMAGE_SIZE:
+    if image_size is not None and image_size < MIN_IMAGE_SIZE["efficientnet_lite"]:
         raise ValueError(
-            f"image_size {image_size} is too small for {name}: at least {MIN_IMAGE_SIZE} "
+            f"image_size {image_size} is too small for {name}: at least {MIN_IMAGE_SIZE['efficientnet_lite']} "
             f"(native {lite.image_size})"
         )
     cached = cache_file(name, cache_dir) if pretrained else None  # fails fast without the package

@@ -23,7 +23,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import keras
 
-from tfbench.backbones.catalog import BackboneSpec
+from tfbench.backbones.catalog import MIN_IMAGE_SIZE, BackboneSpec
 from tfbench.backbones.scaling import InputScaling
 
 BATCH_NORM_EPSILON = 0.001  # inception_utils.inception_arg_scope
@@ -245,9 +245,6 @@ ARCHITECTURES: Dict[str, Callable] = {
     "inception_v2": inception_v2_base,
     "inception_v4": inception_v4_base,
 }
-MIN_IMAGE_SIZE = {"inception_v1": 32, "inception_v2": 32, "inception_v4": 75}
-
-
 def graph(architecture: str, image_size: int, backbone: BackboneSpec):
     """The [0, 255] image input, the pooled features and slim's ImageNet logits (1001 classes)."""
     if image_size < MIN_IMAGE_SIZE[architecture]:

@@ -49,9 +49,12 @@ def load(name: str, split: str, data_dir: Optional[str] = None,
 
     data_dir is the TFDS data directory (None: TFDS's default). A TFDS dataset that is not
     prepared there raises DatasetNotPreparedError at once, naming the command that prepares it.
-    skip_bad_images: see `spec` (folder datasets only). train_subset: train is that subset of the
-    training split and trainval the subset plus val (val and test are never subsampled, so scores
-    at every size are measured on the same examples and the choice on validation stays as sharp).
+    skip_bad_images: see `spec` (folder datasets only). train_subset: train and trainval are both
+    that subset of the training split, so the final model of a run on N examples per class trains
+    on exactly N per class (the paper's Figure 9 axis). val and test are never subsampled: the
+    choice on validation uses the whole val split, never trained on (tfbench's choice: the paper
+    does not say how it validated at small sizes), and scores at every size are measured on the
+    same test examples.
     """
     check_split(split)
     dataset_spec = spec(name, skip_bad_images=skip_bad_images)
@@ -60,8 +63,7 @@ def load(name: str, split: str, data_dir: Optional[str] = None,
         return loader(dataset_spec, split, data_dir)
     from tfbench.datasets import subsets
 
-    train = subsets.per_class(loader(dataset_spec, "train", data_dir), train_subset, dataset_spec)
-    return train if split == "train" else train.concatenate(loader(dataset_spec, "val", data_dir))
+    return subsets.per_class(loader(dataset_spec, "train", data_dir), train_subset, dataset_spec)
 
 
 def _loader(source: str):

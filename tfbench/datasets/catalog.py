@@ -153,3 +153,25 @@ def names() -> List[str]:
 def registered_spec(name: str) -> DatasetSpec:
     """The DatasetSpec registered under `name`; unknown names fail with close matches."""
     return _REGISTRY.get(name)
+
+
+# (trainval, test) of the datasets the paper's table does not list, for cost estimates (kept out of
+# DatasetSpec: its fields are part of every feature-cache key).
+OTHER_SIZES = {"digits": (1437, 360), "fashion_mnist": (60000, 10000), "fashion_mnist_mini": (3000, 1000)}
+# The paper's datasets with an official validation split (FGVC Aircraft, VOC 2007, DTD, Flowers)
+# split their trainval about in half between train and val.
+OFFICIAL_VAL_FRACTION = 0.5
+
+
+def estimated_split_sizes(spec: DatasetSpec, train_examples_per_class: Optional[int] = None) -> Optional[dict]:
+    """Examples in train / val / trainval / test, from the dataset's table sizes (no data read),
+    for cost estimates; None when the registry does not know them (say, a folder: dataset)."""
+    sizes = spec.paper_sizes or OTHER_SIZES.get(spec.name)
+    if sizes is None:
+        return None
+    trainval, test = sizes
+    val = round(trainval * (spec.val_fraction if spec.val_split is None else OFFICIAL_VAL_FRACTION))
+    train = trainval - val
+    if train_examples_per_class is not None:
+        train = min(train, train_examples_per_class * spec.num_classes)
+    return {"train": train, "val": val, "trainval": train + val, "test": test}

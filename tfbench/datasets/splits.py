@@ -25,19 +25,23 @@ _VAL_STREAM = 1
 SUBSET_STREAM = 2
 TRAIN_SUBSET_STREAM = 3
 SUBSET_SPLITS = ("train", "trainval")  # the splits --train_examples_per_class changes
+TRAINVAL = "the train subset alone"  # what trainval is under a subset
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainSubset:
-    """Keep `examples_per_class` examples of every class of train (trainval = that subset plus
-    val; val and test untouched), drawn with `seed` (the run's seed: every network of a study
-    sees the same subset, and another seed draws another one)."""
+    """Keep `examples_per_class` examples of every class of train (trainval = that subset alone,
+    so the final model trains on exactly that many; val and test untouched), drawn with `seed`
+    (the run's seed: every network of a study sees the same subset, and another seed draws
+    another one)."""
 
     examples_per_class: int
     seed: int
 
-    def to_dict(self) -> Dict[str, int]:
-        return dataclasses.asdict(self)
+    def to_dict(self) -> Dict[str, object]:
+        # TRAINVAL tells cached features of this subset from those of the older trainval
+        # (the subset plus val), which carried the same size and seed.
+        return {**dataclasses.asdict(self), "trainval": TRAINVAL}
 
 
 def check_split(split: str) -> str:

@@ -6,7 +6,6 @@ on validation (`--l2_search`), refits on train+val with it and reports the datas
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Dict
 
@@ -15,64 +14,20 @@ from tfbench import protocol
 SPLITS = ("train", "val", "test")
 
 
-def default_cache_dir() -> str:
-    from tfbench import files
-
-    return os.path.join(files.cache_root(), "features")
-
-
-def feature_components(experiment, split: str, precision: str) -> Dict[str, Any]:
-    """The feature-cache key inputs of one split of this experiment."""
-    from tfbench import backbones, features
-
-    backbone_spec = backbones.spec(experiment.model)
-    pretrained = experiment.settings.init == "imagenet"
-    weights = backbones.weights_fingerprint(experiment.model, pretrained=pretrained)
-    return features.key_components(
-        model=experiment.model,
-        weights_fingerprint=weights if pretrained else f"{weights}:seed{experiment.seed}",
-        image_size=experiment.image_size or backbone_spec.image_size,
-        input_scaling=backbone_spec.input_scaling, precision=precision,
-        dataset=experiment.dataset, split=split,
-        split_definition=features.split_definition(experiment.dataset_spec(), experiment.train_subset(split)))
-
-
 def run(experiment, runtime) -> Dict[str, Any]:
     """Run the probe protocol for one experiment and return its finished record."""
 
-    from tfbench import backbones, devices, features, linear, metrics, predictions, results, runs, tuning
+    from tfbench import backbones, devices, estimate_cost, linear, metrics, predictions, results, runs, tuning
+    from tfbench.regimes import frozen
 
     started = time.time()
+    print(estimate_cost.estimated_plan_line(experiment, runtime))
     backbone_spec = backbones.spec(experiment.model)
     dataset_spec = experiment.dataset_spec()
     image_size = experiment.image_size or backbone_spec.image_size
     precision = devices.resolve_precision(experiment.precision)
     record = results.new_record(experiment, metric=dataset_spec.metric, started_at=results.now())
-    cache = features.FeatureCache(experiment.cache_dir or default_cache_dir())
-    strategy = None
-    model = None
-    extracted: Dict[str, features.Features] = {}
-    for split in SPLITS:
-        components = feature_components(experiment, split, precision)
-        key = features.cache_key(components)
-        cached = cache.load(key)
-        if cached is not None:
-            print(f"features: {split} from cache ({len(cached.features)} examples) {cache.entry_dir(key)}")
-            extracted[split] = cached
-            continue
-        if model is None:  # built only when some split misses the cache
-            import keras
-
-            strategy = devices.make_strategy(runtime.strategy)
-            keras.utils.set_random_seed(experiment.seed)  # the random init of --init=random
-            with devices.precision_policy(precision), strategy.scope():
-                model = backbones.build(experiment.model, image_size=image_size,
-                                        pretrained=experiment.settings.init == "imagenet")
-        data = experiment.load(split)
-        extracted[split] = features.extract(
-            model, data, image_size=image_size, batch_size=experiment.batch_size,
-            strategy=strategy, description=f"features {split}")
-        cache.store(key, components, extracted[split])
+    extracted = frozen.outputs_of(experiment, runtime, SPLITS, precision)
 
     train, val, test = (extracted[s] for s in SPLITS)
     search_started = time.time()
@@ -83,7 +38,10 @@ def run(experiment, runtime) -> Dict[str, Any]:
                                  search=experiment.settings.l2_search)
     search_seconds = time.time() - search_started
     refit_started = time.time()
-    final = linear.refit(train.features, train.labels, val.features, val.labels, selection)
+    # On a training subset the final fit keeps to it (exactly N per class, as the trained regimes'
+    # trainval); otherwise it refits on train + val.
+    refit_val = val if experiment.train_examples_per_class is None else _no_examples(val)
+    final = linear.refit(train.features, train.labels, refit_val.features, refit_val.labels, selection)
     refit_seconds = time.time() - refit_started
     test_scores = linear.decision_scores(final, test.features)
     test_score = metrics.score(dataset_spec.metric, test.labels, test_scores)
@@ -118,5 +76,11 @@ def run(experiment, runtime) -> Dict[str, Any]:
     tuning.mark_grid_edges(record, {"l2": selection.at_grid_edge} if selection.at_grid_edge else {})
     record["imagenet_top1"] = runs.imagenet_top1(experiment)
     record["skipped_images"] = getattr(dataset_spec, "skipped_images", 0)
+    record["train_examples"] = int(len(train.features) + len(refit_val.features))  # the final fit's
     return results.finish(record, "ok",
                           None if final.converged else "final fit hit its iteration limit")
+
+
+def _no_examples(split):
+    """A split's features with no rows (the shape kept): nothing of it enters the final fit."""
+    return split._replace(features=split.features[:0], labels=split.labels[:0])

@@ -17,7 +17,7 @@ import os
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from tfbench import files, hyperrule, predictions, protocol, results, runs, tuning
+from tfbench import estimate_cost, files, hyperrule, predictions, protocol, results, runs, tuning
 from tfbench.experiment import Experiment
 from tfbench.regimes.trainer import FINAL, Trainer, TrialTrainer, split_examples
 from tfbench.settings import Runtime
@@ -200,6 +200,8 @@ def conclude(experiment: Experiment, runtime: Runtime, trainer: Optional[Trainer
     if final.status != "ok":
         return results.finish(record, final.status, f"retrain on trainval: {final.reason}")
     record["test_score"] = final.score
+    if experiment.train_examples_per_class is not None:  # the count the final model trained on
+        record["train_examples"] = split_examples(experiment, "trainval")
     if final.predictions is not None and trainer.chief:
         record[predictions.RECORD_KEY] = predictions.write(experiment.run_dir(), final.predictions)
     return results.finish(record, "ok")
@@ -220,15 +222,10 @@ def run(experiment: Experiment, runtime: Runtime, strategy=None) -> Dict[str, An
     log = print if trainer.chief else (lambda message: None)
     planned = trials(experiment)
     shape = rung_plan(experiment, planned)
-    steps = sum(count * each for count, each in shape) + shape[-1][1]
-    if len(shape) == 1:
-        trials_text = f"{shape[0][0]} trials + 1 retrain on trainval, {shape[0][1]:,} steps of {experiment.batch_size} each"
-    else:
-        trials_text = (f"rungs of {', '.join(f'{count} x {each:,}' for count, each in shape)} steps "
-                       f"+ 1 retrain on trainval of {shape[-1][1]:,}, batches of {experiment.batch_size}")
-    log(f"plan: {trials_text} = {'at most ' if len(shape) > 1 else ''}{steps:,} steps, "
-        f"{steps * experiment.batch_size:,} images; precision {trainer.precision}, strategy "
-        f"{runtime.strategy} ({trainer.strategy.num_replicas_in_sync} replicas)")
+    speed = throughput(experiment, trainer, planned[0] if planned else None)
+    log(f"{estimate_cost.plan_line(experiment, runtime, speed, trainer.strategy.num_replicas_in_sync, shape)}; "
+        f"precision {trainer.precision}, strategy {runtime.strategy} "
+        f"({trainer.strategy.num_replicas_in_sync} replicas)")
     log(f"TensorBoard: tensorboard --logdir {trainer.log_dir()}")
     trial_records: List[Dict[str, Any]] = []
     rung_records_before: List[Dict[str, Any]] = []
@@ -247,6 +244,29 @@ def run(experiment: Experiment, runtime: Runtime, strategy=None) -> Dict[str, An
         trial_records += rung_records
         rung_records_before = rung_records
     return conclude(experiment, runtime, trainer, trial_records, log=log)
+
+
+WARMUP_STEPS = 5  # timed after a first, traced step, before the first trial when nothing measured it
+
+
+def throughput(experiment: Experiment, trainer: TrialTrainer,
+               first: Optional[tuning.Trial]) -> estimate_cost.Throughput:
+    """The network's training throughput: measured in the output folder's records, else timed over
+    WARMUP_STEPS steps of the first trial's setting (and stored for later estimates, see
+    tfbench.estimate_cost), else the table's."""
+    size = estimate_cost.image_size(experiment) or trainer.image_size
+    rates = estimate_cost.rates_in_records([experiment.output_dir])
+    speed = estimate_cost.measured(experiment.model, size, rates)
+    if speed is not None or first is None:
+        return speed or estimate_cost.throughput(experiment.model, size, rates + estimate_cost.stored_rates())
+    measured = trainer.time_steps(first.hyperparameters(), WARMUP_STEPS)
+    if measured is None:
+        return estimate_cost.throughput(experiment.model, size, rates + estimate_cost.stored_rates())
+    if trainer.chief:
+        estimate_cost.store_measurement(experiment.model, size, estimate_cost.TRAIN, measured,
+                                        by=f"tfbench.{experiment.regime} warm-up",
+                                        batch_size=experiment.batch_size, precision=trainer.precision)
+    return estimate_cost.from_warmup(measured, WARMUP_STEPS)
 
 
 def _steps(trial_records: Sequence[Mapping[str, Any]]) -> int:

@@ -102,6 +102,26 @@ class TrialTrainer:
         return classifier.build_classifier(backbone, self.dataset_spec.num_classes,
                                            self.settings.dropout, bn_momentum)
 
+    def learner(self, bn_momentum: Optional[float]):
+        """The learner of this experiment's network for `bn_momentum`: the one kept from the trial
+        before when that was the same network, else a new one (the kept one is released)."""
+        from tfbench import backbones, learner
+
+        experiment = self.experiment
+        pretrained = experiment.regime == "finetune"
+        key = (experiment.model, self.backbone_spec, backbones.weights_fingerprint(experiment.model, pretrained),
+               experiment.seed, self.image_size, self.dataset_spec.num_classes, self.dataset_spec.multi_label,
+               self.settings.dropout, self.settings.label_smoothing, bn_momentum, experiment.batch_size,
+               self.precision, self.strategy)
+        kept = _KEPT_LEARNER.get(key)
+        if kept is None:
+            release_kept_learner()
+            kept = _KEPT_LEARNER[key] = learner.Learner(
+                lambda: self.build_model(bn_momentum), strategy=self.strategy, batch_size=experiment.batch_size,
+                precision=self.precision, multi_label=self.dataset_spec.multi_label,
+                label_smoothing=self.settings.label_smoothing)
+        return kept
+
     def bn_momentum(self, fit_split: str) -> Optional[float]:
         """The batch-norm momentum for training on `fit_split` (None: each backbone's own)."""
         rule = self.settings.bn_momentum
@@ -119,11 +139,11 @@ class TrialTrainer:
                                       training=training, seed=self.experiment.seed,
                                       deterministic=training, repeat=training)
 
-    def score(self, model, split: str):
+    def score(self, learner, split: str):
         """(metric on every example of `split`, number of examples, the per-example predictions)."""
-        from tfbench import metrics, training
+        from tfbench import metrics
 
-        labels, scores = training.predict(model, self.batches(split, training=False))
+        labels, scores = learner.predict(self.batches(split, training=False))
         metric = self.dataset_spec.metric
         return (metrics.score(metric, labels, scores), int(len(labels)),
                 Predictions.of(metric, labels, scores))
@@ -155,20 +175,20 @@ class TrialTrainer:
                 "hyperparameters": dict(hyperparameters), "fit_split": fit_split,
                 "train_steps": train_steps})
         bn_momentum = self.bn_momentum(fit_split)
+        learner = self.learner(bn_momentum)
         evaluate = None
         if score_split == "val":
-            evaluate = lambda model: (tag, self.score(model, "val")[0])  # noqa: E731
-        model, result = training.train(
-            lambda: self.build_model(bn_momentum), lambda start: self.batches(fit_split, training=True).skip(start), config,
-            strategy=self.strategy, runtime=self.runtime, precision=self.precision,
-            checkpoint_dir=checkpoint_dir, log_dir=log_dir, hparams=self.hparams(hyperparameters, train_steps),
+            evaluate = lambda model: (tag, self.score(learner, "val")[0])  # noqa: E731
+        _, result = training.train(
+            learner, lambda start: self.batches(fit_split, training=True).skip(start), config,
+            runtime=self.runtime, checkpoint_dir=checkpoint_dir, log_dir=log_dir, hparams=self.hparams(hyperparameters, train_steps),
             evaluate=evaluate)
         details = {
             "fit_split": fit_split, "score_split": score_split, "train_steps": config.train_steps,
             "steps": result.steps, "resumed_from_step": result.resumed_from_step,
             "final_loss": result.final_loss, "l2_coefficient": config.l2_coefficient,
             "bn_momentum": bn_momentum,
-            "bn_momentum_applied": classifier.bn_momentum_applied(model, bn_momentum),
+            "bn_momentum_applied": classifier.bn_momentum_applied(learner.model, bn_momentum),
             "images_per_second": result.images_per_second, "precision": self.precision,
             "strategy": self.runtime.strategy, "strategy_class": type(self.strategy).__name__,
             "replicas": self.strategy.num_replicas_in_sync,
@@ -179,7 +199,7 @@ class TrialTrainer:
                 training.write_hparams_end(log_dir, result.status)
             return TrialOutcome(result.status, None, result.reason, details)
         started = time.perf_counter()
-        score, examples, answers = self.score(model, score_split)
+        score, examples, answers = self.score(learner, score_split)
         details["timings"]["evaluate_seconds"] = time.perf_counter() - started
         details["scored_examples"] = examples
         if score_split == "val":
@@ -189,9 +209,38 @@ class TrialTrainer:
             training.write_hparams_end(log_dir, "ok")
         return TrialOutcome("ok", score, None, details, answers if score_split == "test" else None)
 
+    def time_steps(self, hyperparameters: Mapping[str, float], steps: int) -> Optional[float]:
+        """Training images per second per device over `steps` steps after a first, traced one, on
+        the training split: nothing is saved or logged, and the trials start afresh. None if the
+        steps diverged."""
+        from tfbench import training
+
+        runtime = dataclasses.replace(self.runtime, steps_per_loop=1, eval_every=0, verbose=False)
+        _, result = training.train(
+            lambda: self.build_model(self.bn_momentum("train")),
+            lambda start: self.batches("train", training=True).skip(start),
+            self.config(hyperparameters, steps + 1), strategy=self.strategy, runtime=runtime,
+            precision=self.precision)
+        if result.images_per_second is None:
+            return None
+        return result.images_per_second / self.strategy.num_replicas_in_sync
+
     def discard(self, name: str) -> None:
         if self.chief:
             shutil.rmtree(os.path.join(self.work_dir(name), "checkpoints"), ignore_errors=True)
+
+
+# The learner of the last trial this process trained, by what its graph depends on: the next trial
+# of the same network reuses it instead of building and tracing again. One at most, so a process
+# that trains trial after trial holds one network whatever the mix of experiments.
+_KEPT_LEARNER: Dict[tuple, Any] = {}
+
+
+def release_kept_learner() -> None:
+    """Free the kept learner (its network, optimizer and traced functions)."""
+    for kept in _KEPT_LEARNER.values():
+        kept.release()
+    _KEPT_LEARNER.clear()
 
 
 def split_examples(experiment: Experiment, split: str) -> int:

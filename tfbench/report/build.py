@@ -12,7 +12,9 @@ paired by (model, dataset). The summary leads with those comparisons while r res
 HEADLINE_MIN_MODELS models, and with r otherwise. Only runs with status "ok" enter; failed and
 diverged runs are listed with their reason. A score whose chosen hyperparameter sat at an end of
 its grid is marked with EDGE_MARK. Per group and dataset (tfbench.report.significance): the best network
-and those not significantly worse, from the test predictions the runs stored.
+and those not significantly worse, from the test predictions the runs stored. The estimate regime's
+records (no test score) form no table of their own: tfbench.report.estimator_agreement scores their
+estimators against the probe's and the fine-tune's test scores.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 from tfbench import files, results
-from tfbench.report import convergence, data_size, finetune_vs_scratch, significance, size_split
+from tfbench.report import (checkpoints, convergence, data_size, estimator_agreement, finetune_vs_scratch,
+                            significance, size_split)
 from tfbench.report.analysis import (GroupAnalysis, ImageNetTop1, ScoreTable, analyze_group, display_names,
                               imagenet_top1_of_models)
 from tfbench.report.comparisons import Comparison, NotDrawn, Outcome, compare
@@ -33,6 +36,7 @@ from tfbench.report.correlation import BOOTSTRAP_RESAMPLES, CONFIDENCE, LOGIT_EP
 from tfbench.experiment import path_component
 from tfbench.report.protocol_groups import UnknownProtocolError, differing_settings, group_records, select
 
+ESTIMATE_REGIME = "estimate"  # tfbench.regimes.estimate: its records go to the estimators' section
 HEADLINE_MIN_MODELS = 5  # below this, r says little and the paired comparisons lead the summary
 PAPER_NETWORKS = 16
 MISSING = "-"
@@ -63,6 +67,8 @@ class Analysis:
     resamples: int
     seed: int
     best_networks: Mapping[str, Tuple[significance.DatasetBest, ...]]  # by group slug
+    estimators: estimator_agreement.EstimatorAgreement
+    significance_test: significance.Test = significance.Test()
 
 
 def collect(output_dir: str) -> List[Dict[str, Any]]:
@@ -80,9 +86,11 @@ def collect(output_dir: str) -> List[Dict[str, Any]]:
 
 def analyze(records: Sequence[Mapping[str, Any]], imagenet_top1: Callable[[str], Optional[float]],
             output_dir: str = "", resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
-            protocol: Optional[str] = None) -> Analysis:
+            protocol: Optional[str] = None, significance_test: significance.Test = significance.Test(),
+            top1_kind: str = checkpoints.ANY) -> Analysis:
     """The whole analysis of run records. `imagenet_top1(model)` (a fraction or None) serves models
-    whose records state no top-1; `protocol` keeps only the groups of that name or id."""
+    whose records state no top-1; `protocol` keeps only the groups of that name or id; `top1_kind`
+    keeps measured or published top-1 only (tfbench.report.checkpoints)."""
     groups = group_records(records)
     if protocol is not None:
         try:
@@ -90,16 +98,21 @@ def analyze(records: Sequence[Mapping[str, Any]], imagenet_top1: Callable[[str],
         except UnknownProtocolError as error:
             raise ReportInputError(f"--protocol: {error}") from None
     kept = [r for g in groups for r in g.records]
-    top1 = imagenet_top1_of_models(kept, imagenet_top1, measured_imagenet_top1)
+    top1 = checkpoints.keep_kind(imagenet_top1_of_models(kept, imagenet_top1, measured_imagenet_top1),
+                                 top1_kind, imagenet_top1)
     labels = display_names(kept)
-    analyses = {g.slug: analyze_group(g, top1, labels, resamples, seed) for g in groups}
+    estimate_groups = [g for g in groups if g.regime == ESTIMATE_REGIME]  # scores, but no test score
+    scored = [g for g in groups if g.regime != ESTIMATE_REGIME]
+    analyses = {g.slug: analyze_group(g, top1, labels, resamples, seed) for g in scored}
     slug_of = {id(r): g.slug for g in groups for r in g.records}
     rows = tuple({**row, "protocol": slug_of[id(record)]} for record, row in zip(kept, results.table(kept)))
     failures = tuple({k: row[k] for k in ("protocol", "regime", "dataset", "model", "status", "reason")}
                      for row in rows if row["status"] != "ok")
     return Analysis(output_dir, rows, analyses, failures, top1, labels, differing_settings(groups),
                     tuple(compare(list(analyses.values()))), resamples, seed,
-                    significance.analyze(groups, output_dir, seed=seed))
+                    significance.analyze(scored, output_dir, significance_test, seed),
+                    estimator_agreement.analyze(estimate_groups, list(analyses.values()), top1),
+                    significance_test)
 
 
 def measured_imagenet_top1(model: str) -> Optional[ImageNetTop1]:
@@ -345,10 +358,12 @@ def _convergence_markdown(analysis: Analysis) -> List[str]:
     figure_names = {id(o): name for name, o in convergence_files(outcomes).items()}
     parts = ["## Convergence: fine-tuned vs from scratch (the paper's Figure 8)\n",
              "The paper (Figure 8): networks fine-tuned from ImageNet converge faster than the same "
-             "networks trained from scratch.\n"]
+             "networks trained from scratch; it trains separate models, each a complete schedule, at "
+             "each budget. Below, a cheap approximation: points partway along each run's one cosine "
+             "schedule, whose learning rate has not decayed there.\n"]
     for outcome in outcomes:
         if isinstance(outcome, NotDrawn):
-            parts.append(f"Not drawn: {outcome.reason}.\n")
+            parts.append(outcome.sentence() + "\n")
             continue
         parts.append(outcome.sentence() + "\n")
         if id(outcome) in figure_names:
@@ -406,7 +421,7 @@ def best_network_files(analysis: Analysis) -> Dict[str, str]:
 
 def _best_networks_markdown(analysis: Analysis) -> List[str]:
     parts = ["## Best network per dataset, and those not significantly worse\n",
-             significance.method_note(significance.RESAMPLES, analysis.seed) + "\n"]
+             significance.method_note(analysis.significance_test, analysis.seed) + "\n"]
     figures_by_slug = best_network_files(analysis)
     for slug, verdicts in analysis.best_networks.items():
         parts += [f"### {analysis.groups[slug].title()} (`{slug}`)\n",
@@ -433,7 +448,9 @@ def report_markdown(analysis: Analysis) -> str:
         *(comparisons + correlations if comparisons_lead(analysis) else correlations + comparisons),
         *_convergence_markdown(analysis),
         "## ImageNet top-1 used\n",
+        checkpoints.NOTE + "\n",
         markdown_table(top1_rows(analysis)),
+        *[line + "\n" for line in checkpoints.mixing_lines(analysis.top1)],
     ]
     for slug, group in analysis.groups.items():
         parts += [
@@ -449,6 +466,7 @@ def report_markdown(analysis: Analysis) -> str:
     parts += finetune_vs_scratch_of(analysis).markdown(markdown_table)
     parts += size_split_of(analysis).markdown(markdown_table)
     parts += _best_networks_markdown(analysis)
+    parts += analysis.estimators.markdown(markdown_table)
     parts.append(data_size.markdown(data_size_of(analysis), DATA_SIZE_FIGURE, markdown_table))
     parts += ["## Runs not counted (failed or diverged)\n", markdown_table(failure_rows(analysis))]
     return "\n".join(parts)
@@ -519,9 +537,13 @@ def analysis_json(analysis: Analysis) -> Dict[str, Any]:
         "convergence": [convergence.to_json(o) for o in convergence.converge(analysis.comparisons)],
         "finetune_vs_scratch_per_dataset": finetune_vs_scratch_of(analysis).to_json(),
         "size_split": size_split_of(analysis).to_json(),
+        "estimator_agreement": analysis.estimators.to_json(),
         "best_networks": {
-            "method": significance.method_note(significance.RESAMPLES, analysis.seed),
-            "alpha": significance.ALPHA, "resamples": significance.RESAMPLES, "seed": analysis.seed,
+            "method": significance.method_note(analysis.significance_test, analysis.seed),
+            "test": analysis.significance_test.name, "alpha": significance.ALPHA,
+            "samples": analysis.significance_test.samples,
+            "map_samples": analysis.significance_test.map_samples,
+            "resamples": analysis.significance_test.resamples, "seed": analysis.seed,
             "groups": {slug: {v.dataset: v.to_json() for v in verdicts}
                        for slug, verdicts in analysis.best_networks.items()}},
     }
@@ -541,6 +563,8 @@ def print_summary(analysis: Analysis, file: TextIO = sys.stdout) -> None:
         print(f"r {slug} = {group.correlation.describe()}; {group.paper_note()}", file=file)
     print("\n== ImageNet top-1 used ==", file=file)
     results.print_table(top1_rows(analysis), file=file)
+    for line in checkpoints.mixing_lines(analysis.top1):
+        print(line, file=file)
     for comparison in drawn(analysis):
         print(f"\n== {comparison.kind.title}: {comparison.first.group.slug} vs "
               f"{comparison.second.group.slug} ==", file=file)
@@ -555,6 +579,9 @@ def print_summary(analysis: Analysis, file: TextIO = sys.stdout) -> None:
     for outcome in convergence.converge(analysis.comparisons):
         if isinstance(outcome, convergence.Convergence):
             print(f"\n{outcome.sentence()}", file=file)
+    for pairing in analysis.estimators.pairings:
+        print(f"\n== {pairing.title()} ==", file=file)
+        results.print_table(pairing.rows(), file=file)
     print("\n== summary ==", file=file)
     for line in summary_lines(analysis):
         print(f"- {line}", file=file)
@@ -597,7 +624,8 @@ def write_report(analysis: Analysis, report_dir: str) -> List[str]:
 def report(output_dir: str, report_dir: Optional[str] = None,
            imagenet_top1: Callable[[str], Optional[float]] = registered_imagenet_top1,
            resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0, protocol: Optional[str] = None,
-           file: TextIO = sys.stdout) -> Tuple[Analysis, List[str]]:
+           file: TextIO = sys.stdout, significance_test: significance.Test = significance.Test(),
+           top1_kind: str = checkpoints.ANY) -> Tuple[Analysis, List[str]]:
     """Reads the run records under output_dir, writes the report, prints tables and the summary,
     the one-line summary last.
 
@@ -612,7 +640,7 @@ def report(output_dir: str, report_dir: Optional[str] = None,
         raise ReportInputError(f"no run records under --output_dir {output_dir!r} (expected "
                                f"<output_dir>/<regime>/<dataset>/<model>/{results.RECORD_FILE})")
     analysis = analyze(records, imagenet_top1, output_dir=output_dir, resamples=resamples, seed=seed,
-                       protocol=protocol)
+                       protocol=protocol, significance_test=significance_test, top1_kind=top1_kind)
     paths = write_report(analysis, report_dir or os.path.join(output_dir, "report"))
     print_summary(analysis, file=file)
     print(report_summary_line(analysis, paths[-1]), file=file)

@@ -7,10 +7,13 @@ scratch run record carries it (results.CHOSEN_CURVE): [step, validation score] e
 --eval_every steps of training on "train" (the default: every checkpoint), the last point at the
 end of training.
 
-Runs are paired as the fine-tune vs scratch comparison pairs them (tfbench.report.comparisons: protocol
-groups of equal steps and batch size), here per (model, dataset, seed). The paper's own scratch
-schedule is longer than its fine-tune one, so runs of flags/finetune.flags and flags/scratch.flags
-do not pair: a scratch run with the fine-tune steps does. Per curve:
+Runs are paired as the fine-tune vs scratch comparisons pair them (tfbench.report.comparisons:
+first each regime's own protocol, the paper's 20,000-step fine-tune with its 78,125-step scratch or
+one preset's two; then, as tfbench's second view, groups of equal steps and batch size), here per
+(model, dataset, seed). Steps count from each run's own start, so runs of different lengths compare
+on one axis. These are points partway along one cosine schedule, whose learning rate has not
+decayed there: a cheap approximation of the paper's Figure 8, which trains separate models at
+each budget. Per curve:
   - the final score is the curve's last point: the chosen trial's validation score at the end of
     training (not the best point: a curve that peaks and falls back has not converged there);
   - the steps to 90% / 95% are the first logged step whose score is at least that fraction of the
@@ -35,7 +38,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from tfbench import results
-from tfbench.report.comparisons import FINETUNE_VS_SCRATCH, Comparison, NotDrawn, Outcome
+from tfbench.report.comparisons import FINETUNE_VS_SCRATCH_KINDS, Comparison, NotDrawn, Outcome
 
 FRACTIONS = (0.90, 0.95)
 MIN_POINTS = 3
@@ -107,7 +110,7 @@ class Convergence:
         return any(r.ratio(FRACTIONS[0]) is not None for r in self.rows)
 
     def sentence(self) -> str:
-        sides = f"{self.comparison.first.group.slug} vs {self.comparison.second.group.slug}"
+        sides = f"{self.comparison.kind.title}: {self.comparison.first.group.slug} vs {self.comparison.second.group.slug}"
         if not self.drawn():
             return (f"Convergence ({sides}): not drawn: no (model, dataset) has a validation curve of at "
                     f"least {MIN_POINTS} points on both sides; missing: "
@@ -133,7 +136,7 @@ def curve_of(record: Mapping[str, Any]) -> Optional[Curve]:
 def converge(outcomes: Sequence[Outcome]) -> List[ConvergenceOutcome]:
     """The convergence of every fine-tune vs scratch comparison among `outcomes` (those the report
     drew, tfbench.report.comparisons.compare); one that could not be drawn stays a NotDrawn with its reason."""
-    return [_pair(o) if isinstance(o, Comparison) else o for o in outcomes if o.kind is FINETUNE_VS_SCRATCH]
+    return [_pair(o) if isinstance(o, Comparison) else o for o in outcomes if o.kind in FINETUNE_VS_SCRATCH_KINDS]
 
 
 def _pair(comparison: Comparison) -> Convergence:

@@ -5,7 +5,10 @@ the setting trained on the whole training set ("all", the curve's last point). P
 any subset run: a table of examples per class x line (a regime, or a regime and protocol when a
 regime has several) holding the mean test score over networks, the same per network, the gap
 fine-tune minus scratch at each size over the networks that ran both, and a figure with one panel
-per dataset. Several seeds of one (line, size, network) count as their mean. Only ok runs enter;
+per dataset. Several seeds of one (line, size, network) count as their mean; each seed draws its
+own subset, so the spread over seeds is the paper's error bar (it trains on three random subsets):
+the standard error over seeds of the mean over networks, shown when two or more seeds ran. Only
+ok runs enter;
 the probe of randomly initialised networks is left out (the figure is about ImageNet training).
 """
 
@@ -37,6 +40,17 @@ class DatasetCurves:
     lines: Tuple[str, ...]
     regimes: Mapping[str, str]  # line -> regime
     scores: Mapping[Tuple[str, Size, str], float]
+    by_seed: Mapping[Tuple[str, Size, str], Mapping[int, float]]  # each seed's score of a cell
+
+    def standard_error(self, line: str, size: Size) -> Optional[float]:
+        """Standard error over seeds of the mean over networks (seeds every network ran); None
+        below two seeds."""
+        models = self.models(line, size)
+        seeds = set.intersection(*(set(self.by_seed[(line, size, m)]) for m in models)) if models else set()
+        if len(seeds) < 2:
+            return None
+        means = [np.mean([self.by_seed[(line, size, m)][seed] for m in models]) for seed in sorted(seeds)]
+        return float(np.std(means, ddof=1) / np.sqrt(len(means)))
 
     def models(self, line: str, size: Size) -> List[str]:
         return sorted(m for (l, s, m) in self.scores if l == line and s == size)
@@ -90,18 +104,19 @@ def analyze(records: Sequence[Mapping[str, Any]]) -> DataSize:
     lines = _lines(ok)
     curves = []
     for dataset in subset_datasets:
-        cells: Dict[Tuple[str, Size, str], List[float]] = {}
+        cells: Dict[Tuple[str, Size, str], Dict[int, float]] = {}
         regimes, metric = {}, None
         for record in (r for r in ok if r["experiment"]["dataset"] == dataset):
             line, regime = lines[id(record)]
             regimes[line] = regime
             metric = record.get("metric")
             cell = (line, record["experiment"].get(TRAIN_SUBSET_FIELD), record["experiment"]["model"])
-            cells.setdefault(cell, []).append(float(record["test_score"]))
+            cells.setdefault(cell, {})[int(record["experiment"].get("seed", 0))] = float(record["test_score"])
         sizes = sorted({s for _, s, _ in cells}, key=lambda s: (s is None, s or 0))
         order = sorted(regimes, key=lambda l: (REGIMES.index(regimes[l]) if regimes[l] in REGIMES else len(REGIMES), l))
         curves.append(DatasetCurves(dataset, metric or "", tuple(sizes), tuple(order), regimes,
-                                    {cell: float(np.mean(values)) for cell, values in cells.items()}))
+                                    {cell: float(np.mean(list(seeds.values()))) for cell, seeds in cells.items()},
+                                    cells))
     return DataSize(tuple(curves), None)
 
 
@@ -110,10 +125,16 @@ def _percent(value: Optional[float]) -> str:
 
 
 def mean_rows(curves: DatasetCurves) -> List[Dict[str, str]]:
-    """Examples per class x line: mean test score (%) over networks, with how many."""
-    return [{"examples per class": size_label(size),
-             **{f"{line} (%)": (f"{_percent(curves.mean(line, size))} (n={len(curves.models(line, size))})"
-                                if curves.models(line, size) else "-") for line in curves.lines}}
+    """Examples per class x line: mean test score (%) over networks, with how many, and its
+    standard error over seeds (subsets) when there are several."""
+    def cell(line: str, size: Size) -> str:
+        if not curves.models(line, size):
+            return "-"
+        error = curves.standard_error(line, size)
+        spread = "" if error is None else f" ± {_percent(error)}"
+        return f"{_percent(curves.mean(line, size))}{spread} (n={len(curves.models(line, size))})"
+
+    return [{"examples per class": size_label(size), **{f"{line} (%)": cell(line, size) for line in curves.lines}}
             for size in curves.sizes]
 
 
@@ -154,7 +175,8 @@ def markdown(data_size: DataSize, figure_file: str, table: Any) -> str:
         return "\n".join(parts + [f"Not drawn: {data_size.missing}.\n"])
     for curves in data_size.curves:
         parts += [f"### {curves.dataset} ({curves.metric})\n",
-                  "Mean test score over networks (n = networks):\n", table(mean_rows(curves)),
+                  "Mean test score over networks (n = networks; ± the standard error over seeds, each "
+                  "seed a different random subset):\n", table(mean_rows(curves)),
                   "Per network (%):\n", table(model_rows(curves))]
         gaps = gap_rows(curves)
         parts += (["Fine-tuning minus training from scratch, paired by network:\n", table(gaps)] if gaps else
@@ -178,9 +200,13 @@ def figure(data_size: DataSize):
         largest = max((s for s in curves.sizes if s is not None), default=1)
         position = {s: (FULL_POSITION * largest if s is None else s) for s in curves.sizes}
         for line in curves.lines:
-            points = [(position[s], 100.0 * curves.mean(line, s)) for s in curves.sizes if curves.mean(line, s) is not None]
-            axes.plot([x for x, _ in points], [y for _, y in points], marker="o", label=line,
-                      color=REGIME_COLORS.get(line))  # several protocols of a regime: their own
+            shown = [s for s in curves.sizes if curves.mean(line, s) is not None]
+            x, y = [position[s] for s in shown], [100.0 * curves.mean(line, s) for s in shown]
+            drawn, = axes.plot(x, y, marker="o", label=line,
+                               color=REGIME_COLORS.get(line))  # several protocols of a regime: their own
+            errors = [100.0 * (curves.standard_error(line, s) or 0.0) for s in shown]
+            if any(errors):  # standard errors over seeds (subsets)
+                axes.errorbar(x, y, yerr=errors, fmt="none", capsize=2, color=drawn.get_color())
         axes.set_xscale("log")
         axes.set_xticks([position[s] for s in curves.sizes], [size_label(s) for s in curves.sizes])
         axes.minorticks_off()

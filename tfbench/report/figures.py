@@ -76,7 +76,7 @@ def figure1(groups: Sequence[GroupAnalysis], titles: Optional[Sequence[str]] = N
         axes.set_title(titles[index] if titles else
                        f"{group.title()}\nr = {group.correlation.describe()}; {group.paper_note()}",
                        fontsize=9)
-        axes.set_xlabel("ImageNet top-1 accuracy (%)")
+        axes.set_xlabel("ImageNet top-1 accuracy (%), public checkpoints\n(not the paper's retrained networks)")
         axes.set_ylabel("Mean transfer accuracy (log odds)")
         axes.grid(True, alpha=0.3)
         left_out = len(group.models) - len(included)

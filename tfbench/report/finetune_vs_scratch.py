@@ -4,8 +4,8 @@ Kornblith, Shlens & Le (2019), Figure 7: per dataset, each network's test score 
 ImageNet and trained from random initialisation, against its ImageNet top-1. Pretraining helps
 most on small datasets, and on some (the paper: Stanford Cars, FGVC Aircraft)
 the gap nearly closes; one number over all datasets hides that. This view splits each compatible
-fine-tune vs scratch comparison (tfbench.report.comparisons: equal steps and batch size, paired by model
-and dataset) by dataset: the networks' scores on both sides, the mean gap and how many networks
+fine-tune vs scratch comparison (tfbench.report.comparisons: each regime's own protocol, as the
+paper pairs them, then tfbench's equal-steps view; paired by model and dataset) by dataset: the networks' scores on both sides, the mean gap and how many networks
 fine-tuning wins. When no comparison can be drawn it names the runs each side lacks.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from tfbench.report.analysis import GroupAnalysis
-from tfbench.report.comparisons import FINETUNE_VS_SCRATCH, Comparison, Outcome
+from tfbench.report.comparisons import FINETUNE_VS_SCRATCH, FINETUNE_VS_SCRATCH_KINDS, Comparison, Outcome
 
 FILE_STEM = "finetune_vs_scratch_per_dataset"
 MISSING = "-"
@@ -99,7 +99,7 @@ class FinetuneVsScratch:
 
     def markdown(self, table: Callable[[Sequence[Mapping[str, str]]], str]) -> List[str]:
         """The report's section; `table` formats rows (the report's markdown tables)."""
-        parts = [f"## {FINETUNE_VS_SCRATCH.title}, per dataset (Figure 7)\n",
+        parts = ["## Fine-tuning vs training from scratch, per dataset (Figure 7)\n",
                  FINETUNE_VS_SCRATCH.paper + "\n"]
         if not self.drawn:
             parts.append(f"Not drawn: {self.not_drawn}.\n")
@@ -125,14 +125,13 @@ def _lacking(present: GroupAnalysis, other_regime: str) -> str:
     group = present.group
     models = sorted({r["experiment"]["model"] for r in group.records})
     datasets = sorted({r["experiment"]["dataset"] for r in group.records})
-    return (f"{other_regime} runs of {', '.join(models)} on {', '.join(datasets)} at "
-            f"{group.settings.get('train_steps')} steps of batch {group.key.get('batch_size')} "
-            f"(to pair with {group.slug})")
+    return (f"{other_regime} runs of {', '.join(models)} on {', '.join(datasets)} of protocol "
+            f"{group.name} (to pair with {group.slug})")
 
 
 def per_dataset(outcomes: Iterable[Outcome], groups: Iterable[GroupAnalysis]) -> FinetuneVsScratch:
     """The per-dataset view of the fine-tune vs scratch outcomes of tfbench.report.comparisons.compare."""
-    mine = [o for o in outcomes if o.kind is FINETUNE_VS_SCRATCH]
+    mine = [o for o in outcomes if o.kind in FINETUNE_VS_SCRATCH_KINDS]
     drawn = [o for o in mine if isinstance(o, Comparison)]
     if drawn:
         def name(c: Comparison) -> str:
@@ -141,4 +140,4 @@ def per_dataset(outcomes: Iterable[Outcome], groups: Iterable[GroupAnalysis]) ->
         return FinetuneVsScratch(tuple(split_by_dataset(c, name(c)) for c in drawn), None, ())
     sides = {"finetune": "scratch", "scratch": "finetune"}
     missing = tuple(_lacking(g, sides[g.group.regime]) for g in groups if g.group.regime in sides)
-    return FinetuneVsScratch((), "; ".join(o.reason for o in mine), missing)
+    return FinetuneVsScratch((), "; ".join(f"{o.kind.title}: {o.reason}" for o in mine), missing)

@@ -166,7 +166,7 @@ def parse_shard(text: str, environ: Mapping[str, str] = os.environ) -> Shard:
 
 @dataclasses.dataclass(frozen=True)
 class Cost:
-    """What a set of tasks costs to run, and at which throughput that was estimated."""
+    """What a set of tasks holds and what is left of it to train (its time: tfbench.estimate_cost)."""
 
     runs: int
     tasks: int
@@ -174,66 +174,19 @@ class Cost:
     remaining: int
     steps: int
     images: int
-    images_per_second: Optional[float]  # per GPU
-    throughput_source: str
 
-    def gpu_hours(self) -> Optional[float]:
-        if not self.images_per_second:
-            return None
-        return self.images / self.images_per_second / 3600.0
-
-    def summary(self, gpus: int) -> str:
+    def summary(self) -> str:
         kinds = ", ".join(f"{count:,} {kind}" for kind, count in sorted(self.tasks_by_kind.items()))
-        lines = [f"plan: {self.runs:,} runs, {self.tasks:,} tasks ({kinds}); {self.remaining:,} not finished",
-                 f"to train (tasks not finished): {self.steps:,} steps, {self.images:,} images"]
-        hours = self.gpu_hours()
-        if hours is None:
-            lines.append("GPU-hours: unknown (no finished record holds timings.images_per_second; "
-                         "pass --images_per_second=N to estimate)")
-        else:
-            lines.append(f"at {self.images_per_second:,.0f} images/s per GPU ({self.throughput_source}): "
-                         f"{hours:,.1f} GPU-hours; wall time on {gpus} GPU(s) >= {_duration(hours * 3600 / gpus)} "
-                         "(perfect packing, training only)")
-        return "\n".join(lines)
+        return (f"plan: {self.runs:,} runs, {self.tasks:,} tasks ({kinds}); {self.remaining:,} not finished\n"
+                f"to train (tasks not finished): {self.steps:,} steps, {self.images:,} images")
 
 
-def _duration(seconds: float) -> str:
-    if seconds >= 2 * 86400:
-        return f"{seconds / 86400:,.1f} days"
-    if seconds >= 2 * 3600:
-        return f"{seconds / 3600:,.1f} hours"
-    return f"{seconds / 60:,.1f} minutes"
-
-
-def measured_images_per_second(tasks: Sequence[Task]) -> Tuple[Optional[float], int]:
-    """Mean training throughput per device over the finished records of these tasks, and how many.
-
-    A run record holds it as `timings.images_per_second`, a trial record as
-    `training.images_per_second`; both are divided by the record's `training.replicas`."""
-    values = []
-    for task in tasks:
-        record = read_record(task.record)
-        if record is None or record.get("status") not in FINISHED_STATUSES:
-            continue
-        training = record.get("training") or {}
-        value = (record.get("timings") or {}).get("images_per_second") or training.get("images_per_second")
-        if value:
-            values.append(float(value) / max(1, int(training.get("replicas") or 1)))
-    return (sum(values) / len(values) if values else None), len(values)
-
-
-def cost(tasks: Sequence[Task], images_per_second: Optional[float] = None) -> Cost:
-    """Training cost of the tasks not yet finished; throughput measured unless given."""
+def cost(tasks: Sequence[Task]) -> Cost:
+    """How many tasks, and the training steps and images of those not yet finished."""
     remaining = [task for task in tasks if not finished(task)]
-    if images_per_second:
-        source = "--images_per_second"
-    else:
-        images_per_second, count = measured_images_per_second(tasks)
-        source = f"measured: mean of {count} finished records" if count else "unknown"
     kinds: Dict[str, int] = {}
     for task in tasks:
         kinds[task.kind] = kinds.get(task.kind, 0) + 1
     return Cost(runs=len({task.run for task in tasks}), tasks=len(tasks), tasks_by_kind=kinds,
                 remaining=len(remaining), steps=sum(task.steps for task in remaining),
-                images=sum(task.images for task in remaining), images_per_second=images_per_second,
-                throughput_source=source)
+                images=sum(task.images for task in remaining))
