@@ -67,6 +67,7 @@ setup(
             "tfbench-sweep=tfbench.sweep:main",
             "tfbench-report=tfbench.report.__main__:main",
             "tfbench-prepare=tfbench.prepare:main",
+            "tfbench-doctor=tfbench.doctor:main",
             "tfbench-imagenet-eval=tfbench.imagenet_eval:main",
         ]
     },
