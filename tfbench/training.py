@@ -28,12 +28,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from tfbench import files, protocol
+from tfbench import files, interruption, protocol
 from tfbench.classifier import kernels
 from tfbench.devices import is_chief, precision_policy
 from tfbench.settings import Runtime
 
-CURVE_FILE = "validation_curve.json"  # beside the checkpoints, so a resumed run keeps its curve
+# Beside the checkpoints, so a resumed run keeps its validation curve and its last step's loss.
+PROGRESS_FILE = "validation_curve.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +62,9 @@ class TrainConfig:
 @dataclasses.dataclass
 class TrainResult:
     """What a training run reports; `status` is "ok" or "diverged" (a non-finite loss stopped it).
+
+    `final_loss` is the data loss of the last step (the same however the run was split into
+    compiled calls, interrupted or resumed).
 
     `validation_curve` holds [step, score] pairs from `evaluate` during training (resumed runs
     keep the pairs scored before the interruption).
@@ -135,6 +139,8 @@ def train(model_fn: Callable[[], Any], train_batches: Callable[[int], Any], conf
     TensorBoard HParams session (with its status when it ends).
     Returns (model, TrainResult); status "diverged" when the loss (with its weight-decay term) or a
     model variable became NaN or infinite: training stops there and no checkpoint of it is saved.
+    A stop request (tfbench.interruption) ends training after the step in progress: the checkpoint
+    of that step is saved (when there is a `checkpoint_dir`), then Interrupted is raised.
     """
     import tensorflow as tf
 
@@ -146,13 +152,14 @@ def train(model_fn: Callable[[], Any], train_batches: Callable[[int], Any], conf
         optimizer = make_optimizer(config, precision)
         optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    stop = tf.Variable(False, trainable=False, name="stop_requested")  # read by the compiled loop
     checkpoints = _Checkpoints(checkpoint_dir, strategy, model=model, optimizer=optimizer, step=step)
     seconds["build"] = time.perf_counter() - started
 
     started = time.perf_counter()
     checkpoints.restore_latest()
     resumed_from = int(step.numpy())
-    curve = checkpoints.curve() if resumed_from else []
+    curve, last_loss = checkpoints.progress() if resumed_from else ([], None)
     seconds["restore"] = time.perf_counter() - started
 
     chief = is_chief(strategy)
@@ -160,7 +167,7 @@ def train(model_fn: Callable[[], Any], train_batches: Callable[[int], Any], conf
     if writer is not None and hparams is not None and resumed_from == 0:
         _write_hparams_start(writer, hparams)
 
-    run_steps = _compiled_steps(model, optimizer, config, strategy)
+    run_steps = _compiled_steps(model, optimizer, config, strategy, stop)
     dataset = train_batches(resumed_from).map(
         lambda *batch: _with_batch_size(batch, config.batch_size))
     options = tf.data.Options()
@@ -177,47 +184,72 @@ def train(model_fn: Callable[[], Any], train_batches: Callable[[int], Any], conf
     interval = runtime.validation_interval if evaluate is not None else 0
     stops = [runtime.checkpoint_every, runtime.steps_per_loop] + ([interval] if interval else [])
     seconds.update(first_loop=0.0, train=0.0, checkpoint=0.0, validation=0.0)
-    status, reason, last_loss, steady_images = "ok", None, None, 0
+    status, reason, steady_images = "ok", None, 0
     current = resumed_from
-    while current < config.train_steps:
-        next_stop = min([config.train_steps] + [(current // every + 1) * every for every in stops])
+
+    def stopped_at(request: interruption.Request) -> interruption.Interrupted:
+        checkpoints.save(current, curve, last_loss)
+        if writer is not None:
+            writer.flush()
+        return interruption.Interrupted(request, f"at step {current}")
+
+    def validate_when_due() -> None:
+        """Score validation at `current` if it is due and not scored yet (a run stopped while
+        scoring resumes with that scoring)."""
+        if not (interval and current % interval == 0 and 0 < current < config.train_steps) or (
+                curve and curve[-1][0] >= current):
+            return
         tick = time.perf_counter()
-        loss_sum, done, finite = run_steps(iterator, tf.constant(next_stop - current, tf.int64))
-        done, finite = int(done), bool(finite)
-        elapsed = time.perf_counter() - tick
-        if current == resumed_from:
-            seconds["first_loop"] = elapsed
-        else:
-            seconds["train"] += elapsed
-            steady_images += done * config.batch_size
-        current += done
-        if not finite:
-            status, reason = "diverged", f"non-finite training loss or weights by step {current}"
-            break
-        step.assign(current)
-        last_loss = float(loss_sum) / done
-        learning_rate = float(optimizer.learning_rate)
-        images_per_second = done * config.batch_size / elapsed
+        try:
+            tag, score = evaluate(model)  # stops between batches when asked to
+        except interruption.Interrupted as stopped:
+            raise stopped_at(stopped.request) from None
+        curve.append([current, score])
         if writer is not None:
             with writer.as_default(step=current):
-                tf.summary.scalar("train/loss", last_loss)
-                tf.summary.scalar("train/learning_rate", learning_rate)
-                tf.summary.scalar("train/images_per_second", images_per_second)
-        if progress is not None:
-            progress.update(current, [("loss", last_loss), ("lr", learning_rate),
-                                      ("img/s", images_per_second)])
-        if interval and current % interval == 0 and current < config.train_steps:
+                tf.summary.scalar(tag, score)
+        seconds["validation"] += time.perf_counter() - tick
+
+    with interruption.on_request(lambda: stop.assign(True)):
+        validate_when_due()
+        while current < config.train_steps:
+            if interruption.requested() is not None:
+                raise stopped_at(interruption.requested())
+            next_stop = min([config.train_steps] + [(current // every + 1) * every for every in stops])
             tick = time.perf_counter()
-            tag, score = evaluate(model)
-            curve.append([current, score])
+            loss_sum, step_loss, done, finite = run_steps(iterator, tf.constant(next_stop - current, tf.int64))
+            done, finite = int(done), bool(finite)
+            if not done:  # the stop came before the first step of this call
+                continue
+            elapsed = time.perf_counter() - tick
+            if current == resumed_from:
+                seconds["first_loop"] = elapsed
+            else:
+                seconds["train"] += elapsed
+                steady_images += done * config.batch_size
+            current += done
+            if not finite:
+                status, reason = "diverged", f"non-finite training loss or weights by step {current}"
+                break
+            step.assign(current)
+            mean_loss, last_loss = float(loss_sum) / done, float(step_loss)
+            learning_rate = float(optimizer.learning_rate)
+            images_per_second = done * config.batch_size / elapsed
             if writer is not None:
                 with writer.as_default(step=current):
-                    tf.summary.scalar(tag, score)
-            seconds["validation"] += time.perf_counter() - tick
-        if current % runtime.checkpoint_every == 0 or current == config.train_steps:
-            tick = time.perf_counter()
-            checkpoints.save(current, curve)
-            seconds["checkpoint"] += time.perf_counter() - tick
+                    tf.summary.scalar("train/loss", mean_loss)
+                    tf.summary.scalar("train/learning_rate", learning_rate)
+                    tf.summary.scalar("train/images_per_second", images_per_second)
+            if progress is not None:
+                progress.update(current, [("loss", mean_loss), ("lr", learning_rate),
+                                          ("img/s", images_per_second)])
+            if interruption.requested() is not None:
+                raise stopped_at(interruption.requested())
+            validate_when_due()
+            if current % runtime.checkpoint_every == 0 or current == config.train_steps:
+                tick = time.perf_counter()
+                checkpoints.save(current, curve, last_loss)
+                seconds["checkpoint"] += time.perf_counter() - tick
     if writer is not None:
         writer.flush()
     train_seconds = seconds["train"]
@@ -238,10 +270,11 @@ def _with_batch_size(batch, batch_size: int):
     return tuple(tf.ensure_shape(part, [batch_size] + part.shape[1:].as_list()) for part in batch)
 
 
-def _compiled_steps(model, optimizer, config: TrainConfig, strategy):
-    """A tf.function running up to `steps` training steps; stops early on a non-finite loss.
+def _compiled_steps(model, optimizer, config: TrainConfig, strategy, stop):
+    """A tf.function running up to `steps` training steps; stops early on a non-finite loss, or
+    when the boolean variable `stop` becomes true (checked before every step).
 
-    Returns (sum of the global-batch data losses, steps run, all finite): "finite" covers the loss
+    Returns (sum of the global-batch data losses, the last step's, steps run, all finite): "finite" covers the loss
     with its weight-decay term at every step and every model variable at the end. The loss of each
     replica is its share of the global-batch mean, so the SUM over replicas is the global mean.
     """
@@ -267,20 +300,21 @@ def _compiled_steps(model, optimizer, config: TrainConfig, strategy):
 
     @tf.function
     def run_steps(iterator, steps):
-        loss_sum = tf.constant(0.0, tf.float32)
+        loss_sum = step_loss = tf.constant(0.0, tf.float32)
         done = tf.constant(0, tf.int64)
         finite = tf.constant(True)
-        while done < steps and finite:
+        while done < steps and finite and not stop:
             images, labels = next(iterator)
             data_loss, loss = strategy.run(replica_step, args=(images, labels))
             data_loss = strategy.reduce("SUM", data_loss, axis=None)
+            step_loss = data_loss
             loss_sum += data_loss
             done += 1
             finite = tf.math.is_finite(strategy.reduce("SUM", loss, axis=None))
         # Weights or batch-norm statistics can overflow while the loss still looks finite.
         for variable in model.variables:
             finite = finite and tf.reduce_all(tf.math.is_finite(tf.cast(variable, tf.float32)))
-        return loss_sum, done, finite
+        return loss_sum, step_loss, done, finite
 
     return run_steps
 
@@ -316,22 +350,26 @@ class _Checkpoints:
         if latest is not None:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
 
-    def save(self, step: int, curve: List[List[float]]) -> None:
+    def save(self, step: int, curve: List[List[float]], last_loss: Optional[float]) -> None:
         if self.manager is None:
             return
-        self.manager.save(checkpoint_number=step)
+        # Progress first: killed between the two writes, a run resumes from the previous checkpoint
+        # and retrains steps whose (identical) scores it already holds, instead of losing them.
         if self.chief:
-            files.write_json_atomic(os.path.join(self.directory, CURVE_FILE), {"curve": curve})
-        else:
+            files.write_json_atomic(os.path.join(self.directory, PROGRESS_FILE),
+                                    {"curve": curve, "last_loss": last_loss})
+        self.manager.save(checkpoint_number=step)
+        if not self.chief:
             shutil.rmtree(self.manager.directory, ignore_errors=True)
 
-    def curve(self) -> List[List[float]]:
-        """The validation scores saved with the checkpoint a run resumes from."""
-        path = os.path.join(self.directory, CURVE_FILE) if self.directory else None
+    def progress(self) -> Tuple[List[List[float]], Optional[float]]:
+        """The validation scores and the last step's loss saved with the checkpoint a run resumes from."""
+        path = os.path.join(self.directory, PROGRESS_FILE) if self.directory else None
         if path is None or not os.path.exists(path):
-            return []
+            return [], None
         with open(path) as handle:
-            return list(json.load(handle)["curve"])
+            saved = json.load(handle)
+        return list(saved["curve"]), saved.get("last_loss")
 
 
 def _write_hparams_start(writer, hparams: Mapping[str, Any]) -> None:
@@ -378,6 +416,7 @@ def predict(model, batches) -> Tuple[np.ndarray, np.ndarray]:
 
     labels, scores = [], []
     for images, batch_labels in batches:
+        interruption.check()
         scores.append(forward(images).numpy())
         labels.append(batch_labels.numpy())
     return np.concatenate(labels), np.concatenate(scores)

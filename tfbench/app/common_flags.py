@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 from absl import flags
 
 from tfbench import protocol, results, runs
-from tfbench.cli import RUN_FAILED, fail, run_app
+from tfbench.cli import RUN_FAILED, fail, interruptible, run_app
 from tfbench.experiment import Experiment
 from tfbench.settings import PRECISIONS, STRATEGIES, TRAINED_REGIMES, InvalidSettingError, Runtime
 
@@ -242,8 +242,8 @@ def main(regime: str, settings_from_flags: Callable[[], Any],
         errors = runs.user_errors()
         try:  # names and settings first: a typo answers before TensorFlow is imported
             experiment = experiment_from_flags(regime, settings_from_flags())
-            outcome = runs.execute(experiment, run, runtime(), overwrite=FLAGS.overwrite,
-                                   user_errors=errors)
+            outcome = interruptible(lambda: runs.execute(experiment, run, runtime(), overwrite=FLAGS.overwrite,
+                                                         user_errors=errors))
         except errors as error:
             fail(str(error))
         if not outcome.skipped:

@@ -10,7 +10,7 @@ import os
 import time
 from typing import Any, Dict
 
-from tfbench import protocol
+from tfbench import interruption, protocol
 
 SPLITS = ("train", "val", "test")
 
@@ -74,6 +74,7 @@ def run(experiment, runtime) -> Dict[str, Any]:
             strategy=strategy, description=f"features {split}")
         cache.store(key, components, extracted[split])
 
+    interruption.check("after extracting features (they are cached)")
     train, val, test = (extracted[s] for s in SPLITS)
     search_started = time.time()
     print(f"probe: choosing L2 on validation ({experiment.settings.l2_search} search, "

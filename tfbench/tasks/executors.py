@@ -24,11 +24,12 @@ import socket
 import time
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from tfbench import interruption
 from tfbench.tasks import locks
 from tfbench.tasks.plan import Plan, Task, finished, read_record
 
 EXECUTORS = ("local", "ray")
-OUTCOMES = ("ran", "skipped", "failed")  # final; "busy" is looked at again
+OUTCOMES = ("ran", "skipped", "failed", "interrupted")  # final; "busy" is looked at again
 
 
 class ExecutorError(RuntimeError):
@@ -75,6 +76,19 @@ def run_task(task: Task, stale_after: float = locks.STALE_AFTER_SECONDS,
     record = read_record(task.record) or {}
     return Outcome(task.key, "failed", seconds,
                    record.get("reason") or f"ended without a finished record at {task.record}", **where)
+
+
+def run_task_stoppably(task: Task, stale_after: float = locks.STALE_AFTER_SECONDS,
+                       heartbeat_seconds: float = locks.HEARTBEAT_SECONDS) -> Outcome:
+    """`run_task` in a worker process: SIGTERM / SIGINT (or a stop requested by code) end the task
+    at its next safe point, its checkpoint saved, as the outcome "interrupted" (a rerun resumes it)."""
+    try:
+        with interruption.handling_signals():
+            return run_task(task, stale_after, heartbeat_seconds)
+    except interruption.Interrupted as stopped:
+        return Outcome(task.key, "interrupted", reason=stopped.line(), host=socket.gethostname(), pid=os.getpid())
+    finally:
+        interruption.clear()  # the worker goes on to other tasks
 
 
 class _Executor:
@@ -143,7 +157,7 @@ class RayExecutor(_Executor):
                 ray.init(address=address, num_cpus=num_cpus if address is None else None)
             except (ConnectionError, RuntimeError, ValueError) as error:
                 raise ExecutorError(f"cannot start or reach Ray at --ray_address={address!r}: {error}") from None
-        self._remote = ray.remote(run_task).options(
+        self._remote = ray.remote(run_task_stoppably).options(
             num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=max_retries,
             retry_exceptions=False, name="tfbench-task")
         self._lock_timing = (stale_after, heartbeat_seconds)
