@@ -29,7 +29,7 @@ from tfbench.tasks import locks
 from tfbench.tasks.plan import Plan, Task, finished, read_record
 
 EXECUTORS = ("local", "ray")
-OUTCOMES = ("ran", "skipped", "failed", "interrupted")  # final; "busy" is looked at again
+OUTCOMES = ("ran", "skipped", "failed")  # final; "busy" is looked at again
 
 
 class ExecutorError(RuntimeError):
