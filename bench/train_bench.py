@@ -73,16 +73,16 @@ def synthetic_stream(images, labels, batch_size):
 
 def jpeg_stream(args):
     """The real input path: JPEG bytes -> decode -> Inception crop + flip -> batches."""
+    from tfbench.datasets.tables import ExampleTable
+
     rng = np.random.RandomState(1)
     smooth = tf.image.resize(rng.uniform(0, 255, (64, 16, 16, 3)).astype("float32"), [JPEG_SIZE, JPEG_SIZE])
-    encoded = [tf.io.encode_jpeg(tf.cast(image, tf.uint8)).numpy() for image in smooth]
+    encoded = np.array([tf.io.encode_jpeg(tf.cast(image, tf.uint8)).numpy() for image in smooth], dtype=object)
     labels = rng.randint(0, NUM_CLASSES, len(encoded)).astype("int64")
-    examples = tf.data.Dataset.from_tensor_slices((encoded, labels)).map(
-        lambda data, label: {"image": tf.io.decode_jpeg(data, channels=3), "label": label},
-        num_parallel_calls=tf.data.AUTOTUNE)
-    return lambda start: preprocessing.pipeline(
-        examples, args.image_size, args.batch_size, training=True, seed=0, deterministic=True,
-        repeat=True).skip(start)
+    table = ExampleTable({"image": encoded, "label": labels, "id": np.arange(len(labels)).astype(str)},
+                         lambda row: tf.io.decode_jpeg(row["image"], channels=3))
+    return lambda start: preprocessing.training_batches(table, args.image_size, args.batch_size, seed=0,
+                                                        start_step=start)
 
 
 def tfbench_training(args, stream) -> float:

@@ -63,6 +63,10 @@ socket.socket.connect_ex = _guarded_connect_ex
 socket.getaddrinfo = _guarded_getaddrinfo
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a test of minutes (the soak test); deselect with -m 'not slow'")
+
+
 @pytest.fixture(autouse=True)
 def _seeded_keras():
     """Every test starts from the same seeds and a clean Keras session (when Keras is in use:

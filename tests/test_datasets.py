@@ -663,3 +663,48 @@ def test_fashion_mnist_mini_is_a_fixed_class_balanced_subset():
     assert not train_ids & {e["id"] for e in materialise("val")}
     assert all(i.startswith(b"train/") for i in train_ids)
     assert all(e["id"].startswith(b"test/") for e in materialise("test"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables: the rows training reads by example number are the examples `load` gives, in its order
+
+
+def as_dataset(table):
+    """The rows of an ExampleTable, in row order, decoded with its own decode."""
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices(dict(table.columns)).map(
+        lambda row: {"image": table.decode(row), "label": row["label"], "id": row["id"]})
+
+
+def assert_table_matches_load(name, splits_to_check=datasets.SPLITS, batch_size=None, **options):
+    for split in splits_to_check:
+        loaded = materialise(datasets.load(name, split, **options), batch_size)
+        table = materialise(as_dataset(datasets.load_table(name, split, **options)), batch_size)
+        assert table.ids == loaded.ids, split
+        np.testing.assert_array_equal(table.labels, loaded.labels)
+        assert table.hashes == loaded.hashes, split
+
+
+def test_table_rows_are_the_loaded_examples_digits_with_a_training_subset():
+    assert_table_matches_load("digits", ("train", "test"), batch_size=512)
+    subset = splits.TrainSubset(examples_per_class=5, seed=3)
+    assert_table_matches_load("digits", ("train", "trainval"), batch_size=512, train_subset=subset)
+    assert len(datasets.load_table("digits", "train", train_subset=subset)) == 50
+
+
+@pytest.mark.skipif(not os.path.isdir(FASHION_DIR), reason="Debian's dataset-fashion-mnist is not installed")
+def test_table_rows_are_the_loaded_examples_fashion_mnist_mini():
+    assert_table_matches_load("fashion_mnist_mini", ("val", "test"), batch_size=512)
+
+
+def test_table_rows_are_the_loaded_examples_of_a_folder(tmp_path):
+    for name in CLASSES:
+        _write_images(tmp_path / name, name, 6, start=CLASSES.index(name) * 6, extension=".jpg")
+    assert_table_matches_load(f"folder:{tmp_path}")
+
+
+def test_table_rows_are_the_loaded_examples_of_tfds_pool_and_multi_label_splits():
+    with mocked_tfds(num_examples=30):
+        assert_table_matches_load("caltech101", ("train", "val"))
+        assert_table_matches_load("voc2007", ("train",))

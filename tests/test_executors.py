@@ -279,3 +279,21 @@ def test_a_killed_driver_run_again_skips_finished_tasks_and_takes_over_the_inter
     assert summary.complete() and summary.outcomes[interrupted].status == "ran"
     assert summary.count("skipped") == 2 and summary.count("ran") == len(study) - 2
     assert cluster_fakes.events(log, "end") == {task.key: 1 for task in study.tasks}
+
+
+def test_a_stopped_task_in_a_worker_is_interrupted_not_failed_and_its_lock_is_released(tmp_path):
+    """What a Ray worker runs: a task that stops at a stop request (SIGTERM, or a lost lock)
+    reports "interrupted", leaves no record, frees its lock, and the worker may take the next task."""
+    from tfbench import interruption
+    from tfbench.tasks import locks
+
+    def stopping():
+        interruption.request_stop("lock lost")
+        interruption.check("at step 7 of trial t")
+
+    record = str(tmp_path / "t.json")
+    outcome = executors.run_task_stoppably(plan.Task(key="t", kind="trial", call=stopping, record=record))
+    assert outcome.status == "interrupted"
+    assert outcome.reason == "interrupted at step 7 of trial t; the same command resumes from there"
+    assert not os.path.exists(record) and not os.path.exists(locks.lock_path(record))
+    assert interruption.requested() is None  # cleared for the next task

@@ -9,6 +9,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,7 +36,14 @@ def test_search_with_a_diverging_trial_reads_test_only_for_the_final_score(tmp_p
         loaded.append(split)
         return real_load(name, split, data_dir, **options)
 
+    real_load_table = datasets.load_table
+
+    def recording_load_table(name, split, data_dir=None, **options):
+        loaded.append(split)
+        return real_load_table(name, split, data_dir, **options)
+
     monkeypatch.setattr(datasets, "load", recording_load)
+    monkeypatch.setattr(datasets, "load_table", recording_load_table)
     experiment = Experiment(
         regime="finetune", model="tiny", dataset="digits", output_dir=str(tmp_path), batch_size=32,
         settings=TrainingSettings(search="small", train_steps=60, bn_momentum=0.9))
@@ -104,11 +112,17 @@ def _env():
                 TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
 
 
-def test_kill_during_training_then_rerun_resumes_and_matches(tmp_path):
-    # The uninterrupted reference: the same experiment as the command, run in this process.
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The experiment of `_command`, run in this process without interruption, and its record."""
     reference = Experiment(regime="scratch", model="tiny", dataset="digits", batch_size=16,
-                           output_dir=str(tmp_path / "uninterrupted"), settings=TrainingSettings(**SETTINGS))
-    expected = trained.run(reference, Runtime(checkpoint_every=20, verbose=False))
+                           output_dir=str(tmp_path_factory.mktemp("uninterrupted")),
+                           settings=TrainingSettings(**SETTINGS))
+    return reference, trained.run(reference, Runtime(checkpoint_every=20, verbose=False))
+
+
+def test_kill_during_training_then_rerun_resumes_and_matches(tmp_path, uninterrupted):
+    reference, expected = uninterrupted
 
     resumed = tmp_path / "resumed"
     trials_dir = resumed / "scratch" / "digits" / "tiny" / "trials"
@@ -147,13 +161,59 @@ def test_kill_during_training_then_rerun_resumes_and_matches(tmp_path):
     with open(resumed / "scratch" / "digits" / "tiny" / "record.json") as handle:
         got = json.load(handle)
     assert got["experiment"] == reference.to_dict() | {"output_dir": str(resumed)}
+    _assert_same_result(got, expected)
     resumed_from = [got["training"]["resumed_from_step"]]
     trial_file = trials_dir / "lr0.1_wd0.0001.json"  # the one trial of --search=none
     resumed_from.append(json.loads(trial_file.read_text())["training"]["resumed_from_step"])
     assert max(resumed_from) > 0, "the rerun started from scratch instead of the checkpoint"
+
+
+def _assert_same_result(got, expected):
     assert got["validation_score"] == pytest.approx(expected["validation_score"], abs=1e-6)
     assert got["test_score"] == pytest.approx(expected["test_score"], abs=1e-6)
     assert got["training"]["final_loss"] == pytest.approx(expected["training"]["final_loss"], rel=1e-4)
+
+
+INTERRUPTED_LINE = re.compile(r"interrupted at step (\d+) of trial lr0\.1_wd0\.0001; the same command resumes from there")
+
+
+def test_sigterm_mid_trial_saves_that_step_and_the_rerun_resumes_from_it(tmp_path, uninterrupted):
+    """Periodic checkpoints off: SIGTERM ends the run after the step in progress with that step's
+    checkpoint, one line and exit 143, no record; the same command resumes from that step (not
+    0) and ends as the uninterrupted run. A signal that lands before the first step (while the
+    model is built) stops at step 0, so the signal is sent again later until a step is reached."""
+    _, expected = uninterrupted
+    command = _command(tmp_path) + ["--checkpoint_every=100000"]
+    run_dir = tmp_path / "scratch" / "digits" / "tiny"
+    started_training = run_dir / "trials" / "lr0.1_wd0.0001" / "tensorboard"
+    step, delay = 0, 3.0
+    while step == 0:
+        shutil.rmtree(started_training, ignore_errors=True)  # made again when training starts
+        process = subprocess.Popen(command, env=_env(), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.time() + 180
+            while not started_training.exists() and time.time() < deadline and process.poll() is None:
+                time.sleep(0.05)
+            time.sleep(delay)
+            assert process.poll() is None, "the run ended before it could be interrupted"
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=120)
+        finally:
+            process.kill()
+        assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+        assert "Traceback" not in stderr
+        lines = [line for line in stderr.splitlines() if line.startswith("interrupted")]
+        assert len(lines) == 1 and INTERRUPTED_LINE.fullmatch(lines[0]), stderr[-3000:]
+        assert not (run_dir / "record.json").exists() and not (run_dir / "trials" / "lr0.1_wd0.0001.json").exists()
+        step, delay = int(INTERRUPTED_LINE.fullmatch(lines[0]).group(1)), delay * 2
+    assert step < SETTINGS["train_steps"]
+
+    rerun = subprocess.run(command, env=_env(), timeout=240, cwd=tmp_path, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    trial = json.loads((run_dir / "trials" / "lr0.1_wd0.0001.json").read_text())
+    assert trial["training"]["resumed_from_step"] == step
+    _assert_same_result(json.loads((run_dir / "record.json").read_text()), expected)
 
 
 def _binary(*args, timeout=60):

@@ -86,49 +86,93 @@ def test_eval_resizes_the_whole_image_without_cropping():
 
 
 def test_evaluation_keeps_order_and_the_last_partial_batch():
-    batches = as_numpy(preprocessing.pipeline(examples(10), SIZE, batch_size=4, training=False))
+    batches = as_numpy(preprocessing.pipeline(examples(10), SIZE, batch_size=4))
     assert [len(labels) for _, labels in batches] == [4, 4, 2]
     np.testing.assert_array_equal(np.concatenate([labels for _, labels in batches]), np.arange(10))
     assert all(images.shape[1:] == (SIZE, SIZE, 3) and images.dtype == np.float32 for images, _ in batches)
 
 
-def test_training_epoch_is_shuffled_and_covers_every_example_once():
-    batches = as_numpy(preprocessing.pipeline(examples(50), SIZE, batch_size=8, training=True, seed=1))
-    labels = np.concatenate([labels for _, labels in batches])
-    assert sorted(labels) == list(range(50))
-    assert not np.array_equal(labels, np.arange(50))
-    assert len(batches[-1][1]) == 50 % 8
+def table(count, height=12, width=9, decoded=None):
+    """An ExampleTable of `count` random images whose label is the example's number; `decoded`, if
+    given, collects the number of every example that gets decoded."""
+    from tfbench.datasets.tables import ExampleTable
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(count, height, width, 3), dtype=np.uint8)
+
+    def decode(row):
+        if decoded is not None:
+            tf.numpy_function(lambda label: decoded.append(int(label)) or label, [row["label"]], tf.int64)
+        return tf.ensure_shape(row["image"], [height, width, 3])
+
+    return ExampleTable({"image": images, "label": np.arange(count, dtype=np.int64),
+                         "id": np.array([f"x{i}" for i in range(count)])}, decode)
 
 
-def test_repeat_reshuffles_every_epoch():
-    stream = preprocessing.pipeline(examples(20), SIZE, batch_size=20, training=True, seed=4, repeat=True)
-    first, second = (labels for _, labels in as_numpy(stream.take(2)))
-    assert sorted(first) == sorted(second) == list(range(20))
-    assert not np.array_equal(first, second)
+def stream_labels(batches, steps):
+    return [labels.numpy() for _, labels in batches.take(steps)]
 
 
-def test_deterministic_mode_repeats_batches_exactly():
-    def build(seed):
-        return preprocessing.pipeline(
-            examples(30), SIZE, batch_size=7, training=True, seed=seed, deterministic=True, shuffle_buffer=16
-        )
-
-    first, second = build(seed=5), build(seed=5)
-    first_epochs = [as_numpy(first), as_numpy(first)]
-    second_epochs = [as_numpy(second), as_numpy(second)]
-    for epoch_a, epoch_b in zip(first_epochs, second_epochs):
-        for (images_a, labels_a), (images_b, labels_b) in zip(epoch_a, epoch_b):
-            np.testing.assert_array_equal(labels_a, labels_b)
-            np.testing.assert_array_equal(images_a, images_b)
-    # Iterating again is the next epoch: a new order, not a replay.
-    labels_by_epoch = [np.concatenate([labels for _, labels in epoch]) for epoch in first_epochs]
-    assert not np.array_equal(*labels_by_epoch)
-    other = as_numpy(build(seed=6))
-    assert any(not np.array_equal(a[0], b[0]) for a, b in zip(first_epochs[0], other))
+def test_every_epoch_is_a_permutation_of_its_own():
+    order = preprocessing.EpochOrder(50, seed=1)
+    epochs = [order.examples(np.arange(50 * e, 50 * (e + 1))) for e in range(3)]
+    for rows in epochs:
+        assert sorted(rows) == list(range(50))
+    assert not np.array_equal(epochs[0], np.arange(50))
+    assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
+    # Positions across an epoch boundary read the same examples as the epochs read one by one.
+    np.testing.assert_array_equal(order.examples(np.arange(40, 60)),
+                                  np.concatenate([epochs[0][40:], epochs[1][:10]]))
 
 
-def test_pipeline_rejects_contradictory_arguments():
-    with pytest.raises(ValueError, match="seed"):
-        preprocessing.pipeline(examples(4), SIZE, 2, training=True, deterministic=True)
-    with pytest.raises(ValueError, match="repeat"):
-        preprocessing.pipeline(examples(4), SIZE, 2, training=False, repeat=True)
+def test_epoch_order_is_uniform_over_seeds():
+    """A proper shuffle: over many seeds, each example lands in each position about equally often."""
+    size, seeds = 8, 4000
+    counts = np.zeros((size, size))
+    for seed in range(seeds):
+        counts[np.arange(size), preprocessing.EpochOrder(size, seed).examples(np.arange(size))] += 1
+    expected = seeds / size
+    chi_square = ((counts - expected) ** 2 / expected).sum()
+    # 49 degrees of freedom ((8-1)^2): p = 1e-6 at ~110; a biased shuffle lands far above.
+    assert chi_square < 110
+
+
+def test_batches_follow_the_epoch_order_and_augmentation_depends_on_position_only():
+    batches = preprocessing.training_batches(table(20), SIZE, batch_size=8, seed=4)
+    labels = np.concatenate(stream_labels(batches, 5))  # 40 positions: two epochs
+    np.testing.assert_array_equal(labels, preprocessing.EpochOrder(20, 4).examples(np.arange(40)))
+    images, _ = next(iter(batches))
+    source = table(20).columns["image"]
+    transform = preprocessing.train_transform(SIZE, 4)
+    for position in range(8):
+        np.testing.assert_array_equal(images[position].numpy(),
+                                      transform(tf.constant(source[labels[position]]), position).numpy())
+
+
+def test_resumed_stream_equals_the_uninterrupted_one_past_the_first_epoch():
+    """Step 7 of batch 6 over 25 examples is in the second epoch; resuming there gives the same
+    images (crop, flip), labels and order as running through."""
+    full = [(images.numpy(), labels.numpy())
+            for images, labels in preprocessing.training_batches(table(25), SIZE, 6, seed=9).take(11)]
+    resumed = [(images.numpy(), labels.numpy())
+               for images, labels in preprocessing.training_batches(table(25), SIZE, 6, seed=9, start_step=7).take(4)]
+    for (images_a, labels_a), (images_b, labels_b) in zip(full[7:], resumed):
+        np.testing.assert_array_equal(labels_a, labels_b)
+        np.testing.assert_array_equal(images_a, images_b)
+    other_seed = next(iter(preprocessing.training_batches(table(25), SIZE, 6, seed=10, start_step=7)))
+    assert not np.array_equal(other_seed[0].numpy(), resumed[0][0])
+
+
+def test_resuming_late_decodes_no_example_of_the_steps_before():
+    """The old stream skipped batches after decoding and augmenting them: a resume at step 400 of
+    batch 4 decoded 1,600 examples before its first batch. Now it decodes (about) that batch."""
+    decoded = []
+    batches = preprocessing.training_batches(table(30, decoded=decoded), SIZE, 4, seed=2, start_step=400)
+    first = next(iter(batches))[1].numpy()
+    np.testing.assert_array_equal(first, preprocessing.EpochOrder(30, 2).examples(np.arange(1600, 1604)))
+    assert 4 <= len(decoded) <= 64  # that batch and what prefetching reads ahead, never 1,600
+
+
+def test_an_empty_training_split_is_refused():
+    with pytest.raises(ValueError, match="empty"):
+        preprocessing.training_batches(table(0), SIZE, 4, seed=0)

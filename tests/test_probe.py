@@ -200,3 +200,32 @@ def test_a_keras_model_described_by_flags(tmp_path):
     record_path, = (tmp_path / "runs" / "probe" / "digits").glob("*/record.json")
     record = json.loads(record_path.read_text())
     assert record["imagenet_top1"]["value"] == 0.75 and record["experiment"]["display_name"] == "Mine"
+
+
+def test_a_stop_during_extraction_keeps_the_finished_splits_and_writes_no_record(tmp_path, monkeypatch):
+    """A stop requested while the val features are extracted (train's are done): Interrupted names
+    the split, train's features are in the cache, nothing of val and no record is written; the
+    rerun extracts only what is missing."""
+    from tfbench import interruption, runs
+
+    experiment = Experiment(regime="probe", model="tiny", dataset="digits", output_dir=str(tmp_path / "runs"),
+                            cache_dir=str(tmp_path / "cache"), settings=ProbeSettings(l2_search="fast"))
+    real_extract = features.extract
+
+    def extract_then_stop(model, dataset, **options):
+        if options["description"] == "features val":
+            interruption.request_stop("test")
+        return real_extract(model, dataset, **options)
+
+    monkeypatch.setattr(features, "extract", extract_then_stop)
+    try:
+        with pytest.raises(interruption.Interrupted) as stopped:
+            runs.execute(experiment, probe.run, Runtime())
+    finally:
+        interruption.clear()
+    assert stopped.value.line() == ("interrupted while extracting features val (finished splits are cached); "
+                                    "the same command resumes from there")
+    assert not os.path.exists(os.path.join(experiment.run_dir(), "record.json"))
+    monkeypatch.setattr(features, "extract", real_extract)
+    record = runs.execute(experiment, probe.run, Runtime()).record
+    assert record["status"] == "ok" and record["details"]["feature_cache_hits"] == ["train"]

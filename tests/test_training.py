@@ -302,8 +302,10 @@ def test_validation_curve_is_scored_on_schedule_and_survives_resume(tmp_path):
     _, resumed = training.train(_learner(), _batches, longer, runtime=runtime,
                                 checkpoint_dir=str(tmp_path / "ckpt"), evaluate=evaluate)
     assert resumed.resumed_from_step == 12
-    assert [step for step, _ in resumed.validation_curve] == [4, 8]  # 12 is the end of the first run
-    assert len(calls) == 2
+    # 12 ended the first run (its caller scored it), but is due in the longer one: scored on resume,
+    # as a 16-step run that never stopped scores it.
+    assert [step for step, _ in resumed.validation_curve] == [4, 8, 12]
+    assert len(calls) == 3
 
 
 def test_validation_every_zero_scores_nothing_during_training():
@@ -339,7 +341,79 @@ def test_a_lost_lock_stops_training_at_the_next_step_boundary_before_any_checkpo
 
     config = training.TrainConfig(learning_rate=0.05, weight_decay=0.0, train_steps=8, batch_size=8)
     with fencing.holding(lease), pytest.raises(fencing.LeaseLost):
-        training.train(_small_model, _batches, config, strategy=_strategy(), evaluate=evaluate,
+        training.train(_learner(), _batches, config, evaluate=evaluate,
                        runtime=_runtime(steps_per_loop=2, checkpoint_every=4, eval_every=2),
                        checkpoint_dir=str(tmp_path / "ckpt"))
     assert scored == [0] and tf.train.latest_checkpoint(str(tmp_path / "ckpt")) is None
+
+
+def _stopping_batches(stop_at_position):
+    """_batches whose reader requests a stop (from tf.data's thread, as a lock's heartbeat thread
+    would) when it produces batch number `stop_at_position`: in the middle of a compiled loop."""
+    import tensorflow as tf
+
+    from tfbench import interruption
+
+    def note(position):
+        if position == stop_at_position:
+            interruption.request_stop("test")
+        return position
+
+    def batches(start):
+        positions = tf.data.Dataset.range(start, 2**62)
+        return tf.data.Dataset.zip(_batches(start), positions).map(
+            lambda batch, position: (batch, tf.numpy_function(note, [position], tf.int64)))\
+            .map(lambda batch, _: batch)
+
+    return batches
+
+
+def test_a_stop_request_ends_training_after_the_step_in_progress_with_its_checkpoint(tmp_path):
+    """Within one compiled call of 100 steps a stop requested at step 15 ends training within a
+    few steps (what prefetching read ahead), saves that step's checkpoint though periodic ones are
+    off, raises Interrupted naming the step; the rerun resumes there and ends as an uninterrupted
+    run does."""
+    from tfbench import interruption, training
+
+    config = training.TrainConfig(learning_rate=0.05, weight_decay=1e-3, train_steps=40, batch_size=8)
+    runtime = _runtime(steps_per_loop=100, checkpoint_every=10_000)
+    reference, _ = training.train(_learner(), _batches, config, runtime=runtime)
+
+    checkpoints = str(tmp_path / "ckpt")
+    try:
+        with pytest.raises(interruption.Interrupted) as stopped:
+            training.train(_learner(), _stopping_batches(15), config, runtime=runtime,
+                           checkpoint_dir=checkpoints)
+    finally:
+        interruption.clear()
+    step = int(stopped.value.where.split()[-1])
+    assert stopped.value.where == f"at step {step}" and 5 <= step <= 16
+    assert stopped.value.line() == f"interrupted at step {step}; the same command resumes from there"
+    assert os.path.exists(os.path.join(checkpoints, f"ckpt-{step}.index"))
+
+    model, result = training.train(_learner(), _batches, config, runtime=runtime,
+                                   checkpoint_dir=checkpoints)
+    assert result.resumed_from_step == step and result.steps == 40
+    for got, expected in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_stop_requested_during_validation_keeps_the_steps_trained(tmp_path):
+    from tfbench import interruption, training
+
+    config = training.TrainConfig(learning_rate=0.05, weight_decay=0.0, train_steps=12, batch_size=8)
+
+    def evaluate(model):
+        interruption.request_stop("test")
+        interruption.check()
+
+    try:
+        with pytest.raises(interruption.Interrupted) as stopped:
+            training.train(_learner(), _batches, config, runtime=_runtime(steps_per_loop=4, checkpoint_every=100, eval_every=4),
+                           checkpoint_dir=str(tmp_path), evaluate=evaluate)
+    finally:
+        interruption.clear()
+    assert stopped.value.where == "at step 4"
+    _, resumed = training.train(_learner(), _batches, config, runtime=_runtime(),
+                                checkpoint_dir=str(tmp_path))
+    assert resumed.resumed_from_step == 4

@@ -54,7 +54,7 @@ NUMERICS_CLASSES = 10
 LOSS_TOLERANCE = {"mixed_float16": 5e-3, "mixed_bfloat16": 1e-2}
 MIRRORED_TOLERANCE = 1e-3  # same global batch, same update: only summation order differs
 
-# Throughput: a generated JPEG folder read through the training pipeline, and a few training
+# Throughput: a generated JPEG folder read through the input pipeline (decode and resize), and a few training
 # steps of one backbone (the first call, which compiles, is not timed).
 PIPELINE_IMAGES = 64
 PIPELINE_IMAGE_SHAPE = (300, 400, 3)  # a typical dataset photo, resized by the pipeline
@@ -355,8 +355,9 @@ def write_jpeg_folder(folder: str, count: int = PIPELINE_IMAGES) -> List[str]:
 
 
 def pipeline_rate(paths: Sequence[str], image_size: int, seconds: float) -> float:
-    """Images per second through tfbench.preprocessing's training pipeline (decode, crop, flip,
-    resize, batch), timed after the first batch."""
+    """Images per second through tfbench.preprocessing's evaluation pipeline (decode, resize,
+    batch: the input side a training step also pays, less its crop and flip), timed after the
+    first batch."""
     import tensorflow as tf
 
     from tfbench import preprocessing
@@ -364,7 +365,7 @@ def pipeline_rate(paths: Sequence[str], image_size: int, seconds: float) -> floa
     examples = tf.data.Dataset.from_tensor_slices(list(paths)).map(
         lambda path: {"image": tf.io.decode_jpeg(tf.io.read_file(path), channels=3),
                       "label": tf.constant(0, tf.int64)}, num_parallel_calls=tf.data.AUTOTUNE)
-    batches = iter(preprocessing.pipeline(examples, image_size, batch_size=16, training=True, seed=0, repeat=True))
+    batches = iter(preprocessing.pipeline(examples, image_size, batch_size=16).repeat())
     next(batches)
     images, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:

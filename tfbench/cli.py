@@ -14,7 +14,9 @@ import re
 import sys
 import tempfile
 import textwrap
-from typing import Callable, Iterator, List, NoReturn
+from typing import Callable, Iterator, List, NoReturn, TypeVar
+
+T = TypeVar("T")
 
 # TensorFlow's C++ start-up chatter buries the progress display; a user who wants it sets
 # TF_CPP_MIN_LOG_LEVEL themselves (or passes --verbose).
@@ -46,6 +48,22 @@ def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
 def warn(message: str) -> None:
     """One line on stderr about something tfbench handled on its own (and what it did)."""
     print(f"warning: {' '.join(message.split())}", file=sys.stderr, flush=True)
+
+
+def interruptible(work: Callable[[], T]) -> T:
+    """work() with SIGTERM and SIGINT asking it to stop at its next safe point (tfbench.interruption).
+
+    When it stops, the one line saying where and how to resume is printed and the process exits
+    with 128 + the signal number (a second signal exits at once, without the line).
+    """
+    from tfbench import interruption
+
+    try:
+        with interruption.handling_signals():
+            return work()
+    except interruption.Interrupted as stopped:
+        print(stopped.line(), file=sys.stderr, flush=True)
+        sys.exit(stopped.exit_code)
 
 
 def quiet_libraries() -> None:

@@ -118,6 +118,13 @@ class Experiment:
         return datasets.load(self.dataset, split, self.data_dir, skip_bad_images=self.skip_bad_images,
                              train_subset=self.train_subset(split))
 
+    def load_table(self, split: str):
+        """The same split as a table indexed by example number (tfbench.datasets.load_table)."""
+        from tfbench import datasets
+
+        return datasets.load_table(self.dataset, split, self.data_dir, skip_bad_images=self.skip_bad_images,
+                                   train_subset=self.train_subset(split))
+
     def run_dir(self) -> str:
         """`<output_dir>/<regime>/<dataset>/<model>`, with names made safe for a file system; a
         probe of randomly initialised features is `<model>+random_init`, beside the ImageNet one;

@@ -24,7 +24,7 @@ from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from tfbench import cli, files
+from tfbench import cli, files, interruption
 
 # Bump when extraction code changes its output (resize method, pooling, dtype handling...).
 FEATURE_CODE_VERSION = 1
@@ -76,7 +76,7 @@ def extract(model, dataset, *, image_size: int, batch_size: int, strategy=None,
     from tfbench import preprocessing
     from tfbench.progress import Progress
 
-    batches = preprocessing.pipeline(dataset, image_size, batch_size, training=False)
+    batches = preprocessing.pipeline(dataset, image_size, batch_size)
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
 
     @tf.function(input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32)])
@@ -98,6 +98,7 @@ def extract(model, dataset, *, image_size: int, batch_size: int, strategy=None,
     feature_rows, label_rows = [], []
     with Progress(description, total if total > 0 else None, "img") as progress:
         for images, labels in batches:
+            interruption.check(f"while extracting {description} (finished splits are cached)")
             rows, labels = step(images, labels)
             feature_rows.append(rows.numpy())
             label_rows.append(labels.numpy())

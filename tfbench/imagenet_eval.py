@@ -97,7 +97,7 @@ def measure(model: str, split: str = DEFAULT_SPLIT, data_dir: Optional[str] = No
     image_size = int(classifier.input_shape[1])
     examples = imagenet.load(split, data_dir)
     wanted = split_examples if max_examples is None else min(max_examples, split_examples)
-    batches = preprocessing.pipeline(examples.take(wanted), image_size, batch_size, training=False)
+    batches = preprocessing.pipeline(examples.take(wanted), image_size, batch_size)
     predict = tf.function(lambda images: tf.argmax(classifier(images, training=False), axis=-1),
                           reduce_retracing=True)
     correct = seen = 0

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.eager import context as eager_context
 
-from tfbench import protocol
+from tfbench import interruption, protocol
 from tfbench.classifier import kernels
 from tfbench.devices import precision_policy
 from tfbench.training import TrainConfig, per_example_loss
@@ -100,6 +100,9 @@ class Learner:
             self.optimizer.build(self.model.trainable_variables)
             self.l2_coefficient = tf.Variable(0.0, trainable=False, name="l2_coefficient")
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        # Read by the compiled loop before every step: a stop request (tfbench.interruption) ends
+        # a long compiled call after the step in progress.
+        self.stop = tf.Variable(False, trainable=False, name="stop_requested")
         # The state every training starts from: the built weights, and the optimizer as built.
         self._state = self.model.variables + self.optimizer.variables
         self._initial = [variable.numpy() for variable in self._state]
@@ -126,9 +129,11 @@ class Learner:
         self.schedule.assign(config)
         self.l2_coefficient.assign(config.l2_coefficient)
         self.step.assign(0)
+        self.stop.assign(False)
 
-    def run_steps(self, iterator, steps: int) -> Tuple[Any, Any, Any]:
-        """Up to `steps` training steps from `iterator` (sum of the data losses, steps run, all finite)."""
+    def run_steps(self, iterator, steps: int) -> Tuple[Any, Any, Any, Any]:
+        """Up to `steps` training steps from `iterator`, fewer once `stop` is set (sum of the data
+        losses, the last step's, steps run, all finite)."""
         return self._compiled_steps()(iterator, tf.constant(steps, tf.int64))
 
     def trace(self, iterator) -> None:
@@ -153,6 +158,7 @@ class Learner:
         labels, scores = [], []
         with self._registering():
             for images, batch_labels in batches:
+                interruption.check()  # a stop request ends scoring between batches
                 scores.append(self._forward(images).numpy())
                 labels.append(batch_labels.numpy())
         return np.concatenate(labels), np.concatenate(scores)
@@ -162,7 +168,7 @@ class Learner:
         eager context (TensorFlow removes a traced function when it is freed, but not the while-loop
         and cond bodies nested in it). The learner cannot train afterwards."""
         registered = self._registered
-        for name in ("model", "optimizer", "schedule", "l2_coefficient", "step", "_state", "_initial",
+        for name in ("model", "optimizer", "schedule", "l2_coefficient", "step", "stop", "_state", "_initial",
                      "_run_steps", "_forward"):
             setattr(self, name, None)
         gc.collect()
@@ -190,16 +196,17 @@ class Learner:
 
 
 def _compiled_steps(learner: Learner):
-    """A tf.function running up to `steps` training steps; stops early on a non-finite loss.
+    """A tf.function running up to `steps` training steps; stops early on a non-finite loss, or
+    when the learner's `stop` variable becomes true (checked before every step).
 
-    Returns (sum of the global-batch data losses, steps run, all finite): "finite" covers the loss
+    Returns (sum of the global-batch data losses, the last step's, steps run, all finite): "finite" covers the loss
     with its weight-decay term at every step and every model variable at the end. The loss of each
     replica is its share of the global-batch mean, so the SUM over replicas is the global mean.
     """
     model, optimizer, strategy = learner.model, learner.optimizer, learner.strategy
     decayed: List[Any] = kernels(model)
     replicas = strategy.num_replicas_in_sync
-    l2 = learner.l2_coefficient
+    l2, stop = learner.l2_coefficient, learner.stop
 
     def replica_step(images, labels):
         with tf.GradientTape() as tape:
@@ -217,13 +224,14 @@ def _compiled_steps(learner: Learner):
 
     @tf.function
     def run_steps(iterator, steps):
-        loss_sum = tf.constant(0.0, tf.float32)
+        loss_sum = step_loss = tf.constant(0.0, tf.float32)
         done = tf.constant(0, tf.int64)
         finite = tf.constant(True)
-        while done < steps and finite:
+        while done < steps and finite and not stop:
             images, labels = next(iterator)
             data_loss, loss = strategy.run(replica_step, args=(images, labels))
             data_loss = strategy.reduce("SUM", data_loss, axis=None)
+            step_loss = data_loss
             loss_sum += data_loss
             done += 1
             finite = tf.math.is_finite(strategy.reduce("SUM", loss, axis=None))
@@ -231,6 +239,6 @@ def _compiled_steps(learner: Learner):
         # reduction, not a Python `and` per variable (autograph would make each a cond).
         weights_finite = tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(tf.cast(v, tf.float32)))
                                                  for v in model.variables]))
-        return loss_sum, done, tf.logical_and(finite, weights_finite)
+        return loss_sum, step_loss, done, tf.logical_and(finite, weights_finite)
 
     return run_steps

@@ -1,4 +1,4 @@
-"""Image transforms and the tf.data input pipeline.
+"""Image transforms and the tf.data input pipelines.
 
 Training (fine-tune, scratch): an Inception-style random-resized crop — a box covering 8% to 100%
 of the image area with aspect ratio in [3/4, 4/3] — resized to S x S, then a random left-right
@@ -6,25 +6,31 @@ flip, as in the paper. Evaluation and probe features: the whole image resized to
 Both give float32 values in [0, 255]; every backbone scales its own input inside the model.
 Resizing is bilinear without antialiasing (tf.image.resize's default).
 
-Crops and flips are stateless random ops keyed by (seed, a per-element key drawn from a seeded
-tf.data random stream), so they never depend on thread timing: with deterministic=True, two
-pipelines built with the same seed give identical batches. Like the shuffle, the key stream
-changes with every new iteration of a pipeline, so an epoch-by-epoch loop sees a new order and
-new augmentations each epoch (and the same sequence of them on every run). Both also depend on
-TF's global seed, which tf.data folds into every seeded op.
+The training stream is a function of (seed, step) that any step can be reached in without
+producing the examples before it (docs/DESIGN.md, "Training data order and resuming"): position p
+of the stream (step p // batch) reads example EpochOrder(n, seed).examples(p) of the split's
+table — epoch p // n is a permutation of all n examples drawn from (seed, epoch) — and augments it
+with stateless crops and flips keyed by (seed, p). A run resumed at step s therefore reads only
+the examples of steps s and later, and sees exactly the batches an uninterrupted run sees.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Callable, Optional
+import threading
+from typing import TYPE_CHECKING, Callable, Optional, Tuple
 
+import numpy as np
 import tensorflow as tf
+
+if TYPE_CHECKING:
+    from tfbench.datasets.tables import ExampleTable
 
 AREA_RANGE = (0.08, 1.0)
 ASPECT_RATIO_RANGE = (3.0 / 4.0, 4.0 / 3.0)
-# Each buffered element is a decoded, full-size image: 1,000 of 500x400 px is ~600 MB.
-DEFAULT_SHUFFLE_BUFFER = 1000
+# The epoch permutations' own random stream, apart from every other use of the seed.
+_ORDER_STREAM = 4
+_ENDLESS = 2**62  # positions of a training stream: it never runs out
 _CROP_ATTEMPTS = 10  # after these the sampler falls back to the whole image
 _WHOLE_IMAGE_BOX = (((0.0, 0.0, 1.0, 1.0),),)  # [1, 1, 4]: one box, the whole image
 _SEED_RANGE = 2**31 - 1
@@ -55,8 +61,8 @@ def train_transform(image_size: int, seed: Optional[int] = None) -> Transform:
     """uint8 image [H, W, 3] -> float32 [S, S, 3]: random-resized crop, then random flip.
 
     The returned transform(image, key=None) draws its crop and flip from (seed, key), key an
-    integer scalar: the same pair always gives the same augmentation (pipeline passes a seeded
-    per-element key). Without a key each call draws a fresh one, so a plain
+    integer scalar: the same pair always gives the same augmentation (training_batches passes
+    the stream position). Without a key each call draws a fresh one, so a plain
     dataset.map(transform) still augments every image differently. seed None: a random seed.
     """
     base_seed = _seed_or_random(seed)
@@ -88,49 +94,95 @@ def eval_transform(image_size: int) -> Transform:
     return transform
 
 
-def pipeline(
-    dataset: tf.data.Dataset,
-    image_size: int,
-    batch_size: int,
-    training: bool,
-    seed: Optional[int] = None,
-    deterministic: bool = False,
-    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
-    repeat: bool = False,
-) -> tf.data.Dataset:
-    """Batches (images float32 [B, S, S, 3], labels) from a dataset of {"image", "label", ...}.
+class EpochOrder:
+    """Which example of an n-example split each position of a training stream reads.
 
-    training: shuffled through a shuffle_buffer (a new order every epoch), augmented by
-    train_transform. repeat=True repeats forever, for step-based training loops (take the steps
-    you need); without it each iteration is one epoch, whose last batch may be partial.
-    evaluation: in order, whole images resized, the last partial batch kept (no example dropped).
-    deterministic=True (needs a seed): pipelines built with the same seed give identical batches;
-    False lets tf.data emit elements out of order for speed (each keeps its own augmentation).
+    Epoch e = position // n reads all n examples once, in a permutation drawn from (seed, e)
+    alone (numpy's Generator.permutation: every order equally likely), so a position's example
+    is known without the positions before it, and every epoch has an order of its own.
     """
-    if deterministic and seed is None:
-        raise ValueError("deterministic=True needs a seed (got seed=None)")
-    if training:
-        base_seed = _seed_or_random(seed)
-        transform = train_transform(image_size, base_seed)
-        shuffled = dataset.shuffle(shuffle_buffer, seed=base_seed, reshuffle_each_iteration=True)
-        if repeat:
-            shuffled = shuffled.repeat()
-        keys = tf.data.Dataset.random(seed=base_seed, rerandomize_each_iteration=True)
-        batches = tf.data.Dataset.zip(shuffled, keys).map(
-            lambda example, key: (transform(example["image"], key), example["label"]),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-    else:
-        if repeat:
-            raise ValueError("repeat=True is for training pipelines; evaluation reads one epoch")
-        transform = eval_transform(image_size)
-        batches = dataset.map(
-            lambda example: (transform(example["image"]), example["label"]),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
+
+    def __init__(self, size: int, seed: int):
+        if size < 1:
+            raise ValueError("the training split is empty: nothing to train on")
+        self.size, self.seed = size, int(seed)
+        self._lock = threading.Lock()
+        self._last: Tuple[int, Optional[np.ndarray]] = (-1, None)  # consecutive blocks share an epoch
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        with self._lock:
+            cached_epoch, cached = self._last
+            if cached_epoch != epoch:
+                sequence = np.random.SeedSequence([self.seed, _ORDER_STREAM, int(epoch)])
+                cached = np.random.Generator(np.random.PCG64(sequence)).permutation(self.size)
+                self._last = (epoch, cached)
+            return cached
+
+    def examples(self, positions: np.ndarray) -> np.ndarray:
+        """Example numbers (rows of the table) read at stream `positions` (int64 array)."""
+        epochs, offsets = np.divmod(np.asarray(positions, np.int64), self.size)
+        rows = np.empty(len(epochs), np.int64)
+        for epoch in np.unique(epochs):
+            chosen = epochs == epoch
+            rows[chosen] = self.permutation(int(epoch))[offsets[chosen]]
+        return rows
+
+
+def training_batches(table: "ExampleTable", image_size: int, batch_size: int, seed: int,
+                     start_step: int = 0) -> tf.data.Dataset:
+    """Endless (images float32 [B, S, S, 3], labels) batches of `table` from step `start_step` on.
+
+    Batch s holds stream positions s * B .. s * B + B - 1 (see the module doc): the same batches
+    whatever step the stream starts at and however many threads decode. Rows are looked up a batch
+    at a time in numpy (the table may hold gigabytes of encoded images, more than a graph
+    constant can), then decoded and augmented in parallel.
+    """
+    order = EpochOrder(len(table), seed)
+    names = sorted(table.columns)
+    columns = [_tensor_ready(table.columns[name]) for name in names]
+    dtypes = [tf.string if column.dtype == object else tf.as_dtype(column.dtype) for column in columns]
+
+    def fetch(positions):
+        rows = order.examples(positions)
+        return [column[rows] for column in columns]
+
+    def lookup(positions):
+        values = tf.numpy_function(fetch, [positions], dtypes, stateful=False)
+        for value, column in zip(values, columns):
+            value.set_shape([None, *column.shape[1:]])
+        return positions, dict(zip(names, values))
+
+    transform = train_transform(image_size, seed)
+
+    def augment(position, row):
+        return transform(table.decode(row), position), row["label"]
+
+    positions = tf.data.Dataset.range(start_step * batch_size, _ENDLESS)
+    examples = positions.batch(batch_size).map(lookup).unbatch()
+    batches = examples.map(augment, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size, drop_remainder=True)
     options = tf.data.Options()
-    options.deterministic = deterministic or not training
-    return batches.batch(batch_size).with_options(options).prefetch(tf.data.AUTOTUNE)
+    options.deterministic = True
+    return batches.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def _tensor_ready(column: np.ndarray) -> np.ndarray:
+    """Text columns as bytes objects (what a tf.string tensor takes from numpy)."""
+    if column.dtype.kind == "U":
+        return np.char.encode(column, "utf-8").astype(object)
+    if column.dtype.kind == "S":
+        return column.astype(object)
+    return column
+
+
+def pipeline(dataset: tf.data.Dataset, image_size: int, batch_size: int) -> tf.data.Dataset:
+    """Evaluation batches (images float32 [B, S, S, 3], labels) of a dataset of {"image", "label", ...}:
+    in order, whole images resized, the last partial batch kept (no example dropped)."""
+    transform = eval_transform(image_size)
+    batches = dataset.map(
+        lambda example: (transform(example["image"]), example["label"]),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    return batches.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def _seed_or_random(seed: Optional[int]) -> int:

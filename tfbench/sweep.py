@@ -224,9 +224,12 @@ def main():
             if FLAGS.overwrite:
                 study.discard(tasks)
             started = time.time()
-            with make_executor(timing) as executor:
-                summary = executors.execute(study_plan, tasks, executor, wait_for_needs=FLAGS.wait_for_needs,
-                                            on_outcome=print_run_summary)
+            def run_tasks():
+                with make_executor(timing) as executor:
+                    return executors.execute(study_plan, tasks, executor, wait_for_needs=FLAGS.wait_for_needs,
+                                             on_outcome=print_run_summary)
+
+            summary = cli.interruptible(run_tasks)
             if FLAGS.report and all(plan.finished(task) for task in study_plan.tasks):
                 print(study.report_once(study_plan, FLAGS.output_dir, report.report, timing), flush=True)
         except errors as error:

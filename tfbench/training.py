@@ -27,12 +27,13 @@ import shutil
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from tfbench import fencing, files
+from tfbench import fencing, files, interruption
 from tfbench.devices import is_chief
 from tfbench.progress import Progress
 from tfbench.settings import Runtime
 
-CURVE_FILE = "validation_curve.json"  # beside the checkpoints, so a resumed run keeps its curve
+# Beside the checkpoints, so a resumed run keeps its validation curve and its last step's loss.
+PROGRESS_FILE = "validation_curve.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +61,9 @@ class TrainConfig:
 @dataclasses.dataclass
 class TrainResult:
     """What a training run reports; `status` is "ok" or "diverged" (a non-finite loss stopped it).
+
+    `final_loss` is the data loss of the last step (the same however the run was split into
+    compiled calls, interrupted or resumed).
 
     `validation_curve` holds [step, score] pairs from `evaluate` during training (resumed runs
     keep the pairs scored before the interruption).
@@ -111,6 +115,8 @@ def train(learner, train_batches: Callable[[int], Any], config: TrainConfig, *, 
     TensorBoard HParams session (with its status when it ends).
     Returns (model, TrainResult); status "diverged" when the loss (with its weight-decay term) or a
     model variable became NaN or infinite: training stops there and no checkpoint of it is saved.
+    A stop request (tfbench.interruption) ends training after the step in progress: the checkpoint
+    of that step is saved (when there is a `checkpoint_dir`), then Interrupted is raised.
     """
     import tensorflow as tf
 
@@ -122,7 +128,7 @@ def train(learner, train_batches: Callable[[int], Any], config: TrainConfig, *, 
     started = time.perf_counter()
     checkpoints.restore_latest()
     resumed_from = int(step.numpy())
-    curve = checkpoints.curve() if resumed_from else []
+    curve, last_loss = checkpoints.progress() if resumed_from else ([], None)
     seconds["restore"] = time.perf_counter() - started
 
     chief = is_chief(strategy)
@@ -145,48 +151,74 @@ def train(learner, train_batches: Callable[[int], Any], config: TrainConfig, *, 
     interval = runtime.validation_interval if evaluate is not None else 0
     stops = [runtime.checkpoint_every, runtime.steps_per_loop] + ([interval] if interval else [])
     seconds.update(first_step=0.0, train=0.0, checkpoint=0.0, validation=0.0)
-    status, reason, last_loss, steady_steps = "ok", None, None, 0
+    status, reason, steady_steps = "ok", None, 0
     current = resumed_from
-    while current < config.train_steps:
-        # The first step alone: its time is the one-time cost of running a new trace.
-        next_stop = current + 1 if current == resumed_from else min(
-            [config.train_steps] + [(current // every + 1) * every for every in stops])
+
+    def stopped_at(request: interruption.Request) -> interruption.Interrupted:
+        fencing.check()  # a lost owner saves nothing, not even its stop's checkpoint
+        checkpoints.save(current, curve, last_loss)
+        if writer is not None:
+            writer.flush()
+        return interruption.Interrupted(request, f"at step {current}")
+
+    def validate_when_due() -> None:
+        """Score validation at `current` if it is due and not scored yet (a run stopped while
+        scoring resumes with that scoring)."""
+        if not (interval and current % interval == 0 and 0 < current < config.train_steps) or (
+                curve and curve[-1][0] >= current):
+            return
         tick = time.perf_counter()
-        loss_sum, done, finite = learner.run_steps(iterator, next_stop - current)
-        done, finite = int(done), bool(finite)
-        elapsed = time.perf_counter() - tick
-        if current == resumed_from:
-            seconds["first_step"] = elapsed
-        else:
-            seconds["train"] += elapsed
-            steady_steps += done
-        current += done
-        if not finite:
-            status, reason = "diverged", f"non-finite training loss or weights by step {current}"
-            break
-        step.assign(current)
-        last_loss = float(loss_sum) / done
-        learning_rate = float(optimizer.learning_rate)
-        images_per_second = done * config.batch_size / elapsed
+        try:
+            tag, score = evaluate(model)  # stops between batches when asked to
+        except interruption.Interrupted as stopped:
+            raise stopped_at(stopped.request) from None
+        curve.append([current, score])
         if writer is not None:
             with writer.as_default(step=current):
-                tf.summary.scalar("train/loss", last_loss)
-                tf.summary.scalar("train/learning_rate", learning_rate)
-                tf.summary.scalar("train/images_per_second", images_per_second)
-        progress.update(current, loss=last_loss, lr=learning_rate, images_per_second=images_per_second)
-        if interval and current % interval == 0 and current < config.train_steps:
+                tf.summary.scalar(tag, score)
+        seconds["validation"] += time.perf_counter() - tick
+
+    with interruption.on_request(lambda: learner.stop.assign(True)):
+        validate_when_due()
+        while current < config.train_steps:
+            if interruption.requested() is not None:
+                raise stopped_at(interruption.requested())
+            # The first step alone: its time is the one-time cost of running a new trace.
+            next_stop = current + 1 if current == resumed_from else min(
+                [config.train_steps] + [(current // every + 1) * every for every in stops])
             tick = time.perf_counter()
-            tag, score = evaluate(model)
-            curve.append([current, score])
+            loss_sum, step_loss, done, finite = learner.run_steps(iterator, next_stop - current)
+            done, finite = int(done), bool(finite)
+            if not done:  # the stop came before the first step of this call
+                continue
+            elapsed = time.perf_counter() - tick
+            if current == resumed_from:
+                seconds["first_step"] = elapsed
+            else:
+                seconds["train"] += elapsed
+                steady_steps += done
+            current += done
+            if not finite:
+                status, reason = "diverged", f"non-finite training loss or weights by step {current}"
+                break
+            step.assign(current)
+            mean_loss, last_loss = float(loss_sum) / done, float(step_loss)
+            learning_rate = float(optimizer.learning_rate)
+            images_per_second = done * config.batch_size / elapsed
             if writer is not None:
                 with writer.as_default(step=current):
-                    tf.summary.scalar(tag, score)
-            seconds["validation"] += time.perf_counter() - tick
-        fencing.check()  # a lost lock stops the trial here, before it saves anything
-        if current % runtime.checkpoint_every == 0 or current == config.train_steps:
-            tick = time.perf_counter()
-            checkpoints.save(current, curve)
-            seconds["checkpoint"] += time.perf_counter() - tick
+                    tf.summary.scalar("train/loss", mean_loss)
+                    tf.summary.scalar("train/learning_rate", learning_rate)
+                    tf.summary.scalar("train/images_per_second", images_per_second)
+            progress.update(current, loss=mean_loss, lr=learning_rate, images_per_second=images_per_second)
+            if interruption.requested() is not None:
+                raise stopped_at(interruption.requested())
+            validate_when_due()
+            fencing.check()  # a lost lock stops the trial here, before it saves anything
+            if current % runtime.checkpoint_every == 0 or current == config.train_steps:
+                tick = time.perf_counter()
+                checkpoints.save(current, curve, last_loss)
+                seconds["checkpoint"] += time.perf_counter() - tick
     progress.close()
     if writer is not None:
         writer.flush()
@@ -241,22 +273,26 @@ class _Checkpoints:
         if latest is not None:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
 
-    def save(self, step: int, curve: List[List[float]]) -> None:
+    def save(self, step: int, curve: List[List[float]], last_loss: Optional[float]) -> None:
         if self.manager is None:
             return
-        self.manager.save(checkpoint_number=step)
+        # Progress first: killed between the two writes, a run resumes from the previous checkpoint
+        # and retrains steps whose (identical) scores it already holds, instead of losing them.
         if self.chief:
-            files.write_json_atomic(os.path.join(self.directory, CURVE_FILE), {"curve": curve})
-        else:
+            files.write_json_atomic(os.path.join(self.directory, PROGRESS_FILE),
+                                    {"curve": curve, "last_loss": last_loss})
+        self.manager.save(checkpoint_number=step)
+        if not self.chief:
             shutil.rmtree(self.manager.directory, ignore_errors=True)
 
-    def curve(self) -> List[List[float]]:
-        """The validation scores saved with the checkpoint a run resumes from."""
-        path = os.path.join(self.directory, CURVE_FILE) if self.directory else None
+    def progress(self) -> Tuple[List[List[float]], Optional[float]]:
+        """The validation scores and the last step's loss saved with the checkpoint a run resumes from."""
+        path = os.path.join(self.directory, PROGRESS_FILE) if self.directory else None
         if path is None or not os.path.exists(path):
-            return []
+            return [], None
         with open(path) as handle:
-            return list(json.load(handle)["curve"])
+            saved = json.load(handle)
+        return list(saved["curve"]), saved.get("last_loss")
 
 
 def _write_hparams_start(writer, hparams: Mapping[str, Any]) -> None:

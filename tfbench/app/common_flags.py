@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from absl import flags
 
 from tfbench import estimate_cost, preflight, protocol, results, runs
-from tfbench.cli import HELP_WIDTH, RUN_FAILED, fail, run_app
+from tfbench.cli import HELP_WIDTH, RUN_FAILED, fail, interruptible, run_app
 from tfbench.experiment import Experiment
 from tfbench.settings import PRECISIONS, STRATEGIES, TRAINED_REGIMES, InvalidSettingError, Runtime
 
@@ -288,8 +288,8 @@ def main(regime: str, settings_from_flags: Callable[[], Any],
                 print(estimate_cost.estimated_plan_line(experiment, run_runtime, rung_shape(experiment))
                       + ("; finished earlier, nothing to run (--overwrite reruns)" if finished else ""))
                 return
-            outcome = runs.run_experiment(experiment, run, run_runtime, overwrite=FLAGS.overwrite,
-                                   user_errors=errors)
+            outcome = interruptible(lambda: runs.run_experiment(
+                experiment, run, run_runtime, overwrite=FLAGS.overwrite, user_errors=errors))
         except errors as error:
             fail(str(error))
         if not outcome.skipped:

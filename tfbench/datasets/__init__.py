@@ -18,13 +18,16 @@ from typing import TYPE_CHECKING, Optional
 
 from tfbench.datasets.catalog import DatasetSpec, default_data_dir, is_prepared, names, registered_spec
 from tfbench.datasets.errors import DatasetNotPreparedError, FolderDatasetError, TrainSubsetError
+from tfbench.datasets import splits
 from tfbench.datasets.splits import SPLITS, SUBSET_SPLITS, TrainSubset, check_split
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
+    from tfbench.datasets.tables import ExampleTable
+
 __all__ = ["DatasetNotPreparedError", "DatasetSpec", "FolderDatasetError", "SPLITS", "TrainSubset",
-           "TrainSubsetError", "default_data_dir", "is_prepared", "load", "names", "spec"]
+           "TrainSubsetError", "default_data_dir", "is_prepared", "load", "load_table", "names", "spec"]
 
 _FOLDER_PREFIX = "folder:"
 
@@ -56,26 +59,46 @@ def load(name: str, split: str, data_dir: Optional[str] = None,
     does not say how it validated at small sizes), and scores at every size are measured on the
     same test examples.
     """
+    return _read(name, split, data_dir, skip_bad_images, train_subset, table=False)
+
+
+def load_table(name: str, split: str, data_dir: Optional[str] = None, skip_bad_images: bool = False,
+               train_subset: Optional[TrainSubset] = None) -> "ExampleTable":
+    """The examples `load` gives for the same arguments, in its order, as a table indexed by
+    example number (tfbench.datasets.tables): what training reads."""
+    return _read(name, split, data_dir, skip_bad_images, train_subset, table=True)
+
+
+def _read(name: str, split: str, data_dir: Optional[str], skip_bad_images: bool,
+          train_subset: Optional[TrainSubset], table: bool):
     check_split(split)
     dataset_spec = spec(name, skip_bad_images=skip_bad_images)
-    loader = _loader(dataset_spec.source)
+    loader = _loader(dataset_spec.source, table)
     if train_subset is None or split not in SUBSET_SPLITS:
         return loader(dataset_spec, split, data_dir)
     from tfbench.datasets import subsets
 
-    return subsets.per_class(loader(dataset_spec, "train", data_dir), train_subset, dataset_spec)
+    splits.check_subset_allowed(dataset_spec)
+    train = loader(dataset_spec, "train", data_dir)
+    if table:
+        return train.rows(subsets.chosen_rows(train.columns["id"], train.columns["label"], train_subset,
+                                              dataset_spec))
+    return subsets.per_class(train, train_subset, dataset_spec)
 
 
-def _loader(source: str):
-    """The load function of a source, imported only when data is read (it needs TensorFlow)."""
+def _loader(source: str, table: bool = False):
+    """The load (or table) function of a source, imported only when data is read (it needs
+    TensorFlow)."""
     if source == "folder":
         from tfbench.datasets import folder
 
-        return folder.load
+        return folder.table if table else folder.load
     if source in ("tfds", "tfbench_tfds"):
         from tfbench.datasets import tfds_source
 
-        return tfds_source.load
+        return tfds_source.table if table else tfds_source.load
     from tfbench.datasets import offline
 
+    if table:
+        return {"sklearn_digits": offline.digits_table, "fashion_mnist": offline.fashion_mnist_table}[source]
     return {"sklearn_digits": offline.load_digits, "fashion_mnist": offline.load_fashion_mnist}[source]

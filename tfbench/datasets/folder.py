@@ -31,6 +31,7 @@ from tfbench import cli
 from tfbench.datasets import image_check, splits
 from tfbench.datasets.catalog import HELD_OUT_FRACTION, DatasetSpec
 from tfbench.datasets.errors import FolderDatasetError, FolderNotFoundError
+from tfbench.datasets.tables import ExampleTable
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -90,8 +91,14 @@ def load(spec: FolderSpec, split: str, data_dir: Optional[str]) -> "tf.data.Data
     """The dict dataset of one split of the folder (see tfbench.datasets.load)."""
     import tensorflow as tf
 
-    from tfbench.datasets.images import decode_image
+    rows = table(spec, split, data_dir)
+    return tf.data.Dataset.from_tensor_slices(dict(rows.columns)).map(
+        lambda example: {"image": rows.decode(example), "label": example["label"], "id": example["id"]},
+        num_parallel_calls=tf.data.AUTOTUNE)
 
+
+def table(spec: FolderSpec, split: str, data_dir: Optional[str]) -> ExampleTable:
+    """One split of the folder as a table of file paths (see tfbench.datasets.load_table)."""
     del data_dir  # the folder is the data
     splits.check_split(split)
     contents = _scan(spec.path, skip_bad_images=spec.skipped_images > 0)
@@ -107,15 +114,15 @@ def load(spec: FolderSpec, split: str, data_dir: Optional[str]) -> "tf.data.Data
             ids[pool], labels[pool], spec.val_fraction, spec.split_seed, spec.test_fraction
         )
     chosen = splits.members(assignment, split)
-    examples = tf.data.Dataset.from_tensor_slices(
-        {"path": paths[chosen], "label": labels[chosen], "id": ids[chosen]}
-    )
+    return ExampleTable({"path": paths[chosen], "label": labels[chosen], "id": ids[chosen]}, _read_image)
 
-    def read(example):
-        image = decode_image(tf.io.read_file(example["path"]))
-        return {"image": image, "label": example["label"], "id": example["id"]}
 
-    return examples.map(read, num_parallel_calls=tf.data.AUTOTUNE)
+def _read_image(row):
+    import tensorflow as tf
+
+    from tfbench.datasets.images import decode_image
+
+    return decode_image(tf.io.read_file(row["path"]))
 
 
 # Scans of this process by (folder, skip_bad_images, every image's path, size and mtime): a run

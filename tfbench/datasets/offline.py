@@ -18,6 +18,7 @@ import tensorflow as tf
 from tfbench.datasets import splits, tfds_source
 from tfbench.datasets.catalog import FASHION_MNIST_FILES, DatasetSpec, fashion_mnist_files_present
 from tfbench.datasets.errors import DatasetNotPreparedError
+from tfbench.datasets.tables import ExampleTable
 
 # IDX header: two zero bytes, a type code (0x08 = unsigned byte), the number of dimensions.
 _IDX_UNSIGNED_BYTE = 0x08
@@ -31,6 +32,15 @@ def load_digits(spec: DatasetSpec, split: str, data_dir: Optional[str]) -> tf.da
     Test is a class-balanced, seeded test_fraction of all images; validation the same
     val_fraction of the rest (with 0.2 / 0.2: 64% train, 16% val, 20% test).
     """
+    return from_arrays(*_digits_arrays(spec, split, data_dir))
+
+
+def digits_table(spec: DatasetSpec, split: str, data_dir: Optional[str]) -> ExampleTable:
+    """The digits of `load_digits` as a table (tfbench.datasets.load_table)."""
+    return grayscale_table(*_digits_arrays(spec, split, data_dir))
+
+
+def _digits_arrays(spec: DatasetSpec, split: str, data_dir: Optional[str]):
     del data_dir  # bundled with scikit-learn
     digits = sklearn.datasets.load_digits()
     images = np.round(digits.images * (255.0 / _DIGITS_MAX_VALUE)).astype(np.uint8)
@@ -38,7 +48,7 @@ def load_digits(spec: DatasetSpec, split: str, data_dir: Optional[str]) -> tf.da
     ids = np.array([f"digits/{index:04d}" for index in range(len(labels))])
     assignment = splits.assign(ids, labels, spec.val_fraction, spec.split_seed, spec.test_fraction)
     chosen = splits.members(assignment, split)
-    return from_arrays(images[chosen], labels[chosen], ids[chosen])
+    return images[chosen], labels[chosen], ids[chosen]
 
 
 def load_fashion_mnist(spec: DatasetSpec, split: str, data_dir: Optional[str]) -> tf.data.Dataset:
@@ -49,9 +59,23 @@ def load_fashion_mnist(spec: DatasetSpec, split: str, data_dir: Optional[str]) -
     official file) for the Debian files but TFDS record ids for TFDS, so the held-out
     validation set depends on which of the two is read; the Debian files come first.
     """
+    if _fashion_mnist_source(spec, split, data_dir) == "idx":
+        return from_arrays(*_fashion_mnist_from_idx(spec, split))
+    return tfds_source.load(spec, split, data_dir)
+
+
+def fashion_mnist_table(spec: DatasetSpec, split: str, data_dir: Optional[str]) -> ExampleTable:
+    """The examples of `load_fashion_mnist` as a table (tfbench.datasets.load_table)."""
+    if _fashion_mnist_source(spec, split, data_dir) == "idx":
+        return grayscale_table(*_fashion_mnist_from_idx(spec, split))
+    return tfds_source.table(spec, split, data_dir)
+
+
+def _fashion_mnist_source(spec: DatasetSpec, split: str, data_dir: Optional[str]) -> str:
+    """"idx" (Debian's files) or "tfds"; DatasetNotPreparedError when neither is there."""
     splits.check_split(split)
     if fashion_mnist_files_present(spec):
-        return _fashion_mnist_from_idx(spec, split)
+        return "idx"
     if any(spec.subset_per_class):
         raise DatasetNotPreparedError(
             f"dataset {spec.name!r} is drawn from Debian's Fashion-MNIST IDX files, not found in "
@@ -64,10 +88,10 @@ def load_fashion_mnist(spec: DatasetSpec, split: str, data_dir: Optional[str]) -
             f"TFDS fashion_mnist in {tfds_source.resolve_data_dir(data_dir)}; "
             "install the files with: apt-get install dataset-fashion-mnist"
         ) from None
-    return tfds_source.load(spec, split, data_dir)
+    return "tfds"
 
 
-def _fashion_mnist_from_idx(spec: DatasetSpec, split: str) -> tf.data.Dataset:
+def _fashion_mnist_from_idx(spec: DatasetSpec, split: str):
     official = "test" if split == "test" else "train"
     image_file, label_file = (os.path.join(spec.path, name) for name in FASHION_MNIST_FILES[official])
     images, labels = read_idx(image_file, ndim=3), read_idx(label_file, ndim=1).astype(np.int64)
@@ -82,7 +106,7 @@ def _fashion_mnist_from_idx(spec: DatasetSpec, split: str) -> tf.data.Dataset:
     if official == "train":
         chosen = splits.members(splits.assign(ids, labels, spec.val_fraction, spec.split_seed), split)
         images, labels, ids = images[chosen], labels[chosen], ids[chosen]
-    return from_arrays(images, labels, ids)
+    return images, labels, ids
 
 
 @functools.lru_cache(maxsize=4)
@@ -115,7 +139,16 @@ def from_arrays(images: np.ndarray, labels: np.ndarray, ids: np.ndarray) -> tf.d
     examples = tf.data.Dataset.from_tensor_slices({"image": images, "label": labels, "id": ids})
 
     def to_rgb(block):
-        return {**block, "image": tf.repeat(block["image"][..., tf.newaxis], 3, axis=-1)}
+        return {**block, "image": _rgb(block["image"])}
 
     rgb = examples.batch(_RGB_BLOCK).map(to_rgb).unbatch()
     return rgb.apply(tf.data.experimental.assert_cardinality(len(labels)))
+
+
+def grayscale_table(images: np.ndarray, labels: np.ndarray, ids: np.ndarray) -> ExampleTable:
+    """In-memory grayscale uint8 images [N, H, W] as a table whose rows decode to RGB."""
+    return ExampleTable({"image": images, "label": labels, "id": ids}, lambda row: _rgb(row["image"]))
+
+
+def _rgb(grayscale: tf.Tensor) -> tf.Tensor:
+    return tf.repeat(grayscale[..., tf.newaxis], 3, axis=-1)

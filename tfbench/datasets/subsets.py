@@ -33,10 +33,8 @@ def per_class(train: tf.data.Dataset, subset: splits.TrainSubset, spec: DatasetS
     """The subset of a training split: subset.examples_per_class examples of every class.
 
     Reads the split once for its ids and labels (images are decoded in that pass too: the sources
-    decode before they hand out examples). A class with fewer examples keeps all of them, with a
-    warning naming it.
+    decode before they hand out examples).
     """
-    splits.check_subset_allowed(spec)
     ids, labels = [], []
     scan = train.map(lambda example: {"id": example["id"], "label": example["label"]}).batch(_SCAN_BATCH)
     for batch in scan.as_numpy_iterator():
@@ -44,11 +42,17 @@ def per_class(train: tf.data.Dataset, subset: splits.TrainSubset, spec: DatasetS
         labels.append(batch["label"])
     ids = np.concatenate(ids) if ids else np.zeros([0], dtype=object)
     labels = np.concatenate(labels) if labels else np.zeros([0], dtype=np.int64)
+    chosen = ids[chosen_rows(ids, labels, subset, spec)]
+    return keep_ids(train, chosen).apply(tf.data.experimental.assert_cardinality(len(chosen)))
+
+
+def chosen_rows(ids: np.ndarray, labels: np.ndarray, subset: splits.TrainSubset, spec: DatasetSpec) -> np.ndarray:
+    """Boolean mask of the subset's examples among a training split's ids and labels. A class with
+    fewer examples keeps all of them, with a warning naming it."""
     mask, short = splits.train_subset(ids, labels, subset)
     if short:
         listed = ", ".join(f"{label} ({count})" for label, count in sorted(short.items())[:5])
         more = f" and {len(short) - 5} more" if len(short) > 5 else ""
         warn(f"{spec.name}: --train_examples_per_class={subset.examples_per_class} but {len(short)} "
              f"class(es) of its training split hold fewer, kept whole: {listed}{more}")
-    chosen = ids[mask]
-    return keep_ids(train, chosen).apply(tf.data.experimental.assert_cardinality(len(chosen)))
+    return mask

@@ -23,6 +23,7 @@ from tfbench.datasets import birdsnap, fgvc_aircraft  # noqa: F401  pylint: disa
 from tfbench.datasets.catalog import DatasetSpec
 from tfbench.datasets.errors import DatasetNotPreparedError, prepare_command
 from tfbench.datasets.images import decode_image
+from tfbench.datasets.tables import ExampleTable
 
 _SCAN_BATCH = 4096
 _AUTOTUNE = tf.data.AUTOTUNE
@@ -56,15 +57,32 @@ def prepared_builder(spec: DatasetSpec, data_dir: Optional[str]) -> tfds.core.Da
 
 def load(spec: DatasetSpec, split: str, data_dir: Optional[str]) -> tf.data.Dataset:
     """The dict dataset {"image", "label", "id"} of one split (see tfbench.datasets.load)."""
+    examples = _encoded(spec, split, data_dir)
+    decode = _decoder(spec)
+    return examples.map(lambda example: {"image": decode(example), "label": example["label"], "id": example["id"]},
+                        num_parallel_calls=_AUTOTUNE)
+
+
+def table(spec: DatasetSpec, split: str, data_dir: Optional[str]) -> ExampleTable:
+    """One split as a table of encoded images, read once into memory (tfbench.datasets.load_table)."""
+    columns: Dict[str, list] = {"image": [], "label": [], "id": []}
+    for block in _encoded(spec, split, data_dir).batch(_SCAN_BATCH).as_numpy_iterator():
+        for name, values in columns.items():
+            values.append(block[name])
+    return ExampleTable({name: np.concatenate(values) for name, values in columns.items()}, _decoder(spec))
+
+
+def _encoded(spec: DatasetSpec, split: str, data_dir: Optional[str]) -> tf.data.Dataset:
+    """One split's examples {"id", "label", "image"}, the image still encoded."""
     splits.check_split(split)
     builder = prepared_builder(spec, data_dir)
     official = official_split(spec, split)
     if official is not None:
-        return _decode_images(_read(builder, spec, official), spec)
+        return _read(builder, spec, official)
     ids, assignment = pool_assignment(builder, spec)
     chosen = ids[splits.members(assignment, split)]
     examples = subsets.keep_ids(_read(builder, spec, spec.train_split), chosen)
-    return _decode_images(examples.apply(tf.data.experimental.assert_cardinality(len(chosen))), spec)
+    return examples.apply(tf.data.experimental.assert_cardinality(len(chosen)))
 
 
 def official_split(spec: DatasetSpec, split: str) -> Optional[str]:
@@ -163,14 +181,14 @@ def _multi_hot(all_labels: tf.Tensor, clear_labels: tf.Tensor, num_classes: int)
     return tf.where(clear, 1, tf.where(present, -1, 0))
 
 
-def _decode_images(examples: tf.data.Dataset, spec: DatasetSpec) -> tf.data.Dataset:
-    """Decode the (filtered) encoded images into uint8 [H, W, 3]; grayscale becomes RGB, and
+def _decoder(spec: DatasetSpec):
+    """Encoded image of an example -> uint8 [H, W, 3]; grayscale becomes RGB, and
     spec.crop_bottom rows are cut off the bottom."""
 
     def decode(example):
         image = decode_image(example["image"])
         if spec.crop_bottom:
             image = image[: tf.shape(image)[0] - spec.crop_bottom]
-        return {"image": image, "label": example["label"], "id": example["id"]}
+        return image
 
-    return examples.map(decode, num_parallel_calls=_AUTOTUNE)
+    return decode

@@ -10,7 +10,7 @@ import os
 import time
 from typing import Any, Dict
 
-from tfbench import protocol
+from tfbench import interruption, protocol
 
 SPLITS = ("train", "val", "test")
 TENSORBOARD_DIR = "tensorboard"
@@ -32,6 +32,7 @@ def run(experiment, runtime) -> Dict[str, Any]:
     record = results.new_record(experiment, metric=dataset_spec.metric, started_at=results.now())
     extracted = frozen.outputs_of(experiment, runtime, SPLITS, precision)
 
+    interruption.check("after extracting features (they are cached)")
     train, val, test = (extracted[s] for s in SPLITS)
     search_started = time.time()
     print(f"probe: choosing L2 on validation ({experiment.settings.l2_search} search, "

@@ -35,6 +35,9 @@ def conventions(experiment: Experiment) -> Dict[str, str]:
         "learning_rate": "linear warm-up over warmup_steps (if any), then "
                          + protocol.LEARNING_RATE_SCHEDULE,
         "augmentation": protocol.AUGMENTATION + f" (here {image_size} px)",
+        "data_order": "every epoch a permutation of the whole training split drawn from (seed, epoch); "
+                      "crops and flips keyed by (seed, position in the stream), so a resumed trial sees "
+                      "the batches of an uninterrupted one",
         "initialisation": initialisation(experiment.regime, backbone_spec),
         "selection": "best validation score on val (trained on train); retrained on trainval; test "
                      "scored once, after the choice",

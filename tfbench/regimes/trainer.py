@@ -13,7 +13,7 @@ import shutil
 import time
 from typing import Any, Dict, Mapping, Optional, Protocol
 
-from tfbench import files, protocol, results, tuning
+from tfbench import files, interruption, protocol, results, tuning
 from tfbench.experiment import Experiment
 from tfbench.predictions import Predictions
 from tfbench.settings import Runtime, TrainingSettings
@@ -54,8 +54,9 @@ class TrialTrainer:
     Fine-tune starts from the backbone's pretrained weights, scratch from a random initialisation
     (both seeded by the experiment seed, identical for every trial). Training reads the split
     through the Inception-style crop-and-flip pipeline at the backbone's native size (or the
-    experiment's image_size), deterministic so that a resumed trial sees the same batches;
-    scoring reads every example of the other split, whole images resized. Checkpoints and
+    experiment's image_size), a function of (seed, step), so that a resumed trial sees the same
+    batches and reaches them without replaying the earlier ones; scoring reads every example of
+    the other split, whole images resized. Checkpoints and
     TensorBoard logs live in <run dir>/trials/<name>/.
     """
 
@@ -71,6 +72,7 @@ class TrialTrainer:
         self.backbone_spec = backbones.spec(experiment.model)
         self.image_size = experiment.image_size or self.backbone_spec.image_size
         self.chief = devices.is_chief(self.strategy)
+        self._tables: Dict[str, Any] = {}  # split -> its ExampleTable, read once
 
     def log_dir(self) -> str:
         return os.path.join(self.experiment.run_dir(), results.TRIALS_DIR)
@@ -131,19 +133,23 @@ class TrialTrainer:
             return protocol.bn_momentum(split_examples(self.experiment, fit_split), self.experiment.batch_size)
         return rule
 
-    def batches(self, split: str, training: bool):
+    def training_batches(self, split: str):
+        """start_step -> the augmented batches of `split` from that step on; the split's table is
+        read once per trainer (tfbench.preprocessing.training_batches)."""
         from tfbench import preprocessing
 
-        examples = self.experiment.load(split)
-        return preprocessing.pipeline(examples, self.image_size, self.experiment.batch_size,
-                                      training=training, seed=self.experiment.seed,
-                                      deterministic=training, repeat=training)
+        if split not in self._tables:
+            self._tables[split] = self.experiment.load_table(split)
+        table = self._tables[split]
+        return lambda start: preprocessing.training_batches(table, self.image_size, self.experiment.batch_size,
+                                                           self.experiment.seed, start_step=start)
 
     def score(self, learner, split: str):
         """(metric on every example of `split`, number of examples, the per-example predictions)."""
-        from tfbench import metrics
+        from tfbench import metrics, preprocessing
 
-        labels, scores = learner.predict(self.batches(split, training=False))
+        batches = preprocessing.pipeline(self.experiment.load(split), self.image_size, self.experiment.batch_size)
+        labels, scores = learner.predict(batches)
         metric = self.dataset_spec.metric
         return (metrics.score(metric, labels, scores), int(len(labels)),
                 Predictions.of(metric, labels, scores))
@@ -179,10 +185,14 @@ class TrialTrainer:
         evaluate = None
         if score_split == "val":
             evaluate = lambda model: (tag, self.score(learner, "val")[0])  # noqa: E731
-        _, result = training.train(
-            learner, lambda start: self.batches(fit_split, training=True).skip(start), config,
-            runtime=self.runtime, checkpoint_dir=checkpoint_dir, log_dir=log_dir, hparams=self.hparams(hyperparameters, train_steps),
-            evaluate=evaluate)
+        trial = "the retrain on trainval" if name == FINAL else f"trial {name}"
+        try:
+            _, result = training.train(
+                learner, self.training_batches(fit_split), config,
+                runtime=self.runtime, checkpoint_dir=checkpoint_dir, log_dir=log_dir,
+                hparams=self.hparams(hyperparameters, train_steps), evaluate=evaluate)
+        except interruption.Interrupted as stopped:
+            raise stopped.within(f"of {trial}") from None
         details = {
             "fit_split": fit_split, "score_split": score_split, "train_steps": config.train_steps,
             "steps": result.steps, "resumed_from_step": result.resumed_from_step,
@@ -199,7 +209,10 @@ class TrialTrainer:
                 training.write_hparams_end(log_dir, result.status)
             return TrialOutcome(result.status, None, result.reason, details)
         started = time.perf_counter()
-        score, examples, answers = self.score(learner, score_split)
+        try:
+            score, examples, answers = self.score(learner, score_split)
+        except interruption.Interrupted as stopped:  # training is done and saved: only scoring is redone
+            raise interruption.Interrupted(stopped.request, f"at step {result.steps} of {trial}") from None
         details["timings"]["evaluate_seconds"] = time.perf_counter() - started
         details["scored_examples"] = examples
         if score_split == "val":
@@ -216,11 +229,8 @@ class TrialTrainer:
         from tfbench import training
 
         runtime = dataclasses.replace(self.runtime, steps_per_loop=1, eval_every=0, verbose=False)
-        _, result = training.train(
-            lambda: self.build_model(self.bn_momentum("train")),
-            lambda start: self.batches("train", training=True).skip(start),
-            self.config(hyperparameters, steps + 1), strategy=self.strategy, runtime=runtime,
-            precision=self.precision)
+        _, result = training.train(self.learner(self.bn_momentum("train")), self.training_batches("train"),
+                                   self.config(hyperparameters, steps + 1), runtime=runtime)
         if result.images_per_second is None:
             return None
         return result.images_per_second / self.strategy.num_replicas_in_sync

@@ -26,7 +26,7 @@ import socket
 import time
 from typing import Callable, Deque, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from tfbench import fencing
+from tfbench import fencing, interruption
 from tfbench.tasks import locks
 from tfbench.tasks.plan import Plan, Task, finished, read_record
 
@@ -80,6 +80,18 @@ def run_task(task: Task, timing: locks.Timing = locks.Timing()) -> TaskOutcome:
     record = read_record(task.record) or {}
     return TaskOutcome(task.key, "failed", seconds,
                    record.get("reason") or f"ended without a finished record at {task.record}", **where)
+
+
+def run_task_stoppably(task: Task, timing: locks.Timing = locks.Timing()) -> TaskOutcome:
+    """`run_task` in a worker process: SIGTERM / SIGINT (or a stop requested by code) end the task
+    at its next safe point, its checkpoint saved, as the outcome "interrupted" (a rerun resumes it)."""
+    try:
+        with interruption.handling_signals():
+            return run_task(task, timing)
+    except interruption.Interrupted as stopped:
+        return TaskOutcome(task.key, "interrupted", reason=stopped.line(), host=socket.gethostname(), pid=os.getpid())
+    finally:
+        interruption.clear()  # the worker goes on to other tasks
 
 
 class _Executor:
@@ -161,7 +173,7 @@ class RayExecutor(_Executor):
                 raise ExecutorError(f"cannot start or reach Ray at --ray_address={address!r}: {error}") from None
         self._remote = ray.remote(num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=max_retries,
                                   retry_exceptions=False, max_calls=1 if gpus_per_task > 0 else 0,
-                                  name="tfbench-task")(run_task)
+                                  name="tfbench-task")(run_task_stoppably)
         self._needs = (("CPU", cpus_per_task), ("GPU", gpus_per_task))
         self._pending: Dict[object, Task] = {}
         self.refresh_slots()
