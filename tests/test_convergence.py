@@ -156,7 +156,7 @@ def test_each_regime_pairs_with_its_own_protocol_and_equal_steps_is_a_second_vie
     assert own.drawn() and own.comparison.kind.key == "finetune_vs_scratch"
     (row,) = own.rows
     assert row.finetune.steps_to(0.9) == 200 and row.scratch.steps_to(0.9) == 3000 and row.ratio(0.9) == 15.0
-    assert "convergence.png" in names and "finetune_vs_scratch_per_dataset.png" in names
+    assert "convergence.png" in names and "finetune_vs_scratch.png" in names  # per dataset: no top-1 here
     assert isinstance(equal_steps, NotDrawn)
     assert "finetune trains 400 steps of 16, scratch 4000 steps of 16" in equal_steps.reason
     assert "(tfbench's view): not drawn" in markdown

@@ -218,13 +218,13 @@ def report_once(study_plan: plan.Plan, output_dir: str, build: Callable[[str], A
     sources_path = os.path.join(report_dir, REPORT_SOURCES)
     sources = {"records": {os.path.relpath(task.record, output_dir): files.file_digest(task.record)
                            for task in study_plan.tasks if task.kind != "trial"}}
-    if plan.read_record(sources_path) == sources:
+    if results.read_record(sources_path, fields=("records",)) == sources:
         return f"report: up to date ({len(sources['records'])} runs) in {report_dir}"
     lock = locks.acquire(locks.lock_path(sources_path), timing)
     if lock is None:
         return "report: another driver is building it"
     with lock, fencing.holding(lock):
-        if plan.read_record(sources_path) == sources:  # built while we took the lock
+        if results.read_record(sources_path, fields=("records",)) == sources:  # built while we took the lock
             return f"report: up to date ({len(sources['records'])} runs) in {report_dir}"
         build(output_dir)
         files.write_json_atomic(sources_path, sources)
