@@ -125,7 +125,7 @@ def read_record(path: str, warn_if_damaged: bool = False,
     try:
         with open(path) as handle:
             record = json.load(handle)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # absent, also under a file in the way
         return None
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
         problem = error.__class__.__name__
