@@ -10,6 +10,7 @@ import threading
 import time
 
 import cluster_fakes
+import pytest
 from tfbench.tasks import executors, plan
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -45,6 +46,7 @@ def test_local_runs_in_dependency_order_and_a_second_run_skips_everything(tmp_pa
     assert again.count("skipped") == 6 and again.complete()
 
 
+@pytest.mark.slow
 def test_ray_gives_the_same_records_as_local_from_worker_processes(tmp_path, ray_cluster):
     local_dir, ray_dir = os.path.join(tmp_path, "local"), os.path.join(tmp_path, "ray")
     for folder, executor in [(local_dir, executors.LocalExecutor()), (ray_dir, executors.RayExecutor())]:
@@ -58,6 +60,7 @@ def test_ray_gives_the_same_records_as_local_from_worker_processes(tmp_path, ray
     assert ray_cluster.is_initialized()  # the executor did not shut down a Ray it did not start
 
 
+@pytest.mark.slow
 def test_a_ray_worker_killed_mid_task_is_retried_and_the_record_written_once(tmp_path, ray_cluster):
     log, pid_file = os.path.join(tmp_path, "log"), os.path.join(tmp_path, "pid")
     victim = cluster_fakes.task(tmp_path, "victim", log=log, seconds=2.0, pid_file=pid_file)
@@ -85,6 +88,7 @@ def test_a_ray_worker_killed_mid_task_is_retried_and_the_record_written_once(tmp
     assert sorted(os.listdir(tmp_path)) == ["conclude.json", "log", "pid", "victim.json"]
 
 
+@pytest.mark.slow
 def test_ray_does_not_retry_a_task_that_raised(tmp_path, ray_cluster):
     log = os.path.join(tmp_path, "log")
     study = plan.Plan([cluster_fakes.task(tmp_path, "bad", log=log, function="raise_error")])
@@ -149,6 +153,7 @@ sys.exit(0 if summary.complete() else 1)
 """
 
 
+@pytest.mark.slow
 def test_two_drivers_on_one_folder_run_every_task_once(tmp_path):
     log = os.path.join(tmp_path, "log")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, os.getcwd()])}
@@ -162,6 +167,7 @@ def test_two_drivers_on_one_folder_run_every_task_once(tmp_path):
     assert sum(ran) == len(study) and min(ran) > 0, outputs  # both did some of the work
 
 
+@pytest.mark.slow
 def test_a_killed_driver_run_again_skips_finished_tasks_and_takes_over_the_interrupted_ones_lock(tmp_path):
     log = os.path.join(tmp_path, "log")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, os.getcwd()])}

@@ -275,6 +275,7 @@ def _binary(*args):
                           text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
 
 
+@pytest.mark.slow
 def test_binary_writes_the_report_with_registry_top1(output_dir, tmp_path):
     report_dir = tmp_path / "out"
     finished = _binary(f"--output_dir={output_dir}", f"--report_dir={report_dir}", "--bootstrap_resamples=500")
