@@ -22,7 +22,8 @@ setup(
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    python_requires=">=3.10",
+    # The lock file, Bazel's toolchain, the Docker image and CI are Python 3.11.
+    python_requires=">=3.11",
     packages=find_packages(include=["tfbench", "tfbench.*"]),
     package_data={"tfbench": ["data/*"]},
     install_requires=[
@@ -47,7 +48,8 @@ setup(
         # TensorFlow Probability's L-BFGS, which needs tf-keras beside Keras 3; probe_scaling.py
         # samples memory with psutil.
         "bench": ["tensorflow-probability~=0.25.0", "tf-keras~=2.21.0", "psutil"],
-        "test": ["pytest>=8", "pillow", "scipy", "pyyaml"] + LITE_WEIGHTS,
+        # kubernetes-validate: the Kubernetes API schemas, offline, for tests of docs/cluster/.
+        "test": ["pytest>=8", "pillow", "scipy", "pyyaml", "kubernetes-validate>=1.29"] + LITE_WEIGHTS,
         # Only the sweep's --executor=ray imports it, to spread trials over a Ray cluster.
         "ray": ["ray[default]~=2.60"],
     },

@@ -6,14 +6,14 @@ import collections
 import os
 import time
 
-from tfbench import files
+from tfbench import fencing, files
 from tfbench.tasks import plan
 
 
 def _log(log, event, record):
     if log:
         with open(log, "a") as handle:  # one short O_APPEND write per event: safe across processes
-            handle.write(f"{event} {os.path.basename(record)[:-5]} {os.getpid()}\n")
+            handle.write(f"{event} {os.path.basename(record)[:-5]} {os.getpid()} {time.time():.3f}\n")
 
 
 def write_record(record, log=None, seconds=0.0, pid_file=None, status="ok", images_per_second=None,
@@ -25,6 +25,29 @@ def write_record(record, log=None, seconds=0.0, pid_file=None, status="ok", imag
     time.sleep(seconds)
     timings = {"images_per_second": images_per_second} if images_per_second else {}
     files.write_json_atomic(record, {"status": status, "timings": timings, "value": value})
+    _log(log, "end", record)
+
+
+def train_in_steps(record, log=None, step_count=10, step_seconds=0.1):
+    """Like a trial: steps that each end at a step boundary (fencing.check()) and save progress
+    with a fenced atomic write ("write" in the log, after the write), then the record."""
+    _log(log, "start", record)
+    for step in range(step_count):
+        time.sleep(step_seconds)
+        fencing.check()
+        files.write_json_atomic(record + ".progress", {"step": step, "pid": os.getpid()})
+        _log(log, "write", record)
+    files.write_json_atomic(record, {"status": "ok", "pid": os.getpid()})
+    _log(log, "end", record)
+
+
+def run_until(record, log=None, until="", timeout=30.0):
+    """A long task: runs until the file `until` exists (or `timeout` seconds), then writes its record."""
+    _log(log, "start", record)
+    deadline = time.time() + timeout
+    while not os.path.exists(until) and time.time() < deadline:
+        time.sleep(0.05)
+    files.write_json_atomic(record, {"status": "ok"})
     _log(log, "end", record)
 
 
@@ -55,9 +78,15 @@ def study(folder, log=None, runs=3, trials=4, seconds=0.0):
     return plan.Plan(tasks)
 
 
-def events(log, event):
-    """How many times each task logged `event` ("start" or "end")."""
+def lines(log, event):
+    """(task, pid, time) of each `event` ("start", "write" or "end") in the log, in order."""
     if not os.path.exists(log):
-        return collections.Counter()
+        return []
     with open(log) as handle:
-        return collections.Counter(line.split()[1] for line in handle if line.split()[0] == event)
+        fields = [line.split() for line in handle]
+    return [(name, int(pid), float(when)) for kind, name, pid, when in fields if kind == event]
+
+
+def events(log, event):
+    """How many times each task logged `event`."""
+    return collections.Counter(name for name, _, _ in lines(log, event))

@@ -79,12 +79,14 @@ def _seeded_keras():
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """One Ray instance on this machine (2 CPUs) for every test that needs it: starting Ray costs
-    about 10 s. Workers import tfbench from the working directory and the fake tasks from tests/."""
+    """One Ray instance on this machine (2 CPUs, 2 fake GPUs: resources Ray hands out, with
+    CUDA_VISIBLE_DEVICES set, whether or not a GPU exists) for every test that needs it: starting
+    Ray costs about 10 s. Workers import tfbench from the working directory and the fake tasks
+    from tests/."""
     ray = pytest.importorskip("ray")
     tests = os.path.dirname(os.path.abspath(__file__))
     path = os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": path}})
     yield ray
     ray.shutdown()

@@ -390,6 +390,8 @@ def test_every_folder_problem_is_named_in_one_error_before_loading(tmp_path):
     ({"train/a": 2, "test/a": 1, "test/b": 1}, "'test' has class folders b that 'train' lacks"),
     ({"train/a": 2, "test": 0}, "split folder 'test' has no class sub-folders"),
     ({"train/a": 2, "cats": 1}, "mixes split folders (train) and class folders (cats)"),
+    ({"train/a": 2, "test/a": 1}, "'train' has one class folder (a); a classifier needs at least 2"),
+    ({"cats": 3}, "has one class folder (cats); a classifier needs at least 2"),
 ])
 def test_folder_layout_problems(tmp_path, layout, expected):
     for folder, count in layout.items():

@@ -1,5 +1,6 @@
-"""Executors on fake tasks: local and Ray agree, a killed Ray worker is retried, shards and two
-drivers on one folder run every task exactly once."""
+"""Executors on fake tasks: local and Ray agree, a killed Ray worker is retried, a stale lock is
+taken over while other work runs, GPU tasks get fresh workers, shards and two drivers on one
+folder run every task exactly once, and a paused owner that lost its lock writes nothing."""
 
 import json
 import os
@@ -11,16 +12,17 @@ import time
 
 import cluster_fakes
 import pytest
-from tfbench.tasks import executors, plan
+from tfbench import files
+from tfbench.tasks import executors, locks, plan
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
-def _run(study, executor, tasks=None, wait_for_needs=0.0):
+def _run(study, executor, tasks=None, wait_for_needs=0.0, poll_seconds=0.1):
     lines = []
     with executor:
         summary = executors.execute(study, study.tasks if tasks is None else tasks, executor,
-                                    log=lines.append, poll_seconds=0.1, wait_for_needs=wait_for_needs)
+                                    log=lines.append, poll_seconds=poll_seconds, wait_for_needs=wait_for_needs)
     return summary, lines
 
 
@@ -97,6 +99,62 @@ def test_ray_does_not_retry_a_task_that_raised(tmp_path, ray_cluster):
     assert cluster_fakes.events(log, "start") == {"bad": 1}
 
 
+@pytest.mark.slow
+def test_a_stale_lock_is_taken_over_within_a_heartbeat_while_a_long_task_runs(tmp_path, ray_cluster):
+    """Two slots: a long task runs in one (until the other task is done, or 30 s); the other task's
+    lock names a remote owner that stops beating. It must run again once the lock is stale, not
+    once the long task ends."""
+    log, timing = os.path.join(tmp_path, "log"), locks.Timing(heartbeat_seconds=0.5, stale_after=2.0)
+    orphan = cluster_fakes.task(tmp_path, "orphan", log=log)
+    study = plan.Plan([cluster_fakes.task(tmp_path, "long", log=log, function="run_until", until=orphan.record),
+                       orphan])
+    lock, lines, beats = locks.lock_path(study["orphan"].record), [], []
+
+    def remote_owner():  # beats until the driver has found the task busy, then goes silent
+        while not any(line.startswith("busy: trial orphan") for line in lines):
+            beats.append(time.time())
+            files.write_json_atomic(lock, {"host": "elsewhere", "pid": 1, "token": "gone", "heartbeat": beats[-1]})
+            time.sleep(0.1)
+
+    files.write_json_atomic(lock, {"host": "elsewhere", "pid": 1, "token": "gone", "heartbeat": time.time()})
+    owner = threading.Thread(target=remote_owner)
+    owner.start()
+    with executors.RayExecutor(timing=timing) as executor:
+        summary = executors.execute(study, study.tasks, executor, log=lines.append)
+    owner.join()
+    assert summary.complete() and summary.outcomes["orphan"].status == "ran"
+    assert sum(line.startswith("busy: trial orphan") for line in lines) == 1  # said once, not every poll
+    started = {name: when for name, _, when in cluster_fakes.lines(log, "start")}
+    ended = {name: when for name, _, when in cluster_fakes.lines(log, "end")}
+    stale_at = beats[-1] + timing.stale_after
+    # within a heartbeat of going stale, plus Ray's dispatch (up to a second on a loaded 2-core machine)
+    assert 0 < started["orphan"] - stale_at < timing.heartbeat_seconds + 1.0
+    assert started["orphan"] < ended["long"]
+
+
+@pytest.mark.slow
+def test_each_gpu_task_gets_a_fresh_ray_worker(tmp_path, ray_cluster):
+    """Ray keeps reusing a worker for tasks given num_gpus through .options(); a GPU task must not
+    inherit the memory and devices of the trials before it."""
+    study = plan.Plan(cluster_fakes.task(tmp_path, f"gpu{index}") for index in range(3))
+    summary, _ = _run(study, executors.RayExecutor(cpus_per_task=0.5, gpus_per_task=1))
+    assert summary.count("ran") == 3
+    assert len({outcome.pid for outcome in summary.outcomes.values()}) == 3
+
+
+def test_waiting_for_needs_counts_from_when_there_is_nothing_else_to_run(tmp_path):
+    """A shard busy for longer than --wait_for_needs with its own trial still waits that long for
+    another shard's trial once it is idle, so the conclusion runs in this pass."""
+    study = cluster_fakes.study(tmp_path, runs=1, trials=2)
+    own = cluster_fakes.task(tmp_path, "run0-trial0", seconds=2.0)
+    study = plan.Plan([own] + study.tasks[1:])
+    other_shard = threading.Timer(2.8, cluster_fakes.write_record, [study["run0-trial1"].record])
+    other_shard.start()
+    summary, _ = _run(study, executors.LocalExecutor(), [own, study["run0-conclude"]], wait_for_needs=1.5)
+    other_shard.join()
+    assert summary.complete() and summary.outcomes["run0-conclude"].status == "ran"
+
+
 def test_three_shards_cover_the_plan_once_and_a_fourth_run_finds_nothing_left(tmp_path):
     log = os.path.join(tmp_path, "log")
     study = cluster_fakes.study(tmp_path, log=log, runs=3, trials=4)
@@ -151,6 +209,50 @@ with executors.LocalExecutor() as executor:
 print(summary.line())
 sys.exit(0 if summary.complete() else 1)
 """
+
+
+FENCED_DRIVER = """
+import sys
+import cluster_fakes
+from tfbench.tasks import executors, locks, plan
+folder, log = sys.argv[1:3]
+study = plan.Plan([cluster_fakes.task(folder, "T", log=log, function="train_in_steps", step_count=20,
+                                      step_seconds=0.1)])
+with executors.LocalExecutor(locks.Timing(heartbeat_seconds=0.3, stale_after=1.5)) as executor:
+    summary = executors.execute(study, study.tasks, executor, log=print)
+sys.exit(0 if summary.complete() else 1)
+"""
+
+
+@pytest.mark.slow
+def test_an_owner_paused_past_the_timeout_and_taken_over_stops_and_writes_nothing(tmp_path):
+    log = os.path.join(tmp_path, "log")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, os.getcwd()])}
+
+    def driver():
+        return subprocess.Popen([sys.executable, "-c", FENCED_DRIVER, str(tmp_path), log], env=env,
+                                stdout=subprocess.PIPE, text=True)
+
+    def wait_for(event, count):
+        deadline = time.time() + 60
+        while len(cluster_fakes.lines(log, event)) < count and time.time() < deadline:
+            time.sleep(0.02)
+
+    first = driver()
+    wait_for("write", 2)
+    first.send_signal(signal.SIGSTOP)
+    time.sleep(2.0)  # past the stale timeout: the next driver takes the lock over
+    second = driver()
+    wait_for("write", 4)
+    first.send_signal(signal.SIGCONT)
+    outputs = [process.communicate(timeout=60)[0] for process in (first, second)]
+    assert [process.returncode for process in (first, second)] == [0, 0], outputs
+    writers = [pid for _, pid, _ in cluster_fakes.lines(log, "write")]
+    assert [pid for _, pid, _ in cluster_fakes.lines(log, "start")] == [first.pid, second.pid]
+    assert first.pid not in writers[writers.index(second.pid):]  # no write by the old owner after the new one's
+    assert cluster_fakes.lines(log, "end")[0][:2] == ("T", second.pid) and len(cluster_fakes.lines(log, "end")) == 1
+    assert "lost: trial T" in outputs[0] and "skipped trial T" in outputs[0] and "ran trial T" in outputs[1]
+    assert plan.read_record(os.path.join(tmp_path, "T.json"))["pid"] == second.pid
 
 
 @pytest.mark.slow

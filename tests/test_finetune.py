@@ -294,3 +294,11 @@ def test_halving_skips_diverged_trials_and_concludes_diverged_when_none_is_left(
     assert tuning.halving_rung_trials(settings, 1, previous, records) == [tuning.Trial(0.001, 0.0, 3, 1)]
     records[2]["status"] = records[1]["status"] = "diverged"
     assert tuning.halving_rung_trials(settings, 1, previous, records) == []
+
+
+def test_a_hyperrule_record_states_how_bits_rule_was_adapted(tmp_path):
+    from tfbench import hyperrule
+
+    adapted = trained.conventions(_experiment(tmp_path, search="hyperrule"))
+    assert adapted["hyperrule"] == hyperrule.ADAPTATION and "512" in adapted["hyperrule"]
+    assert "hyperrule" not in trained.conventions(_experiment(tmp_path))

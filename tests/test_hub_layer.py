@@ -185,3 +185,23 @@ def test_saved_model_fingerprint_follows_content_not_location(saved_model_dir, t
         data.seek(0)
         data.write(bytes([first[0] ^ 0xFF]))
     assert backbones.weights_fingerprint(copy, True) != fingerprint
+
+
+def test_the_record_says_a_saved_models_batch_norm_keeps_its_own_momentum(saved_model_dir):
+    """The paper's momentum rule cannot reach batch norm compiled into a SavedModel: what was
+    applied is stated per kind of layer, never the rule's value for layers it did not reach."""
+    import keras
+
+    from tfbench import classifier
+
+    images = keras.Input((12, 12, 3))
+    features = SavedModelLayer(saved_model_dir, trainable=True)(images)
+    features = keras.layers.Reshape((1, 1, -1))(features)
+    features = keras.layers.BatchNormalization(momentum=0.99)(features)
+    backbone = keras.Model(images, keras.layers.Flatten()(features))
+    model = classifier.build_classifier(backbone, 3, bn_momentum=0.9)
+    applied = classifier.bn_momentum_applied(model, 0.9)
+    assert applied["keras_batch_norm"] == {"layers": 1, "momentum": 0.9}
+    assert "not changeable" in applied["savedmodel_batch_norm"]["momentum"]
+    assert len(applied["savedmodel_batch_norm"]["layers"]) == 1
+    assert classifier.bn_momentum_applied(model, None)["keras_batch_norm"]["momentum"] == [0.9]

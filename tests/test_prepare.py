@@ -20,7 +20,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from test_dataset_builders import write_fgvc_tree
-from tfbench import datasets, prepare
+from tfbench import backbones, datasets, prepare
 from tfbench.datasets import audit, downloads
 from tfbench.registry import UnknownNameError
 
@@ -91,6 +91,39 @@ def test_dataset_names_are_checked_before_anything_runs():
     assert "'fgvc_aircrft'" in str(error.value) and "\n" not in str(error.value)
     assert prepare.selected_datasets(" all ") == datasets.names()
     assert prepare.selected_datasets("dtd, voc2007") == ["dtd", "voc2007"]
+
+
+def test_model_names_are_checked_before_anything_runs():
+    with pytest.raises(UnknownNameError, match="did you mean: resnet50") as error:
+        prepare.selected_models("tiny,resnet5O")
+    assert "'resnet5O'" in str(error.value) and "\n" not in str(error.value)
+    assert prepare.selected_models("") == [] and prepare.selected_models(" all ") == backbones.names()
+    assert prepare.selected_models("tiny, efficientnet_lite0") == ["tiny", "efficientnet_lite0"]
+
+
+def test_fetching_weights_fills_the_cache_runs_read_and_names_what_it_could_not_fetch(
+        tmp_path, monkeypatch, capsys):
+    """EfficientNet-Lite0's weights come from its installed package: fetching converts them into
+    TFBENCH_CACHE, where a later build finds them. ResNet-50's need the network, which tests do not
+    have: named as failed, and the others are still fetched."""
+    from tfbench.backbones import efficientnet_lite
+
+    monkeypatch.setenv("TFBENCH_CACHE", str(tmp_path / "cache"))
+    converted = efficientnet_lite.cache_file("efficientnet_lite0")
+    assert str(converted).startswith(str(tmp_path)) and not converted.exists()
+    assert not prepare.fetch_weights(["resnet50", "tiny", "efficientnet_lite0"])
+    out = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("[", "prepare:"))]
+    assert out[0].startswith("[1/3] resnet50: weights FAILED: cannot fetch ImageNet weights of 'resnet50'")
+    assert out[1].startswith("[2/3] tiny: weights ready") and out[2].startswith("[3/3] efficientnet_lite0: weights ready")
+    assert out[3] == "prepare: weights of 2 of 3 models ready; failed: resnet50"
+    assert converted.exists()
+    assert prepare.fetch_weights([]) and capsys.readouterr().out == ""
+
+
+def test_prepare_refuses_models_with_audit(tmp_path):
+    completed = run_guarded("--audit", "--models=tiny", f"--data_dir={tmp_path}")
+    assert completed.returncode == 2 and "--models='tiny' fetches weights, which --audit does not" in completed.stderr
+    assert not os.listdir(tmp_path)
 
 
 def test_prepare_from_an_extracted_manual_folder_then_audit(tmp_path):

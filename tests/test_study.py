@@ -149,3 +149,31 @@ def test_halving_through_the_executor_leaves_the_records_of_a_sequential_run(tmp
         assert record[field] == expected[field]
     assert record["total_train_steps"] == 56 * 1 + 18 * 3 + 6 * 9 + 2 * 27 + 27
     assert _run([experiment]).count("skipped") == 56 + 18 + 6 + 2 + 1  # nothing left to do
+
+
+def test_the_report_of_a_complete_study_is_built_once_by_whichever_driver_gets_there(tmp_path):
+    import threading
+    import time
+
+    import cluster_fakes
+
+    study_plan = cluster_fakes.study(tmp_path, runs=2, trials=2)
+    for task in study_plan.tasks:
+        cluster_fakes.write_record(task.record)
+    built = []
+
+    def build(output_dir):
+        built.append(output_dir)
+        time.sleep(0.3)  # long enough for the other drivers to arrive while it builds
+
+    lines = []
+    drivers = [threading.Thread(target=lambda: lines.append(study.report_once(study_plan, str(tmp_path), build)))
+               for _ in range(3)]
+    for driver in drivers:
+        driver.start()
+    for driver in drivers:
+        driver.join()
+    assert built == [str(tmp_path)] and sum(line.startswith("report: built from 2 runs") for line in lines) == 1
+    assert study.report_once(study_plan, str(tmp_path), build).startswith("report: up to date (2 runs)")
+    cluster_fakes.write_record(study_plan["run1-conclude"].record, value="rerun")  # a run record changed
+    assert study.report_once(study_plan, str(tmp_path), build).startswith("report: built") and len(built) == 2

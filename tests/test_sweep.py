@@ -97,6 +97,8 @@ def test_smoke_preset_runs_end_to_end_then_is_skipped(tmp_path):
     (["--datasets=digits"], "--models is required"),
     (["--models=tiny", "--datasets=digits", "--shard=4/4"], "must be an integer in [0, 3]"),
     (["--models=tiny", "--datasets=digits", "--shard=0/2", "--overwrite"], "cannot be combined with --shard"),
+    (["--models=tiny", "--datasets=digits", "--lock_heartbeat_seconds=60", "--lock_stale_seconds=90"],
+     "heartbeat every 60s with stale after 90s; the heartbeat must be > 0 and at most half"),
 ])
 def test_bad_sweep_input_is_one_line(tmp_path, args, expected):
     completed = subprocess.run([sys.executable, "-m", "tfbench.sweep", *args, f"--output_dir={tmp_path}"],
@@ -149,3 +151,31 @@ def test_your_own_keras_model_enters_the_analysis_with_its_top1(tmp_path):
     report = json.loads((tmp_path / "runs" / "report" / "report.json").read_text())
     used = report["imagenet_top1"]["my_net"]
     assert (used["value"], used["kind"], used["label"]) == (0.701, "published", "My Net")
+
+
+def test_exit_code_says_incomplete_only_while_other_shards_may_still_finish_the_needs(tmp_path):
+    """A shard whose conclusion waits for a trial another shard is still running exits
+    INCOMPLETE (schedulers rerun it uncounted); one waiting for a trial that failed, or with a
+    failed task of its own, exits RUN_FAILED (rerunning it alone would loop)."""
+    import cluster_fakes
+
+    from tfbench import cli, sweep
+
+    plan = cluster_fakes.study(tmp_path, runs=1, trials=2)
+    cluster_fakes.write_record(plan["run0-trial0"].record)
+    conclude = plan["run0-conclude"]
+
+    def code(own_failure=False):
+        with executors.LocalExecutor() as executor:
+            summary = executors.execute(plan, [conclude], executor, log=lambda line: None)
+        if own_failure:
+            summary.outcomes["another-task"] = executors.Outcome("another-task", "failed")
+        return sweep.exit_code(summary, plan)
+
+    assert code() == cli.INCOMPLETE  # trial1 has no record yet: another shard runs it
+    assert code(own_failure=True) == cli.RUN_FAILED
+    cluster_fakes.write_record(plan["run0-trial1"].record, status="failed")
+    assert code() == cli.RUN_FAILED
+    cluster_fakes.write_record(plan["run0-trial1"].record)
+    assert code() == 0 and os.path.exists(conclude.record)
+    assert len({0, cli.RUN_FAILED, cli.INCOMPLETE, cli.USAGE_ERROR}) == 4

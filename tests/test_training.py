@@ -315,3 +315,32 @@ def test_validation_every_zero_scores_nothing_during_training():
                                runtime=_runtime(eval_every=0, checkpoint_every=2),
                                evaluate=lambda model: pytest.fail("scored with eval_every=0"))
     assert result.validation_curve == []
+
+
+def test_a_lost_lock_stops_training_at_the_next_step_boundary_before_any_checkpoint(tmp_path):
+    """A task's lock taken over mid-trial (tfbench.fencing): the old owner trains no further and
+    saves nothing, where without the fence it would train to the end and checkpoint twice."""
+    import tensorflow as tf
+
+    from tfbench import fencing, training
+
+    class Lease:
+        lost = False
+
+        def check(self):
+            if self.lost:
+                raise fencing.LeaseLost("taken over")
+
+    lease, scored = Lease(), []
+
+    def evaluate(model):  # at step 2: the lock is taken over while validation runs
+        scored.append(len(scored))
+        lease.lost = True
+        return "val/top1", 0.5
+
+    config = training.TrainConfig(learning_rate=0.05, weight_decay=0.0, train_steps=8, batch_size=8)
+    with fencing.holding(lease), pytest.raises(fencing.LeaseLost):
+        training.train(_small_model, _batches, config, strategy=_strategy(), evaluate=evaluate,
+                       runtime=_runtime(steps_per_loop=2, checkpoint_every=4, eval_every=2),
+                       checkpoint_dir=str(tmp_path / "ckpt"))
+    assert scored == [0] and tf.train.latest_checkpoint(str(tmp_path / "ckpt")) is None

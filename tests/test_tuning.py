@@ -117,10 +117,14 @@ def test_a_hyperparameter_tried_at_one_value_is_no_edge():
                                                  (499_999, 10_000), (1_281_167, 20_000)])
 def test_hyperrule_chooses_bits_schedule_by_training_set_size(examples, bit_steps):
     # BiT-HyperRule (Kolesnikov et al. 2020, section 3.3): < 20k examples 500 steps, < 500k 10k,
-    # else 20k; learning rate 0.003 at batch 512, scaled with the batch; no weight decay.
+    # else 20k, at batch 512 and learning rate 0.003; no weight decay. At batch 256, tfbench keeps
+    # BiT's examples (twice the steps) and scales the learning rate linearly.
     at_paper_length = tuning.trials(TrainingSettings(search="hyperrule", train_steps=20_000), "finetune",
                                     tuning.DataSize(batch_size=256, train_examples=examples))
-    assert at_paper_length == [tuning.Trial(0.0015, 0.0, train_steps=bit_steps)]
+    assert at_paper_length == [tuning.Trial(0.0015, 0.0, train_steps=2 * bit_steps)]
+    at_bits_batch = tuning.trials(TrainingSettings(search="hyperrule", train_steps=20_000), "finetune",
+                                  tuning.DataSize(batch_size=512, train_examples=examples))
+    assert at_bits_batch == [tuning.Trial(0.003, 0.0, train_steps=bit_steps)]
     shortened = tuning.trials(TrainingSettings(search="hyperrule", train_steps=400), "finetune",
                               tuning.DataSize(batch_size=512, train_examples=examples))
     assert shortened == [tuning.Trial(0.003, 0.0, train_steps=bit_steps // 50)]

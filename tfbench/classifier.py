@@ -8,7 +8,7 @@ TensorFlow's fused kernel.
 from __future__ import annotations
 
 import functools
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from tfbench.settings import InvalidSettingError
 
@@ -18,7 +18,8 @@ def build_classifier(backbone, num_classes: int, dropout: float = 0.0, bn_moment
 
     The head (and its dropout) runs in float32 so logits and loss keep full precision under mixed
     precision. `bn_momentum`, when given, replaces the momentum of every Keras BatchNormalization
-    layer (a SavedModel backbone keeps its own, since its batch norm is compiled into the graph).
+    layer (a SavedModel backbone keeps its own, since its batch norm is compiled into the graph:
+    `bn_momentum_applied` says which for the record).
     """
     import keras
 
@@ -47,6 +48,34 @@ def batch_norm_layers(model) -> List[Any]:
         if isinstance(layer, keras.layers.BatchNormalization):
             found.append(layer)
         found.extend(batch_norm_layers(layer))
+    return found
+
+
+def bn_momentum_applied(model, requested: Optional[float]) -> Dict[str, Any]:
+    """What batch-norm momentum the model's layers actually train with, per kind of layer, for the
+    record: a TF-Hub SavedModel's batch norm is compiled into its graph and keeps its own momentum
+    whatever the rule asks (so a record never claims the rule for layers it could not reach)."""
+    from tfbench.backbones.hub_layer import SavedModelLayer
+
+    applied: Dict[str, Any] = {}
+    layers = batch_norm_layers(model)
+    if layers:
+        own = sorted({float(layer.momentum) for layer in layers})
+        applied["keras_batch_norm"] = {"layers": len(layers),
+                                       "momentum": requested if requested is not None else own}
+    saved_models = [layer.name for layer in _all_layers(model) if isinstance(layer, SavedModelLayer)]
+    if saved_models:
+        applied["savedmodel_batch_norm"] = {
+            "layers": saved_models,
+            "momentum": "the SavedModel's own, compiled into its graph (not changeable by tfbench)"}
+    return applied
+
+
+def _all_layers(model) -> List[Any]:
+    found = []
+    for layer in getattr(model, "layers", []):
+        found.append(layer)
+        found.extend(_all_layers(layer))
     return found
 
 

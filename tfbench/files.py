@@ -17,6 +17,8 @@ import os
 import tempfile
 from typing import Any, BinaryIO, Callable, Dict, Mapping, Optional, Tuple
 
+from tfbench import fencing
+
 
 def _umask() -> int:
     mask = os.umask(0)  # the only portable way to read it; restored at once
@@ -57,10 +59,13 @@ def _write_temporary(path: str, write: Callable[[BinaryIO], Any]) -> str:
 def write_atomic(path: str, write: Callable[[BinaryIO], Any]) -> None:
     """Call `write(handle)` on a temporary file next to `path`, fsync it and rename it to `path`.
 
-    Streams, so a large array need not be held twice in memory to be written safely.
+    Streams, so a large array need not be held twice in memory to be written safely. Inside a task
+    the rename happens only while the task's lock is still ours (tfbench.fencing): a lost owner
+    raises LeaseLost here and leaves the file as the current owner made it.
     """
     tmp = _write_temporary(path, write)
     try:
+        fencing.check()
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -7,7 +7,11 @@ The protocol (tfbench.regimes.trained): train every trial of the search on "trai
 "val", choose the best validation score, retrain it on "trainval" and score "test" once.
 """
 
+from absl import flags
+
 from tfbench.app import common_flags, training_flags
+
+flags.adopt_module_key_flags(training_flags)  # --help lists them
 
 
 def main():

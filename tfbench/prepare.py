@@ -1,6 +1,8 @@
-"""Prepare the benchmark's datasets in a TFDS data directory, or audit the prepared ones.
+"""Prepare the benchmark's datasets in a TFDS data directory, or audit the prepared ones; fetch
+the backbones' ImageNet weights into the caches.
 
     python -m tfbench.prepare --datasets=all --data_dir=~/tensorflow_datasets
+    python -m tfbench.prepare --models=resnet50,inception_v1 --datasets=dtd --data_dir=DIR
     python -m tfbench.prepare --datasets=fgvc_aircraft,birdsnap --data_dir=DIR --manual_dir=DIR/manual
     python -m tfbench.prepare --audit --data_dir=DIR
 
@@ -9,6 +11,11 @@ step (which file to save where), then a table of split sizes and statuses; it ex
 every dataset asked for is ready. Hosts that cannot be reached are detected in seconds, and
 nothing is written for a dataset that cannot start. Rerunning is safe: prepared datasets are
 kept, and an interrupted one never looks complete (see tfbench.datasets.preparation).
+
+--models fetches each backbone's ImageNet weights into the caches every run reads (KERAS_HOME,
+TFHUB_CACHE_DIR, TFBENCH_CACHE) by building it once, so that machines without network (cluster
+workers) find them there; the weights come first, then the datasets, and the exit code is 1
+unless both are all ready.
 
 --audit materialises every prepared dataset and checks split sizes against the paper's table,
 disjointness of train / val / test by id and by image content, label range and the class balance
@@ -19,35 +26,45 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import List, Optional
 
 _ALL = "all"
 
 
-def _define_flags() -> None:
-    """Flags of this binary only, defined when it runs (other binaries have a --datasets too)."""
+def define_flags(flag_values=None) -> None:
+    """Flags of this binary only, defined when it runs (other binaries have a --datasets too);
+    into `flag_values` if given (a test parsing a command line), else absl's global FLAGS."""
     from absl import flags
 
+    into = dict(flag_values=flag_values if flag_values is not None else flags.FLAGS)
     flags.DEFINE_string(
         "datasets", _ALL,
         "Comma-separated dataset names, or 'all' (every registered dataset). --dataset=list of any "
-        "regime binary prints them.")
+        "regime binary prints them.", **into)
+    flags.DEFINE_string(
+        "models", "",
+        "Comma-separated backbones whose ImageNet weights to fetch into the caches (KERAS_HOME, "
+        "TFHUB_CACHE_DIR, TFBENCH_CACHE) before the datasets, or 'all'; default none. "
+        "--model=list of any regime binary prints them.", **into)
     flags.DEFINE_string(
         "data_dir", None,
         "TFDS data directory to prepare the datasets in (default: TFDS_DATA_DIR or "
-        "~/tensorflow_datasets).")
+        "~/tensorflow_datasets).", **into)
     flags.DEFINE_string(
         "manual_dir", None,
         "Folder of manually downloaded files (archives, or extracted trees such as "
-        "fgvc-aircraft-2013b/ or birdsnap/); default <data_dir>/downloads/manual.")
+        "fgvc-aircraft-2013b/ or birdsnap/); default <data_dir>/downloads/manual.", **into)
     flags.DEFINE_boolean(
         "audit", False,
         "Audit the prepared datasets instead of preparing: split sizes, disjointness by id and "
-        "image content, label range, held-out class balance.")
-    flags.DEFINE_integer("download_retries", 3, "Retries of a transient download failure.", lower_bound=0)
+        "image content, label range, held-out class balance.", **into)
+    flags.DEFINE_integer("download_retries", 3, "Retries of a transient download failure.", lower_bound=0,
+                         **into)
     flags.DEFINE_float("download_timeout", 30.0, "Seconds before one download attempt times out.",
-                       lower_bound=0.1)
-    flags.DEFINE_integer("download_workers", 8, "Parallel downloads (Birdsnap's images).", lower_bound=1)
+                       lower_bound=0.1, **into)
+    flags.DEFINE_integer("download_workers", 8, "Parallel downloads (Birdsnap's images).", lower_bound=1,
+                         **into)
 
 
 def selected_datasets(value: str) -> List[str]:
@@ -62,6 +79,45 @@ def selected_datasets(value: str) -> List[str]:
     for name in names:
         datasets.spec(name)
     return names
+
+
+def selected_models(value: str) -> List[str]:
+    """The backbones --models asks for (none when empty), each checked against the registry."""
+    from tfbench import backbones
+
+    if value.strip() == _ALL:
+        return backbones.names()
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    for name in names:
+        backbones.spec(name)
+    return names
+
+
+def fetch_weights(names: List[str]) -> bool:
+    """Build each backbone with its ImageNet weights once, which leaves them in the caches its
+    builder reads (a Keras file, a TF-Hub module, a TF-Slim checkpoint, a converted
+    EfficientNet-Lite file); print what happened; True if every one is there."""
+    if not names:
+        return True
+    import keras
+
+    from tfbench import backbones
+
+    failed = []
+    for index, name in enumerate(names, 1):
+        started = time.monotonic()
+        try:
+            backbones.build(name, pretrained=True)
+        except backbones.WeightsUnavailableError as error:
+            print(f"[{index}/{len(names)}] {name}: weights FAILED: {error}", flush=True)
+            failed.append(name)
+            continue
+        finally:
+            keras.backend.clear_session()  # one network at a time in memory
+        print(f"[{index}/{len(names)}] {name}: weights ready ({time.monotonic() - started:.0f}s)", flush=True)
+    print(f"prepare: weights of {len(names) - len(failed)} of {len(names)} models ready"
+          + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
+    return not failed
 
 
 def run_prepare(names: List[str], data_dir: str, manual_dir: Optional[str], options) -> bool:
@@ -131,7 +187,7 @@ def main() -> None:
 
     from tfbench import cli
 
-    _define_flags()
+    define_flags()
     FLAGS = flags.FLAGS
 
     def run() -> None:
@@ -139,18 +195,23 @@ def main() -> None:
 
         try:
             names = selected_datasets(FLAGS.datasets)
+            models = selected_models(FLAGS.models)
         except (ValueError, FileNotFoundError) as error:  # an unknown name, a bad folder:PATH
             cli.fail(str(error))
         if not FLAGS["verbosity"].present:  # TFDS logs every dataset it does not find yet
             logging.set_verbosity(logging.ERROR)
         data_dir = os.path.expanduser(tfds_source.resolve_data_dir(FLAGS.data_dir))
         if FLAGS.audit:
+            if models:
+                cli.fail(f"--models={FLAGS.models!r} fetches weights, which --audit does not; "
+                         "run them as two commands")
             ok = run_audit(names, data_dir, explicit=FLAGS.datasets.strip() != _ALL)
         else:
             options = fetch.FetchOptions(retries=FLAGS.download_retries, timeout=FLAGS.download_timeout,
                                          workers=FLAGS.download_workers)
             manual_dir = os.path.expanduser(FLAGS.manual_dir) if FLAGS.manual_dir else None
-            ok = run_prepare(names, data_dir, manual_dir, options)
+            weights_ok = fetch_weights(models)
+            ok = run_prepare(names, data_dir, manual_dir, options) and weights_ok
         sys.exit(0 if ok else cli.RUN_FAILED)
 
     cli.run_app(run)

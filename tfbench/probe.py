@@ -7,7 +7,11 @@ Extracts features of train, val and test once (cached), chooses the L2 penalty o
 (tfbench.regimes.probe).
 """
 
+from absl import flags
+
 from tfbench.app import common_flags, probe_flags
+
+flags.adopt_module_key_flags(probe_flags)  # --help lists them
 
 
 def main():

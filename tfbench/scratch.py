@@ -7,7 +7,11 @@ Same flags and code as tfbench.finetune; the paper's scratch grid is 7 learning 
 x 8 weight decays in [1e-5, 10^-1.5], with a longer schedule (tfbench.protocol).
 """
 
+from absl import flags
+
 from tfbench.app import common_flags, training_flags
+
+flags.adopt_module_key_flags(training_flags)  # --help lists them
 
 
 def main():

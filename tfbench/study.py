@@ -19,15 +19,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from tfbench import files, results
-from tfbench.tasks import plan
+from tfbench import fencing, files, results
+from tfbench.tasks import locks, plan
 from tfbench.experiment import Experiment
 from tfbench.settings import Runtime
 
 TASKS = "tfbench.study"
 RUNG_SLOTS = "rungs"  # the folder, among a run's trials, of halving's slot records
+REPORT_SOURCES = "sources.json"  # in the report folder: the run records it was built from
 
 
 def _load(experiment: Mapping[str, Any], runtime: Mapping[str, Any],
@@ -196,3 +197,30 @@ def discard(tasks: Sequence[plan.Task]) -> None:
         shutil.rmtree(os.path.join(run_dir, results.TRIALS_DIR), ignore_errors=True)
         if os.path.exists(os.path.join(run_dir, results.RECORD_FILE)):
             os.unlink(os.path.join(run_dir, results.RECORD_FILE))
+
+
+def report_once(study_plan: plan.Plan, output_dir: str, build: Callable[[str], Any],
+                timing: locks.Timing = locks.Timing()) -> str:
+    """Build the report of a complete study unless it is already built from these very records;
+    what happened, as a line to print.
+
+    Every driver that finishes its part checks this (the shards of a batch job, two sweeps on one
+    folder), and only the first to find the study complete builds: the report folder keeps the
+    digests of the run records it was built from, and a driver that finds them equal, or finds
+    another driver building it (the report's lock), leaves it. Rerunning a finished study therefore
+    rebuilds nothing; a rerun that changed a run record rebuilds once."""
+    report_dir = os.path.join(output_dir, "report")
+    sources_path = os.path.join(report_dir, REPORT_SOURCES)
+    sources = {"records": {os.path.relpath(task.record, output_dir): files.file_digest(task.record)
+                           for task in study_plan.tasks if task.kind != "trial"}}
+    if plan.read_record(sources_path) == sources:
+        return f"report: up to date ({len(sources['records'])} runs) in {report_dir}"
+    lock = locks.acquire(locks.lock_path(sources_path), timing)
+    if lock is None:
+        return "report: another driver is building it"
+    with lock, fencing.holding(lock):
+        if plan.read_record(sources_path) == sources:  # built while we took the lock
+            return f"report: up to date ({len(sources['records'])} runs) in {report_dir}"
+        build(output_dir)
+        files.write_json_atomic(sources_path, sources)
+    return f"report: built from {len(sources['records'])} runs in {report_dir}"

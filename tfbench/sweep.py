@@ -7,7 +7,8 @@
 Each regime's settings come from the same flags its binary takes; `--<regime>_flags=FILE` gives a
 regime its own flagfile (fine-tuning and scratch share flag names but not values). Finished runs
 are skipped, a failed run is recorded with its error and the sweep goes on, and the exit code is
-non-zero if any run failed. When every run is done the report (tfbench.report) is rebuilt.
+non-zero if any run failed. When every run is done the report (tfbench.report) is built, once: by
+the first driver to find the study complete, and again only when a run record has changed.
 
 A run decomposes into tasks (tfbench.study): a fine-tune or scratch run into its trials, then the
 selection, retrain and test score; a probe run into one task. An executor runs them:
@@ -15,7 +16,9 @@ selection, retrain and test score; a probe run into one task. An executor runs t
 tasks, each with `--cpus_per_trial` CPUs and `--gpus_per_trial` GPUs, on this machine or the
 cluster at `--ray_address`, many at once. `--shard=INDEX/COUNT` (or `auto/COUNT` under a
 Kubernetes Indexed Job or a Slurm array) runs a deterministic slice of the tasks; a lock per task
-lets several drivers share one output folder. `--dry_run` prints the plan and its cost instead.
+lets several drivers share one output folder (`--lock_heartbeat_seconds`, `--lock_stale_seconds`).
+Exit codes: 0 done, 1 a run failed, 2 bad input, 3 (cli.INCOMPLETE) some tasks were left to other
+shards or a rerun. `--dry_run` prints the plan and its cost instead.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from absl import flags
 
 from tfbench import cli, runs, study
 from tfbench.app import common_flags, probe_flags, training_flags
-from tfbench.tasks import executors, plan
+from tfbench.tasks import executors, locks, plan
 from tfbench.experiment import Experiment
 from tfbench.settings import REGIMES, InvalidSettingError, Runtime
 
@@ -49,7 +52,8 @@ flags.DEFINE_list(
 flags.DEFINE_list("seeds", None,
                   "Run every configuration once per seed (distinct runs, each in its own folder); "
                   "the report shows mean ± sd over them. Default: --seed alone.")
-flags.DEFINE_boolean("report", True, "Rebuild the report under <output_dir>/report once every run is finished.")
+flags.DEFINE_boolean("report", True, "Build the report under <output_dir>/report once every run is finished "
+                     "(once per study: by the first driver to see it complete).")
 flags.DEFINE_enum("executor", "local", executors.EXECUTORS,
                   "Where tasks run: local = one after another in this process; ray = Ray tasks on "
                   "this machine or on the cluster at --ray_address (pip install 'tfbench[ray]').")
@@ -62,8 +66,17 @@ flags.DEFINE_string("shard", None,
                     "Run only shard INDEX of COUNT (INDEX/COUNT), or auto/COUNT with INDEX from "
                     "JOB_COMPLETION_INDEX (Kubernetes Indexed Job) or SLURM_ARRAY_TASK_ID.")
 flags.DEFINE_float("wait_for_needs", 0,
-                   "Seconds a task whose needs another shard or driver runs waits for them "
-                   "(0: leave it for a rerun); a need that failed is not waited for.", lower_bound=0)
+                   "Seconds to wait, once this driver has nothing else to run, for needs that another "
+                   "shard or driver runs (the clock restarts whenever a task starts here); then the "
+                   "tasks that need them are left for a rerun and the exit code is 3. 0: leave them at "
+                   "once. A need that failed is never waited for.", lower_bound=0)
+flags.DEFINE_float("lock_heartbeat_seconds", locks.HEARTBEAT_SECONDS,
+                   "How often a running task refreshes its lock, and how often a driver looks at the "
+                   "locks of tasks another owner holds.", lower_bound=0)
+flags.DEFINE_float("lock_stale_seconds", locks.STALE_AFTER_SECONDS,
+                   "A lock not refreshed for this long is stale: its owner is taken to be gone and the "
+                   "task runs again elsewhere (resuming from its checkpoint); an owner that was only "
+                   "paused stops. At least twice --lock_heartbeat_seconds.", lower_bound=0)
 flags.DEFINE_boolean("dry_run", False, "Print the plan and its cost (steps, images, GPU-hours) and exit.")
 flags.DEFINE_float("images_per_second", None,
                    "Training throughput per GPU for --dry_run's estimate; default: measured in "
@@ -155,11 +168,30 @@ def print_run_summary(task: plan.Task, outcome: executors.Outcome) -> None:
         print(f"  {common_flags.run_summary_line(record, skipped=outcome.status == 'skipped')}", flush=True)
 
 
-def make_executor():
+def lock_timing() -> locks.Timing:
+    try:
+        return locks.Timing(FLAGS.lock_heartbeat_seconds, FLAGS.lock_stale_seconds)
+    except locks.TimingError as error:
+        raise plan.PlanError(f"--lock_heartbeat_seconds/--lock_stale_seconds: {error}") from None
+
+
+def exit_code(summary: executors.Summary, study_plan: plan.Plan) -> int:
+    """0 when every selected task finished; cli.RUN_FAILED when a task failed or waits for one
+    that failed (running this command again alone cannot complete it); cli.INCOMPLETE when tasks
+    wait only for tasks that other shards or drivers have not finished yet. Cluster schedulers
+    rerun a shard on INCOMPLETE without counting a failure (docs/cluster/)."""
+    waits_for_a_failure = any((plan.read_record(study_plan[need].record) or {}).get("status") == "failed"
+                              for needs in summary.waiting.values() for need in needs)
+    if summary.count("failed") or waits_for_a_failure:
+        return cli.RUN_FAILED
+    return 0 if summary.complete() else cli.INCOMPLETE
+
+
+def make_executor(timing: locks.Timing):
     if FLAGS.executor == "local":
-        return executors.LocalExecutor()
+        return executors.LocalExecutor(timing)
     return executors.RayExecutor(address=FLAGS.ray_address, cpus_per_task=FLAGS.cpus_per_trial,
-                                 gpus_per_task=FLAGS.gpus_per_trial)
+                                 gpus_per_task=FLAGS.gpus_per_trial, timing=timing)
 
 
 def main():
@@ -174,6 +206,7 @@ def main():
                                      "trials of runs that other shards are training; delete the runs' "
                                      "folders once, then start the shards")
             shard = plan.parse_shard(FLAGS.shard) if FLAGS.shard else None  # before any slow work
+            timing = lock_timing()
             experiments = experiments_from_flags(argv)
             study_plan = study.study_plan(experiments, overwrite=FLAGS.overwrite, models_file=FLAGS.models_file)
             tasks = selected_tasks(study_plan, shard)
@@ -183,20 +216,19 @@ def main():
             if FLAGS.overwrite:
                 study.discard(tasks)
             started = time.time()
-            with make_executor() as executor:
+            with make_executor(timing) as executor:
                 summary = executors.execute(study_plan, tasks, executor, wait_for_needs=FLAGS.wait_for_needs,
                                             on_outcome=print_run_summary)
             if FLAGS.report and all(plan.finished(task) for task in study_plan.tasks):
-                report.report(FLAGS.output_dir)
+                print(study.report_once(study_plan, FLAGS.output_dir, report.report, timing), flush=True)
         except errors as error:
             cli.fail(str(error))
         print(f"sweep: {summary.line()} in {time.time() - started:.0f}s; records under {FLAGS.output_dir}")
-        if summary.count("failed"):
-            sys.exit(cli.RUN_FAILED)
-        if not summary.complete():
+        code = exit_code(summary, study_plan)
+        if code == cli.INCOMPLETE:
             print("sweep: some tasks wait for tasks that are not finished; run the same command again "
                   "once those are done", file=sys.stderr)
-            sys.exit(cli.INCOMPLETE)
+        sys.exit(code)
 
     cli.run_app(_main)
 

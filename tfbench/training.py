@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from tfbench import files, protocol
+from tfbench import fencing, files, protocol
 from tfbench.classifier import kernels
 from tfbench.devices import is_chief, precision_policy
 from tfbench.settings import Runtime
@@ -214,6 +214,7 @@ def train(model_fn: Callable[[], Any], train_batches: Callable[[int], Any], conf
                 with writer.as_default(step=current):
                     tf.summary.scalar(tag, score)
             seconds["validation"] += time.perf_counter() - tick
+        fencing.check()  # a lost lock stops the trial here, before it saves anything
         if current % runtime.checkpoint_every == 0 or current == config.train_steps:
             tick = time.perf_counter()
             checkpoints.save(current, curve)

@@ -123,7 +123,8 @@ def _hyperrule(settings: TrainingSettings, size: DataSize) -> List[Trial]:
     if size.train_examples is None:
         raise ValueError("search 'hyperrule' needs the training split's size")
     return [Trial(hyperrule.learning_rate(size.batch_size), hyperrule.WEIGHT_DECAY,
-                  train_steps=hyperrule.train_steps(size.train_examples, settings.train_steps))]
+                  train_steps=hyperrule.train_steps(size.train_examples, settings.train_steps,
+                                                     size.batch_size))]
 
 
 SEARCH_TRIALS: Registry[Callable[[TrainingSettings, str, DataSize], List[Trial]]] = Registry(

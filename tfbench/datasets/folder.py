@@ -202,6 +202,9 @@ def _class_names(path: str, layout: Dict[str, str], problems: List[str]) -> List
     """Sorted class names of the training folder; other splits may use only those classes."""
     training = layout.get("train", layout.get(_WHOLE_FOLDER))
     names = _subfolders(training)
+    if len(names) == 1:  # every score would be a "perfect" 1.0
+        where = path if training == path else _shown(path, training)
+        problems.append(f"{where!r} has one class folder ({names[0]}); a classifier needs at least 2")
     for folder in layout.values():
         classes = _subfolders(folder)
         if not classes:

@@ -17,7 +17,7 @@ import os
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from tfbench import files, predictions, protocol, results, runs, tuning
+from tfbench import files, hyperrule, predictions, protocol, results, runs, tuning
 from tfbench.experiment import Experiment
 from tfbench.regimes.trainer import FINAL, Trainer, TrialTrainer, split_examples
 from tfbench.settings import Runtime
@@ -29,7 +29,7 @@ def conventions(experiment: Experiment) -> Dict[str, str]:
 
     backbone_spec = backbones.spec(experiment.model)
     image_size = experiment.image_size or backbone_spec.image_size
-    return {
+    chosen = {
         "weight_decay": protocol.WEIGHT_DECAY_CONVENTION,
         "optimizer": f"{protocol.OPTIMIZER} {protocol.MOMENTUM}, batch {experiment.batch_size}",
         "learning_rate": "linear warm-up over warmup_steps (if any), then "
@@ -39,6 +39,9 @@ def conventions(experiment: Experiment) -> Dict[str, str]:
         "selection": "best validation score on val (trained on train); retrained on trainval; test "
                      "scored once, after the choice",
     }
+    if experiment.settings.search == "hyperrule":
+        chosen["hyperrule"] = hyperrule.ADAPTATION
+    return chosen
 
 
 def initialisation(regime: str, backbone_spec) -> str:

@@ -142,7 +142,7 @@ class TrialTrainer:
         While training on "train", the validation split is scored every
         `runtime.validation_interval` steps (the trial's curve); the test split never is.
         """
-        from tfbench import training
+        from tfbench import classifier, training
 
         config = self.config(hyperparameters, train_steps)
         work_dir = self.work_dir(name)
@@ -168,6 +168,7 @@ class TrialTrainer:
             "steps": result.steps, "resumed_from_step": result.resumed_from_step,
             "final_loss": result.final_loss, "l2_coefficient": config.l2_coefficient,
             "bn_momentum": bn_momentum,
+            "bn_momentum_applied": classifier.bn_momentum_applied(model, bn_momentum),
             "images_per_second": result.images_per_second, "precision": self.precision,
             "strategy": self.runtime.strategy, "strategy_class": type(self.strategy).__name__,
             "replicas": self.strategy.num_replicas_in_sync,
