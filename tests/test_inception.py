@@ -324,6 +324,7 @@ def test_pretrained_v4_classifier_is_slims_softmax_without_background(slim_v4, t
     np.testing.assert_allclose(probabilities, expected, rtol=1e-3, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_wrong_checkpoint_in_the_cache_is_reported_as_unavailable_weights(tmp_path, monkeypatch):
     junk = tmp_path / "inception_v4.ckpt"
     junk.write_bytes(b"not a checkpoint")

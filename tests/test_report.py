@@ -403,6 +403,7 @@ def test_the_protocol_table_states_each_protocols_training_steps(tmp_path):
     assert spent == {"grid": "13,840 (2 runs)", "halving": "2,748 (2 runs)"}
 
 
+@pytest.mark.slow
 def test_protocol_flag_selects_by_name_or_id_and_rejects_others(two_protocols):
     analysis, _, stdout = _report(two_protocols, protocol="paper")
     assert list(analysis.groups) == ["finetune_paper"]  # names stay those of the whole folder
@@ -502,6 +503,7 @@ def _expected(first, second):
     return sum(first[c] > second[c] for c in cells), len(cells), np.mean([first[c] - second[c] for c in cells])
 
 
+@pytest.mark.slow
 def test_the_three_comparisons_pair_runs_by_model_and_dataset(tmp_path):
     _mini(str(tmp_path))
     analysis, paths, stdout = _report(tmp_path)

@@ -317,6 +317,7 @@ def test_validation_every_zero_scores_nothing_during_training():
     assert result.validation_curve == []
 
 
+@pytest.mark.slow
 def test_a_lost_lock_stops_training_at_the_next_step_boundary_before_any_checkpoint(tmp_path):
     """A task's lock taken over mid-trial (tfbench.fencing): the old owner trains no further and
     saves nothing, where without the fence it would train to the end and checkpoint twice."""
