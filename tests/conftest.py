@@ -94,3 +94,9 @@ def ray_cluster():
              runtime_env={"env_vars": {"PYTHONPATH": path}})
     yield ray
     ray.shutdown()
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: takes over ~5 s (TensorFlow training, binaries in subprocesses, Ray); "
+        "pytest -m 'not slow' is the quick subset for development, CI runs everything")

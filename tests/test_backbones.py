@@ -36,6 +36,7 @@ def numpy(x):
     return keras.ops.convert_to_numpy(x)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", BUILDABLE_OFFLINE)
 def test_every_entry_builds_with_its_recorded_size_and_feature_dim(name):
     described = backbones.spec(name)
@@ -101,6 +102,7 @@ class _Requested(Exception):
     pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ONE_PER_KERAS_MODULE)
 def test_recorded_weights_file_is_the_one_keras_loads(name, placeholder_weights_file, monkeypatch):
     from keras.src.utils import file_utils

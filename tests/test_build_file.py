@@ -352,6 +352,7 @@ def _run_runner(tmp_path, body):
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("body, code", [
     ("def test_ok():\n    assert True\n", 0),
     ("def test_wrong():\n    assert 1 == 2\n", 1),

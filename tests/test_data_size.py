@@ -215,6 +215,7 @@ def test_data_size_without_subset_runs_says_what_is_missing_in_one_line():
     assert "data_size.png" not in section
 
 
+@pytest.mark.slow
 def test_report_writes_the_data_size_section_and_figure(tmp_path):
     from tfbench import files, results
     from tfbench.report import build as report

@@ -183,6 +183,7 @@ def fgvc_manual_archive(tmp_path):
     return tmp_path / "data", lists
 
 
+@pytest.mark.slow
 def test_fgvc_aircraft_from_the_official_archive(tmp_path):
     data_dir, lists = fgvc_manual_archive(tmp_path)
     outcome = preparation.prepare("fgvc_aircraft", str(data_dir))

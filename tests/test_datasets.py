@@ -205,6 +205,7 @@ def _raw_idx(name, header_bytes):
         return np.frombuffer(stream.read(), dtype=np.uint8, offset=header_bytes)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir(FASHION_DIR), reason="Debian dataset-fashion-mnist not installed")
 def test_fashion_mnist_official_splits_held_out_val_and_rgb():
     train_images = _raw_idx("train-images-idx3-ubyte.gz", 16).reshape(60000, 28, 28)
@@ -555,6 +556,7 @@ def _assert_example_format(parts, spec):
                 assert label.dtype == np.int64 and 0 <= label < spec.num_classes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [name for name in PAPER_TABLE if name != "voc2007"])
 def test_tfds_entries_load_through_mock_data(name):
     spec = datasets.spec(name)
@@ -645,6 +647,7 @@ def test_held_out_assignment_skips_image_decoding():
     assert 0 < np.sum(assignment == "val") < 30 and not np.any(assignment == "test")
 
 
+@pytest.mark.slow
 def test_fashion_mnist_mini_is_a_fixed_class_balanced_subset():
     import collections
 

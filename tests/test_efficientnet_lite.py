@@ -136,6 +136,7 @@ CHECKPOINT_FACTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CHECKPOINT_FACTS))
 def test_every_checkpoint_tensor_maps_and_reproduces_pytorch_logits(name):
     blocks, last_width, millions, top, top_logits, first_logits = CHECKPOINT_FACTS[name]
@@ -162,6 +163,7 @@ def test_every_checkpoint_tensor_maps_and_reproduces_pytorch_logits(name):
     np.testing.assert_allclose(logits[:4], first_logits, atol=2e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change, message", [
     (lambda s: s.update({"_blocks.99._bn0.weight": np.ones(4, np.float32)}), "have no Keras weight"),
     (lambda s: s.pop("_blocks.3._project_conv.weight"), "no tensor '_blocks.3._project_conv.weight'"),
@@ -195,6 +197,7 @@ def lite0_classifier(tmp_path_factory):
                                    cache_dir=str(tmp_path_factory.mktemp("lite-weights")))
 
 
+@pytest.mark.slow
 def test_builtin_input_scaling_reproduces_the_stem_batch_norm_statistics(lite0_classifier):
     model = lite0_classifier
     stem = keras.Model(model.input, model.get_layer("stem_conv").output)
@@ -215,6 +218,7 @@ def test_builtin_input_scaling_reproduces_the_stem_batch_norm_statistics(lite0_c
     assert variance_ratio(as_unit) < 0.35  # measured 0.20
 
 
+@pytest.mark.slow
 def test_sample_photos_get_plausible_confident_top5(lite0_classifier):
     model = lite0_classifier
     labels = efficientnet_lite.imagenet_labels()
@@ -236,6 +240,7 @@ def test_sample_photos_get_plausible_confident_top5(lite0_classifier):
     assert sum(flower[labels.index(name)] for name in flowerlike) > 0.4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, image_size", [
     ("efficientnet_lite0", None), ("efficientnet_lite1", None), ("efficientnet_lite2", None),
     ("efficientnet_lite0", 96),
@@ -249,6 +254,7 @@ def test_features_model_gives_pooled_1280_features(name, image_size):
     assert np.all(features >= 0) and np.all(features <= 6)  # mean of ReLU6 activations
 
 
+@pytest.mark.slow
 def test_features_model_fine_tunes_every_weight_and_batch_norm():
     model = efficientnet_lite.build(LITE0, pretrained=False, image_size=64)
     images = np.random.default_rng(1).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
@@ -264,6 +270,7 @@ def test_features_model_fine_tunes_every_weight_and_batch_norm():
         efficientnet_lite.build(LITE0, pretrained=False, image_size=16)
 
 
+@pytest.mark.slow
 def test_second_build_reads_the_cache_not_the_checkpoint(tmp_path, monkeypatch):
     first = efficientnet_lite.build(LITE0, cache_dir=str(tmp_path))
     cached = efficientnet_lite.cache_file(LITE0, str(tmp_path))
@@ -346,6 +353,7 @@ def _delete_fingerprint(path):
     os.remove(str(path) + efficientnet_lite.FINGERPRINT_SUFFIX)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", [_truncate, _flip_bytes, _empty, _delete_fingerprint])
 def test_damaged_weights_cache_warns_once_and_is_rebuilt(healthy_cache, tmp_path, capsys, damage):
     import shutil
@@ -368,6 +376,7 @@ def test_damaged_weights_cache_warns_once_and_is_rebuilt(healthy_cache, tmp_path
         str(cached), json.loads(open(str(cached) + efficientnet_lite.FINGERPRINT_SUFFIX).read())) is None
 
 
+@pytest.mark.slow
 def test_cached_weights_are_digested_once_per_process(healthy_cache, monkeypatch):
     cache_dir, expected = healthy_cache
     cached = str(efficientnet_lite.cache_file(LITE0, str(cache_dir)))

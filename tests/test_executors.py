@@ -11,6 +11,7 @@ import threading
 import time
 
 import cluster_fakes
+import pytest
 from tfbench import files
 from tfbench.tasks import executors, locks, plan
 
@@ -47,6 +48,7 @@ def test_local_runs_in_dependency_order_and_a_second_run_skips_everything(tmp_pa
     assert again.count("skipped") == 6 and again.complete()
 
 
+@pytest.mark.slow
 def test_ray_gives_the_same_records_as_local_from_worker_processes(tmp_path, ray_cluster):
     local_dir, ray_dir = os.path.join(tmp_path, "local"), os.path.join(tmp_path, "ray")
     for folder, executor in [(local_dir, executors.LocalExecutor()), (ray_dir, executors.RayExecutor())]:
@@ -60,6 +62,7 @@ def test_ray_gives_the_same_records_as_local_from_worker_processes(tmp_path, ray
     assert ray_cluster.is_initialized()  # the executor did not shut down a Ray it did not start
 
 
+@pytest.mark.slow
 def test_a_ray_worker_killed_mid_task_is_retried_and_the_record_written_once(tmp_path, ray_cluster):
     log, pid_file = os.path.join(tmp_path, "log"), os.path.join(tmp_path, "pid")
     victim = cluster_fakes.task(tmp_path, "victim", log=log, seconds=2.0, pid_file=pid_file)
@@ -87,6 +90,7 @@ def test_a_ray_worker_killed_mid_task_is_retried_and_the_record_written_once(tmp
     assert sorted(os.listdir(tmp_path)) == ["conclude.json", "log", "pid", "victim.json"]
 
 
+@pytest.mark.slow
 def test_ray_does_not_retry_a_task_that_raised(tmp_path, ray_cluster):
     log = os.path.join(tmp_path, "log")
     study = plan.Plan([cluster_fakes.task(tmp_path, "bad", log=log, function="raise_error")])
@@ -95,6 +99,7 @@ def test_ray_does_not_retry_a_task_that_raised(tmp_path, ray_cluster):
     assert cluster_fakes.events(log, "start") == {"bad": 1}
 
 
+@pytest.mark.slow
 def test_a_stale_lock_is_taken_over_within_a_heartbeat_while_a_long_task_runs(tmp_path, ray_cluster):
     """Two slots: a long task runs in one (until the other task is done, or 30 s); the other task's
     lock names a remote owner that stops beating. It must run again once the lock is stale, not
@@ -127,6 +132,7 @@ def test_a_stale_lock_is_taken_over_within_a_heartbeat_while_a_long_task_runs(tm
     assert started["orphan"] < ended["long"]
 
 
+@pytest.mark.slow
 def test_each_gpu_task_gets_a_fresh_ray_worker(tmp_path, ray_cluster):
     """Ray keeps reusing a worker for tasks given num_gpus through .options(); a GPU task must not
     inherit the memory and devices of the trials before it."""
@@ -218,6 +224,7 @@ sys.exit(0 if summary.complete() else 1)
 """
 
 
+@pytest.mark.slow
 def test_an_owner_paused_past_the_timeout_and_taken_over_stops_and_writes_nothing(tmp_path):
     log = os.path.join(tmp_path, "log")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, os.getcwd()])}
@@ -248,6 +255,7 @@ def test_an_owner_paused_past_the_timeout_and_taken_over_stops_and_writes_nothin
     assert plan.read_record(os.path.join(tmp_path, "T.json"))["pid"] == second.pid
 
 
+@pytest.mark.slow
 def test_two_drivers_on_one_folder_run_every_task_once(tmp_path):
     log = os.path.join(tmp_path, "log")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, os.getcwd()])}
@@ -261,6 +269,7 @@ def test_two_drivers_on_one_folder_run_every_task_once(tmp_path):
     assert sum(ran) == len(study) and min(ran) > 0, outputs  # both did some of the work
 
 
+@pytest.mark.slow
 def test_a_killed_driver_run_again_skips_finished_tasks_and_takes_over_the_interrupted_ones_lock(tmp_path):
     log = os.path.join(tmp_path, "log")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, os.getcwd()])}

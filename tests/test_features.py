@@ -103,6 +103,7 @@ def test_entry_without_manifest_or_with_wrong_shapes_is_not_trusted(tmp_path):
     assert cache.load(key) is None
 
 
+@pytest.mark.slow
 def test_extraction_matches_the_model_on_each_whole_image_in_order():
     import tensorflow as tf
 

@@ -64,6 +64,7 @@ def protocol(experiment, trials, trainer):
 TRIALS = [tuning.Trial(1e-3, 0.0), tuning.Trial(1e-2, 0.0), tuning.Trial(1e4, 0.0), tuning.Trial(1e-1, 0.0)]
 
 
+@pytest.mark.slow
 def test_protocol_selects_on_validation_and_reads_test_once_at_the_end(tmp_path):
     # The test split would prefer lr 1e-3; validation prefers 1e-2, which must be chosen.
     trainer = FakeTrainer(validation={1e-3: 0.6, 1e-2: 0.8, 1e-1: 0.7},

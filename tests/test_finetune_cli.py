@@ -25,6 +25,7 @@ from tfbench.settings import Runtime, TrainingSettings
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_search_with_a_diverging_trial_reads_test_only_for_the_final_score(tmp_path, monkeypatch):
     from tfbench import datasets
 
@@ -239,6 +240,7 @@ def test_a_flag_the_search_ignores_is_refused(tmp_path, flag, used_by):
     assert not os.listdir(tmp_path)
 
 
+@pytest.mark.slow
 def test_without_a_preset_the_binary_plans_the_papers_protocol(tmp_path):
     """The command users type first runs the paper's protocol and says what it will cost."""
     process = subprocess.Popen(

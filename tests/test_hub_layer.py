@@ -12,6 +12,9 @@ import keras
 from tfbench import backbones
 from tfbench.backbones.hub_layer import SavedModelLayer
 
+# A SavedModel built and fine-tuned in TensorFlow: every test here takes seconds.
+pytestmark = pytest.mark.slow
+
 CHANNELS = 4
 
 

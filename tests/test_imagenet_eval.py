@@ -59,6 +59,7 @@ def fake_imagenet(tmp_path_factory):
     return data_dir
 
 
+@pytest.mark.slow
 def test_top1_of_the_real_weights_on_real_photos_is_stored_and_read_back(fake_imagenet, cache_dir):
     assert imagenet_eval.measured_top1(LITE0) is None
     measurement = imagenet_eval.measure(LITE0, "imagenet2012", fake_imagenet)
@@ -100,6 +101,7 @@ def test_top1_of_the_real_weights_on_real_photos_is_stored_and_read_back(fake_im
     assert imagenet_eval.measured_top1(LITE0) is None
 
 
+@pytest.mark.slow
 def test_a_part_of_the_set_is_measured_but_never_stored(fake_imagenet, cache_dir):
     measurement = imagenet_eval.measure(LITE0, "imagenet2012", fake_imagenet, max_examples=2,
                                         batch_size=1)
@@ -149,6 +151,7 @@ def _run(*flags, cache_dir):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags, expected", [
     (["--model=efficientnet_lite0", "--data_dir={empty}"], "is not prepared"),
     (["--model=efficientnet_lite9", "--data_dir={fake}"], "efficientnet_lite0"),

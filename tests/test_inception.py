@@ -163,6 +163,7 @@ def keras_v4():
     return inception.build(backbones.spec("inception_v4"), False, SIZE, include_logits=True)
 
 
+@pytest.mark.slow
 def test_imported_v4_logits_equal_the_reference(slim_v4, keras_v4, tmp_path):
     images, reference, values = slim_v4
     slim_checkpoint.assign(keras_v4, save_checkpoint(tmp_path / "v4", values), "inception_v4")
@@ -172,6 +173,7 @@ def test_imported_v4_logits_equal_the_reference(slim_v4, keras_v4, tmp_path):
     np.testing.assert_allclose(logits, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change, message", [
     ("drop", r"has no tensor 'InceptionV4/Mixed_6c/Branch_2/Conv2d_0d_7x1/weights'"),
     ("reshape", r"tensor 'InceptionV4/Mixed_6c/Branch_2/Conv2d_0d_7x1/weights' has shape "
@@ -199,6 +201,7 @@ def test_a_checkpoint_that_does_not_fit_fails_in_one_line(slim_v4, keras_v4, tmp
         np.testing.assert_array_equal(weight.numpy(), old)
 
 
+@pytest.mark.slow
 def test_not_a_checkpoint_fails_in_one_line(keras_v4, tmp_path):
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"not a checkpoint")
@@ -277,6 +280,7 @@ def test_inception_v4_is_registered_as_slim_reports_it():
         "inception_v4_2016_09_09.tar.gz")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["inception_v1", "inception_v2"])
 def test_scratch_inception_v1_v2_are_trainable_keras_networks(name):
     keras.utils.set_random_seed(3)
@@ -305,6 +309,7 @@ def test_scratch_inception_v1_v2_are_trainable_keras_networks(name):
     assert losses[-1] < losses[0]
 
 
+@pytest.mark.slow
 def test_pretrained_v4_classifier_is_slims_softmax_without_background(slim_v4, tmp_path,
                                                                       monkeypatch):
     """The pretrained build imports the checkpoint; the ImageNet classifier drops class 0."""
@@ -319,6 +324,7 @@ def test_pretrained_v4_classifier_is_slims_softmax_without_background(slim_v4, t
     np.testing.assert_allclose(probabilities, expected, rtol=1e-3, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_wrong_checkpoint_in_the_cache_is_reported_as_unavailable_weights(tmp_path, monkeypatch):
     junk = tmp_path / "inception_v4.ckpt"
     junk.write_bytes(b"not a checkpoint")

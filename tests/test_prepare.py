@@ -51,6 +51,7 @@ def test_paper_sizes_match_the_design_table():
         assert datasets.spec(name).paper_sizes == sizes, name
 
 
+@pytest.mark.slow
 def test_offline_prepare_all_says_what_to_do_and_writes_nothing(tmp_path):
     start = time.monotonic()
     completed = run_guarded("--datasets=all", f"--data_dir={tmp_path / 'data'}")
@@ -126,6 +127,7 @@ def test_prepare_refuses_models_with_audit(tmp_path):
     assert not os.listdir(tmp_path)
 
 
+@pytest.mark.slow
 def test_prepare_from_an_extracted_manual_folder_then_audit(tmp_path):
     """The official tree fgvc-aircraft-2013b/ in --manual_dir: prepared offline; its audit
     passes every check but the sizes (the fakes are not the paper's 6,667 / 3,333)."""

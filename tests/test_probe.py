@@ -17,6 +17,7 @@ from tfbench.settings import ProbeSettings, Runtime
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_probe_on_digits_beats_chance_and_second_run_is_a_cache_hit(tmp_path, monkeypatch):
     experiment = Experiment(regime="probe", model="tiny", dataset="digits", output_dir=str(tmp_path / "runs"),
                             cache_dir=str(tmp_path / "cache"), settings=ProbeSettings(l2_search="fast"))
@@ -66,6 +67,7 @@ def _error_lines(stderr):
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
+@pytest.mark.slow
 def test_binary_runs_skips_and_overwrites(tmp_path):
     args = ["--model=tiny", "--dataset=digits", f"--output_dir={tmp_path}/runs", f"--cache_dir={tmp_path}/cache"]
     first = _run(*args)
@@ -120,6 +122,7 @@ def test_random_init_features_are_keyed_apart_and_by_seed():
     assert key(seed=1) == imagenet  # pretrained weights do not depend on the seed
 
 
+@pytest.mark.slow
 def test_a_damaged_feature_cache_heals_with_one_warning(tmp_path, capsys):
     """A cache entry truncated after a finished run (a full disk, a bad copy): the next run warns
     once, extracts that split again and ends with the same result."""
@@ -141,7 +144,8 @@ def test_a_damaged_feature_cache_heals_with_one_warning(tmp_path, capsys):
 
 @pytest.mark.parametrize("layout, expected", [
     (None, "does not exist"),
-    ({"cats/a.png": b"", "dogs/README.txt": b"notes"}, "2 problem(s): class folder 'dogs' has no images"),
+    pytest.param({"cats/a.png": b"", "dogs/README.txt": b"notes"},
+                 "2 problem(s): class folder 'dogs' has no images", marks=pytest.mark.slow),
 ])
 def test_a_bad_folder_dataset_is_one_line_exit_2_and_nothing_recorded(tmp_path, layout, expected):
     data = tmp_path / "data"
@@ -157,6 +161,7 @@ def test_a_bad_folder_dataset_is_one_line_exit_2_and_nothing_recorded(tmp_path, 
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_skip_bad_images_leaves_an_unreadable_image_out_and_counts_it(tmp_path):
     from PIL import Image
 
@@ -182,6 +187,7 @@ def test_skip_bad_images_leaves_an_unreadable_image_out_and_counts_it(tmp_path):
     assert record["experiment"]["skip_bad_images"] is True
 
 
+@pytest.mark.slow
 def test_a_keras_model_described_by_flags(tmp_path):
     import keras
 

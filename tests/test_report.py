@@ -275,6 +275,7 @@ def _binary(*args):
                           text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
 
 
+@pytest.mark.slow
 def test_binary_writes_the_report_with_registry_top1(output_dir, tmp_path):
     report_dir = tmp_path / "out"
     finished = _binary(f"--output_dir={output_dir}", f"--report_dir={report_dir}", "--bootstrap_resamples=500")
@@ -402,6 +403,7 @@ def test_the_protocol_table_states_each_protocols_training_steps(tmp_path):
     assert spent == {"grid": "13,840 (2 runs)", "halving": "2,748 (2 runs)"}
 
 
+@pytest.mark.slow
 def test_protocol_flag_selects_by_name_or_id_and_rejects_others(two_protocols):
     analysis, _, stdout = _report(two_protocols, protocol="paper")
     assert list(analysis.groups) == ["finetune_paper"]  # names stay those of the whole folder
@@ -514,6 +516,7 @@ def _expected(first, second):
     return sum(first[c] > second[c] for c in cells), len(cells), np.mean([first[c] - second[c] for c in cells])
 
 
+@pytest.mark.slow
 def test_the_three_comparisons_pair_runs_by_model_and_dataset(tmp_path):
     _mini(str(tmp_path))
     analysis, paths, stdout = _report(tmp_path)
@@ -609,8 +612,14 @@ def _ids(root):
 
 
 def test_the_readme_claims_only_what_the_repository_stands_behind():
-    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")) as handle:
-        readme = " ".join(handle.read().split())
+    import glob
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "README.md")) as handle:
+        front = " ".join(handle.read().split())
+    assert "The networks are public checkpoints, not the paper's" in front  # said on the front door
+    pages = [os.path.join(root, "README.md")] + sorted(glob.glob(os.path.join(root, "docs", "*.md")))
+    readme = " ".join(" ".join(open(page).read().split()) for page in pages)  # README and its docs pages
     assert "full fidelity" not in readme
     assert "The networks are public checkpoints, not the paper's" in readme and "(Appendix B)" in readme
     assert "its Table 1 prints 3,369, the official split holds 3,669" in readme  # Pets' test size

@@ -135,6 +135,7 @@ def test_halving_rungs_are_slot_tasks_that_need_the_rung_before(tmp_path):
     assert rungs[0][0].record == results.trial_path(experiment, "lr0.0001_wd1e-06_rung0_steps1")
 
 
+@pytest.mark.slow
 def test_halving_through_the_executor_leaves_the_records_of_a_sequential_run(tmp_path, fake_training):
     experiment = _experiment(tmp_path / "tasks", search="halving", train_steps=27)
     summary = _run([experiment])

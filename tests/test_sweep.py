@@ -63,6 +63,7 @@ def test_eta_uses_the_mean_time_of_each_kind_over_the_parallel_slots():
     assert executors.eta({"probe": [10.0]}, {"probe": 0}, slots=1) == "ETA 00:00:00"
 
 
+@pytest.mark.slow
 def test_smoke_preset_runs_end_to_end_then_is_skipped(tmp_path):
     """CI runs flags/smoke.flags end to end, so the main path cannot silently break."""
     command = [sys.executable, "-m", "tfbench.sweep", "--flagfile=flags/smoke.flags",
@@ -138,6 +139,7 @@ def _feature_model(path):
     keras.Model(images, keras.layers.GlobalAveragePooling2D()(x)).save(path)
 
 
+@pytest.mark.slow
 def test_your_own_keras_model_enters_the_analysis_with_its_top1(tmp_path):
     """A .keras model named in a models file goes through a sweep with its display name, its
     ImageNet top-1 and input range, and reaches the report's correlation."""

@@ -15,6 +15,9 @@ import pytest
 
 from tfbench import results
 
+# Ray, binaries in subprocesses and real training: every test here takes tens of seconds.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The paper's three regimes of the smoke study: the executors' behaviour needs no more.
 SMOKE = ["--flagfile=flags/smoke.flags", "--regimes=probe,finetune,scratch", "--report=false"]

@@ -102,6 +102,7 @@ def _subprocess_env(extra=None):
     return env
 
 
+@pytest.mark.slow
 def test_mirrored_on_two_logical_cpus_matches_one_device(case, one_device_reference, tmp_path):
     out = tmp_path / "mirrored.json"
     subprocess.run([sys.executable, case.__file__, "mirrored", str(out)], env=_subprocess_env(),
@@ -118,6 +119,7 @@ def _free_loopback_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_multi_worker_two_processes_match_one_device(case, one_device_reference, tmp_path):
     workers = [f"127.0.0.1:{_free_loopback_port()}" for _ in range(2)]
     checkpoints = tmp_path / "checkpoints"
@@ -197,6 +199,7 @@ def _one_step(weight_decay):
     return [variable.numpy() for variable in model.variables]
 
 
+@pytest.mark.slow
 def test_weight_decay_touches_only_kernels():
     """One Nesterov step from zero momentum moves w by -(1 + 0.9) * lr * grad; the decay adds
     lr * (wd / lr) * w to the step of kernels only (hand-derived reference)."""
@@ -251,6 +254,7 @@ def test_losses_match_numpy():
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_huge_learning_rate_is_reported_as_diverged(tmp_path):
     from tfbench import training
 
@@ -262,6 +266,7 @@ def test_huge_learning_rate_is_reported_as_diverged(tmp_path):
     assert result.steps < 40 and "non-finite" in result.reason
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_keeps_float32_logits(precision):
     import keras
@@ -279,6 +284,7 @@ def test_mixed_precision_keeps_float32_logits(precision):
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after building
 
 
+@pytest.mark.slow
 def test_validation_curve_is_scored_on_schedule_and_survives_resume(tmp_path):
     """evaluate() runs every eval_every steps (never at the end: the caller scores that), its
     scores reach TensorBoard, and a resumed run keeps the scores from before the interruption."""
@@ -308,6 +314,7 @@ def test_validation_curve_is_scored_on_schedule_and_survives_resume(tmp_path):
     assert len(calls) == 3
 
 
+@pytest.mark.slow
 def test_validation_every_zero_scores_nothing_during_training():
     from tfbench import training
 
@@ -318,6 +325,7 @@ def test_validation_every_zero_scores_nothing_during_training():
     assert result.validation_curve == []
 
 
+@pytest.mark.slow
 def test_a_lost_lock_stops_training_at_the_next_step_boundary_before_any_checkpoint(tmp_path):
     """A task's lock taken over mid-trial (tfbench.fencing): the old owner trains no further and
     saves nothing, where without the fence it would train to the end and checkpoint twice."""

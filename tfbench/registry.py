@@ -43,6 +43,11 @@ class Registry(Generic[T]):
         self._entries[name] = entry
         return entry
 
+    def replace(self, name: str, entry: T) -> T:
+        """Register `entry` under `name`, in place of any entry of that name."""
+        self._entries[name] = entry
+        return entry
+
     def get(self, name: str) -> T:
         try:
             return self._entries[name]

@@ -1,6 +1,6 @@
 """Executing one experiment: skip it if finished, run it, and always leave a truthful record.
 
-Shared by the regime binaries and the sweep so that "finished", "failed" and "resumed" mean the
+Shared by the regime binaries, the sweep and the Python API (tfbench.probe, ...) so that "finished", "failed" and "resumed" mean the
 same thing everywhere. A run that raises is recorded as failed with its error (the sweep then goes
 on to the next run); an interrupt (Ctrl-C, kill) writes nothing, so the run is simply redone or
 resumed next time.
@@ -14,18 +14,44 @@ import time
 import traceback
 from typing import Any, Callable, Dict, NamedTuple
 
-from tfbench import files, results
+from tfbench import files, protocol, results
 from tfbench.experiment import Experiment
 from tfbench.registry import UnknownNameError
-from tfbench.settings import InvalidSettingError, Runtime
+from tfbench.settings import TRAINED_REGIMES, InvalidSettingError, Runtime
 
 RunFunction = Callable[[Experiment, Runtime], Dict[str, Any]]
+PROBE_BATCH_SIZE = 64  # extraction only: it does not change a probe's result
 
 
 class RunOutcome(NamedTuple):
     record: Dict[str, Any]
     skipped: bool  # finished earlier; nothing ran
     error: BaseException | None  # the exception of a failed run, if any
+
+
+def default_batch_size(regime: str) -> int:
+    """The paper's batch for a trained regime; the probe's extraction batch otherwise."""
+    return protocol.BATCH_SIZE if regime in TRAINED_REGIMES else PROBE_BATCH_SIZE
+
+
+def define(regime: str, model: str, dataset: str, settings, *, batch_size: int | None = None,
+           skip_bad_images: bool = False, train_examples_per_class: int | None = None,
+           **fields) -> Experiment:
+    """The Experiment the regime binaries and the Python API run, checked in the order that answers
+    a typo before TensorFlow loads: the names against the registries (with close matches), a
+    training subset against the dataset, then every value (Experiment). `fields` are Experiment's
+    other fields (output_dir, seed, data_dir, ...)."""
+    from tfbench import backbones, datasets
+    from tfbench.datasets import splits
+
+    model_spec = backbones.spec(model)
+    dataset_spec = datasets.spec(dataset, skip_bad_images=skip_bad_images)
+    if train_examples_per_class is not None:
+        splits.check_subset_allowed(dataset_spec)
+    return Experiment(regime=regime, model=model, dataset=dataset, settings=settings,
+                      batch_size=batch_size or default_batch_size(regime),
+                      skip_bad_images=skip_bad_images, train_examples_per_class=train_examples_per_class,
+                      display_name=model_spec.display_name, **fields)
 
 
 def imagenet_top1(experiment: Experiment) -> Dict[str, Any]:

@@ -30,11 +30,11 @@ from typing import Dict, List, Optional, Tuple
 
 from absl import flags
 
-from tfbench import cli, estimate_cost, preflight, protocol, runs, study
+from tfbench import cli, estimate_cost, preflight, runs, study
 from tfbench.app import common_flags, estimate_flags, probe_flags, training_flags
 from tfbench.tasks import executors, locks, plan
 from tfbench.experiment import Experiment
-from tfbench.settings import PAPER_REGIMES, REGIMES, TRAINED_REGIMES, InvalidSettingError, Runtime
+from tfbench.settings import PAPER_REGIMES, REGIMES, InvalidSettingError, Runtime
 
 FLAGS = flags.FLAGS
 
@@ -106,8 +106,7 @@ def regime_settings(regime: str, argv: List[str]) -> Tuple[Dict, object, Runtime
     if flagfile:
         FLAGS.unparse_flags()
         FLAGS(argv + [f"--flagfile={flagfile}"])
-    batch_size = FLAGS.batch_size or (protocol.BATCH_SIZE if regime in TRAINED_REGIMES
-                                      else common_flags.PROBE_BATCH_SIZE)
+    batch_size = FLAGS.batch_size or runs.default_batch_size(regime)
     shared = {"output_dir": FLAGS.output_dir, "seed": FLAGS.seed, "data_dir": FLAGS.data_dir,
               "image_size": FLAGS.image_size, "batch_size": batch_size,
               "precision": FLAGS.precision, "cache_dir": FLAGS.cache_dir, "preset": FLAGS.preset,

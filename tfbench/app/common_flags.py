@@ -21,7 +21,6 @@ from tfbench.experiment import Experiment
 from tfbench.settings import PRECISIONS, STRATEGIES, TRAINED_REGIMES, InvalidSettingError, Runtime
 
 FLAGS = flags.FLAGS
-PROBE_BATCH_SIZE = 64  # extraction only: it does not change a probe's result
 
 flags.DEFINE_string(
     "model", None,
@@ -43,7 +42,7 @@ flags.DEFINE_integer(
 flags.DEFINE_integer(
     "batch_size", None,
     f"Images per batch (global, across replicas); default {protocol.BATCH_SIZE} (the paper's) for "
-    f"fine-tune and scratch, {PROBE_BATCH_SIZE} for probe feature extraction.", lower_bound=1)
+    f"fine-tune and scratch, {runs.PROBE_BATCH_SIZE} for probe feature extraction.", lower_bound=1)
 flags.DEFINE_enum(
     "precision", "auto", PRECISIONS,
     "Numeric precision; auto = mixed_float16 on GPU, float32 on CPU (faster there).")
@@ -204,27 +203,19 @@ def check_train_subset(dataset: str, size: Optional[int]) -> None:
 
 def experiment_from_flags(regime: str, settings) -> Experiment:
     """Validate names against the registries first, so a typo fails before anything runs."""
-    from tfbench import backbones, datasets
-
     for flag in ("model", "dataset"):
         if not getattr(FLAGS, flag):
             fail(f"--{flag} is required (--{flag}=list prints the choices)")
     load_user_models(FLAGS.model)
-    model_spec = backbones.spec(FLAGS.model)
-    datasets.spec(FLAGS.dataset, skip_bad_images=FLAGS.skip_bad_images)
     sizes = train_sizes_for(FLAGS.dataset, train_sizes_from_flags())
     if len(sizes) > 1:
         raise InvalidSettingError(f"--train_examples_per_class takes one value here, got "
                                   f"{','.join(FLAGS.train_examples_per_class)}; tfbench.sweep runs a list")
-    check_train_subset(FLAGS.dataset, sizes[0])
-    batch_size = FLAGS.batch_size or (protocol.BATCH_SIZE if regime in TRAINED_REGIMES else PROBE_BATCH_SIZE)
-    return Experiment(
-        regime=regime, model=FLAGS.model, dataset=FLAGS.dataset, output_dir=FLAGS.output_dir,
-        seed=FLAGS.seed, data_dir=FLAGS.data_dir, image_size=FLAGS.image_size,
-        batch_size=batch_size, precision=FLAGS.precision, settings=settings,
-        cache_dir=FLAGS["cache_dir"].value if "cache_dir" in FLAGS else None, preset=FLAGS.preset,
-        skip_bad_images=FLAGS.skip_bad_images, display_name=model_spec.display_name,
-        train_examples_per_class=sizes[0])
+    return runs.define(
+        regime, FLAGS.model, FLAGS.dataset, settings, output_dir=FLAGS.output_dir, seed=FLAGS.seed,
+        data_dir=FLAGS.data_dir, image_size=FLAGS.image_size, batch_size=FLAGS.batch_size,
+        precision=FLAGS.precision, cache_dir=FLAGS["cache_dir"].value if "cache_dir" in FLAGS else None,
+        preset=FLAGS.preset, skip_bad_images=FLAGS.skip_bad_images, train_examples_per_class=sizes[0])
 
 
 def runtime_from_flags(**regime_knobs) -> Runtime:

@@ -12,6 +12,10 @@ Forms of `--model` besides a registered name:
   For both, S is the model's static input size if it has one (another `image_size` is an error),
   else `image_size`, else 224.
 
+A Keras model object (the Python API, `tfbench.probe(model, ...)`) is saved once as a `.keras`
+file and registered under `<its name>-<digest>`, the digest being of its architecture and weights
+(`model_digest`), so the same network asks for the same run again in any session.
+
 A models file (TOML) names such models so that runs, the sweep and the report treat them like
 registered ones:
 
@@ -31,6 +35,8 @@ wrong models-file entry is reported before TensorFlow loads.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import os
 import re
@@ -242,6 +248,71 @@ def describe_source(source: str, fields: Mapping[str, Any]) -> None:
     except (ValueError, TypeError) as error:
         raise ModelsFileError(f"--model={source}: {error}") from None
     _register(dataclasses.replace(entry, name=source), "the command line")
+
+
+MODEL_OBJECTS_DIR = "models"  # under an output root: the .keras files of model objects
+
+
+def register_model_object(model, output_dir: str, description: Mapping[str, Any]) -> str:
+    """Save a Keras feature model as `<output_dir>/models/<name>.keras` (unless there already) and
+    register it, described as a models-file entry would be; returns the name runs know it by.
+
+    The name is the model's own (a Keras default such as "functional_3" without its counter) and
+    the first 12 hex digits of `model_digest`, so rebuilding the same network, in this session or
+    another, finds its finished runs. The model object itself is never trained: runs load the file.
+    Registering the name again (another output root, another description) replaces the entry:
+    the name stands for the same architecture and weights.
+    """
+    base = _stable_name(model)
+    name = f"{base}-{model_digest(model)[:12]}"
+    path = os.path.abspath(os.path.join(output_dir, MODEL_OBJECTS_DIR, name + KERAS_SUFFIX))
+    if not os.path.isfile(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        partial = os.path.join(os.path.dirname(path), f".{name}.{os.getpid()}{KERAS_SUFFIX}")
+        model.save(partial)
+        os.replace(partial, path)
+    try:
+        entry = _entry({"name": name, "source": path, "display_name": base, **description},
+                       os.getcwd())
+    except (ValueError, TypeError) as error:
+        raise ModelsFileError(f"model {name!r}: {error}") from None
+    MODELS.replace(name, entry)
+    return name
+
+
+def model_digest(model) -> str:
+    """sha256 of a Keras model's architecture (its config) and weights, blind to the names Keras
+    makes up ("dense_3" on a second build): every layer name is replaced by its position."""
+    import numpy as np
+
+    positions = {}
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        positions.setdefault(layer.name, f"layer{len(positions)}")
+
+    def renamed(value):
+        if isinstance(value, Mapping):
+            return {key: renamed(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [renamed(item) for item in value]
+        return positions.get(value, value) if isinstance(value, str) else value
+
+    try:
+        config = model.get_config()
+    except NotImplementedError:  # a subclassed model without get_config: its class stands for it
+        config = type(model).__qualname__
+    digest = hashlib.sha256(json.dumps(renamed(config), sort_keys=True, default=str).encode())
+    for weight in model.weights:
+        value = np.ascontiguousarray(weight.numpy())
+        digest.update(f"{value.dtype}{value.shape}".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def _stable_name(model) -> str:
+    """The model's name, without the counter Keras appends to a default one ("functional_3")."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", model.name).lstrip(".-") or "model"
+    default = re.sub(r"(?<!^)(?=[A-Z])", "_", type(model).__name__).lower()
+    return re.sub(r"_\d+$", "", name) if name.startswith(default) else name
 
 
 def _register(entry: UserModel, path: str) -> None:
