@@ -112,9 +112,10 @@ def test_every_alternative_on_a_hand_built_study():
     # Over a, b, c, d: d alone has no other network on its dataset.
     assert rows[cheap.TRANSFER]["validation regret (points)"].endswith("(3 of 4 runs)")
     assert rows[cheap.GRID]["share of the grid's steps"] == "1.000"
+    assert rows[cheap.TRANSFER]["choice"] == rows[cheap.VTAB]["choice"] == "varies by run"
     # The halving run's own group, and the search=none group, have no grid: said, not drawn.
     text = "\n".join(cheap.CheapAlternatives(tuple(groups.values())).markdown(markdown_table))
-    assert "Not drawn: its search is 'halving'" in text and "| halving | 15.00 (1 of 4 runs) |" in text
+    assert "Not drawn: its search is 'halving'" in text and "| halving | lr 0.1, wd 1e-05 | 15.00 (1 of 4 runs) |" in text
 
 
 def test_consensus_breaks_ties_by_mean_validation_rank():

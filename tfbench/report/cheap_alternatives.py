@@ -266,7 +266,8 @@ class GroupAlternatives:
         return (sum(known) / len(known) if known else None), len(known)
 
     def rows(self) -> List[Dict[str, str]]:
-        """Each alternative averaged over the runs where it is defined (counts when not all)."""
+        """Each alternative averaged over the runs where it is defined (counts when not all), and
+        its choice when every run made the same."""
         total = len(self.runs)
 
         def cell(alternative: str, field: str, fmt: str, scale: float = 1.0) -> str:
@@ -275,7 +276,11 @@ class GroupAlternatives:
                 return "-"
             return format(scale * value, fmt) + ("" if count == total else f" ({count} of {total} runs)")
 
-        return [{"alternative": a, "validation regret (points)": cell(a, "regret", ".2f"),
+        def setting(alternative: str) -> str:
+            found = {c.setting for *_, cs in self.runs for c in cs if c.alternative == alternative}
+            return found.pop() if len(found) == 1 else "varies by run"
+
+        return [{"alternative": a, "choice": setting(a), "validation regret (points)": cell(a, "regret", ".2f"),
                  "rank of its choice": cell(a, "rank", ".2f"),
                  "share of the grid's steps": cell(a, "share", ".3f"),
                  "test score (%)": cell(a, "test_score", ".1f", 100.0)} for a in self.alternatives()]
@@ -359,22 +364,24 @@ def analyze(groups: Sequence[ProtocolGroup], titles: Mapping[str, str],
 
 
 def figure(group: GroupAlternatives):
-    """Mean validation regret (points) against the mean share of the grid's steps (log x), one
-    labelled point per alternative."""
+    """Mean validation regret (points) against the mean share of the grid's steps, one point per
+    alternative; alternatives at the same point share one label."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     result = Figure(figsize=PANEL_INCHES, dpi=DPI, layout="constrained")
     FigureCanvasAgg(result)
     axes = result.add_subplot(1, 1, 1)
+    points: Dict[Tuple[float, float], List[str]] = {}
     for alternative in group.alternatives():
         share, _ = group.mean(alternative, "share")
         regret, _ = group.mean(alternative, "regret")
-        if share is None or regret is None:
-            continue
+        if share is not None and regret is not None:
+            points.setdefault((round(share, 6), round(regret, 6)), []).append(alternative)
+    for (share, regret), names in points.items():
         axes.scatter([share], [regret], s=30, zorder=3)
-        axes.annotate(alternative, (share, regret), fontsize=7, xytext=(4, 3), textcoords="offset points")
-    axes.set_xscale("log")
+        axes.annotate("\n".join(names), (share, regret), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    axes.set_xlim(0.0, 1.1 * max([1.0] + [share for share, _ in points]))
     axes.set_xlabel("Share of the grid's training steps (trials + one retrain)")
     axes.set_ylabel("Validation regret against the grid (points)")
     axes.set_title(f"{group.title}\nmean over {len(group.runs)} grid run(s)", fontsize=9)
