@@ -88,8 +88,10 @@ def test_every_alternative_on_a_hand_built_study():
                                  hyperparameters={"learning_rate": 0.01, "weight_decay": 1e-5})
     halving = record("a", {}, search="halving", test=0.77, total_train_steps=300,
                      hyperparameters={"learning_rate": 0.1, "weight_decay": 1e-5})
+    hyperrule = record("a", {}, search="hyperrule", test=0.70, total_train_steps=50,
+                       hyperparameters={"learning_rate": 0.003, "weight_decay": 0.0})  # off the grid
     records = [record("a", a, test=0.79), record("b", b), record("c", c), record("d", d, dataset="e"),
-               retrain_of_transfer, halving]
+               retrain_of_transfer, halving, hyperrule]
     groups = {g.slug: g for g in analyze(records).groups}
     (grid_group,) = [g for g in groups.values() if g.runs]
     found = by_name(next(cs for m, _, _, cs in grid_group.runs if m == "a"))
@@ -107,6 +109,8 @@ def test_every_alternative_on_a_hand_built_study():
     half = found["halving"]
     assert (half.regret, half.rank, half.share, half.test_score) == (
         pytest.approx(15.0), 3, pytest.approx(300 / total), 0.77)
+    rule = found["hyperrule"]
+    assert (rule.regret, rule.rank, rule.share, rule.test_score) == (None, None, pytest.approx(50 / total), 0.70)
     assert found["random search, k = 1"].test_score is None  # most settings have no retrain
     rows = {r["alternative"]: r for r in grid_group.rows()}
     # Over a, b, c, d: d alone has no other network on its dataset.
