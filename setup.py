@@ -41,7 +41,9 @@ setup(
         "numpy>=1.26",
         # Report plots (the paper's Figure 1 scatter) are PNG files written by matplotlib.
         "matplotlib>=3.8",
-        "tqdm>=4.66",
+        # The report's statistics (Pearson r, bootstrap resampling) come from scipy.stats, which
+        # a reviewer can trust without reading tfbench's own version of them.
+        "scipy>=1.15",
         # Per-trial scalars and the HParams dashboard summaries (TF 2.21 no longer pulls it in).
         "tensorboard~=2.21",
     ],
@@ -52,7 +54,7 @@ setup(
         # samples memory with psutil.
         "bench": ["tensorflow-probability~=0.25.0", "tf-keras~=2.21.0", "psutil"],
         # kubernetes-validate: the Kubernetes API schemas, offline, for tests of docs/cluster/.
-        "test": ["pytest>=8", "pillow", "scipy", "pyyaml", "kubernetes-validate>=1.29"] + LITE_WEIGHTS,
+        "test": ["pytest>=8", "pillow", "pyyaml", "kubernetes-validate>=1.29"] + LITE_WEIGHTS,
         # Only the sweep's --executor=ray imports it, to spread trials over a Ray cluster.
         "ray": ["ray[default]~=2.60"],
     },
@@ -65,6 +67,7 @@ setup(
             "tfbench-sweep=tfbench.sweep:main",
             "tfbench-report=tfbench.report.__main__:main",
             "tfbench-prepare=tfbench.prepare:main",
+            "tfbench-doctor=tfbench.doctor:main",
             "tfbench-imagenet-eval=tfbench.imagenet_eval:main",
         ]
     },

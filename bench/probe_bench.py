@@ -125,7 +125,7 @@ def _timed(name: str, metric: str, data: ProbeData, run: Callable[[], _Chosen]) 
 def tfbench_search(data: ProbeData, metric: str, search: str) -> SearchOutcome:
     def run():
         result = linear.select_l2(data.train_x, data.train_y, data.val_x, data.val_y, metric=metric, search=search)
-        polished = linear.L2_SEARCHES.get(search).screening_tolerance is not None
+        polished = linear.L2_SCHEDULES.get(search).screening_tolerance is not None
         return _Chosen(
             result.l2, lambda features: linear.decision_scores(result.fit, features),
             fits=len(result.trials) + polished,

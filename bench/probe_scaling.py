@@ -84,7 +84,7 @@ def measure_point(train: int, dim: int, classes: int, search: str) -> Dict[str, 
     with PeakResidentSet() as memory:
         result = linear.select_l2(data.train_x, data.train_y, data.val_x, data.val_y, metric="top1", search=search)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    polished = linear.L2_SEARCHES.get(search).screening_tolerance is not None
+    polished = linear.L2_SCHEDULES.get(search).screening_tolerance is not None
     extra = memory.peak - memory.before
     return {
         "train": train, "dim": dim, "classes": classes, "val": train // 5, "search": search,

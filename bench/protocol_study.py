@@ -98,9 +98,8 @@ def finished_records(planned: Sequence[Experiment]) -> Dict[tuple, Dict[str, obj
     """{(regime, model, protocol): run record} of the finished runs."""
     records = {}
     for experiment in planned:
-        record = results.read_json(results.record_path(experiment)) if os.path.exists(
-            results.record_path(experiment)) else None
-        if record is not None and record.get("status") in ("ok", "diverged"):
+        record = results.read_record(results.record_path(experiment), fields=results.RUN_FIELDS)
+        if record is not None and record["status"] in results.FINISHED_STATUSES:
             records[(experiment.regime, experiment.model, protocol_name(experiment))] = record
     return records
 

@@ -193,9 +193,9 @@ def test_data_size_standard_error_is_over_the_seeds_subsets_of_the_mean_over_net
 
 
 def test_data_size_figure_has_a_line_per_regime_with_a_point_per_size():
-    from tfbench.report import data_size
+    from tfbench.report import data_size, figures
 
-    figure = data_size.figure(data_size.analyze(_records()))
+    figure = figures.data_size_figure(data_size.analyze(_records()))
     (axes,) = figure.axes
     lines = {line.get_label(): line for line in axes.get_lines()}
     assert set(lines) == {"probe", "finetune", "scratch"}
@@ -210,7 +210,7 @@ def test_data_size_without_subset_runs_says_what_is_missing_in_one_line():
     from tfbench.report import data_size, build as report
 
     found = data_size.analyze([_record("finetune", "a", "dtd", 0.9)])
-    section = data_size.markdown(found, "data_size.png", report.markdown_table)
+    section = "\n".join(found.markdown(report.markdown_table))
     assert found.curves == () and "Not drawn: no ok run on a training subset" in section
     assert "data_size.png" not in section
 

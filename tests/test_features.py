@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tfbench import backbones, datasets, features
-from tfbench.regimes import frozen, probe
+from tfbench.regimes import frozen
 from tfbench.experiment import Experiment
 from tfbench.settings import ProbeSettings, Runtime
 

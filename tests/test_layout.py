@@ -7,7 +7,7 @@ import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "tfbench")
-BINARIES = {"tfbench.probe", "tfbench.estimate", "tfbench.finetune", "tfbench.scratch", "tfbench.sweep", "tfbench.prepare",
+BINARIES = {"tfbench.probe", "tfbench.estimate", "tfbench.finetune", "tfbench.scratch", "tfbench.sweep", "tfbench.prepare", "tfbench.doctor",
             "tfbench.imagenet_eval", "tfbench.report.__main__"}
 COMMAND_LINE = "tfbench.app"
 

@@ -91,7 +91,7 @@ def test_multinomial_matches_sklearn(l2, dtype, tolerance):
     assert abs(ours - theirs) <= 1e-4 * theirs
     assert result.objective == pytest.approx(ours, rel=1e-5)
     for features in (train_x, test_x):
-        assert np.mean(linear.predict(result, features) == reference.predict(features)) >= 0.995
+        assert np.mean(linear.predicted_labels(result, features) == reference.predict(features)) >= 0.995
 
 
 @pytest.mark.parametrize("num_train, l2", [(150, 10.0), (1500, 300.0)])
@@ -124,7 +124,7 @@ def test_many_features_use_the_randomized_principal_axes():
     ours = multinomial_objective(result.weights, result.bias, train_x, train_y, l2)
     theirs = multinomial_objective(reference.coef_.T, reference.intercept_, train_x, train_y, l2)
     assert abs(ours - theirs) <= 1e-4 * theirs
-    assert np.mean(linear.predict(result, test_x) == reference.predict(test_x)) >= 0.995
+    assert np.mean(linear.predicted_labels(result, test_x) == reference.predict(test_x)) >= 0.995
 
 
 def test_design_kept_in_row_blocks_gives_the_same_fit(monkeypatch):
@@ -147,7 +147,7 @@ def test_fewer_examples_than_features_solve_in_the_row_space():
     theirs = multinomial_objective(reference.coef_.T, reference.intercept_, train_x, train_y, l2)
     assert result.weights.shape == (120, 5)
     assert abs(ours - theirs) <= 1e-4 * theirs
-    assert np.mean(linear.predict(result, test_x) == reference.predict(test_x)) >= 0.995
+    assert np.mean(linear.predicted_labels(result, test_x) == reference.predict(test_x)) >= 0.995
 
 
 def test_bias_is_not_penalised():
@@ -173,7 +173,7 @@ def test_multi_label_matches_sklearn_binary_problems_per_class(l2):
         ours = binary_objective(result.weights[:, c], result.bias[c], x, t, l2)
         theirs = binary_objective(reference.coef_[0], reference.intercept_[0], x, t, l2)
         assert abs(ours - theirs) <= 1e-4 * theirs
-        agreements.append(linear.predict(result, test_x)[:, c] == reference.predict(test_x))
+        agreements.append(linear.predicted_labels(result, test_x)[:, c] == reference.predict(test_x))
     assert np.mean(agreements) >= 0.995
 
 

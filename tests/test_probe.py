@@ -7,8 +7,9 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from tfbench import backbones, features, predictions
+from tfbench import backbones, features, predictions, protocol
 from tfbench.regimes import frozen, probe
 from tfbench.experiment import Experiment
 from tfbench.settings import ProbeSettings, Runtime
@@ -29,6 +30,12 @@ def test_probe_on_digits_beats_chance_and_second_run_is_a_cache_hit(tmp_path, mo
     assert record["timings"]["images_per_second"] > 0
     stored = predictions.read(experiment.run_dir(), record)  # what significance tests resample
     assert len(stored) == 359 and stored.score() == record["test_score"]
+    logged = _scalars(record["tensorboard_dir"])  # the L2 path, for TensorBoard
+    grid = list(np.log10(protocol.PROBE_L2_GRID))
+    expected = {grid.index(min(grid, key=lambda g: abs(g - np.log10(t["hyperparameters"]["l2"])))):
+                t["validation_score"] for t in record["trials"]}
+    assert logged["l2_search/validation_top1"] == pytest.approx(expected)
+    assert logged["l2_search/log10_l2"] == pytest.approx({step: grid[step] for step in expected})
 
     def no_build(*args, **kwargs):
         raise AssertionError("the backbone was built although every split is cached")
@@ -37,6 +44,16 @@ def test_probe_on_digits_beats_chance_and_second_run_is_a_cache_hit(tmp_path, mo
     again = probe.run(experiment, Runtime())
     assert again["details"]["feature_cache_hits"] == ["train", "val", "test"]
     assert again["test_score"] == pytest.approx(record["test_score"])
+
+
+def _scalars(log_dir):
+    """{tag: {step: value}} of the scalar summaries in a TensorBoard folder, read by TensorBoard."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(log_dir, size_guidance={"tensors": 0})
+    events.Reload()
+    return {tag: {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors(tag)}
+            for tag in events.Tags()["tensors"]}
 
 
 def _run(*args, timeout=300):

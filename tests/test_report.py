@@ -605,7 +605,7 @@ def test_binary_rejects_an_unknown_protocol_with_one_line_and_writes_nothing(two
 
 
 def _ids(root):
-    return [g.group.id for g in report.analyze(report.collect(str(root)), TOP1.get, resamples=100).groups.values()]
+    return [g.group.id for g in report.analyze(results.collect(str(root)), TOP1.get, resamples=100).groups.values()]
 
 
 def test_the_readme_claims_only_what_the_repository_stands_behind():
@@ -616,3 +616,32 @@ def test_the_readme_claims_only_what_the_repository_stands_behind():
     assert "its Table 1 prints 3,369, the official split holds 3,669" in readme  # Pets' test size
     assert "selects the same optimum when the validation score rises then falls along the grid" in readme
     assert "two-sided paired permutation test" in readme and "paper's exact subsets are not confirmed" not in readme
+
+
+def test_figures_with_nothing_to_show_are_not_drawn_and_settings_read_as_words(tmp_path):
+    """The smoke study's shape: one network without an ImageNet top-1, fine-tune and scratch on one
+    dataset, the probe on another: no Figure 1 or size split (no point to show), no fine-tune vs
+    probe figure (no pair), and the protocol table in words."""
+    steps = {"train_steps": 150, "learning_rate": 0.05, "weight_decay": None}
+    _write(str(tmp_path), "finetune", "tiny", "digits", 0.35, settings=steps, total_train_steps=300)
+    _write(str(tmp_path), "scratch", "tiny", "digits", 0.38, settings=steps, total_train_steps=300)
+    _write(str(tmp_path), "probe", "tiny", "fashion_mnist", 0.88, settings={"l2_search": "fast"})
+    for record in ("finetune", "scratch"):
+        path = tmp_path / record / "digits" / "tiny" / results.RECORD_FILE
+        written = json.loads(path.read_text())
+        written["protocol"]["differences"] = {"settings.learning_rate": {"run": 0.05, "paper": None},
+                                              "settings.train_steps": {"run": 150, "paper": 20000}}
+        path.write_text(json.dumps(written))
+    analysis, paths, _ = _report(tmp_path)
+    names = {os.path.basename(p) for p in paths}
+    assert "finetune_vs_scratch.png" in names
+    unseen = ("figure1.png", "size_split.png", "finetune_vs_probe.png", "finetune_vs_scratch_per_dataset.png")
+    assert not names & set(unseen)
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    for figure in unseen:
+        assert figure not in markdown
+    rows = {row["regime"]: row for row in report.protocol_rows(analysis)}
+    assert rows["finetune"]["training steps"] == "300 (1 run)"
+    assert rows["finetune"]["differs from the paper in"] == (
+        "learning rate: 0.05 (paper: not fixed); training steps: 150 (paper: 20000)")
+    assert "None" not in markdown and "settings." not in markdown

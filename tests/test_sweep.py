@@ -124,9 +124,9 @@ def test_overwrite_discards_finished_trials(tmp_path):
     trial = results.trial_path(experiment, "lr0.1_wd0")
     files.write_json_atomic(trial, {"status": "ok", "experiment": experiment.to_dict()})
     calls = []
-    runs.execute(experiment, _fake_run(calls), Runtime(), overwrite=False)
+    runs.run_experiment(experiment, _fake_run(calls), Runtime(), overwrite=False)
     assert os.path.exists(trial)  # a normal run keeps them (resume)
-    runs.execute(experiment, _fake_run(calls), Runtime(), overwrite=True)
+    runs.run_experiment(experiment, _fake_run(calls), Runtime(), overwrite=True)
     assert not os.path.exists(trial) and calls == ["tiny", "tiny"]
 
 
@@ -177,7 +177,7 @@ def test_exit_code_says_incomplete_only_while_other_shards_may_still_finish_the_
         with executors.LocalExecutor() as executor:
             summary = executors.execute(plan, [conclude], executor, log=lambda line: None)
         if own_failure:
-            summary.outcomes["another-task"] = executors.Outcome("another-task", "failed")
+            summary.outcomes["another-task"] = executors.TaskOutcome("another-task", "failed")
         return sweep.exit_code(summary, plan)
 
     assert code() == cli.INCOMPLETE  # trial1 has no record yet: another shard runs it

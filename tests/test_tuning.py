@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from tfbench import settings, tuning
+from tfbench import grid_edges, settings, tuning
 from tfbench.settings import InvalidSettingError, TrainingSettings
 from tfbench.registry import UnknownNameError
 
@@ -52,8 +52,8 @@ def test_select_uses_validation_only_and_skips_diverged():
         {"status": "ok", "validation_score": 0.7, "test_score": 0.1, "trial_id": "c"},
         {"status": "ok", "validation_score": 0.7, "test_score": 0.2, "trial_id": "d"},  # tie: earlier wins
     ]
-    assert tuning.select(records)["trial_id"] == "c"
-    assert tuning.select([records[1]]) is None
+    assert tuning.best_trial(records)["trial_id"] == "c"
+    assert tuning.best_trial([records[1]]) is None
 
 
 def test_given_grid_is_the_cross_product_and_needs_both_lists():
@@ -98,18 +98,18 @@ def test_trial_identity_ignores_only_what_chooses_the_trials():
 def test_grid_edges(chosen, decays, edges):
     tried = [t.hyperparameters() for t in grid("grid", "finetune", learning_rates=[1e-3, 1e-2, 0.1],
                                                 weight_decays=decays)]
-    assert tuning.grid_edges(chosen, tried) == edges
+    assert grid_edges.edges(chosen, tried) == edges
 
 
 def test_a_hyperparameter_tried_at_one_value_is_no_edge():
-    assert tuning.grid_edges({"learning_rate": 0.1, "weight_decay": 0.0},
+    assert grid_edges.edges({"learning_rate": 0.1, "weight_decay": 0.0},
                              [{"learning_rate": 0.1, "weight_decay": 0.0}]) == {}
     record = {"hyperparameters": {"l2": 1e5}}
     messages = []
-    tuning.mark_grid_edges(record, {"l2": "largest"}, log=messages.append)
+    grid_edges.mark(record, {"l2": "largest"}, log=messages.append)
     assert record["at_grid_edge"] and record["grid_edges"] == {"l2": "largest"}
     assert len(messages) == 1 and "l2=1e+05 is the largest of its grid" in messages[0]
-    tuning.mark_grid_edges(record, {}, log=messages.append)
+    grid_edges.mark(record, {}, log=messages.append)
     assert not record["at_grid_edge"] and len(messages) == 1
 
 
@@ -120,13 +120,13 @@ def test_hyperrule_chooses_bits_schedule_by_training_set_size(examples, bit_step
     # else 20k, at batch 512 and learning rate 0.003; no weight decay. At batch 256, tfbench keeps
     # BiT's examples (twice the steps) and scales the learning rate linearly.
     at_paper_length = tuning.trials(TrainingSettings(search="hyperrule", train_steps=20_000), "finetune",
-                                    tuning.DataSize(batch_size=256, train_examples=examples))
+                                    tuning.SearchContext(batch_size=256, train_examples=examples))
     assert at_paper_length == [tuning.Trial(0.0015, 0.0, train_steps=2 * bit_steps)]
     at_bits_batch = tuning.trials(TrainingSettings(search="hyperrule", train_steps=20_000), "finetune",
-                                  tuning.DataSize(batch_size=512, train_examples=examples))
+                                  tuning.SearchContext(batch_size=512, train_examples=examples))
     assert at_bits_batch == [tuning.Trial(0.003, 0.0, train_steps=bit_steps)]
     shortened = tuning.trials(TrainingSettings(search="hyperrule", train_steps=400), "finetune",
-                              tuning.DataSize(batch_size=512, train_examples=examples))
+                              tuning.SearchContext(batch_size=512, train_examples=examples))
     assert shortened == [tuning.Trial(0.003, 0.0, train_steps=bit_steps // 50)]
 
 

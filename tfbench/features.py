@@ -72,9 +72,9 @@ def extract(model, dataset, *, image_size: int, batch_size: int, strategy=None,
     are concatenated in replica order, which is the batch's own order.
     """
     import tensorflow as tf
-    from tqdm import tqdm
 
     from tfbench import preprocessing
+    from tfbench.progress import Progress
 
     batches = preprocessing.pipeline(dataset, image_size, batch_size, training=False)
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
@@ -96,12 +96,12 @@ def extract(model, dataset, *, image_size: int, batch_size: int, strategy=None,
     total = int(dataset.cardinality())
     started = time.perf_counter()
     feature_rows, label_rows = [], []
-    with tqdm(total=total if total > 0 else None, desc=description, unit="img", leave=False) as bar:
+    with Progress(description, total if total > 0 else None, "img") as progress:
         for images, labels in batches:
             rows, labels = step(images, labels)
             feature_rows.append(rows.numpy())
             label_rows.append(labels.numpy())
-            bar.update(len(feature_rows[-1]))
+            progress.advance(len(feature_rows[-1]))
     if not feature_rows:
         raise ValueError("the dataset split is empty: nothing to extract")
     return Features(

@@ -9,16 +9,13 @@ The protocol (tfbench.regimes.trained): train every trial of the search on "trai
 
 from absl import flags
 
-from tfbench.app import common_flags, training_flags
+from tfbench.app import training_flags
 
 flags.adopt_module_key_flags(training_flags)  # --help lists them
 
 
 def main():
-    from tfbench.regimes import trained
-
-    common_flags.main("finetune", lambda: training_flags.settings_from_flags("finetune"), trained.run,
-                      training_flags.runtime_from_flags)
+    training_flags.main("finetune")
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfbench import metrics, protocol
+from tfbench import grid_edges, metrics, protocol
 from tfbench.registry import Registry
 
 DEFAULT_TOLERANCE = 1e-3
@@ -121,7 +121,7 @@ def decision_scores(result: FitResult, features) -> np.ndarray:
     return features @ result.weights + result.bias
 
 
-def predict(result: FitResult, features) -> np.ndarray:
+def predicted_labels(result: FitResult, features) -> np.ndarray:
     """Class ids [N] (single-label) or 0/1 presence [N, K] (multi-label, score > 0)."""
     scores = decision_scores(result, features)
     if result.multi_label:
@@ -608,9 +608,10 @@ class L2Search:
     screening_tolerance: Optional[float] = None
 
 
-L2_SEARCHES: Registry[L2Search] = Registry("l2 search")
-L2_SEARCHES.register("fast", L2Search(_fast_schedule, screening_tolerance=SCREENING_TOLERANCE))
-L2_SEARCHES.register("paper", L2Search(_paper_schedule))
+# The searches settings.L2_SEARCHES names, each as the schedule that walks the grid.
+L2_SCHEDULES: Registry[L2Search] = Registry("l2 search")
+L2_SCHEDULES.register("fast", L2Search(_fast_schedule, screening_tolerance=SCREENING_TOLERANCE))
+L2_SCHEDULES.register("paper", L2Search(_paper_schedule))
 
 
 def _path_start(problem: _Problem, solutions: Dict[int, np.ndarray], index: int) -> np.ndarray:
@@ -631,10 +632,6 @@ def _keep_near(solutions: Dict[int, np.ndarray], best: int, latest: int) -> None
         del solutions[index]
 
 
-def _grid_edge(grid: np.ndarray, index: int) -> Optional[str]:
-    return "smallest" if index == 0 else "largest" if index == len(grid) - 1 else None
-
-
 def select_l2(train_features, train_labels, val_features, val_labels, *, metric: str,
               multi_label: bool = False, search: str = "fast", dtype="float32",
               tolerance: float = DEFAULT_TOLERANCE,
@@ -650,7 +647,7 @@ def select_l2(train_features, train_labels, val_features, val_labels, *, metric:
     same gradient tolerance as a cold fit: warm starts change the cost, not the answer.
     Refit the chosen value on train + val with ``refit``.
     """
-    l2_search = L2_SEARCHES.get(search)
+    l2_search = L2_SCHEDULES.get(search)
     metrics.METRICS.get(metric)
     fit_tolerance = max(tolerance, l2_search.screening_tolerance or tolerance)
     grid = np.asarray(protocol.PROBE_L2_GRID, dtype=np.float64)
@@ -680,4 +677,4 @@ def select_l2(train_features, train_labels, val_features, val_labels, *, metric:
     if fit_tolerance > tolerance:
         chosen = _solve(problem, grid[best], solutions[best], tolerance, max_iterations)[1]
     return SearchResult(l2=chosen.l2, trials=tuple(trials[i] for i in sorted(trials)), fit=chosen,
-                        at_grid_edge=_grid_edge(grid, best))
+                        at_grid_edge=grid_edges.edge(grid[best], grid))

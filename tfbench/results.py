@@ -11,13 +11,12 @@ taken as finished.
 from __future__ import annotations
 
 import datetime
-import glob
 import json
 import os
 import platform
 import socket
 import sys
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import tfbench
 from tfbench.cli import warn
@@ -25,7 +24,9 @@ from tfbench.experiment import Experiment, identity, identity_diff, protocol_of
 
 SCHEMA_VERSION = 2  # 2: typed settings, protocol, imagenet_top1, grid edges
 STATUSES = ("ok", "diverged", "failed")
+FINISHED_STATUSES = ("ok", "diverged")  # a failed run, trial or task is tried again
 RECORD_FILE = "record.json"
+RUN_FIELDS = ("experiment", "status")  # what every run and trial record holds
 TRIALS_DIR = "trials"
 # A fine-tune or scratch run record's validation curve of its chosen trial: [[step, score], ...]
 # while training on train, the last point at the end (records written before it lack the field).
@@ -94,7 +95,7 @@ def read_json(path: str) -> Dict[str, Any]:
             record = json.load(handle)
     except json.JSONDecodeError as error:
         raise CorruptRecordError(f"run record {path} is not valid JSON ({error}); delete it or pass --overwrite") from None
-    if not isinstance(record, dict) or "experiment" not in record or "status" not in record:
+    if not isinstance(record, dict) or any(field not in record for field in RUN_FIELDS):
         raise CorruptRecordError(f"run record {path} lacks 'experiment'/'status'; delete it or pass --overwrite")
     return record
 
@@ -116,21 +117,32 @@ def trial_path(experiment: Experiment, trial_id: str) -> str:
     return os.path.join(experiment.run_dir(), TRIALS_DIR, trial_id + ".json")
 
 
-def _readable(path: str) -> Optional[Dict[str, Any]]:
-    """The record at `path`; None (with a one-line warning) when it cannot be parsed."""
+def read_record(path: str, warn_if_damaged: bool = False,
+                fields: Tuple[str, ...] = ("status",)) -> Optional[Dict[str, Any]]:
+    """The record at `path` (a run's, a trial's or any task's); None when it is absent or damaged
+    (not a JSON object holding `fields`), for a damaged record is done again, never trusted. With
+    `warn_if_damaged`, a damaged one gets a one-line warning naming it."""
     try:
-        return read_json(path)
-    except (CorruptRecordError, UnicodeDecodeError, OSError) as error:
-        warn(f"ignoring damaged record {path} ({error.__class__.__name__}); it will be redone")
+        with open(path) as handle:
+            record = json.load(handle)
+    except FileNotFoundError:
         return None
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
+        problem = error.__class__.__name__
+    else:
+        missing = [field for field in fields if not isinstance(record, dict) or field not in record]
+        if not missing:
+            return record
+        problem = f"no {'/'.join(missing)}"
+    if warn_if_damaged:
+        warn(f"ignoring damaged record {path} ({problem}); it will be redone")
+    return None
 
 
 def _finished(path: str, wanted: Mapping[str, Any], identity_of: Callable[[Mapping[str, Any]], Dict[str, Any]],
               what: str) -> Optional[Dict[str, Any]]:
-    if not os.path.exists(path):
-        return None
-    record = _readable(path)
-    if record is None or record["status"] not in ("ok", "diverged"):
+    record = read_record(path, warn_if_damaged=True, fields=RUN_FIELDS)
+    if record is None or record["status"] not in FINISHED_STATUSES:
         return None  # a failed or damaged run is tried again
     differences = identity_diff(identity_of(record["experiment"]), wanted)
     if differences:
@@ -163,10 +175,21 @@ def finished_trial(experiment: Experiment, trial_id: str, hyperparameters: Mappi
     return record
 
 
+def run_folders(output_dir: str) -> List[str]:
+    """Every run folder under output_dir, however deep its output roots lie (`runs/mini` and
+    `runs/paper` side by side): each folder holding a record three levels below a root
+    (`<root>/<regime>/<dataset>/<model>/record.json`), in a stable order."""
+    found = []
+    for folder, _, names in os.walk(output_dir):
+        if RECORD_FILE in names and len(os.path.relpath(folder, output_dir).split(os.sep)) >= 3:
+            found.append(folder)
+    return sorted(found)
+
+
 def collect(output_dir: str) -> List[Dict[str, Any]]:
-    """Every run record under an output root (not trials), in a stable order."""
-    pattern = os.path.join(glob.escape(output_dir), "*", "*", "*", RECORD_FILE)
-    readable = (_readable(path) for path in sorted(glob.glob(pattern)))
+    """Every readable run record under output_dir (see run_folders; trials are not runs)."""
+    readable = (read_record(os.path.join(folder, RECORD_FILE), warn_if_damaged=True, fields=RUN_FIELDS)
+                for folder in run_folders(output_dir))
     return [record for record in readable if record is not None]
 
 
@@ -196,17 +219,29 @@ def table(records: Iterable[Mapping[str, Any]]) -> List[Dict[str, Any]]:
     return rows
 
 
-def print_table(rows: List[Mapping[str, Any]], file=sys.stdout) -> None:
-    """A plain fixed-width table for terminals."""
+def print_table(rows: List[Mapping[str, Any]], file=sys.stdout, width: Optional[int] = None) -> None:
+    """A plain fixed-width table for terminals; with `width`, the widest column is cut (ending
+    in "...") until each line fits in that many characters."""
     if not rows:
         print("(no runs)", file=file)
         return
     columns = list(rows[0])
     cells = [[_cell(row[c]) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)), file=file)
+    while width is not None and sum(widths) + 2 * (len(widths) - 1) > width:
+        widest = max(range(len(widths)), key=widths.__getitem__)
+        excess = sum(widths) + 2 * (len(widths) - 1) - width
+        widths[widest] = max(len(columns[widest]), widths[widest] - excess, 8)
+        cells = [[_cut(v, widths[i]) for i, v in enumerate(row)] for row in cells]
+        if widths[widest] == len(columns[widest]) or widths[widest] == 8:
+            break  # the headers themselves are wider: nothing more to cut
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip(), file=file)
     for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)), file=file)
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip(), file=file)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def _cell(value: Any) -> str:

@@ -22,7 +22,7 @@ from tfbench.settings import InvalidSettingError, Runtime
 RunFunction = Callable[[Experiment, Runtime], Dict[str, Any]]
 
 
-class Outcome(NamedTuple):
+class RunOutcome(NamedTuple):
     record: Dict[str, Any]
     skipped: bool  # finished earlier; nothing ran
     error: BaseException | None  # the exception of a failed run, if any
@@ -42,8 +42,8 @@ def imagenet_top1(experiment: Experiment) -> Dict[str, Any]:
     return {"value": spec.imagenet_top1, "source": spec.top1_source, "measured": False}
 
 
-def execute(experiment: Experiment, run: RunFunction, runtime: Runtime, *, overwrite: bool = False,
-            metric: str | None = None, user_errors: tuple = ()) -> Outcome:
+def run_experiment(experiment: Experiment, run: RunFunction, runtime: Runtime, *, overwrite: bool = False,
+            metric: str | None = None, user_errors: tuple = ()) -> RunOutcome:
     """Run `experiment` unless a finished record exists; write the record atomically.
 
     `user_errors` are exceptions that mean the request itself is wrong (unknown name, missing
@@ -54,7 +54,7 @@ def execute(experiment: Experiment, run: RunFunction, runtime: Runtime, *, overw
     else:
         done = results.finished_run(experiment)
         if done is not None:
-            return Outcome(done, True, None)
+            return RunOutcome(done, True, None)
     started = time.time()
     try:
         record = run(experiment, runtime)
@@ -66,7 +66,7 @@ def execute(experiment: Experiment, run: RunFunction, runtime: Runtime, *, overw
         record = failed_record(experiment, exception, metric)
     record["timings"].setdefault("wall_seconds", time.time() - started)
     files.write_json_atomic(results.record_path(experiment), record)
-    return Outcome(record, False, error)
+    return RunOutcome(record, False, error)
 
 
 def failed_record(experiment: Experiment, exception: BaseException, metric: str | None = None) -> Dict[str, Any]:

@@ -9,16 +9,13 @@ x 8 weight decays in [1e-5, 10^-1.5], with a longer schedule (tfbench.protocol).
 
 from absl import flags
 
-from tfbench.app import common_flags, training_flags
+from tfbench.app import training_flags
 
 flags.adopt_module_key_flags(training_flags)  # --help lists them
 
 
 def main():
-    from tfbench.regimes import trained
-
-    common_flags.main("scratch", lambda: training_flags.settings_from_flags("scratch"), trained.run,
-                      training_flags.runtime_from_flags)
+    training_flags.main("scratch")
 
 
 if __name__ == "__main__":

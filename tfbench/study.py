@@ -44,7 +44,7 @@ def _load(experiment: Mapping[str, Any], runtime: Mapping[str, Any],
 WHOLE_RUN_REGIMES = ("probe", "estimate")  # a run of these is one task, without trials
 
 
-def run_whole(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_file: Optional[str]) -> None:
+def whole_run_task(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_file: Optional[str]) -> None:
     """The task of a regime that runs in one piece (the probe: features, the L2 search, refit, test;
     the estimate regime: features and estimators), recorded."""
     from tfbench import runs
@@ -52,19 +52,19 @@ def run_whole(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_
 
     run, run_runtime = _load(experiment, runtime, models_file)
     regime = {"probe": probe, "estimate": estimate}[run.regime]
-    runs.execute(run, regime.run, run_runtime, user_errors=runs.user_errors())
+    runs.run_experiment(run, regime.run, run_runtime, user_errors=runs.user_errors())
 
 
-def run_trial(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_file: Optional[str],
+def trial_task(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_file: Optional[str],
               trial: Mapping[str, Any]) -> None:
     """A trial task (`trial`: tuning.Trial's fields)."""
     from tfbench import tuning
 
     run, run_runtime = _load(experiment, runtime, models_file)
-    _run_trial(run, run_runtime, tuning.Trial(**trial))
+    _train_trial(run, run_runtime, tuning.Trial(**trial))
 
 
-def _run_trial(run: Experiment, run_runtime: Runtime, trial) -> Dict[str, Any]:
+def _train_trial(run: Experiment, run_runtime: Runtime, trial) -> Dict[str, Any]:
     """Train one trial. A trial that raises (bad data, out of memory) is recorded as failed, in its
     own record and in the run's, as a run that raises is, and is tried again only by a rerun."""
     from tfbench import runs
@@ -83,7 +83,7 @@ def _run_trial(run: Experiment, run_runtime: Runtime, trial) -> Dict[str, Any]:
         raise
 
 
-def run_rung_slot(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_file: Optional[str],
+def rung_slot_task(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_file: Optional[str],
                   rung: int, slot: int) -> None:
     """Slot `slot` of halving rung `rung`: train the slot's trial of the rung (chosen from the
     records of the rung before), then write the slot's record."""
@@ -94,7 +94,7 @@ def run_rung_slot(experiment: Mapping[str, Any], runtime: Mapping[str, Any], mod
     slot_record = {"rung": rung, "slot": slot, "trial_id": None, "status": "ok",
                    "reason": f"rung {rung} has {len(planned)} trials: nothing for this slot"}
     if slot < len(planned):
-        trial_record = _run_trial(run, run_runtime, planned[slot])
+        trial_record = _train_trial(run, run_runtime, planned[slot])
         slot_record.update(trial_id=planned[slot].trial_id, status=trial_record["status"],
                            reason=trial_record["reason"])
     files.write_json_atomic(slot_path(run, rung, slot), slot_record)
@@ -121,13 +121,13 @@ def _quiet(message: str) -> None:
     pass
 
 
-def conclude(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_file: Optional[str]) -> None:
+def conclusion_task(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_file: Optional[str]) -> None:
     """The conclude task: selection, retrain on train+val and test score, recorded as a run."""
     from tfbench import runs
     from tfbench.regimes import trained
 
     run, run_runtime = _load(experiment, runtime, models_file)
-    runs.execute(run, trained.conclude, run_runtime, user_errors=runs.user_errors())
+    runs.run_experiment(run, trained.conclude, run_runtime, user_errors=runs.user_errors())
 
 
 def trial_finished(experiment: Mapping[str, Any], trial: Mapping[str, Any]) -> bool:
@@ -150,7 +150,7 @@ def experiment_tasks(experiment: Experiment, runtime: Runtime, models_file: Opti
     arguments = {"experiment": experiment.to_dict(), "runtime": dataclasses.asdict(runtime),
                  "models_file": models_file and os.path.abspath(models_file)}
     if experiment.regime in WHOLE_RUN_REGIMES:
-        return [plan.Task(key=key, kind=experiment.regime, call=plan.Call(f"{TASKS}:run_whole", arguments),
+        return [plan.Task(key=key, kind=experiment.regime, call=plan.Call(f"{TASKS}:whole_run_task", arguments),
                           record=results.record_path(experiment), run=key)]
     from tfbench.regimes import trained
 
@@ -164,7 +164,7 @@ def experiment_tasks(experiment: Experiment, runtime: Runtime, models_file: Opti
         fields = trial.to_dict()
         rung.append(plan.Task(
             key=f"{key}/{trial.trial_id}", kind="trial",
-            call=plan.Call(f"{TASKS}:run_trial", {**arguments, "trial": fields}),
+            call=plan.Call(f"{TASKS}:trial_task", {**arguments, "trial": fields}),
             record=results.trial_path(experiment, trial.trial_id),
             done=plan.Call(f"{TASKS}:trial_finished", {"experiment": arguments["experiment"], "trial": fields}),
             **cost(trial.train_steps or experiment.settings.train_steps)))
@@ -173,12 +173,12 @@ def experiment_tasks(experiment: Experiment, runtime: Runtime, models_file: Opti
         needs = tuple(task.key for task in rung)
         rung = [plan.Task(
             key=f"{key}/rung{index}/slot{slot}", kind="trial",
-            call=plan.Call(f"{TASKS}:run_rung_slot", {**arguments, "rung": index, "slot": slot}),
+            call=plan.Call(f"{TASKS}:rung_slot_task", {**arguments, "rung": index, "slot": slot}),
             record=slot_path(experiment, index, slot), needs=needs,
             done=plan.Call(f"{TASKS}:slot_finished", {"experiment": arguments["experiment"], "rung": index,
                                                       "slot": slot}), **cost(steps)) for slot in range(count)]
         tasks += rung
-    tasks.append(plan.Task(key=key, kind="conclude", call=plan.Call(f"{TASKS}:conclude", arguments),
+    tasks.append(plan.Task(key=key, kind="conclude", call=plan.Call(f"{TASKS}:conclusion_task", arguments),
                            record=results.record_path(experiment), needs=tuple(t.key for t in tasks),
                            **cost(shape[-1][1])))
     return tasks

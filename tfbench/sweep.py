@@ -167,7 +167,7 @@ def selected_tasks(study_plan: plan.Plan, shard: Optional[plan.Shard]) -> List[p
     return study_plan.tasks if shard is None else study_plan.shard(shard.index, shard.count)
 
 
-def print_run_summary(task: plan.Task, outcome: executors.Outcome) -> None:
+def print_run_summary(task: plan.Task, outcome: executors.TaskOutcome) -> None:
     """The line each regime binary ends with, for each run a task concluded (or found finished)."""
     record = plan.read_record(task.record)
     if task.kind != "trial" and record is not None and "experiment" in record:

@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from tfbench import fencing, files
 from tfbench.devices import is_chief
+from tfbench.progress import Progress
 from tfbench.settings import Runtime
 
 CURVE_FILE = "validation_curve.json"  # beside the checkpoints, so a resumed run keeps its curve
@@ -138,12 +139,8 @@ def train(learner, train_batches: Callable[[int], Any], config: TrainConfig, *, 
     learner.trace(iterator)
     seconds["trace"] = time.perf_counter() - started
 
-    progress = None
-    if runtime.verbose and chief:
-        import keras
-
-        progress = keras.utils.Progbar(config.train_steps, stateful_metrics=["loss", "lr", "img/s"])
-        progress.update(resumed_from)
+    progress = Progress("training", config.train_steps, "steps", enabled=runtime.verbose and chief,
+                        start=resumed_from)
 
     interval = runtime.validation_interval if evaluate is not None else 0
     stops = [runtime.checkpoint_every, runtime.steps_per_loop] + ([interval] if interval else [])
@@ -176,9 +173,7 @@ def train(learner, train_batches: Callable[[int], Any], config: TrainConfig, *, 
                 tf.summary.scalar("train/loss", last_loss)
                 tf.summary.scalar("train/learning_rate", learning_rate)
                 tf.summary.scalar("train/images_per_second", images_per_second)
-        if progress is not None:
-            progress.update(current, [("loss", last_loss), ("lr", learning_rate),
-                                      ("img/s", images_per_second)])
+        progress.update(current, loss=last_loss, lr=learning_rate, images_per_second=images_per_second)
         if interval and current % interval == 0 and current < config.train_steps:
             tick = time.perf_counter()
             tag, score = evaluate(model)
@@ -192,6 +187,7 @@ def train(learner, train_batches: Callable[[int], Any], config: TrainConfig, *, 
             tick = time.perf_counter()
             checkpoints.save(current, curve)
             seconds["checkpoint"] += time.perf_counter() - tick
+    progress.close()
     if writer is not None:
         writer.flush()
     train_seconds = seconds["train"]

@@ -112,14 +112,14 @@ def halving_rung_trials(settings: TrainingSettings, rung: int, previous: Sequenc
 
 
 @dataclasses.dataclass(frozen=True)
-class DataSize:
+class SearchContext:
     """What a search may need to know of the run besides its settings (hyperrule does)."""
 
     batch_size: int = protocol.BATCH_SIZE
     train_examples: Optional[int] = None
 
 
-def _hyperrule(settings: TrainingSettings, size: DataSize) -> List[Trial]:
+def _hyperrule(settings: TrainingSettings, size: SearchContext) -> List[Trial]:
     if size.train_examples is None:
         raise ValueError("search 'hyperrule' needs the training split's size")
     return [Trial(hyperrule.learning_rate(size.batch_size), hyperrule.WEIGHT_DECAY,
@@ -127,7 +127,7 @@ def _hyperrule(settings: TrainingSettings, size: DataSize) -> List[Trial]:
                                                      size.batch_size))]
 
 
-SEARCH_TRIALS: Registry[Callable[[TrainingSettings, str, DataSize], List[Trial]]] = Registry(
+SEARCH_TRIALS: Registry[Callable[[TrainingSettings, str, SearchContext], List[Trial]]] = Registry(
     "search", "valid: " + ", ".join(SEARCHES))
 SEARCH_TRIALS.register("paper", lambda settings, regime, size: _cross(*protocol.PAPER_GRIDS[regime]))
 SEARCH_TRIALS.register("small", lambda settings, regime, size: _cross(*SMALL_GRIDS[regime]))
@@ -139,7 +139,7 @@ SEARCH_TRIALS.register("halving", lambda settings, regime, size: _halving_first_
 SEARCH_TRIALS.register("hyperrule", lambda settings, regime, size: _hyperrule(settings, size))
 
 
-def trials(settings: TrainingSettings, regime: str, size: DataSize = DataSize()) -> List[Trial]:
+def trials(settings: TrainingSettings, regime: str, size: SearchContext = SearchContext()) -> List[Trial]:
     """The trials of `settings.search` for regime "finetune" or "scratch", in grid order; for
     "halving", its first rung's."""
     if regime not in TRAINED_REGIMES:
@@ -148,7 +148,7 @@ def trials(settings: TrainingSettings, regime: str, size: DataSize = DataSize())
     return SEARCH_TRIALS.get(settings.search)(settings, regime, size)
 
 
-def select(trial_records: Sequence[Mapping[str, Any]]) -> Optional[Mapping[str, Any]]:
+def best_trial(trial_records: Sequence[Mapping[str, Any]]) -> Optional[Mapping[str, Any]]:
     """The trial with the best validation score among those that finished "ok".
 
     Reads only each record's "status" and "validation_score"; ties go to the earlier trial in grid
@@ -169,30 +169,3 @@ def trial_identity(experiment_config: Mapping[str, Any]) -> Dict[str, Any]:
     config["settings"] = {name: value for name, value in config["settings"].items()
                           if name not in SEARCH_CHOICE_SETTINGS}
     return config
-
-
-def grid_edges(chosen: Dict[str, float], tried: List[Dict[str, float]]) -> Dict[str, str]:
-    """Which chosen hyperparameters lie at an end of the values tried: {"name": "largest" |
-    "smallest"}. A hyperparameter tried at one value was not searched; 0 (none) is a real end
-    of a weight-decay grid, never a sign that the optimum lies beyond it."""
-    edges = {}
-    for name, value in chosen.items():
-        values = sorted({trial[name] for trial in tried})
-        if len(values) < 2 or value <= 0:
-            continue
-        if value == values[-1]:
-            edges[name] = "largest"
-        elif value == values[0]:
-            edges[name] = "smallest"
-    return edges
-
-
-def mark_grid_edges(record: Dict[str, Any], edges: Mapping[str, str],
-                    log: Callable[[str], None] = print) -> None:
-    """Set `at_grid_edge` / `grid_edges` on a finished record, warning once when at an edge."""
-    record["at_grid_edge"], record["grid_edges"] = bool(edges), dict(edges)
-    if edges:
-        listed = ", ".join(f"{name}={record['hyperparameters'][name]:.3g} is the {end} of its grid"
-                           for name, end in edges.items())
-        log(f"warning: the choice lies at the edge of its grid ({listed}); the optimum may lie "
-            "beyond it")

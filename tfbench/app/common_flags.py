@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from absl import flags
 
 from tfbench import estimate_cost, preflight, protocol, results, runs
-from tfbench.cli import RUN_FAILED, fail, run_app
+from tfbench.cli import HELP_WIDTH, RUN_FAILED, fail, run_app
 from tfbench.experiment import Experiment
 from tfbench.settings import PRECISIONS, STRATEGIES, TRAINED_REGIMES, InvalidSettingError, Runtime
 
@@ -104,7 +104,7 @@ def print_models() -> None:
         rows.append({"model": name, "source": spec.source, "image_size": spec.image_size,
                      "feature_dim": spec.feature_dim, "imagenet_top1": top1,
                      "top1_source": spec.top1_source or "-"})
-    results.print_table(rows)
+    results.print_table(rows, width=HELP_WIDTH)
 
 
 def print_datasets() -> None:
@@ -114,8 +114,11 @@ def print_datasets() -> None:
     for name in datasets.names():
         spec = datasets.spec(name)
         rows.append({"dataset": name, "classes": spec.num_classes, "metric": spec.metric,
-                     "multi_label": spec.multi_label, "source": spec.source})
-    results.print_table(rows)
+                     "multi_label": spec.multi_label, "source": spec.source,
+                     "prepared": "yes" if datasets.is_prepared(spec, FLAGS.data_dir) else "no"})
+    results.print_table(rows, width=HELP_WIDTH)
+    print(f"prepared: readable from --data_dir={FLAGS.data_dir or datasets.default_data_dir()};\n"
+          "python -m tfbench.prepare --datasets=NAME prepares the others.")
 
 
 MODEL_DESCRIPTION = ("display_name", "imagenet_top1", "top1_source", "input_range", "input_mean",
@@ -285,7 +288,7 @@ def main(regime: str, settings_from_flags: Callable[[], Any],
                 print(estimate_cost.estimated_plan_line(experiment, run_runtime, rung_shape(experiment))
                       + ("; finished earlier, nothing to run (--overwrite reruns)" if finished else ""))
                 return
-            outcome = runs.execute(experiment, run, run_runtime, overwrite=FLAGS.overwrite,
+            outcome = runs.run_experiment(experiment, run, run_runtime, overwrite=FLAGS.overwrite,
                                    user_errors=errors)
         except errors as error:
             fail(str(error))

@@ -98,3 +98,10 @@ def _floats(flag: str) -> tuple:
     except ValueError:
         raise InvalidSettingError(f"--{flag} takes numbers, got {FLAGS[flag].value}") from None
 
+
+
+def main(regime: str) -> None:
+    """The fine-tune and scratch binaries' entry point: one protocol, two initialisations."""
+    from tfbench.regimes import trained
+
+    common_flags.main(regime, lambda: settings_from_flags(regime), trained.run, runtime_from_flags)

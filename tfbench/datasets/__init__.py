@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
 
-from tfbench.datasets.catalog import DatasetSpec, names, registered_spec
+from tfbench.datasets.catalog import DatasetSpec, default_data_dir, is_prepared, names, registered_spec
 from tfbench.datasets.errors import DatasetNotPreparedError, FolderDatasetError, TrainSubsetError
 from tfbench.datasets.splits import SPLITS, SUBSET_SPLITS, TrainSubset, check_split
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 __all__ = ["DatasetNotPreparedError", "DatasetSpec", "FolderDatasetError", "SPLITS", "TrainSubset",
-           "TrainSubsetError", "load", "names", "spec"]
+           "TrainSubsetError", "default_data_dir", "is_prepared", "load", "names", "spec"]
 
 _FOLDER_PREFIX = "folder:"
 

@@ -22,9 +22,9 @@ import hashlib
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from tqdm import tqdm
 
 from tfbench import datasets
+from tfbench.progress import track
 from tfbench.datasets.catalog import DatasetSpec
 from tfbench.datasets.splits import SPLITS
 
@@ -69,8 +69,7 @@ def image_hash(image: np.ndarray) -> str:
 
 def materialise(dataset, description: str = "", progress: bool = False) -> Split:
     ids, labels, hashes = [], [], []
-    for example in tqdm(dataset.as_numpy_iterator(), desc=description, unit="img", disable=not progress,
-                        leave=False):
+    for example in track(dataset.as_numpy_iterator(), description, unit="img", enabled=progress):
         ids.append(example["id"].decode())
         labels.append(example["label"])
         hashes.append(image_hash(example["image"]))

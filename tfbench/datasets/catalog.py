@@ -12,15 +12,21 @@ refits on train+val, so the fraction only affects the selection, not the final t
 from __future__ import annotations
 
 import dataclasses
+import glob
+import os
 from typing import List, Optional, Tuple
 
+from tfbench import metrics
 from tfbench.registry import Registry
 
-METRICS = ("top1", "mean_per_class", "map11")
 SOURCES = ("tfds", "tfbench_tfds", "sklearn_digits", "fashion_mnist", "folder")
 HELD_OUT_FRACTION = 0.2
 SPLIT_SEED = 0
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +70,7 @@ class DatasetSpec:
     notes: str = ""
 
     def __post_init__(self):
-        for field, value, choices in (("metric", self.metric, METRICS), ("source", self.source, SOURCES)):
+        for field, value, choices in (("metric", self.metric, metrics.names()), ("source", self.source, SOURCES)):
             if value not in choices:
                 raise ValueError(
                     f"{self.name}: unknown {field} {value!r}; valid choices: {', '.join(choices)}"
@@ -175,3 +181,23 @@ def estimated_split_sizes(spec: DatasetSpec, train_examples_per_class: Optional[
     if train_examples_per_class is not None:
         train = min(train, train_examples_per_class * spec.num_classes)
     return {"train": train, "val": val, "trainval": train + val, "test": test}
+def fashion_mnist_files_present(spec: DatasetSpec) -> bool:
+    """Whether Debian's four Fashion-MNIST IDX files are in spec.path."""
+    return all(os.path.exists(os.path.join(spec.path, name))
+               for names in FASHION_MNIST_FILES.values() for name in names)
+
+
+def default_data_dir() -> str:
+    """TFDS's default data directory, found without importing TFDS (which imports TensorFlow)."""
+    return os.environ.get("TFDS_DATA_DIR") or os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
+
+
+def is_prepared(spec: DatasetSpec, data_dir: Optional[str]) -> bool:
+    """Whether the dataset can be read without `python -m tfbench.prepare`: bundled with a
+    package, Debian's files installed, or a TFDS build with its dataset_info.json in data_dir."""
+    if spec.source == "sklearn_digits" or spec.source == "folder":
+        return True
+    if spec.source == "fashion_mnist" and fashion_mnist_files_present(spec):
+        return True
+    root = os.path.join(os.path.expanduser(data_dir or default_data_dir()), *spec.tfds_name.split("/"))
+    return bool(glob.glob(os.path.join(glob.escape(root), "**", "dataset_info.json"), recursive=True))

@@ -28,9 +28,9 @@ import urllib.parse
 import urllib.request
 from typing import Callable, Dict, Optional, Sequence
 
-from tqdm import tqdm
 
 from tfbench import cli, files
+from tfbench.progress import track
 
 REPORT_FILE = "download_report.json"
 FINGERPRINT_SUFFIX = ".fingerprint.json"
@@ -116,8 +116,7 @@ def fetch_all(listed: Sequence[ListedFile], root: str, options: FetchOptions = F
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
         results = pool.map(one, listed)
-        for item, outcome, reason in tqdm(results, total=len(listed), desc="files", unit="file",
-                                          disable=not options.progress):
+        for item, outcome, reason in track(results, "files", len(listed), "file", enabled=options.progress):
             report.outcomes[item.path] = outcome
             if reason:
                 report.reasons[item.path] = f"{reason} ({item.url})"

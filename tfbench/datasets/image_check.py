@@ -18,9 +18,9 @@ import re
 import struct
 from typing import Dict, List, NamedTuple, Optional
 
-from tqdm import tqdm
 
 from tfbench import cli, files
+from tfbench.progress import track
 
 VERDICTS_VERSION = 1  # bump when the check changes what it accepts
 _CACHE_FOLDER = "image_checks"
@@ -58,9 +58,9 @@ def problems(folder: str, images: List[ImageFile]) -> Dict[str, str]:
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
     try:
         outcomes = pool.map(_read_and_check, to_decode)
-        for image, (problem, cacheable) in tqdm(
-                zip(to_decode, outcomes), total=len(to_decode), desc="checking images", unit="img",
-                leave=False, disable=len(to_decode) < _PROGRESS_FROM):
+        for image, (problem, cacheable) in track(
+                zip(to_decode, outcomes), "checking images", len(to_decode), "img",
+                enabled=len(to_decode) >= _PROGRESS_FROM):
             if problem is not None:
                 found[image.relative] = problem
             if cacheable:  # a file that could not be opened may be readable after a chmod

@@ -16,15 +16,11 @@ import sklearn.datasets
 import tensorflow as tf
 
 from tfbench.datasets import splits, tfds_source
-from tfbench.datasets.catalog import DatasetSpec
+from tfbench.datasets.catalog import FASHION_MNIST_FILES, DatasetSpec, fashion_mnist_files_present
 from tfbench.datasets.errors import DatasetNotPreparedError
 
 # IDX header: two zero bytes, a type code (0x08 = unsigned byte), the number of dimensions.
 _IDX_UNSIGNED_BYTE = 0x08
-_FASHION_MNIST_FILES = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-}
 _DIGITS_MAX_VALUE = 16  # scikit-learn's digits count set pixels in 4x4 blocks: 0..16
 _RGB_BLOCK = 1024
 
@@ -71,15 +67,9 @@ def load_fashion_mnist(spec: DatasetSpec, split: str, data_dir: Optional[str]) -
     return tfds_source.load(spec, split, data_dir)
 
 
-def fashion_mnist_files_present(spec: DatasetSpec) -> bool:
-    """Whether Debian's four Fashion-MNIST IDX files are in spec.path."""
-    return all(os.path.exists(os.path.join(spec.path, name))
-               for names in _FASHION_MNIST_FILES.values() for name in names)
-
-
 def _fashion_mnist_from_idx(spec: DatasetSpec, split: str) -> tf.data.Dataset:
     official = "test" if split == "test" else "train"
-    image_file, label_file = (os.path.join(spec.path, name) for name in _FASHION_MNIST_FILES[official])
+    image_file, label_file = (os.path.join(spec.path, name) for name in FASHION_MNIST_FILES[official])
     images, labels = read_idx(image_file, ndim=3), read_idx(label_file, ndim=1).astype(np.int64)
     if len(images) != len(labels):
         raise ValueError(f"{image_file} has {len(images)} images but {label_file} has {len(labels)} labels")

@@ -18,7 +18,7 @@ from typing import Callable, Dict, Optional
 import tensorflow_datasets as tfds
 
 from tfbench import datasets
-from tfbench.datasets import birdsnap, downloads, fetch, offline, tfds_source
+from tfbench.datasets import birdsnap, catalog, downloads, fetch, tfds_source
 from tfbench.datasets.catalog import DatasetSpec
 from tfbench.datasets.errors import prepare_command
 
@@ -31,7 +31,7 @@ READY_STATUSES = (PREPARED, ALREADY_PREPARED, NOTHING_TO_DO)
 
 
 @dataclasses.dataclass
-class Outcome:
+class PreparationOutcome:
     """What preparing one dataset did: a status, what happened or the manual step, split sizes."""
 
     dataset: str
@@ -60,18 +60,18 @@ class _Context:
 
 
 def prepare(name: str, data_dir: str, manual_dir: Optional[str] = None,
-            options: fetch.FetchOptions = fetch.FetchOptions()) -> Outcome:
+            options: fetch.FetchOptions = fetch.FetchOptions()) -> PreparationOutcome:
     """Prepare dataset `name` in data_dir (manual downloads in manual_dir, default
     <data_dir>/downloads/manual; options: how tfbench's own downloader fetches Birdsnap's
-    images). Failures become an Outcome, so a caller can go on."""
+    images). Failures become an PreparationOutcome, so a caller can go on."""
     spec = datasets.spec(name)
     if spec.tfds_name is None:
-        return Outcome(name, NOTHING_TO_DO, f"needs no download ({spec.source})")
-    if spec.source == "fashion_mnist" and offline.fashion_mnist_files_present(spec):
-        return Outcome(name, NOTHING_TO_DO, f"read from the Debian package files in {spec.path}")
+        return PreparationOutcome(name, NOTHING_TO_DO, f"needs no download ({spec.source})")
+    if spec.source == "fashion_mnist" and catalog.fashion_mnist_files_present(spec):
+        return PreparationOutcome(name, NOTHING_TO_DO, f"read from the Debian package files in {spec.path}")
     builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
     if builder.is_prepared():
-        return Outcome(name, ALREADY_PREPARED, f"found in {builder.data_path}",
+        return PreparationOutcome(name, ALREADY_PREPARED, f"found in {builder.data_path}",
                        tfds_source.split_sizes(spec, data_dir))
     context = _Context(spec, data_dir, manual_dir or downloads.default_manual_dir(data_dir), options)
     try:
@@ -81,13 +81,13 @@ def prepare(name: str, data_dir: str, manual_dir: Optional[str] = None,
             download_config=tfds.download.DownloadConfig(manual_dir=context.manual_dir, try_download_gcs=False),
         )
     except ManualStepNeeded as step:
-        return Outcome(name, MANUAL_STEP, "\n".join([str(step), context.rerun()]))
+        return PreparationOutcome(name, MANUAL_STEP, "\n".join([str(step), context.rerun()]))
     except Exception as error:  # pylint: disable=broad-except
         # One dataset's failure (a corrupt archive, a full disk) must not stop the others.
         message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        return Outcome(name, FAILED, f"{type(error).__name__}: {message}\nfix that, {context.rerun()}")
+        return PreparationOutcome(name, FAILED, f"{type(error).__name__}: {message}\nfix that, {context.rerun()}")
     done = f"prepared in {builder.data_path}" + (f"; {note}" if note else "")
-    return Outcome(name, PREPARED, done, tfds_source.split_sizes(spec, data_dir))
+    return PreparationOutcome(name, PREPARED, done, tfds_source.split_sizes(spec, data_dir))
 
 
 def _check_downloads(context: _Context, builder: tfds.core.DatasetBuilder) -> str:

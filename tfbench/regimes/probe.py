@@ -6,18 +6,21 @@ on validation (`--l2_search`), refits on train+val with it and reports the datas
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Dict
 
 from tfbench import protocol
 
 SPLITS = ("train", "val", "test")
+TENSORBOARD_DIR = "tensorboard"
 
 
 def run(experiment, runtime) -> Dict[str, Any]:
     """Run the probe protocol for one experiment and return its finished record."""
 
-    from tfbench import backbones, devices, estimate_cost, linear, metrics, predictions, results, runs, tuning
+    from tfbench import (backbones, devices, estimate_cost, grid_edges, linear, metrics, predictions, results,
+                         runs)
     from tfbench.regimes import frozen
 
     started = time.time()
@@ -73,7 +76,10 @@ def run(experiment, runtime) -> Dict[str, Any]:
     )
     record[predictions.RECORD_KEY] = predictions.write(
         experiment.run_dir(), predictions.Predictions.of(dataset_spec.metric, test.labels, test_scores))
-    tuning.mark_grid_edges(record, {"l2": selection.at_grid_edge} if selection.at_grid_edge else {})
+    grid_edges.mark(record, {"l2": selection.at_grid_edge} if selection.at_grid_edge else {})
+    record["tensorboard_dir"] = write_l2_path(os.path.join(experiment.run_dir(), TENSORBOARD_DIR),
+                                              selection.trials, dataset_spec.metric)
+    print(f"TensorBoard: tensorboard --logdir {record['tensorboard_dir']}")
     record["imagenet_top1"] = runs.imagenet_top1(experiment)
     record["skipped_images"] = getattr(dataset_spec, "skipped_images", 0)
     record["train_examples"] = int(len(train.features) + len(refit_val.features))  # the final fit's
@@ -84,3 +90,18 @@ def run(experiment, runtime) -> Dict[str, Any]:
 def _no_examples(split):
     """A split's features with no rows (the shape kept): nothing of it enters the final fit."""
     return split._replace(features=split.features[:0], labels=split.labels[:0])
+def write_l2_path(log_dir: str, trials, metric: str) -> str:
+    """The L2 search as TensorBoard scalars under `log_dir`: the validation score of each value
+    tried and log10 of the value, both at step = the value's position in protocol.PROBE_L2_GRID
+    (TensorBoard's steps are integers; the grid is log-spaced, so the axis reads as log10 l2)."""
+    import numpy as np
+    import tensorflow as tf
+
+    grid = np.log10(np.asarray(protocol.PROBE_L2_GRID, dtype=np.float64))
+    with tf.summary.create_file_writer(log_dir).as_default() as writer:
+        for trial in trials:
+            step = int(np.argmin(np.abs(grid - np.log10(trial.l2))))
+            tf.summary.scalar(f"l2_search/validation_{metric}", trial.validation_score, step=step)
+            tf.summary.scalar("l2_search/log10_l2", float(np.log10(trial.l2)), step=step)
+        writer.flush()
+    return log_dir

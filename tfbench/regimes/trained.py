@@ -17,7 +17,7 @@ import os
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from tfbench import estimate_cost, files, hyperrule, predictions, protocol, results, runs, tuning
+from tfbench import estimate_cost, files, grid_edges, hyperrule, predictions, protocol, results, runs, tuning
 from tfbench.experiment import Experiment
 from tfbench.regimes.trainer import FINAL, Trainer, TrialTrainer, split_examples
 from tfbench.settings import Runtime
@@ -69,7 +69,7 @@ def trials(experiment: Experiment) -> List[tuning.Trial]:
     others follow from records: `rungs`). Hyperrule reads the training split's size."""
     settings = experiment.settings
     examples = split_examples(experiment, "train") if settings.search == "hyperrule" else None
-    return tuning.trials(settings, experiment.regime, tuning.DataSize(experiment.batch_size, examples))
+    return tuning.trials(settings, experiment.regime, tuning.SearchContext(experiment.batch_size, examples))
 
 
 def rung_count(experiment: Experiment) -> int:
@@ -177,13 +177,13 @@ def conclude(experiment: Experiment, runtime: Runtime, trainer: Optional[Trainer
     record["trials"] = [_trial_summary(trial) for trial in trial_records]
     record["timings"]["search_seconds"] = sum(t["timings"].get("wall_seconds") or 0.0 for t in trial_records)
     record["total_train_steps"] = _steps(trial_records)
-    best = tuning.select(competing)
+    best = tuning.best_trial(competing)
     if best is None:
         return results.finish(record, "diverged", f"all {len(competing)} trials diverged")
     record["hyperparameters"] = dict(best["hyperparameters"])
     record["validation_score"] = best["validation_score"]
     record[results.CHOSEN_CURVE] = best.get("validation_curve") or []
-    tuning.mark_grid_edges(record, tuning.grid_edges(
+    grid_edges.mark(record, grid_edges.edges(
         record["hyperparameters"], [trial["hyperparameters"] for trial in trial_records]), log)
     log(f"chosen on validation: {best['trial_id']} ({metric}={_format(best['validation_score'])}); "
         "retraining on trainval, scoring test")
@@ -225,7 +225,7 @@ def run(experiment: Experiment, runtime: Runtime, strategy=None) -> Dict[str, An
     speed = throughput(experiment, trainer, planned[0] if planned else None)
     log(f"{estimate_cost.plan_line(experiment, runtime, speed, trainer.strategy.num_replicas_in_sync, shape)}; "
         f"precision {trainer.precision}, strategy {runtime.strategy} "
-        f"({trainer.strategy.num_replicas_in_sync} replicas)")
+        f"({trainer.strategy.num_replicas_in_sync} replica{'' if trainer.strategy.num_replicas_in_sync == 1 else 's'})")
     log(f"TensorBoard: tensorboard --logdir {trainer.log_dir()}")
     trial_records: List[Dict[str, Any]] = []
     rung_records_before: List[Dict[str, Any]] = []

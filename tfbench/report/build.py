@@ -27,23 +27,26 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 from tfbench import files, results
+from tfbench.report.cells import MISSING, fixed, percent, plural, text
 from tfbench.report import (cheap_alternatives, checkpoints, convergence, data_size, estimator_agreement, finetune_vs_scratch,
                             significance, size_split)
 from tfbench.report.analysis import (GroupAnalysis, ImageNetTop1, ScoreTable, analyze_group, display_names,
                               imagenet_top1_of_models)
-from tfbench.report.comparisons import Comparison, NotDrawn, Outcome, compare
+from tfbench.report.comparisons import Comparison, ComparisonOutcome, NotDrawn, compare
 from tfbench.report.correlation import BOOTSTRAP_RESAMPLES, CONFIDENCE, LOGIT_EPS, MIN_MODELS
 from tfbench.experiment import path_component
-from tfbench.report.protocol_groups import UnknownProtocolError, differing_settings, group_records, select
+from tfbench.report.protocol_groups import UnknownProtocolError, differing_settings, group_records, select_protocol
 
 ESTIMATE_REGIME = "estimate"  # tfbench.regimes.estimate: its records go to the estimators' section
 HEADLINE_MIN_MODELS = 5  # below this, r says little and the paired comparisons lead the summary
 PAPER_NETWORKS = 16
-MISSING = "-"
 EDGE_MARK = "\u2020"  # dagger
 FIGURE_FILE = "figure1.png"
-DATA_SIZE_FIGURE = "data_size.png"
 REPORT_FILE = "report.md"
+
+
+SETTING_LABELS = {"l2_search": "L2 search", "bn_momentum": "batch-norm momentum", "train_steps": "training steps",
+                  "init": "initialisation", "halving_eta": "halving rate", "halving_min_steps": "halving's first budget"}
 
 
 class ReportInputError(ValueError):
@@ -63,25 +66,12 @@ class Analysis:
     top1: Mapping[str, ImageNetTop1]  # by model
     labels: Mapping[str, str]  # model -> display name
     differing: Mapping[str, Mapping[str, Mapping[str, str]]]  # regime -> setting -> slug -> value
-    comparisons: Tuple[Outcome, ...]
+    comparisons: Tuple[ComparisonOutcome, ...]
     resamples: int
     seed: int
     best_networks: Mapping[str, Tuple[significance.DatasetBest, ...]]  # by group slug
     estimators: estimator_agreement.EstimatorAgreement
     significance_test: significance.Test = significance.Test()
-
-
-def collect(output_dir: str) -> List[Dict[str, Any]]:
-    """Every run record under output_dir, however deep its output root lies below it.
-
-    Each root is read by results.collect (`<root>/<regime>/<dataset>/<model>/record.json`).
-    """
-    roots = set()
-    for folder, _, names in os.walk(output_dir):
-        root = os.path.dirname(os.path.dirname(os.path.dirname(folder)))
-        if results.RECORD_FILE in names and not os.path.relpath(root, output_dir).startswith(os.pardir):
-            roots.add(root)
-    return [record for root in sorted(roots) for record in results.collect(root)]
 
 
 def analyze(records: Sequence[Mapping[str, Any]], imagenet_top1: Callable[[str], Optional[float]],
@@ -94,7 +84,7 @@ def analyze(records: Sequence[Mapping[str, Any]], imagenet_top1: Callable[[str],
     groups = group_records(records)
     if protocol is not None:
         try:
-            groups = select(groups, protocol)
+            groups = select_protocol(groups, protocol)
         except UnknownProtocolError as error:
             raise ReportInputError(f"--protocol: {error}") from None
     kept = [r for g in groups for r in g.records]
@@ -136,25 +126,13 @@ def registered_imagenet_top1(model: str) -> Optional[float]:
 # Tables
 
 
-def _percent(value: Optional[float]) -> str:
-    return MISSING if value is None else f"{100.0 * value:.1f}"
-
-
-def _log_odds(value: Optional[float]) -> str:
-    return MISSING if value is None else f"{value:.3f}"
-
-
-def _r(value: Optional[float]) -> str:
-    return MISSING if value is None else f"{value:.2f}"
-
-
 def score_rows(table: ScoreTable, labels: Mapping[str, str]) -> List[Dict[str, str]]:
     """Rows of the score table in percent with one decimal; a missing run is MISSING, a score
     chosen at a grid edge carries EDGE_MARK, a mean over seeds its sd ("65.0 ± 7.1")."""
     def cell(model: str, dataset: str) -> str:
         mark = EDGE_MARK if (model, dataset) in table.grid_edges else ""
         sd = table.sd(model, dataset)
-        return _percent(table.score(model, dataset)) + ("" if sd is None else f" \u00b1 {100.0 * sd:.1f}") + mark
+        return percent(table.score(model, dataset)) + ("" if sd is None else f" \u00b1 {100.0 * sd:.1f}") + mark
 
     return [{"model": labels.get(model, model),
              **{f"{d} ({table.metrics[d]}, %)": cell(model, d) for d in table.datasets}}
@@ -180,23 +158,34 @@ def table_notes(table: ScoreTable, labels: Mapping[str, str]) -> List[str]:
 
 
 def transfer_rows(group: GroupAnalysis) -> List[Dict[str, str]]:
-    return [{"model": m.label, "ImageNet top-1 (%)": _percent(m.imagenet_top1),
-             "mean log odds": _log_odds(m.mean_log_odds) + (
+    return [{"model": m.label, "ImageNet top-1 (%)": percent(m.imagenet_top1),
+             "mean log odds": fixed(m.mean_log_odds, 3) + (
                  "" if m.seed_sd is None else f" \u00b1 {m.seed_sd:.3f}"),
              "in r": "yes" if m.excluded is None else f"no: {m.excluded}"} for m in group.models]
 
 
 def per_dataset_rows(group: GroupAnalysis) -> List[Dict[str, str]]:
-    return [{"dataset": d, "metric": group.table.metrics[d], "n": str(c.n), "r": _r(c.r),
+    return [{"dataset": d, "metric": group.table.metrics[d], "n": str(c.n), "r": fixed(c.r, 2),
              "95% interval": c.interval()}
             for d, c in group.per_dataset.items()]
 
 
 def correlation_rows(analysis: Analysis) -> List[Dict[str, str]]:
     return [{"group": slug, "regime": g.group.regime, "protocol": f"{g.group.name} [{g.group.id}]",
-             "n models": str(g.correlation.n), "r (this run)": _r(g.correlation.r),
-             "95% bootstrap interval": g.correlation.interval(), "paper's r": _r(g.paper_r)}
+             "n models": str(g.correlation.n), "r (this run)": fixed(g.correlation.r, 2),
+             "95% bootstrap interval": g.correlation.interval(), "paper's r": fixed(g.paper_r, 2)}
             for slug, g in analysis.groups.items()]
+
+
+def setting_label(key: str) -> str:
+    """A run setting as the report names it: "settings.learning_rate" -> "learning rate"."""
+    name = key[len("settings."):] if key.startswith("settings.") else key
+    return SETTING_LABELS.get(name, name.replace("_", " "))
+
+
+def setting_value(value: Any) -> str:
+    """A setting's value; None is a setting the protocol leaves to its search (or does not fix)."""
+    return "not fixed" if value is None else str(value)
 
 
 def protocol_rows(analysis: Analysis) -> List[Dict[str, str]]:
@@ -204,12 +193,13 @@ def protocol_rows(analysis: Analysis) -> List[Dict[str, str]]:
         differences = sorted(g.group.paper_differences.items())
         if not differences:
             return "none" if g.group.name == "paper" else "not stated"
-        return "; ".join(f"{k}: {v.get('run')} (paper: {v.get('paper')})" for k, v in differences)
+        return "; ".join(f"{setting_label(k)}: {setting_value(v.get('run'))} (paper: {setting_value(v.get('paper'))})"
+                         for k, v in differences)
 
     def training_steps(g: GroupAnalysis) -> str:
         """What the protocol spent: every trial and retrain of its runs (the probe trains no steps)."""
         steps = [r["total_train_steps"] for r in g.group.records if r.get("total_train_steps") is not None]
-        return f"{sum(steps):,} ({len(steps)} runs)" if steps else "-"
+        return f"{sum(steps):,} ({plural(len(steps), 'run')})" if steps else MISSING
 
     return [{"group": slug, "protocol": g.group.name, "id": g.group.id, "regime": g.group.regime,
              "runs": str(len(g.group.records)), "training steps": training_steps(g),
@@ -229,19 +219,19 @@ def differing_lines(analysis: Analysis) -> List[str]:
 
 def top1_rows(analysis: Analysis) -> List[Dict[str, str]]:
     return [{"model": model, "shown as": analysis.labels.get(model, model),
-             "ImageNet top-1 (%)": _percent(top1.value), "kind": top1.kind(), "source": top1.source}
+             "ImageNet top-1 (%)": percent(top1.value), "kind": top1.kind(), "source": top1.source}
             for model, top1 in sorted(analysis.top1.items())]
 
 
 def comparison_rows(comparison: Comparison, labels: Mapping[str, str]) -> List[Dict[str, str]]:
     kind = comparison.kind
     return [{"model": labels.get(p.model, p.model), "dataset": p.dataset,
-             f"{kind.first} (%)": _percent(p.first), f"{kind.second} (%)": _percent(p.second),
+             f"{kind.first} (%)": percent(p.first), f"{kind.second} (%)": percent(p.second),
              "difference (points)": f"{100.0 * (p.first - p.second):+.1f}"} for p in comparison.pairs]
 
 
 def failure_rows(analysis: Analysis) -> List[Dict[str, str]]:
-    return [{k: MISSING if v is None else str(v) for k, v in row.items()} for row in analysis.failures]
+    return [{k: text(v) for k, v in row.items()} for row in analysis.failures]
 
 
 def markdown_table(rows: Sequence[Mapping[str, str]]) -> str:
@@ -317,8 +307,9 @@ def report_summary_line(analysis: Analysis, report_path: str) -> str:
 
 
 def figure1_files(analysis: Analysis) -> Dict[str, List[GroupAnalysis]]:
-    """Figure 1 per protocol name (its groups side by side): figure1.png when there is one."""
-    names = list(dict.fromkeys(g.group.name for g in analysis.groups.values()))
+    """Figure 1 per protocol name (its groups side by side), for the names with a model to show
+    (one with a known ImageNet top-1 and a mean log odds): figure1.png when there is one."""
+    names = list(dict.fromkeys(g.group.name for g in analysis.groups.values() if g.included()))
     return {(FIGURE_FILE if len(names) == 1 else f"figure1_{path_component(name)}.png"):
             [g for g in analysis.groups.values() if g.group.name == name] for name in names}
 
@@ -333,7 +324,8 @@ def size_split_of(analysis: Analysis) -> size_split.SizeSplit:
 
 
 def comparison_files(analysis: Analysis) -> Dict[str, Comparison]:
-    comparisons = drawn(analysis)
+    """A figure per comparison with a pair to show (without one it would be a lone diagonal)."""
+    comparisons = [c for c in drawn(analysis) if c.pairs]
     files_by_name = {}
     for comparison in comparisons:
         name = comparison.kind.key
@@ -399,7 +391,8 @@ def _comparisons_markdown(analysis: Analysis, figure_names: Mapping[int, str]) -
         parts += [f"- {note}" for note in outcome.notes] + ([""] if outcome.notes else [])
         if outcome.missing:
             parts.append("Missing (not counted): " + "; ".join(outcome.missing) + ".\n")
-        parts.append(f"![{outcome.kind.title}]({figure_names[id(outcome)]})\n")
+        if id(outcome) in figure_names:
+            parts.append(f"![{outcome.kind.title}]({figure_names[id(outcome)]})\n")
     return parts
 
 
@@ -468,7 +461,7 @@ def report_markdown(analysis: Analysis) -> str:
     parts += _best_networks_markdown(analysis)
     parts += analysis.estimators.markdown(markdown_table)
     parts += cheap_alternatives_of(analysis).markdown(markdown_table)
-    parts.append(data_size.markdown(data_size_of(analysis), DATA_SIZE_FIGURE, markdown_table))
+    parts += data_size_of(analysis).markdown(markdown_table)
     parts += ["## Runs not counted (failed or diverged)\n", markdown_table(failure_rows(analysis))]
     return "\n".join(parts)
 
@@ -480,7 +473,7 @@ def cheap_alternatives_of(analysis: Analysis) -> cheap_alternatives.CheapAlterna
                                       [r for g in analysis.groups.values() for r in g.group.records])
 
 
-def data_size_of(analysis: Analysis) -> data_size.DataSize:
+def data_size_of(analysis: Analysis) -> data_size.DataSizeAnalysis:
     """Score against training-set size over every group's records (tfbench.report.data_size)."""
     return data_size.analyze([r for g in analysis.groups.values() for r in g.group.records])
 
@@ -607,8 +600,10 @@ def write_report(analysis: Analysis, report_dir: str) -> List[str]:
     contents.update({name: figures.png(figures.convergence_figure(outcome, analysis.labels))
                      for name, outcome in convergence_files(convergence.converge(analysis.comparisons)).items()})
     contents.update({p.file_name: figures.png(figures.per_dataset_figure(p))
-                     for p in finetune_vs_scratch_of(analysis).drawn})
-    contents[size_split.FIGURE_FILE] = figures.png(figures.size_split_figure(size_split_of(analysis)))
+                     for p in finetune_vs_scratch_of(analysis).drawn if p.has_points()})
+    split = size_split_of(analysis)
+    if split.has_points():
+        contents[size_split.FIGURE_FILE] = figures.png(figures.size_split_figure(split))
     contents.update({name: figures.png(figures.best_networks_figure(
                          analysis.groups[slug].title(), analysis.best_networks[slug], analysis.labels))
                      for slug, name in best_network_files(analysis).items()})
@@ -617,11 +612,11 @@ def write_report(analysis: Analysis, report_dir: str) -> List[str]:
             f"# Test scores (%), {group.title()}\n\n" + markdown_table(score_rows(group.table, analysis.labels))
             + "".join(f"\n{note}\n" for note in table_notes(group.table, analysis.labels))).encode()
         contents[f"scores_{slug}.csv"] = scores_csv(group.table).encode()
-    contents.update({name: figures.png(cheap_alternatives.figure(group))
+    contents.update({name: figures.png(figures.cheap_alternatives_figure(group))
                      for name, group in cheap_alternatives_of(analysis).figure_files().items()})
     sizes = data_size_of(analysis)
     if sizes.curves:
-        contents[DATA_SIZE_FIGURE] = figures.png(data_size.figure(sizes))
+        contents[data_size.FIGURE_FILE] = figures.png(figures.data_size_figure(sizes))
     contents["runs.csv"] = runs_csv(analysis).encode()
     paths = [os.path.join(report_dir, "report.json")]
     files.write_json_atomic(paths[0], analysis_json(analysis))
@@ -646,7 +641,7 @@ def report(output_dir: str, report_dir: Optional[str] = None,
     if not os.path.isdir(output_dir):
         raise ReportInputError(f"--output_dir {output_dir!r} is not a folder; pass the folder the "
                                "regime binaries wrote their runs to")
-    records = collect(output_dir)
+    records = results.collect(output_dir)
     if not records:
         raise ReportInputError(f"no run records under --output_dir {output_dir!r} (expected "
                                f"<output_dir>/<regime>/<dataset>/<model>/{results.RECORD_FILE})")

@@ -35,8 +35,9 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from tfbench.report.cells import MISSING, fixed, percent, plural
 from tfbench.report.protocol_groups import ProtocolGroup
 from tfbench.settings import TRAINED_REGIMES
 from tfbench.tuning import trial_identity
@@ -50,8 +51,6 @@ VTAB = "VTAB 2 x 2 subset"
 TRANSFER = "transfer from other networks"
 MOST_FREQUENT = "most frequent in the study"
 GRID = "grid (reference)"
-PANEL_INCHES = (5.6, 4.4)
-DPI = 150
 Setting = Tuple[float, float]  # (learning rate, weight decay)
 
 
@@ -62,7 +61,7 @@ def setting_of(hyperparameters: Mapping[str, Any]) -> Optional[Setting]:
 
 
 def describe(setting: Optional[Setting]) -> str:
-    return "-" if setting is None else f"lr {setting[0]:g}, wd {setting[1]:g}"
+    return MISSING if setting is None else f"lr {setting[0]:g}, wd {setting[1]:g}"
 
 
 @dataclass(frozen=True)
@@ -270,20 +269,21 @@ class GroupAlternatives:
         its choice when every run made the same."""
         total = len(self.runs)
 
-        def cell(alternative: str, field: str, fmt: str, scale: float = 1.0) -> str:
+        def cell(alternative: str, field: str, shown: Callable[[Optional[float]], str]) -> str:
             value, count = self.mean(alternative, field)
-            if value is None:
-                return "-"
-            return format(scale * value, fmt) + ("" if count == total else f" ({count} of {total} runs)")
+            return shown(value) + ("" if value is None or count == total else f" ({count} of {total} runs)")
 
         def setting(alternative: str) -> str:
             found = {c.setting for *_, cs in self.runs for c in cs if c.alternative == alternative}
             return found.pop() if len(found) == 1 else "varies by run"
 
-        return [{"alternative": a, "choice": setting(a), "validation regret (points)": cell(a, "regret", ".2f"),
-                 "rank of its choice": cell(a, "rank", ".2f"),
-                 "share of the grid's steps": cell(a, "share", ".3f"),
-                 "test score (%)": cell(a, "test_score", ".1f", 100.0)} for a in self.alternatives()]
+        def decimals(count: int) -> Callable[[Optional[float]], str]:
+            return lambda value: fixed(value, count)
+
+        return [{"alternative": a, "choice": setting(a), "validation regret (points)": cell(a, "regret", decimals(2)),
+                 "rank of its choice": cell(a, "rank", decimals(2)),
+                 "share of the grid's steps": cell(a, "share", decimals(3)),
+                 "test score (%)": cell(a, "test_score", percent)} for a in self.alternatives()]
 
     def to_json(self) -> Dict[str, Any]:
         return {"missing": self.missing or None,
@@ -327,7 +327,7 @@ class CheapAlternatives:
     def figure_files(self) -> Dict[str, GroupAlternatives]:
         return {f"cheap_alternatives_{g.slug}.png": g for g in self.groups if g.runs}
 
-    def markdown(self, table: Any) -> List[str]:
+    def markdown(self, table: Callable[[Sequence[Mapping[str, str]]], str]) -> List[str]:
         """The report's section; `table` renders rows as a markdown table (report.markdown_table)."""
         parts = ["## Cheap alternatives to the grid search\n",
                  "What cheaper searches would have chosen, read off each grid run's validation scores "
@@ -347,7 +347,7 @@ class CheapAlternatives:
             if group.missing:
                 parts.append(f"Not drawn: {group.missing}.\n")
                 continue
-            parts += [f"Over {len(group.runs)} grid run(s).\n", table(group.rows()),
+            parts += [f"Over {plural(len(group.runs), 'grid run')}.\n", table(group.rows()),
                       f"![Cheap alternatives, {group.slug}]({figures[group.slug]})\n"]
         return parts
 
@@ -361,29 +361,3 @@ def analyze(groups: Sequence[ProtocolGroup], titles: Mapping[str, str],
     tests = TestScores(records)
     return CheapAlternatives(tuple(analyze_group(g, titles.get(g.slug, g.slug), records, tests)
                                    for g in groups if g.regime in TRAINED_REGIMES))
-
-
-def figure(group: GroupAlternatives):
-    """Mean validation regret (points) against the mean share of the grid's steps, one point per
-    alternative; alternatives at the same point share one label."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    result = Figure(figsize=PANEL_INCHES, dpi=DPI, layout="constrained")
-    FigureCanvasAgg(result)
-    axes = result.add_subplot(1, 1, 1)
-    points: Dict[Tuple[float, float], List[str]] = {}
-    for alternative in group.alternatives():
-        share, _ = group.mean(alternative, "share")
-        regret, _ = group.mean(alternative, "regret")
-        if share is not None and regret is not None:
-            points.setdefault((round(share, 6), round(regret, 6)), []).append(alternative)
-    for (share, regret), names in points.items():
-        axes.scatter([share], [regret], s=30, zorder=3)
-        axes.annotate("\n".join(names), (share, regret), fontsize=7, xytext=(4, 3), textcoords="offset points")
-    axes.set_xlim(0.0, 1.1 * max([1.0] + [share for share, _ in points]))
-    axes.set_xlabel("Share of the grid's training steps (trials + one retrain)")
-    axes.set_ylabel("Validation regret against the grid (points)")
-    axes.set_title(f"{group.title}\nmean over {len(group.runs)} grid run(s)", fontsize=9)
-    axes.grid(True, alpha=0.3)
-    return result

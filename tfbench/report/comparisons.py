@@ -166,7 +166,7 @@ class NotDrawn:
         return f"{self.kind.title}: not drawn: {self.reason}."
 
 
-Outcome = Union[Comparison, NotDrawn]
+ComparisonOutcome = Union[Comparison, NotDrawn]
 
 
 def _side_state(g: GroupAnalysis, model: str, dataset: str) -> str:
@@ -211,10 +211,10 @@ def _different_training_sets(a: ProtocolGroup, b: ProtocolGroup) -> Optional[str
         f"{a.slug} trains on {sizes[0]} and {b.slug} on {sizes[1]} examples per class")
 
 
-def compare(groups: Sequence[GroupAnalysis]) -> List[Outcome]:
+def compare(groups: Sequence[GroupAnalysis]) -> List[ComparisonOutcome]:
     """Every comparison of KINDS the groups allow, each compatible pair of groups once; a kind
     that none allows becomes a NotDrawn naming the runs it lacks."""
-    outcomes: List[Outcome] = []
+    outcomes: List[ComparisonOutcome] = []
     already = set()  # (first, second) group slugs a fine-tune vs scratch view has drawn
     for kind in KINDS:
         firsts = [g for g in groups if kind.first_side(g)]

@@ -38,14 +38,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from tfbench import results
-from tfbench.report.comparisons import FINETUNE_VS_SCRATCH_KINDS, Comparison, NotDrawn, Outcome
+from tfbench.report.cells import MISSING, fixed, percent
+from tfbench.report.comparisons import FINETUNE_VS_SCRATCH_KINDS, Comparison, ComparisonOutcome, NotDrawn
 
 FRACTIONS = (0.90, 0.95)
 MIN_POINTS = 3
 ROUNDING = 1e-9  # scores are fractions of examples; far finer than any example's share
 SIDE_NAMES = {"finetune": "fine-tuned", "scratch": "from scratch"}
 FIRST_POINT_MARK = "<="  # the step is an upper bound: the curve was there at its first logged point
-MISSING = "-"
 METHOD = (
     "Each run's curve is the validation score of the trial it chose, logged every --eval_every steps "
     "of training on train, the last point at the end. Final: that last point. Steps to 90% / 95%: the "
@@ -133,7 +133,7 @@ def curve_of(record: Mapping[str, Any]) -> Optional[Curve]:
     return Curve(tuple(sorted((int(step), float(score)) for step, score in points)))
 
 
-def converge(outcomes: Sequence[Outcome]) -> List[ConvergenceOutcome]:
+def converge(outcomes: Sequence[ComparisonOutcome]) -> List[ConvergenceOutcome]:
     """The convergence of every fine-tune vs scratch comparison among `outcomes` (those the report
     drew, tfbench.report.comparisons.compare); one that could not be drawn stays a NotDrawn with its reason."""
     return [_pair(o) if isinstance(o, Comparison) else o for o in outcomes if o.kind in FINETUNE_VS_SCRATCH_KINDS]
@@ -179,14 +179,14 @@ def table_rows(outcome: Convergence, labels: Mapping[str, str]) -> List[Dict[str
     rows = []
     for r in outcome.rows:
         row = {"model": labels.get(r.model, r.model), "dataset": r.dataset, "seed": str(r.seed),
-               "final, fine-tuned (%)": f"{100 * r.finetune.final:.1f}",
-               "final, from scratch (%)": f"{100 * r.scratch.final:.1f}"}
+               "final, fine-tuned (%)": percent(r.finetune.final),
+               "final, from scratch (%)": percent(r.scratch.final)}
         for fraction in FRACTIONS:
             ratio = r.ratio(fraction)
-            percent = f"{100 * fraction:.0f}%"
-            row.update({f"steps to {percent}, fine-tuned": steps(r.finetune, fraction),
-                        f"steps to {percent}, from scratch": steps(r.scratch, fraction),
-                        f"ratio at {percent}": MISSING if ratio is None else f"{ratio:.2f}"})
+            share = f"{100 * fraction:.0f}%"
+            row.update({f"steps to {share}, fine-tuned": steps(r.finetune, fraction),
+                        f"steps to {share}, from scratch": steps(r.scratch, fraction),
+                        f"ratio at {share}": fixed(ratio, 2)})
         rows.append(row)
     if all(r.seed == 0 for r in outcome.rows):
         for row in rows:

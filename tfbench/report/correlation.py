@@ -7,10 +7,12 @@ perfect (or zero) score gives a large finite value (about +-9.2) instead of infi
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 import numpy as np
+from scipy import special, stats
 
 LOGIT_EPS = 1e-4
 MIN_MODELS = 3  # Pearson r of two points is always +-1: it says nothing
@@ -20,20 +22,16 @@ CONFIDENCE = 0.95
 
 def logit(p, eps: float = LOGIT_EPS) -> np.ndarray:
     """Log odds ln(p / (1 - p)) of fractions, clipped to [eps, 1 - eps] to stay finite."""
-    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1.0 - eps)
-    return np.log(p / (1.0 - p))
+    return special.logit(np.clip(np.asarray(p, dtype=np.float64), eps, 1.0 - eps))
 
 
 def pearson_r(x, y) -> np.ndarray:
-    """Pearson r along the last axis; NaN where x or y is constant (r is undefined there)."""
+    """scipy's Pearson r along the last axis; NaN where x or y is constant (r is undefined there)."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
-    constant = (np.ptp(x, axis=-1) == 0) | (np.ptp(y, axis=-1) == 0)
-    dx = x - x.mean(axis=-1, keepdims=True)
-    dy = y - y.mean(axis=-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = (dx * dy).sum(axis=-1) / np.sqrt((dx * dx).sum(axis=-1) * (dy * dy).sum(axis=-1))
-    return np.where(constant, np.nan, np.clip(r, -1.0, 1.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        return np.asarray(stats.pearsonr(x, y, axis=-1).statistic)
 
 
 @dataclass(frozen=True)
@@ -71,8 +69,8 @@ def correlate(x, y, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
               confidence: float = CONFIDENCE) -> Correlation:
     """Pearson r of paired values (one pair per model) with a percentile bootstrap interval.
 
-    The bootstrap resamples the models (the (x, y) pairs) with replacement, `resamples` times from
-    a generator seeded with `seed`. A resample with fewer than MIN_MODELS distinct models is
+    scipy.stats.bootstrap resamples the models (the (x, y) pairs) with replacement, `resamples`
+    times from a generator seeded with `seed`. A resample with fewer than MIN_MODELS distinct models is
     dropped, for the reason r itself needs them: two models give r = +-1 whatever the data, and
     with few models such resamples would pull the interval to -1 or 1. So are resamples where
     every chosen x or every chosen y is equal (no r). `Correlation.resamples` counts those kept;
@@ -90,10 +88,17 @@ def correlate(x, y, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
         return Correlation(n=n, reason="ImageNet top-1 or transfer score is equal for every model")
     if n == MIN_MODELS:
         return Correlation(n=n, r=r)
-    picks = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-    ordered = np.sort(picks, axis=1)
-    distinct = 1 + (np.diff(ordered, axis=1) != 0).sum(axis=1)
-    bootstrap = pearson_r(x[picks], y[picks])[distinct >= MIN_MODELS]
+
+    def resampled_r(picks: np.ndarray, axis: int = -1) -> np.ndarray:
+        distinct = 1 + (np.diff(np.sort(picks, axis=axis), axis=axis) != 0).sum(axis=axis)
+        return np.where(distinct >= MIN_MODELS, pearson_r(x[picks], y[picks]), np.nan)
+
+    # scipy resamples the models' indices, so each resample's distinct models can be counted; its
+    # own interval would be NaN with any dropped resample, so the percentiles are taken of the rest.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        bootstrap = stats.bootstrap((np.arange(n),), resampled_r, n_resamples=resamples, vectorized=True,
+                                    method="percentile", rng=seed).bootstrap_distribution
     bootstrap = bootstrap[~np.isnan(bootstrap)]
     if not len(bootstrap):
         return Correlation(n=n, r=r)

@@ -15,18 +15,17 @@ the probe of randomly initialised networks is left out (the figure is about Imag
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from tfbench.report.cells import MISSING, percent
 from tfbench.report.protocol_groups import TRAIN_SUBSET_FIELD, protocol_id, protocol_key, protocol_name
 from tfbench.settings import REGIMES
 
 ALL = "all"
+FIGURE_FILE = "data_size.png"
 FULL_POSITION = 2.0  # "all" is drawn at this multiple of the largest subset size on the log axis
-REGIME_COLORS = {"probe": "tab:green", "finetune": "tab:blue", "scratch": "tab:orange"}
-PANEL_INCHES = (4.6, 3.8)
-DPI = 150
 Size = Optional[int]  # None: the whole training set
 
 
@@ -69,9 +68,25 @@ class DatasetCurves:
 
 
 @dataclass(frozen=True)
-class DataSize:
+class DataSizeAnalysis:
     curves: Tuple[DatasetCurves, ...]
     missing: Optional[str]  # why nothing is drawn, or None
+
+    def markdown(self, table: Callable[[Sequence[Mapping[str, str]]], str]) -> List[str]:
+        """The report's section; `table` formats rows (the report's markdown tables)."""
+        parts = ["## Score against training-set size (the paper's Figure 9)\n"]
+        if self.missing:
+            return parts + [f"Not drawn: {self.missing}.\n"]
+        for curves in self.curves:
+            parts += [f"### {curves.dataset} ({curves.metric})\n",
+                      "Mean test score over networks (n = networks; ± the standard error over seeds, each "
+                      "seed a different random subset):\n", table(mean_rows(curves)),
+                      "Per network (%):\n", table(model_rows(curves))]
+            gaps = gap_rows(curves)
+            parts += (["Fine-tuning minus training from scratch, paired by network:\n", table(gaps)] if gaps else
+                      ["Fine-tune minus scratch: not drawn (needs exactly one fine-tune and one scratch "
+                       "protocol on this dataset).\n"])
+        return parts + [f"![Score against examples per class]({FIGURE_FILE})\n"]
 
 
 def size_label(size: Size) -> str:
@@ -92,14 +107,14 @@ def _lines(records: Sequence[Mapping[str, Any]]) -> Dict[int, Tuple[str, str]]:
             for rid, (regime, pid) in keys.items()}
 
 
-def analyze(records: Sequence[Mapping[str, Any]]) -> DataSize:
+def analyze(records: Sequence[Mapping[str, Any]]) -> DataSizeAnalysis:
     """The curves of every dataset that has at least one ok run on a training subset."""
     ok = [r for r in records if r.get("status") == "ok" and r.get("test_score") is not None
           and r["experiment"].get("settings", {}).get("init") != "random"]
     subset_datasets = sorted({r["experiment"]["dataset"] for r in ok
                               if r["experiment"].get(TRAIN_SUBSET_FIELD) is not None})
     if not subset_datasets:
-        return DataSize((), "no ok run on a training subset (--train_examples_per_class=N; "
+        return DataSizeAnalysis((), "no ok run on a training subset (--train_examples_per_class=N; "
                             "flags/data_size.flags runs the paper's sizes)")
     lines = _lines(ok)
     curves = []
@@ -117,11 +132,7 @@ def analyze(records: Sequence[Mapping[str, Any]]) -> DataSize:
         curves.append(DatasetCurves(dataset, metric or "", tuple(sizes), tuple(order), regimes,
                                     {cell: float(np.mean(list(seeds.values()))) for cell, seeds in cells.items()},
                                     cells))
-    return DataSize(tuple(curves), None)
-
-
-def _percent(value: Optional[float]) -> str:
-    return "-" if value is None else f"{100.0 * value:.1f}"
+    return DataSizeAnalysis(tuple(curves), None)
 
 
 def mean_rows(curves: DatasetCurves) -> List[Dict[str, str]]:
@@ -129,10 +140,10 @@ def mean_rows(curves: DatasetCurves) -> List[Dict[str, str]]:
     standard error over seeds (subsets) when there are several."""
     def cell(line: str, size: Size) -> str:
         if not curves.models(line, size):
-            return "-"
+            return MISSING
         error = curves.standard_error(line, size)
-        spread = "" if error is None else f" ± {_percent(error)}"
-        return f"{_percent(curves.mean(line, size))}{spread} (n={len(curves.models(line, size))})"
+        spread = "" if error is None else f" ± {percent(error)}"
+        return f"{percent(curves.mean(line, size))}{spread} (n={len(curves.models(line, size))})"
 
     return [{"examples per class": size_label(size), **{f"{line} (%)": cell(line, size) for line in curves.lines}}
             for size in curves.sizes]
@@ -142,7 +153,7 @@ def model_rows(curves: DatasetCurves) -> List[Dict[str, str]]:
     """Per network: its score (%) for every line and size."""
     models = sorted({m for _, _, m in curves.scores})
     return [{"model": model,
-             **{f"{line} @ {size_label(size)}": _percent(curves.scores.get((line, size, model)))
+             **{f"{line} @ {size_label(size)}": percent(curves.scores.get((line, size, model)))
                 for line in curves.lines for size in curves.sizes}}
             for model in models]
 
@@ -166,53 +177,3 @@ def gap_rows(curves: DatasetCurves) -> List[Dict[str, str]]:
                      "fine-tune minus scratch (points)": "-" if gap is None else f"{100.0 * gap:+.1f}",
                      "networks": str(count)})
     return rows
-
-
-def markdown(data_size: DataSize, figure_file: str, table: Any) -> str:
-    """The report's section; `table` renders rows as a markdown table (report.markdown_table)."""
-    parts = ["## Score against training-set size (the paper's Figure 9)\n"]
-    if data_size.missing:
-        return "\n".join(parts + [f"Not drawn: {data_size.missing}.\n"])
-    for curves in data_size.curves:
-        parts += [f"### {curves.dataset} ({curves.metric})\n",
-                  "Mean test score over networks (n = networks; ± the standard error over seeds, each "
-                  "seed a different random subset):\n", table(mean_rows(curves)),
-                  "Per network (%):\n", table(model_rows(curves))]
-        gaps = gap_rows(curves)
-        parts += (["Fine-tuning minus training from scratch, paired by network:\n", table(gaps)] if gaps else
-                  ["Fine-tune minus scratch: not drawn (needs exactly one fine-tune and one scratch "
-                   "protocol on this dataset).\n"])
-    parts.append(f"![Score against examples per class]({figure_file})\n")
-    return "\n".join(parts)
-
-
-def figure(data_size: DataSize):
-    """One panel per dataset: mean score (%) against examples per class (log x), a line per
-    regime; the whole training set is drawn at FULL_POSITION x the largest subset, ticked "all"."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    count = max(len(data_size.curves), 1)
-    result = Figure(figsize=(PANEL_INCHES[0] * count, PANEL_INCHES[1]), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(result)
-    for index, curves in enumerate(data_size.curves):
-        axes = result.add_subplot(1, count, index + 1)
-        largest = max((s for s in curves.sizes if s is not None), default=1)
-        position = {s: (FULL_POSITION * largest if s is None else s) for s in curves.sizes}
-        for line in curves.lines:
-            shown = [s for s in curves.sizes if curves.mean(line, s) is not None]
-            x, y = [position[s] for s in shown], [100.0 * curves.mean(line, s) for s in shown]
-            drawn, = axes.plot(x, y, marker="o", label=line,
-                               color=REGIME_COLORS.get(line))  # several protocols of a regime: their own
-            errors = [100.0 * (curves.standard_error(line, s) or 0.0) for s in shown]
-            if any(errors):  # standard errors over seeds (subsets)
-                axes.errorbar(x, y, yerr=errors, fmt="none", capsize=2, color=drawn.get_color())
-        axes.set_xscale("log")
-        axes.set_xticks([position[s] for s in curves.sizes], [size_label(s) for s in curves.sizes])
-        axes.minorticks_off()
-        axes.set_title(curves.dataset, fontsize=9)
-        axes.set_xlabel("Training examples per class")
-        axes.set_ylabel(f"Test {curves.metric} (%), mean over networks")
-        axes.grid(True, alpha=0.3)
-        axes.legend(fontsize=7)
-    return result

@@ -12,36 +12,31 @@ paper's Figure 8: validation score against training steps, fine-tuned (solid) an
 
 from __future__ import annotations
 
-import io
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from tfbench.report import figure_style as style
 from tfbench.report.analysis import GroupAnalysis
+from tfbench.report.cells import plural
+from tfbench.report.cheap_alternatives import GroupAlternatives
 from tfbench.report.comparisons import Comparison
 from tfbench.report.convergence import SIDE_NAMES, Convergence
+from tfbench.report.data_size import FULL_POSITION, DataSizeAnalysis, size_label
 from tfbench.report.finetune_vs_scratch import PerDataset
 from tfbench.report.size_split import SIZE_GROUPS, SizeSplit
 from tfbench.report.significance import ALPHA, CONFIDENCE, DatasetBest
 
-PANEL_INCHES = (5.6, 5.0)
-COMPARISON_INCHES = (4.2, 4.0)
-PER_DATASET_INCHES = (3.6, 3.2)  # also the convergence figure's panels
-PER_DATASET_COLUMNS = 4  # the paper's 12 datasets in 3 rows
 MAX_LABELLED_PAIRS = 12  # beyond this, labels would hide the points; the tables name every pair
-DPI = 150
+REGIME_COLORS = {"probe": "tab:green", "finetune": "tab:blue", "scratch": "tab:orange"}
 BEST_PANEL_INCHES = (3.6, 0.22)  # width, height per network
 BEST_COLUMNS = 3
 MAX_BEST_NETWORKS = 20  # per panel: the best-scoring ones; the table names every network
 
 
-def png(figure: Figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+png = style.png
 
 
 def figure1(groups: Sequence[GroupAnalysis], titles: Optional[Sequence[str]] = None,
@@ -51,11 +46,7 @@ def figure1(groups: Sequence[GroupAnalysis], titles: Optional[Sequence[str]] = N
     run with several seeds is its mean over them, with an error bar of ± their sd. `titles` replace
     the panels' own (group, r, the paper's r); `columns` wraps the panels into rows (default: one
     row)."""
-    columns = columns or max(len(groups), 1)
-    rows = max(-(-len(groups) // columns), 1)
-    figure = Figure(figsize=(PANEL_INCHES[0] * columns, PANEL_INCHES[1] * rows), dpi=DPI,
-                    layout="constrained")
-    FigureCanvasAgg(figure)
+    figure, rows, columns = style.grid(len(groups), style.PANEL_INCHES, columns or max(len(groups), 1))
     points = []
     for index, group in enumerate(groups):
         axes = figure.add_subplot(rows, columns, index + 1)
@@ -73,9 +64,8 @@ def figure1(groups: Sequence[GroupAnalysis], titles: Optional[Sequence[str]] = N
             line_x = np.array([x.min(), x.max()])
             axes.plot(line_x, slope * line_x + intercept, color="tab:gray", linewidth=1.2, zorder=2)
         axes.margins(x=0.12, y=0.12)
-        axes.set_title(titles[index] if titles else
-                       f"{group.title()}\nr = {group.correlation.describe()}; {group.paper_note()}",
-                       fontsize=9)
+        style.title(axes, titles[index] if titles else
+                    f"{group.title()}\nr = {group.correlation.describe()}; {group.paper_note()}")
         axes.set_xlabel("ImageNet top-1 accuracy (%), public checkpoints\n(not the paper's retrained networks)")
         axes.set_ylabel("Mean transfer accuracy (log odds)")
         axes.grid(True, alpha=0.3)
@@ -92,8 +82,7 @@ def figure1(groups: Sequence[GroupAnalysis], titles: Optional[Sequence[str]] = N
 
 def comparison_figure(comparison: Comparison) -> Figure:
     """The comparison's pairs: x the second side's score (%), y the first's, and the diagonal."""
-    figure = Figure(figsize=COMPARISON_INCHES, dpi=DPI, layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = style.new(*style.COMPARISON_INCHES)
     axes = figure.add_subplot(1, 1, 1)
     x = np.array([100.0 * p.second for p in comparison.pairs])
     y = np.array([100.0 * p.first for p in comparison.pairs])
@@ -102,7 +91,7 @@ def comparison_figure(comparison: Comparison) -> Figure:
     axes.plot(ends, ends, color="tab:gray", linewidth=1.0, linestyle="--", zorder=2)
     axes.margins(0.1)
     kind = comparison.kind
-    axes.set_title(f"{kind.title}\n{comparison.compact()}", fontsize=8)
+    style.title(axes, f"{kind.title}\n{comparison.compact()}", size=8)
     axes.set_xlabel(f"{kind.second}: test score (%)")
     axes.set_ylabel(f"{kind.first}: test score (%)")
     axes.grid(True, alpha=0.3)
@@ -118,11 +107,7 @@ def convergence_figure(outcome: Convergence, labels: Mapping[str, str]) -> Figur
     with circles, from scratch dashed with squares, one colour per network (seeds share it)."""
     datasets = sorted({r.dataset for r in outcome.rows})
     models = sorted({r.model for r in outcome.rows})
-    columns = min(len(datasets), PER_DATASET_COLUMNS) or 1
-    panel_rows = -(-len(datasets) // columns) or 1
-    figure = Figure(figsize=(PER_DATASET_INCHES[0] * columns, PER_DATASET_INCHES[1] * panel_rows), dpi=DPI,
-                    layout="constrained")
-    FigureCanvasAgg(figure)
+    figure, panel_rows, columns = style.grid(len(datasets))
     colours = {model: f"C{index % 10}" for index, model in enumerate(models)}
     styles = {"finetune": ("-", "o"), "scratch": ("--", "s")}
     for index, dataset in enumerate(datasets):
@@ -140,9 +125,9 @@ def convergence_figure(outcome: Convergence, labels: Mapping[str, str]) -> Figur
     handles = [Line2D([], [], color=colour, label=labels.get(model, model)) for model, colour in colours.items()]
     handles += [Line2D([], [], color="black", linestyle=styles[side][0], marker=styles[side][1], markersize=3,
                        label=SIDE_NAMES[side]) for side in styles]
-    figure.legend(handles=handles, loc="outside right upper", fontsize=7)
+    style.legend_below(figure, handles)
     figure.suptitle(f"Convergence, {outcome.comparison.first.group.slug} vs "
-                    f"{outcome.comparison.second.group.slug}", fontsize=9)
+                    f"{outcome.comparison.second.group.slug}", fontsize=style.TITLE_SIZE)
     return figure
 
 
@@ -151,11 +136,7 @@ def per_dataset_figure(per_dataset: PerDataset) -> Figure:
     one series per side (fine-tuned, from scratch) over the same networks. Networks without a
     known top-1 have no x and are left out (the report's table names them)."""
     datasets = list(per_dataset.by_dataset)
-    columns = min(len(datasets), PER_DATASET_COLUMNS) or 1
-    rows = max(-(-len(datasets) // columns), 1)
-    figure = Figure(figsize=(PER_DATASET_INCHES[0] * columns, PER_DATASET_INCHES[1] * rows), dpi=DPI,
-                    layout="constrained")
-    FigureCanvasAgg(figure)
+    figure, rows, columns = style.grid(len(datasets))
     kind = per_dataset.comparison.kind
     for index, dataset in enumerate(datasets):
         comparison = per_dataset.by_dataset[dataset]
@@ -203,9 +184,7 @@ def best_networks_figure(title: str, verdicts: Sequence[DatasetBest], labels: Ma
     rows = -(-max(len(shown), 1) // columns)
     networks = min(MAX_BEST_NETWORKS, 1 + max((len(v.rivals) for v in shown), default=0))
     height = max(1.6, BEST_PANEL_INCHES[1] * networks + 1.0)
-    figure = Figure(figsize=(max(BEST_PANEL_INCHES[0] * columns, 5.0), height * rows + 0.6), dpi=DPI,
-                    layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = style.new(max(BEST_PANEL_INCHES[0] * columns, 5.0), height * rows + 0.6)
     figure.suptitle(f"{title}\nred: best; orange: not significantly worse;\ngray: significantly worse "
                     f"(p < {ALPHA:g}); bars: {100 * CONFIDENCE:.0f}% bootstrap intervals", fontsize=8)
     for index, verdict in enumerate(shown):
@@ -222,6 +201,34 @@ def best_networks_figure(title: str, verdicts: Sequence[DatasetBest], labels: Ma
         axes.set_xlabel("test score (%)", fontsize=7)
         axes.tick_params(axis="x", labelsize=7)
         axes.grid(True, axis="x", alpha=0.3)
+    return figure
+
+
+def data_size_figure(data_size: DataSizeAnalysis) -> Figure:
+    """The paper's Figure 9: one panel per dataset, mean score (%) against examples per class (log
+    x), a line per regime; the whole training set is drawn at FULL_POSITION x the largest subset,
+    ticked "all"."""
+    figure, rows, columns = style.grid(len(data_size.curves))
+    for index, curves in enumerate(data_size.curves):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        largest = max((s for s in curves.sizes if s is not None), default=1)
+        position = {s: (FULL_POSITION * largest if s is None else s) for s in curves.sizes}
+        for line in curves.lines:
+            shown = [s for s in curves.sizes if curves.mean(line, s) is not None]
+            x, y = [position[s] for s in shown], [100.0 * curves.mean(line, s) for s in shown]
+            drawn, = axes.plot(x, y, marker="o", label=line,
+                               color=REGIME_COLORS.get(line))  # several protocols of a regime: their own
+            errors = [100.0 * (curves.standard_error(line, s) or 0.0) for s in shown]
+            if any(errors):  # standard errors over seeds (subsets)
+                axes.errorbar(x, y, yerr=errors, fmt="none", capsize=2, color=drawn.get_color())
+        axes.set_xscale("log")
+        axes.set_xticks([position[s] for s in curves.sizes], [size_label(s) for s in curves.sizes])
+        axes.minorticks_off()
+        style.title(axes, curves.dataset)
+        axes.set_xlabel("Training examples per class")
+        axes.set_ylabel(f"Test {curves.metric} (%), mean over networks")
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize=style.SMALL_SIZE)
     return figure
 
 
@@ -264,3 +271,25 @@ def _label_points(axes, names: Sequence[str], x: np.ndarray, y: np.ndarray) -> N
                 break
         label = annotate(name, (xi, yi), _LABEL_SPOTS[chosen], leader=chosen >= _NEAR)
         taken.append(label.get_window_extent(renderer))
+
+
+def cheap_alternatives_figure(group: GroupAlternatives) -> Figure:
+    """Mean validation regret (points) against the mean share of the grid's training steps, one
+    labelled point per alternative (alternatives at the same point share a label)."""
+    figure = style.new(*style.PANEL_INCHES)
+    axes = figure.add_subplot(1, 1, 1)
+    points: dict = {}
+    for alternative in group.alternatives():
+        share, regret = group.mean(alternative, "share")[0], group.mean(alternative, "regret")[0]
+        if share is not None and regret is not None:
+            points.setdefault((round(share, 6), round(regret, 6)), []).append(alternative)
+    x, y = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    axes.scatter(x, y, s=30, color="tab:blue", zorder=3)
+    axes.set_xlim(0.0, 1.45 * max([1.0, *x]))  # room for the labels right of the grid's point
+    axes.margins(y=0.15)
+    axes.set_xlabel("Share of the grid's training steps (trials + one retrain)")
+    axes.set_ylabel("Validation regret against the grid (points)")
+    axes.grid(True, alpha=0.3)
+    style.title(axes, f"{group.title}\nmean over {plural(len(group.runs), 'grid run')}")
+    _label_points(axes, ["\n".join(names) for names in points.values()], x, y)
+    return figure

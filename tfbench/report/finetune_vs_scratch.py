@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from tfbench.report.analysis import GroupAnalysis
-from tfbench.report.comparisons import FINETUNE_VS_SCRATCH, FINETUNE_VS_SCRATCH_KINDS, Comparison, Outcome
+from tfbench.report.cells import MISSING, percent
+from tfbench.report.comparisons import FINETUNE_VS_SCRATCH, FINETUNE_VS_SCRATCH_KINDS, Comparison, ComparisonOutcome
 
 FILE_STEM = "finetune_vs_scratch_per_dataset"
-MISSING = "-"
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,10 @@ class PerDataset:
     comparison: Comparison
     by_dataset: Mapping[str, Comparison]
     file_name: str
+
+    def has_points(self) -> bool:
+        """Whether the figure would show a network: one with a known ImageNet top-1."""
+        return len(self.unplotted()) < len(self.models())
 
     def top1(self, model: str) -> Optional[float]:
         return next(m.imagenet_top1 for m in self.comparison.first.models if m.model == model)
@@ -49,9 +53,6 @@ class PerDataset:
     def rows(self) -> List[Dict[str, str]]:
         """One row per network (its scores on each dataset, fine-tuned / from scratch), then the mean
         gap and the count of networks fine-tuning wins, per dataset."""
-        def percent(value: Optional[float]) -> str:
-            return MISSING if value is None else f"{100.0 * value:.1f}"
-
         metrics = self.comparison.first.table.metrics
         columns = {d: f"{d} ({metrics[d]}): fine-tuned / scratch (%)" for d in self.by_dataset}
         rows = []
@@ -73,7 +74,7 @@ class PerDataset:
 
     def to_json(self) -> Dict[str, Any]:
         return {"drawn": True, "first": self.comparison.first.group.slug,
-                "second": self.comparison.second.group.slug, "figure": self.file_name,
+                "second": self.comparison.second.group.slug, "figure": self.file_name if self.has_points() else None,
                 "datasets": {d: {"pairs": [{"model": p.model, "imagenet_top1": self.top1(p.model),
                                             "finetune": p.first, "scratch": p.second} for p in c.pairs],
                                  "mean_difference": c.mean_difference(), "finetune_better": c.wins(),
@@ -111,7 +112,8 @@ class FinetuneVsScratch:
             if per_dataset.unplotted():
                 parts.append("Not in the figure (no known ImageNet top-1): "
                              f"{', '.join(per_dataset.unplotted())}.\n")
-            parts.append(f"![{per_dataset.title()}]({per_dataset.file_name})\n")
+            if per_dataset.has_points():
+                parts.append(f"![{per_dataset.title()}]({per_dataset.file_name})\n")
         return parts
 
     def to_json(self) -> Dict[str, Any]:
@@ -129,7 +131,7 @@ def _lacking(present: GroupAnalysis, other_regime: str) -> str:
             f"{group.name} (to pair with {group.slug})")
 
 
-def per_dataset(outcomes: Iterable[Outcome], groups: Iterable[GroupAnalysis]) -> FinetuneVsScratch:
+def per_dataset(outcomes: Iterable[ComparisonOutcome], groups: Iterable[GroupAnalysis]) -> FinetuneVsScratch:
     """The per-dataset view of the fine-tune vs scratch outcomes of tfbench.report.comparisons.compare."""
     mine = [o for o in outcomes if o.kind in FINETUNE_VS_SCRATCH_KINDS]
     drawn = [o for o in mine if isinstance(o, Comparison)]

@@ -99,7 +99,7 @@ def group_records(records: Sequence[Mapping[str, Any]]) -> List[ProtocolGroup]:
     return groups
 
 
-def select(groups: Sequence[ProtocolGroup], wanted: str) -> List[ProtocolGroup]:
+def select_protocol(groups: Sequence[ProtocolGroup], wanted: str) -> List[ProtocolGroup]:
     """The groups a --protocol value names: every group of that protocol name (one per regime
     normally), or the one group with that id."""
     chosen = [g for g in groups if g.id == wanted or wanted in g.name.split("+")]

@@ -33,10 +33,12 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+from scipy import stats
 
 from tfbench import predictions, results
 from tfbench.predictions import Predictions
 from tfbench.report import permutation
+from tfbench.report.cells import MISSING, percent
 from tfbench.report.protocol_groups import ProtocolGroup
 
 RESAMPLES = 1000
@@ -107,18 +109,20 @@ def percentile_interval(values: np.ndarray) -> Tuple[float, float]:
 def bootstrap_scores(runs: Mapping[str, Sequence[Predictions]], resamples: int = RESAMPLES,
                      seed: int = 0) -> Dict[str, np.ndarray]:
     """Each network's score (the mean over its runs) on `resamples` paired resamples of the test
-    examples: the same resample for every network. All runs must hold the same examples."""
+    examples, drawn by scipy.stats.bootstrap: the same resample for every network. All runs must
+    hold the same examples."""
     examples = {len(run) for seeds in runs.values() for run in seeds}
     if len(examples) != 1:
         raise ValueError(f"paired resampling needs runs on the same examples, got sizes {sorted(examples)}")
     (count,) = examples
-    rng = np.random.default_rng(seed)
-    scores = {model: np.empty(resamples) for model in runs}
-    for resample in range(resamples):
-        index = rng.integers(0, count, size=count)
-        for model, seeds in runs.items():
-            scores[model][resample] = np.mean([run.score(index) for run in seeds])
-    return scores
+    models = list(runs)
+
+    def scores(index: np.ndarray) -> np.ndarray:
+        return np.array([np.mean([run.score(index) for run in runs[model]]) for model in models])
+
+    distribution = stats.bootstrap((np.arange(count),), scores, n_resamples=resamples, batch=100,
+                                   vectorized=False, method="percentile", rng=seed).bootstrap_distribution
+    return {model: distribution[i] for i, model in enumerate(models)}
 
 
 @dataclass(frozen=True)
@@ -172,25 +176,20 @@ def compare(dataset: str, metric: str, runs: Mapping[str, Sequence[Predictions]]
 
 
 def prediction_folders(output_dir: str) -> Dict[str, str]:
-    """The run folder of each stored predictions file under output_dir (at any depth), by the
-    digest its record names: how a record read elsewhere finds its file, wherever the runs moved.
-    Runs with byte-identical predictions share a digest, and either file serves both."""
+    """The run folder of each stored predictions file under output_dir, by the digest its record
+    names: how a record read elsewhere finds its file, wherever the runs moved. Runs with
+    byte-identical predictions share a digest, and either file serves both."""
     folders = {}
-    if not output_dir:
-        return folders
-    for folder, _, names in os.walk(output_dir):
-        if predictions.PREDICTIONS_FILE in names and results.RECORD_FILE in names:
-            try:
-                record = results.read_json(os.path.join(folder, results.RECORD_FILE))
-            except (results.CorruptRecordError, UnicodeDecodeError, OSError):
-                continue  # the report's reading of the records warns about it
+    for folder in results.run_folders(output_dir) if output_dir else ():
+        record = results.read_record(os.path.join(folder, results.RECORD_FILE))
+        if record is not None and os.path.exists(os.path.join(folder, predictions.PREDICTIONS_FILE)):
             digest = (record.get(predictions.RECORD_KEY) or {}).get("sha256")
             if digest:
                 folders.setdefault(digest, folder)
     return folders
 
 
-def analyze_group(group: ProtocolGroup, folders: Mapping[str, str], test: Test = Test(),
+def group_best_networks(group: ProtocolGroup, folders: Mapping[str, str], test: Test = Test(),
                   seed: int = 0) -> Tuple[DatasetBest, ...]:
     """Per dataset of the group's ok runs: the best network and the others against it."""
     by_dataset: Dict[str, Dict[str, List[Mapping[str, Any]]]] = {}
@@ -224,7 +223,7 @@ def analyze(groups: Sequence[ProtocolGroup], output_dir: str, test: Test = Test(
             seed: int = 0) -> Dict[str, Tuple[DatasetBest, ...]]:
     """Every group's best networks, by group slug, from the predictions stored under output_dir."""
     folders = prediction_folders(output_dir)
-    return {group.slug: analyze_group(group, folders, test, seed) for group in groups}
+    return {group.slug: group_best_networks(group, folders, test, seed) for group in groups}
 
 
 def method_note(test: Test, seed: int) -> str:
@@ -246,10 +245,6 @@ def method_note(test: Test, seed: int) -> str:
             f"not significantly different from the best when p >= {ALPHA:g}. " + intervals)
 
 
-def _percent(value: float) -> str:
-    return f"{100.0 * value:.1f}"
-
-
 def rows(verdicts: Sequence[DatasetBest], labels: Mapping[str, str]) -> List[Dict[str, str]]:
     """One row per dataset: the best network, those not significantly worse (with p), the others
     and the networks not compared."""
@@ -258,11 +253,11 @@ def rows(verdicts: Sequence[DatasetBest], labels: Mapping[str, str]) -> List[Dic
 
     out = []
     for verdict in verdicts:
-        best = "-" if verdict.best is None else f"{named(verdict.best)} ({_percent(verdict.score)})"
+        best = MISSING if verdict.best is None else f"{named(verdict.best)} ({percent(verdict.score)})"
         out.append({
             "dataset": verdict.dataset, "metric": verdict.metric, "best (%)": best,
             f"not significantly worse (p >= {ALPHA:g})": ", ".join(
-                f"{named(r.model)} ({_percent(r.score)}, p={r.p_value:.2f})"
+                f"{named(r.model)} ({percent(r.score)}, p={r.p_value:.2f})"
                 for r in verdict.not_significantly_worse()) or "none",
             "significantly worse": ", ".join(named(r.model) for r in verdict.significantly_worse()) or "none",
             "not compared": "; ".join(

@@ -128,9 +128,13 @@ class SizeSplit:
         parts = [f"## Correlation with ImageNet top-1 by training-set size ({THRESHOLD:,} images)\n",
                  PAPER_FINDING + "\n", table(self.rows())]
         parts += [f"- {note}" for note in self.notes()] + ([""] if self.notes() else [])
-        if self.splits:
+        if self.has_points():
             parts.append(f"![r by training-set size]({FIGURE_FILE})\n")
         return parts
+
+    def has_points(self) -> bool:
+        """Whether the figure would show a model: some split has a dataset and a model in r."""
+        return any(s.datasets and s.within.included() for s in self.splits)
 
     def figure_titles(self) -> List[str]:
         return [f"{s.whole.title()}\n{SIZE_TITLES[s.size_group]}: r = "

@@ -40,7 +40,7 @@ class ExecutorError(RuntimeError):
 
 
 @dataclasses.dataclass(frozen=True)
-class Outcome:
+class TaskOutcome:
     """What happened to one task: ran, skipped (finished earlier), failed, busy (another driver
     holds its lock) or lost (its lock was taken over while it ran: it stopped); where, and how
     long it took. Busy and lost are not final."""
@@ -53,32 +53,32 @@ class Outcome:
     pid: int = 0
 
 
-def run_task(task: Task, timing: locks.Timing = locks.Timing()) -> Outcome:
+def run_task(task: Task, timing: locks.Timing = locks.Timing()) -> TaskOutcome:
     """Run one task under its lock unless it is finished; what every executor's worker calls."""
     where = {"host": socket.gethostname(), "pid": os.getpid()}
     if finished(task):
-        return Outcome(task.key, "skipped", **where)
+        return TaskOutcome(task.key, "skipped", **where)
     lock = locks.acquire(locks.lock_path(task.record), timing)
     if lock is None:
         owner = locks.read_owner(locks.lock_path(task.record)) or {}
-        return Outcome(task.key, "busy", reason=f"running elsewhere ({owner.get('host')}:{owner.get('pid')})",
+        return TaskOutcome(task.key, "busy", reason=f"running elsewhere ({owner.get('host')}:{owner.get('pid')})",
                        **where)
     with lock, fencing.holding(lock):
         if finished(task):  # finished by another driver between our check and the lock
-            return Outcome(task.key, "skipped", **where)
+            return TaskOutcome(task.key, "skipped", **where)
         started = time.perf_counter()
         try:
             task.call()
         except fencing.LeaseLost as lost:
-            return Outcome(task.key, "lost", time.perf_counter() - started, str(lost), **where)
+            return TaskOutcome(task.key, "lost", time.perf_counter() - started, str(lost), **where)
         except Exception as error:  # reported; the task's own record (if any) keeps the details
-            return Outcome(task.key, "failed", time.perf_counter() - started,
+            return TaskOutcome(task.key, "failed", time.perf_counter() - started,
                            f"{type(error).__name__}: {error}", **where)
         seconds = time.perf_counter() - started
     if finished(task):
-        return Outcome(task.key, "ran", seconds, **where)
+        return TaskOutcome(task.key, "ran", seconds, **where)
     record = read_record(task.record) or {}
-    return Outcome(task.key, "failed", seconds,
+    return TaskOutcome(task.key, "failed", seconds,
                    record.get("reason") or f"ended without a finished record at {task.record}", **where)
 
 
@@ -119,7 +119,7 @@ class LocalExecutor(_Executor):
     def submit(self, task: Task) -> None:
         self._queue.append(task)
 
-    def next_outcome(self, timeout: Optional[float] = None) -> Optional[Outcome]:
+    def next_outcome(self, timeout: Optional[float] = None) -> Optional[TaskOutcome]:
         return run_task(self._queue.popleft(), self.timing)
 
     def close(self) -> None:
@@ -174,7 +174,7 @@ class RayExecutor(_Executor):
     def submit(self, task: Task) -> None:
         self._pending[self._remote.remote(task, self.timing)] = task
 
-    def next_outcome(self, timeout: Optional[float] = None) -> Optional[Outcome]:
+    def next_outcome(self, timeout: Optional[float] = None) -> Optional[TaskOutcome]:
         ray = self._ray
         ended, _ = ray.wait(list(self._pending), num_returns=1, timeout=timeout)
         if not ended:
@@ -184,7 +184,7 @@ class RayExecutor(_Executor):
             return ray.get(ended[0])
         except ray.exceptions.RayError as error:  # the worker died more often than max_retries
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            return Outcome(task.key, "failed", reason=f"{type(error).__name__}: {reason}")
+            return TaskOutcome(task.key, "failed", reason=f"{type(error).__name__}: {reason}")
 
     def close(self) -> None:
         for ref in self._pending:
@@ -198,7 +198,7 @@ class RayExecutor(_Executor):
 class Summary:
     """Every selected task's outcome, and the tasks left waiting for needs that are not finished."""
 
-    outcomes: Dict[str, Outcome] = dataclasses.field(default_factory=dict)
+    outcomes: Dict[str, TaskOutcome] = dataclasses.field(default_factory=dict)
     waiting: Dict[str, List[str]] = dataclasses.field(default_factory=dict)
 
     def count(self, status: str) -> int:
@@ -235,7 +235,7 @@ def _failed(task: Task) -> bool:
 
 def execute(plan: Plan, tasks: Sequence[Task], executor, log: Callable[[str], None] = print,
             poll_seconds: Optional[float] = None, wait_for_needs: float = 0.0,
-            on_outcome: Optional[Callable[[Task, Outcome], None]] = None) -> Summary:
+            on_outcome: Optional[Callable[[Task, TaskOutcome], None]] = None) -> Summary:
     """Run `tasks` (a part of `plan`, say one shard) on `executor` as their needs are met; the
     caller closes the executor (`with LocalExecutor() as executor:`).
 
@@ -312,7 +312,7 @@ def execute(plan: Plan, tasks: Sequence[Task], executor, log: Callable[[str], No
             unsubmitted[task.key] = task
             consider(task)
 
-    def record(task: Task, outcome: Outcome) -> None:
+    def record(task: Task, outcome: TaskOutcome) -> None:
         if outcome.status in ("busy", "lost"):
             if held.get(task.key) != outcome.reason:  # said once per owner, not every poll
                 log(f"{outcome.status}: {task.kind} {task.key}: {outcome.reason}; it runs again once "

@@ -17,11 +17,11 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import importlib
-import json
 import os
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-FINISHED_STATUSES = ("ok", "diverged")  # a failed task's record does not make it done
+from tfbench.results import FINISHED_STATUSES, read_record
+
 SHARD_INDEX_VARIABLES = ("JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID")
 
 
@@ -57,16 +57,6 @@ class Task:
     steps: int = 0
     images: int = 0
     done: Optional[Call] = None
-
-
-def read_record(path: str) -> Optional[Dict[str, Any]]:
-    """A record's JSON, or None when absent or damaged (a damaged record is redone, not trusted)."""
-    try:
-        with open(path) as handle:
-            record = json.load(handle)
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    return record if isinstance(record, dict) else None
 
 
 def finished(task: Task) -> bool:
