@@ -295,9 +295,10 @@ def analyze_group(group: ProtocolGroup, title: str, records: Sequence[Mapping[st
                   tests: TestScores) -> GroupAlternatives:
     """The group's grid runs against every alternative; `records` are the whole folder's (for the
     halving and hyperrule runs beside them)."""
-    if group.settings.get("search") not in GRID_SEARCHES:
-        return GroupAlternatives(group.slug, title, (), f"its search is {group.settings.get('search')!r}, "
-                                 f"not a grid ({', '.join(GRID_SEARCHES)})")
+    search = group.settings.get("search")
+    if search not in GRID_SEARCHES:
+        stated = "states no search" if search is None else f"search is {search!r}"
+        return GroupAlternatives(group.slug, title, (), f"its {stated}, not a grid ({', '.join(GRID_SEARCHES)})")
     runs = [(r, grid_of(r)) for r in group.records if grid_of(r).scores]
     if not runs:
         return GroupAlternatives(group.slug, title, (), "no grid run has a scored trial")
