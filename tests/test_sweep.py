@@ -84,6 +84,7 @@ def test_smoke_preset_runs_end_to_end_then_is_skipped(tmp_path):
     report_text = open(f"{tmp_path}/runs/report/report.md").read()
     assert "## Transferability estimators against the probe and the fine-tune" in report_text
     assert "| LogME | n/a (1 network) |" in report_text  # one network: no rank to agree on
+    assert "Not drawn: its search is 'none'" in report_text.split("## Cheap alternatives to the grid search\n")[1]
     trained = [r for r in records if r["experiment"]["regime"] != "probe"]
     # --eval_every=30 of 150 fine-tune and 180 scratch steps: the presets differ in steps, as the
     # paper's do, and each regime's own schedule pairs for Figures 7 and 8

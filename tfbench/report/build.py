@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextI
 
 from tfbench import files, results
 from tfbench.report.cells import MISSING, fixed, percent, plural, text
-from tfbench.report import (checkpoints, convergence, data_size, estimator_agreement, finetune_vs_scratch,
+from tfbench.report import (cheap_alternatives, checkpoints, convergence, data_size, estimator_agreement, finetune_vs_scratch,
                             significance, size_split)
 from tfbench.report.analysis import (GroupAnalysis, ImageNetTop1, ScoreTable, analyze_group, display_names,
                               imagenet_top1_of_models)
@@ -460,9 +460,17 @@ def report_markdown(analysis: Analysis) -> str:
     parts += size_split_of(analysis).markdown(markdown_table)
     parts += _best_networks_markdown(analysis)
     parts += analysis.estimators.markdown(markdown_table)
+    parts += cheap_alternatives_of(analysis).markdown(markdown_table)
     parts += data_size_of(analysis).markdown(markdown_table)
     parts += ["## Runs not counted (failed or diverged)\n", markdown_table(failure_rows(analysis))]
     return "\n".join(parts)
+
+
+def cheap_alternatives_of(analysis: Analysis) -> cheap_alternatives.CheapAlternatives:
+    """What cheaper searches would have chosen, per group (tfbench.report.cheap_alternatives)."""
+    return cheap_alternatives.analyze([g.group for g in analysis.groups.values()],
+                                      {slug: g.title() for slug, g in analysis.groups.items()},
+                                      [r for g in analysis.groups.values() for r in g.group.records])
 
 
 def data_size_of(analysis: Analysis) -> data_size.DataSizeAnalysis:
@@ -531,6 +539,7 @@ def analysis_json(analysis: Analysis) -> Dict[str, Any]:
         "finetune_vs_scratch_per_dataset": finetune_vs_scratch_of(analysis).to_json(),
         "size_split": size_split_of(analysis).to_json(),
         "estimator_agreement": analysis.estimators.to_json(),
+        "cheap_alternatives": cheap_alternatives_of(analysis).to_json(),
         "best_networks": {
             "method": significance.method_note(analysis.significance_test, analysis.seed),
             "test": analysis.significance_test.name, "alpha": significance.ALPHA,
@@ -603,6 +612,8 @@ def write_report(analysis: Analysis, report_dir: str) -> List[str]:
             f"# Test scores (%), {group.title()}\n\n" + markdown_table(score_rows(group.table, analysis.labels))
             + "".join(f"\n{note}\n" for note in table_notes(group.table, analysis.labels))).encode()
         contents[f"scores_{slug}.csv"] = scores_csv(group.table).encode()
+    contents.update({name: figures.png(figures.cheap_alternatives_figure(group))
+                     for name, group in cheap_alternatives_of(analysis).figure_files().items()})
     sizes = data_size_of(analysis)
     if sizes.curves:
         contents[data_size.FIGURE_FILE] = figures.png(figures.data_size_figure(sizes))

@@ -20,6 +20,8 @@ from matplotlib.lines import Line2D
 
 from tfbench.report import figure_style as style
 from tfbench.report.analysis import GroupAnalysis
+from tfbench.report.cells import plural
+from tfbench.report.cheap_alternatives import GroupAlternatives
 from tfbench.report.comparisons import Comparison
 from tfbench.report.convergence import SIDE_NAMES, Convergence
 from tfbench.report.data_size import FULL_POSITION, DataSizeAnalysis, size_label
@@ -269,3 +271,25 @@ def _label_points(axes, names: Sequence[str], x: np.ndarray, y: np.ndarray) -> N
                 break
         label = annotate(name, (xi, yi), _LABEL_SPOTS[chosen], leader=chosen >= _NEAR)
         taken.append(label.get_window_extent(renderer))
+
+
+def cheap_alternatives_figure(group: GroupAlternatives) -> Figure:
+    """Mean validation regret (points) against the mean share of the grid's training steps, one
+    labelled point per alternative (alternatives at the same point share a label)."""
+    figure = style.new(*style.PANEL_INCHES)
+    axes = figure.add_subplot(1, 1, 1)
+    points: dict = {}
+    for alternative in group.alternatives():
+        share, regret = group.mean(alternative, "share")[0], group.mean(alternative, "regret")[0]
+        if share is not None and regret is not None:
+            points.setdefault((round(share, 6), round(regret, 6)), []).append(alternative)
+    x, y = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    axes.scatter(x, y, s=30, color="tab:blue", zorder=3)
+    axes.set_xlim(0.0, 1.45 * max([1.0, *x]))  # room for the labels right of the grid's point
+    axes.margins(y=0.15)
+    axes.set_xlabel("Share of the grid's training steps (trials + one retrain)")
+    axes.set_ylabel("Validation regret against the grid (points)")
+    axes.grid(True, alpha=0.3)
+    style.title(axes, f"{group.title}\nmean over {plural(len(group.runs), 'grid run')}")
+    _label_points(axes, ["\n".join(names) for names in points.values()], x, y)
+    return figure
