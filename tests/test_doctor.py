@@ -187,3 +187,13 @@ def test_binary_refuses_an_unknown_model_in_one_line():
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert "'resnet5O'" in result.stderr and "resnet50" in result.stderr
+
+
+def test_tfbench_doctor_is_the_checkup_and_stays_so_when_the_binary_is_imported():
+    import tfbench
+    from tfbench import checkup
+
+    assert tfbench.doctor is checkup.doctor
+    import tfbench.doctor  # noqa: F401  (the binary module of the same name)
+
+    assert tfbench.doctor is checkup.doctor

@@ -5,7 +5,7 @@ image-classification datasets x three regimes (linear probe, fine-tune, from scr
 user backbone through the same protocol.
 
 From Python: `tfbench.probe(model, dataset, **settings)`, `tfbench.finetune(...)`,
-`tfbench.scratch(...)` and `tfbench.load_results(output_dir)` (tfbench.api, loaded on first use:
+`tfbench.scratch(...)`, `tfbench.load_results(output_dir)` and `tfbench.doctor()` (tfbench.api, loaded on first use:
 importing tfbench imports neither TensorFlow nor any other tfbench module).
 """
 
@@ -16,10 +16,10 @@ import types
 __version__ = "0.1.0"
 
 API = ("InvalidSettingError", "RunConflictError", "RunFailedError", "RunResult", "UnknownNameError",
-       "finetune", "load_results", "probe", "scratch")
+       "doctor", "finetune", "load_results", "probe", "scratch")
 __all__ = list(API)
 # Functions named like the binaries' modules (tfbench/probe.py, ...).
-_SHADOWED = ("probe", "finetune", "scratch")
+_SHADOWED = ("probe", "finetune", "scratch", "doctor")
 
 
 def __getattr__(name: str):

@@ -25,11 +25,12 @@ import os
 import sys
 from typing import Any, Dict, List, Mapping, Optional
 
+from tfbench.checkup import doctor  # noqa: F401  (tfbench.doctor(): the machine's self-check)
 from tfbench.registry import UnknownNameError, unknown_name_message
 from tfbench.results import RunConflictError
 from tfbench.settings import SETTINGS_TYPES, TRAINED_REGIMES, InvalidSettingError
 
-__all__ = ["InvalidSettingError", "RunConflictError", "RunFailedError", "RunResult", "UnknownNameError",
+__all__ = ["doctor", "InvalidSettingError", "RunConflictError", "RunFailedError", "RunResult", "UnknownNameError",
            "finetune", "load_results", "probe", "scratch"]
 
 # Keyword arguments besides the regime's settings, as the binaries' flags of the same names.
