@@ -52,7 +52,7 @@ def analysis(tmp_path_factory):
             "knn_accuracy": KNN[(model, dataset)],
             "leep": -1.0 if model in ("resnet50", "resnet101") else None},  # two networks have a classifier
             details={} if model in ("resnet50", "resnet101") else {"not_applicable": {"leep": "no classifier"}})
-    return report.analyze(report.collect(root), TOP1.get, output_dir=root, resamples=200)
+    return report.analyze(results.collect(root), TOP1.get, output_dir=root, resamples=200)
 
 
 def _pairing(analysis, target):

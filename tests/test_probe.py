@@ -226,12 +226,12 @@ def test_a_stop_during_extraction_keeps_the_finished_splits_and_writes_no_record
     monkeypatch.setattr(features, "extract", extract_then_stop)
     try:
         with pytest.raises(interruption.Interrupted) as stopped:
-            runs.execute(experiment, probe.run, Runtime())
+            runs.run_experiment(experiment, probe.run, Runtime())
     finally:
         interruption.clear()
     assert stopped.value.line() == ("interrupted while extracting features val (finished splits are cached); "
                                     "the same command resumes from there")
     assert not os.path.exists(os.path.join(experiment.run_dir(), "record.json"))
     monkeypatch.setattr(features, "extract", real_extract)
-    record = runs.execute(experiment, probe.run, Runtime()).record
+    record = runs.run_experiment(experiment, probe.run, Runtime()).record
     assert record["status"] == "ok" and record["details"]["feature_cache_hits"] == ["train"]

@@ -1,7 +1,7 @@
 """The Python API, what `import tfbench` offers: `tfbench.probe(model, dataset, **settings)`,
 `tfbench.finetune(...)`, `tfbench.scratch(...)` and `tfbench.load_results(output_dir)`.
 
-It runs the code the binaries run (tfbench.runs.define and tfbench.runs.execute), writes the same
+It runs the code the binaries run (tfbench.runs.define and tfbench.runs.run_experiment), writes the same
 files and skips the same finished runs:
 
     import tfbench
@@ -108,11 +108,10 @@ def load_results(output_dir: str = "runs"):
     with the columns of the report's runs.csv: a pandas DataFrame when pandas is installed (it is
     not a dependency), else a list of dicts."""
     from tfbench import results
-    from tfbench.report import build
 
     if not os.path.isdir(output_dir):
         raise FileNotFoundError(f"no output folder {output_dir!r}")
-    rows: List[Dict[str, Any]] = results.table(build.collect(output_dir))
+    rows: List[Dict[str, Any]] = results.table(results.collect(output_dir))
     try:  # by name: pandas is optional, in no requirement and no Bazel target
         pandas = importlib.import_module("pandas")
     except ImportError:
@@ -122,7 +121,7 @@ def load_results(output_dir: str = "runs"):
 
 def _run(regime: str, model, dataset: str, output_dir: str, overwrite: bool,
          options: Mapping[str, Any]) -> RunResult:
-    """The binaries' path with keyword arguments for flags: settings, names, then runs.execute."""
+    """The binaries' path with keyword arguments for flags: settings, names, then runs.run_experiment."""
     from tfbench import backbones, datasets, protocol, results, runs
     from tfbench.settings import Runtime
 
@@ -146,7 +145,7 @@ def _run(regime: str, model, dataset: str, output_dir: str, overwrite: bool,
     experiment = runs.define(regime, _model_name(model, output_dir, description), dataset, settings,
                              output_dir=output_dir, cache_dir=options.get("cache_dir"),
                              **{name: options[name] for name in EXPERIMENT_OPTIONS if name in options})
-    outcome = runs.execute(experiment, _regime_run(regime), runtime, overwrite=overwrite,
+    outcome = runs.run_experiment(experiment, _regime_run(regime), runtime, overwrite=overwrite,
                            user_errors=runs.user_errors())
     path = results.record_path(experiment)
     result = RunResult.from_record(outcome.record, path, outcome.skipped)
@@ -175,7 +174,7 @@ def _model_name(model, output_dir: str, description: Mapping[str, Any]) -> str:
 
 
 def _regime_run(regime: str):
-    """The library function that does a regime's work (the one its binary passes to runs.execute)."""
+    """The library function that does a regime's work (the one its binary passes to runs.run_experiment)."""
     if regime == "probe":
         from tfbench.regimes import probe as regime_module
     else:
