@@ -333,4 +333,5 @@ def test_memory_savings_keep_the_choice_and_scores_on_bench_problems(shape, seed
     result = linear.select_l2(data.train_x, data.train_y, data.val_x, data.val_y, metric=metric, search=search)
     chosen = next(trial for trial in result.trials if trial.l2 == result.l2)
     assert (result.l2, chosen.validation_score) == (pytest.approx(l2), pytest.approx(val_score))
-    assert metrics.score(metric, data.test_y, linear.decision_scores(result.fit, data.test_x)) == pytest.approx(test_score)
+    test_scores = linear.decision_scores(result.fit, data.test_x)
+    assert metrics.score(metric, data.test_y, test_scores) == pytest.approx(test_score)
