@@ -301,3 +301,37 @@ def test_bad_input_names_the_problem(call, error, match):
     (train_x, train_y), _, _ = _single_label_problem()
     with pytest.raises(error, match=match):
         call(train_x, train_y)
+
+
+def _bench_problem(*shape, seed):
+    """bench/probe_bench.py's synthetic features (ReLU, decaying spectrum), at a test's size."""
+    import importlib.util
+    import pathlib
+    import sys
+
+    path = pathlib.Path(__file__).parents[1] / "bench" / "probe_bench.py"
+    spec = importlib.util.spec_from_file_location("probe_bench", path)
+    module = sys.modules.setdefault("probe_bench", importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(module)
+    return module.synthetic_features(*shape, seed=seed)
+
+
+@pytest.mark.parametrize(
+    "shape, seed, metric, search, l2, val_score, test_score",
+    [  # as chosen by the solver with one-hot targets and kept line-search gradients (commit 656fb8b)
+        ((300, 150, 150, 32, 5), 6, "top1", "paper", 0.056234132519, 0.5666666666666667, 0.5466666666666666),
+        ((600, 200, 200, 128, 10), 3, "top1", "fast", 10.0, 0.5, 0.48),
+        ((300, 200, 200, 512, 10), 4, "mean_per_class", "fast", 1.0, 0.69, 0.675),  # fewer examples than features
+    ],
+)
+def test_memory_savings_keep_the_choice_and_scores_on_bench_problems(shape, seed, metric, search, l2, val_score,
+                                                                     test_score):
+    # Integer targets, a line search that recomputes the gradient at its step instead of keeping
+    # one per trial, design blocks written in place: the same arithmetic, so the same choice and
+    # scores as before.
+    data = _bench_problem(*shape, seed=seed)
+    result = linear.select_l2(data.train_x, data.train_y, data.val_x, data.val_y, metric=metric, search=search)
+    chosen = next(trial for trial in result.trials if trial.l2 == result.l2)
+    assert (result.l2, chosen.validation_score) == (pytest.approx(l2), pytest.approx(val_score))
+    test_scores = linear.decision_scores(result.fit, data.test_x)
+    assert metrics.score(metric, data.test_y, test_scores) == pytest.approx(test_score)

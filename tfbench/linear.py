@@ -34,7 +34,8 @@ Why the solver is fast:
   of the validation score, then bisects around the best (about 12 fits instead of 45), scoring
   values at a looser tolerance and polishing only the chosen fit.
 - The design matrix is built and kept in blocks of rows, without float64 or intermediate copies:
-  the search's memory is one feature matrix beside the caller's, plus per-example logits.
+  the search's memory is one feature matrix beside the caller's, plus per-example logits. Single-
+  label targets are class ids, not one-hot, and a line search keeps no per-trial gradient.
 
 Convergence: ``||grad objective||_2 <= tolerance * ||lam W||_F`` (in the solver's scale). At the
 optimum the loss's pull on the weights balances the penalty's, lam W; since the objective is
@@ -147,7 +148,7 @@ class _Problem:
     """
 
     design: Tuple[tf.Tensor, ...]  # row blocks of [N, P]: [centred @ axes, centred remainder (optional), ones]
-    targets: tf.Tensor  # [N, K]: one-hot (single-label) or 0/1 (multi-label)
+    targets: tf.Tensor  # int32 class ids [N] (single-label) or 0/1 [N, K] (multi-label)
     entry_weights: tf.Tensor  # [N, 1] = 1/n, or [N, K] = (label != -1) / n for multi-label
     column_variances: np.ndarray  # [P - 1]: variance along each weight row, for preconditioning
     mean: np.ndarray  # [D]
@@ -157,6 +158,7 @@ class _Problem:
     curvature: float  # typical curvature of the loss per unit logit, for preconditioning
     gradient_floor: float  # rounding noise of a gradient norm in this dtype
     multi_label: bool
+    num_classes: int
     num_examples: int  # n: the solver's objective is the paper's divided by n
 
 
@@ -168,7 +170,10 @@ def _dtype(dtype) -> tf.DType:
 
 
 def _targets(labels, num_examples: int, multi_label: bool, num_classes: Optional[int], numpy_dtype):
-    """(targets [N, K], entry weights): the weighted loss sum is the summed cross-entropy / n."""
+    """(targets, entry weights, K): the weighted loss sum is the summed cross-entropy / n.
+
+    Targets are the class ids [N] of single-label data (not one-hot: K times less memory), the
+    0/1 matrix [N, K] of multi-label data."""
     labels = np.asarray(labels)
     if labels.shape[:1] != (num_examples,):
         raise ValueError(f"labels have shape {list(labels.shape)}, expected {num_examples} rows")
@@ -176,16 +181,14 @@ def _targets(labels, num_examples: int, multi_label: bool, num_classes: Optional
         if labels.ndim != 2 or not np.isin(labels, (-1, 0, 1)).all():
             raise ValueError("multi-label labels must be [N, K] with values 1, 0 or -1 (difficult)")
         counted = (labels != -1).astype(numpy_dtype)
-        return (labels == 1).astype(numpy_dtype), counted / numpy_dtype(num_examples)
+        return (labels == 1).astype(numpy_dtype), counted / numpy_dtype(num_examples), labels.shape[1]
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
         raise ValueError(
             f"single-label labels must be non-negative integer class ids of shape [N], got "
             f"{labels.dtype} {list(labels.shape)} (multi-label data needs multi_label=True)"
         )
     num_classes = num_classes or int(labels.max()) + 1
-    one_hot = np.zeros((num_examples, num_classes), numpy_dtype)
-    one_hot[np.arange(num_examples), labels] = 1.0
-    return one_hot, np.full((num_examples, 1), 1.0 / num_examples, numpy_dtype)
+    return labels.astype(np.int32), np.full((num_examples, 1), 1.0 / num_examples, numpy_dtype), num_classes
 
 
 def _top_principal_axes(covariance: tf.Tensor, rank: int) -> Tuple[tf.Tensor, tf.Tensor]:
@@ -215,7 +218,7 @@ def _prepare(features, labels, multi_label: bool, dtype: tf.DType, num_classes=N
         raise ValueError(f"features must be [N, D], got shape {list(features.shape)}")
     num_examples, dim = features.shape
     numpy_dtype = dtype.as_numpy_dtype
-    targets, entry_weights = _targets(labels, num_examples, multi_label, num_classes, numpy_dtype)
+    targets, entry_weights, num_classes = _targets(labels, num_examples, multi_label, num_classes, numpy_dtype)
     mean = features.mean(axis=0, dtype=np.float64)
     shift = mean.astype(numpy_dtype)
     row_space = None
@@ -235,17 +238,23 @@ def _prepare(features, labels, multi_label: bool, dtype: tf.DType, num_classes=N
         covariance += centred.T @ centred
     axes, variances = (part.numpy() for part in _top_principal_axes(tf.constant(covariance / num_examples), rank))
     design = []
-    for start in blocks:
+    for start in blocks:  # each block written in place: [rotated, remainder, ones], then copied to TensorFlow once
         centred = np.asarray(features[start:start + rows] - shift, numpy_dtype)
-        rotated = centred @ axes
-        parts = [rotated, centred - rotated @ axes.T] if has_remainder else [rotated]
-        design.append(tf.identity(np.concatenate(parts + [np.ones((len(centred), 1), numpy_dtype)], axis=1)))
+        block = np.empty((len(centred), rank + has_remainder * width + 1), numpy_dtype)
+        rotated = np.matmul(centred, axes, out=block[:, :rank])
+        if has_remainder:
+            remainder = np.matmul(rotated, axes.T, out=block[:, rank:-1])
+            np.subtract(centred, remainder, out=remainder)
+        del centred
+        block[:, -1] = 1.0
+        design.append(tf.identity(block))
+        del block, rotated
     column_variances = [variances]
     if has_remainder:  # its directions all get the smallest top variance, an upper bound for them
         column_variances.append(np.full(width, variances[-1]))
     targets = tf.identity(targets)  # tf.identity copies a NumPy array once; tf.constant, twice
     entry_weights = tf.identity(entry_weights)
-    _, logit_gradient = _loss(tf.zeros_like(targets), targets, entry_weights, multi_label)
+    _, logit_gradient = _loss(tf.zeros([num_examples, num_classes], dtype), targets, entry_weights, multi_label)
     gradient_at_zero = float(tf.norm(_transposed_times(design, logit_gradient)))
     return _Problem(
         design=tuple(design),
@@ -256,9 +265,10 @@ def _prepare(features, labels, multi_label: bool, dtype: tf.DType, num_classes=N
         row_space=row_space,
         axes=axes.astype(np.float64),
         has_remainder=has_remainder,
-        curvature=0.25 if multi_label else 1.0 / targets.shape[1],
+        curvature=0.25 if multi_label else 1.0 / num_classes,
         gradient_floor=GRADIENT_NOISE_EPS * np.finfo(numpy_dtype).eps * gradient_at_zero,
         multi_label=multi_label,
+        num_classes=num_classes,
         num_examples=num_examples,
     )
 
@@ -302,13 +312,17 @@ def _from_problem_coordinates(problem: _Problem, natural: np.ndarray) -> Tuple[n
 
 
 def _loss(logits, targets, entry_weights, multi_label: bool):
-    """(weighted loss sum, its gradient with respect to the logits)."""
+    """(weighted loss sum, its gradient with respect to the logits); targets as _Problem keeps them.
+    The single-label gradient subtracts 1 at each example's class in place of a one-hot matrix."""
     if multi_label:
         losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits)
         return tf.reduce_sum(entry_weights * losses), entry_weights * (tf.sigmoid(logits) - targets)
     log_norm = tf.reduce_logsumexp(logits, axis=1, keepdims=True)
-    losses = log_norm - tf.reduce_sum(targets * logits, axis=1, keepdims=True)
-    return tf.reduce_sum(entry_weights * losses), entry_weights * (tf.exp(logits - log_norm) - targets)
+    losses = log_norm - tf.gather(logits, targets[:, None], batch_dims=1)
+    at_class = tf.stack([tf.range(tf.shape(targets)[0]), targets], axis=1)
+    probabilities = tf.tensor_scatter_nd_sub(tf.exp(logits - log_norm), at_class,
+                                             tf.ones_like(targets, logits.dtype))
+    return tf.reduce_sum(entry_weights * losses), entry_weights * probabilities
 
 
 def _dot(a, b):
@@ -337,7 +351,7 @@ def _two_loop_direction(gradient, steps, changes, inverse_curvatures):
     return -r
 
 
-def _line_search(loss_along, penalty_coefficients, value0, slope0, logits):
+def _line_search(loss_along, penalty_coefficients, value0, slope0):
     """A step t meeting the strong Wolfe conditions on the convex phi(t), found by bracketing the
     root of phi' (secant steps, safeguarded). Every trial is elementwise work on logits only.
 
@@ -345,8 +359,9 @@ def _line_search(loss_along, penalty_coefficients, value0, slope0, logits):
     decrease test switches to Hager and Zhang's approximate Wolfe condition, which reads the slope
     (accurate) instead of the values (phi(t) need only not rise beyond rounding noise).
 
-    Returns (found, t, phi(t), logit gradient at t): the trial meeting both conditions, else the
-    lowest trial meeting the sufficient-decrease condition, if any.
+    Returns (found, t, phi(t)): the trial meeting both conditions, else the lowest trial meeting
+    the sufficient-decrease condition, if any. The logit gradient at t is not kept: the caller
+    recomputes it once (elementwise work) rather than hold another [N, K] tensor per trial.
     """
     p1, p2 = penalty_coefficients
     dtype = value0.dtype
@@ -354,14 +369,14 @@ def _line_search(loss_along, penalty_coefficients, value0, slope0, logits):
     value_noise = VALUE_NOISE_EPS * np.finfo(dtype.as_numpy_dtype).eps * tf.abs(value0)
 
     def evaluate(t):
-        loss, logit_gradient, slope_loss = loss_along(t)
-        return loss + (p1 + p2 * t) * t, slope_loss + p1 + 2.0 * p2 * t, logit_gradient
+        loss, slope_loss = loss_along(t)
+        return loss + (p1 + p2 * t) * t, slope_loss + p1 + 2.0 * p2 * t
 
     def condition(trial, done, *_):
         return tf.logical_and(trial < LINE_SEARCH_TRIALS, tf.logical_not(done))
 
-    def body(trial, done, t, low, low_slope, high, high_slope, best_t, best_value, best_gradient):
-        value, slope, logit_gradient = evaluate(t)
+    def body(trial, done, t, low, low_slope, high, high_slope, best_t, best_value):
+        value, slope = evaluate(t)
         not_higher = value <= value0 + value_noise
         sufficient = tf.logical_or(
             value <= value0 + ARMIJO_C1 * t * slope0,
@@ -372,7 +387,6 @@ def _line_search(loss_along, penalty_coefficients, value0, slope0, logits):
         improves = tf.logical_or(done, tf.logical_and(sufficient, tf.logical_or(best_t == 0, value < best_value)))
         best_t = tf.where(improves, t, best_t)
         best_value = tf.where(improves, value, best_value)
-        best_gradient = tf.where(improves, logit_gradient, best_gradient)
         beyond = tf.logical_or(tf.logical_not(not_higher), slope > 0)
         high, high_slope = tf.where(beyond, t, high), tf.where(beyond, slope, high_slope)
         low, low_slope = tf.where(beyond, low, t), tf.where(beyond, low_slope, slope)
@@ -387,13 +401,12 @@ def _line_search(loss_along, penalty_coefficients, value0, slope0, logits):
         extrapolated = t - slope * (t - low) / (slope - low_slope)
         outside = tf.where(slope > low_slope, tf.clip_by_value(extrapolated, 2.0 * t, 16.0 * t), 4.0 * t)
         next_t = tf.where(done, t, tf.where(bracketed, inside, outside))
-        return (trial + 1, done, next_t, low, low_slope, high, high_slope, best_t, best_value,
-                best_gradient)
+        return trial + 1, done, next_t, low, low_slope, high, high_slope, best_t, best_value
 
     zero = tf.constant(0.0, dtype)
-    state = (0, False, tf.constant(1.0, dtype), zero, slope0, inf, inf, zero, value0, tf.zeros_like(logits))
-    *_, best_t, best_value, best_gradient = tf.while_loop(condition, body, state)
-    return best_t > 0, best_t, best_value, best_gradient
+    state = (0, False, tf.constant(1.0, dtype), zero, slope0, inf, inf, zero, value0)
+    *_, best_t, best_value = tf.while_loop(condition, body, state)
+    return best_t > 0, best_t, best_value
 
 
 @tf.function(reduce_retracing=True)
@@ -437,17 +450,16 @@ def _minimise(design, targets, entry_weights, scale, penalty, start, tolerance, 
 
         def loss_along(t):
             loss, logit_gradient = _loss(logits + t * logit_direction, targets, entry_weights, multi_label)
-            return loss + 0.5 * _dot(penalty * natural, natural), logit_gradient, _dot(
-                logit_gradient, logit_direction)
+            return loss + 0.5 * _dot(penalty * natural, natural), _dot(logit_gradient, logit_direction)
 
         penalty_coefficients = (_dot(penalty * natural, natural_direction),
                                 0.5 * _dot(penalty * natural_direction, natural_direction))
-        found, t, new_value, logit_gradient = _line_search(
-            loss_along, penalty_coefficients, value, slope0, logits)
+        found, t, new_value = _line_search(loss_along, penalty_coefficients, value, slope0)
         found = tf.logical_and(found, slope0 < 0)
         t = tf.where(found, t, tf.zeros_like(t))  # a failed search leaves u, logits and value as they were
         new_u = u + t * direction
         new_logits = logits + t * logit_direction
+        _, logit_gradient = _loss(new_logits, targets, entry_weights, multi_label)
         natural_gradient = _transposed_times(design, logit_gradient) + penalty * scale * new_u
         new_gradient = scale * natural_gradient
         step, change = t * direction, new_gradient - gradient
@@ -495,7 +507,7 @@ def _solve(problem: _Problem, l2: float, start: np.ndarray, tolerance: float,
     """Minimise at one l2 from natural parameters ``start`` [P, K]; returns (natural solution, result)."""
     if not l2 > 0:
         raise ValueError(f"l2 must be positive, got {l2!r}")
-    dtype = problem.targets.dtype
+    dtype = problem.design[0].dtype
     lam = _solver_penalty(problem, l2)
     precision = np.concatenate([problem.curvature * problem.column_variances + lam, [problem.curvature]])
     penalty = np.concatenate([np.full(problem.column_variances.shape, lam), [0.0]])
@@ -522,7 +534,7 @@ def _solve(problem: _Problem, l2: float, start: np.ndarray, tolerance: float,
 
 
 def _zero_start(problem: _Problem) -> np.ndarray:
-    return np.zeros(problem.design[0].shape[1:2] + problem.targets.shape[1:2])
+    return np.zeros((problem.design[0].shape[1], problem.num_classes))
 
 
 def fit(features, labels, l2: float, *, multi_label: bool = False, init: Optional[FitResult] = None,
@@ -662,7 +674,7 @@ def select_l2(train_features, train_labels, val_features, val_labels, *, metric:
         nonlocal chosen
         start = _path_start(problem, solutions, index)
         natural, result = _solve(problem, grid[index], start, fit_tolerance, max_iterations)
-        solutions[index] = natural.astype(problem.targets.dtype.as_numpy_dtype)
+        solutions[index] = natural.astype(problem.design[0].dtype.as_numpy_dtype)
         score = metrics.score(metric, val_labels, decision_scores(result, val_features))
         trials[index] = L2Trial(float(grid[index]), score, result.iterations, result.converged)
         best = _best_index({i: trial.validation_score for i, trial in trials.items()})
