@@ -44,6 +44,9 @@ setup(
         # The report's statistics (Pearson r, bootstrap resampling) come from scipy.stats, which
         # a reviewer can trust without reading tfbench's own version of them.
         "scipy>=1.15",
+        # Imported directly (scikit-learn brings it too): the probe's row-space QR runs SciPy's
+        # LAPACK on one thread, 10 to 50 times faster beside TensorFlow's threads on a busy machine.
+        "threadpoolctl>=3",
         # Per-trial scalars and the HParams dashboard summaries (TF 2.21 no longer pulls it in).
         "tensorboard~=2.21",
     ],

@@ -127,12 +127,12 @@ def test_many_features_use_the_randomized_principal_axes():
     assert np.mean(linear.predicted_labels(result, test_x) == reference.predict(test_x)) >= 0.995
 
 
-def test_design_kept_in_row_blocks_gives_the_same_fit(monkeypatch):
-    # Large problems keep the design matrix as row blocks (bounded memory); the fit must not change.
+def test_design_written_a_row_at_a_time_gives_the_same_fit(monkeypatch):
+    # The design matrix is written in chunks of rows (bounded temporaries) into a buffer that
+    # TensorFlow takes over; the fit must not depend on the chunk size.
     (train_x, train_y), _, _ = _single_label_problem(seed=12, num_train=700, dim=64)
     whole = linear.fit(train_x, train_y, 10.0, dtype="float64", tolerance=1e-8)
-    monkeypatch.setattr(linear, "DESIGN_BLOCK_ELEMENTS", 1)  # blocks of MIN_BLOCK_ROWS rows
-    assert len(linear._prepare(train_x, train_y, False, tf.float64).design) == 3
+    monkeypatch.setattr(linear, "PREPARE_CHUNK_ELEMENTS", 1)  # one row per chunk
     blocked = linear.fit(train_x, train_y, 10.0, dtype="float64", tolerance=1e-8)
     np.testing.assert_allclose(blocked.weights, whole.weights, atol=1e-6 * np.abs(whole.weights).max())
     np.testing.assert_allclose(blocked.bias, whole.bias, atol=1e-6)

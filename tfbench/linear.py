@@ -33,9 +33,11 @@ Why the solver is fast:
   solved neighbours (in log l2). The fast search fits a decade at a time down to the first decline
   of the validation score, then bisects around the best (about 12 fits instead of 45), scoring
   values at a looser tolerance and polishing only the chosen fit.
-- The design matrix is built and kept in blocks of rows, without float64 or intermediate copies:
-  the search's memory is one feature matrix beside the caller's, plus per-example logits. Single-
-  label targets are class ids, not one-hot, and a line search keeps no per-trial gradient.
+- Memory (bench/results/probe_memory.txt): the design matrix is written a chunk of rows at a time
+  into one buffer that TensorFlow takes over without a copy; with fewer examples than features the
+  row-space basis stays as the Householder reflectors of an in-place QR. Single-label targets are
+  class ids, not one-hot; a line search keeps no per-trial gradient; the L-BFGS history is a ring
+  buffer updated in place; a search keeps only the warm starts its schedule can still use.
 
 Convergence: ``||grad objective||_2 <= tolerance * ||lam W||_F`` (in the solver's scale). At the
 optimum the loss's pull on the weights balances the penalty's, lam W; since the objective is
@@ -53,7 +55,9 @@ import dataclasses
 from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
+import scipy.linalg
 import tensorflow as tf
+import threadpoolctl
 
 from tfbench import grid_edges, metrics, protocol
 from tfbench.registry import Registry
@@ -70,8 +74,8 @@ GRADIENT_NOISE_EPS = 10  # rounding noise of a gradient norm, in epsilons of its
 PRECONDITIONER_RANK = 16  # top principal axes scaled individually; the rest share one scale
 SUBSPACE_OVERSAMPLING = 16
 SUBSPACE_ITERATIONS = 3
-DESIGN_BLOCK_ELEMENTS = 2**23  # the design matrix is kept in row blocks of about this many entries
-MIN_BLOCK_ROWS = 256
+PREPARE_CHUNK_ELEMENTS = 2**20  # the design matrix is written this many entries at a time
+TENSOR_ALIGNMENT = 64  # bytes: TensorFlow takes over a NumPy buffer without a copy only at this alignment
 COARSE_STEP = 4  # grid values between the fast search's first fits: a decade of the paper grid
 SCREENING_TOLERANCE = 1e-2  # the fast search's tolerance for fits that only score a value
 DTYPES = {"float32": tf.float32, "float64": tf.float64}
@@ -147,12 +151,14 @@ class _Problem:
     orthogonal to the axes.
     """
 
-    design: Tuple[tf.Tensor, ...]  # row blocks of [N, P]: [centred @ axes, centred remainder (optional), ones]
+    design: tf.Tensor  # [N, P]: [centred @ axes, centred remainder (optional), ones]
     targets: tf.Tensor  # int32 class ids [N] (single-label) or 0/1 [N, K] (multi-label)
     entry_weights: tf.Tensor  # [N, 1] = 1/n, or [N, K] = (label != -1) / n for multi-label
     column_variances: np.ndarray  # [P - 1]: variance along each weight row, for preconditioning
     mean: np.ndarray  # [D]
-    row_space: Optional[np.ndarray]  # [D, N] orthonormal columns, or None when N >= D
+    # Q [D, N] with orthonormal columns as (Householder reflectors [D, N], scalars [N]) (see
+    # _row_space), or None when N >= D
+    row_space: Optional[Tuple[np.ndarray, np.ndarray]]
     axes: np.ndarray  # [M, r], orthonormal columns (M = N with a row space, else D)
     has_remainder: bool
     curvature: float  # typical curvature of the loss per unit logit, for preconditioning
@@ -206,13 +212,58 @@ def _top_principal_axes(covariance: tf.Tensor, rank: int) -> Tuple[tf.Tensor, tf
     return tf.matmul(basis, ritz_vectors[:, ::-1][:, :rank]), ritz_values[::-1][:rank]
 
 
+def _aligned_empty(shape, numpy_dtype) -> np.ndarray:
+    """An uninitialised array whose data start on a TENSOR_ALIGNMENT boundary (see _to_tensor)."""
+    size = int(np.prod(shape)) * np.dtype(numpy_dtype).itemsize
+    raw = np.empty(size + TENSOR_ALIGNMENT, np.uint8)
+    offset = -raw.ctypes.data % TENSOR_ALIGNMENT
+    return raw[offset:offset + size].view(numpy_dtype).reshape(shape)
+
+
+def _to_tensor(array: np.ndarray) -> tf.Tensor:
+    """A tensor that takes over an _aligned_empty array's buffer: tf.constant or tf.identity would
+    copy it (tf.constant twice), and for a design matrix that copy is the size of the features."""
+    return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+
+
+def _centred_rows(features, shift, numpy_dtype):
+    """(row slice, centred rows) in chunks of about PREPARE_CHUNK_ELEMENTS entries: the only
+    temporaries of preparing a problem are chunks, never a copy of the features."""
+    rows = max(1, PREPARE_CHUNK_ELEMENTS // features.shape[1])
+    for start in range(0, features.shape[0], rows):
+        chunk = slice(start, start + rows)
+        yield chunk, np.subtract(features[chunk], shift, dtype=numpy_dtype)
+
+
+def _one_lapack_thread():
+    """SciPy's LAPACK on one thread: its BLAS threads spin while they wait, and beside TensorFlow's
+    threads on a busy machine the row-space QR and its reflectors' products took 10 to 50 times
+    longer with them than without (bench/results/probe_memory.txt)."""
+    return threadpoolctl.threadpool_limits(limits=1, user_api="blas")
+
+
+def _row_space(features, mean, numpy_dtype) -> Tuple[Tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """((Householder reflectors [D, N], their scalars [N]), coordinates [N, N]) of the centred
+    features in an orthonormal basis Q of their row space: centred = coordinates @ Q^T.
+
+    One QR factorisation of the centred features' transpose, done in place (LAPACK geqrf on the
+    centred copy, whose C order is its transpose's Fortran order): Q stays as its reflectors, the
+    size of the centred features in the working dtype, never formed; the coordinates are R^T."""
+    centred = np.empty(features.shape, numpy_dtype)
+    for chunk, rows in _centred_rows(features, mean, numpy_dtype):
+        centred[chunk] = rows
+    with _one_lapack_thread():
+        (reflectors, scalars), upper = scipy.linalg.qr(centred.T, overwrite_a=True, mode="raw", check_finite=False)
+    return (reflectors, scalars), np.ascontiguousarray(upper.T)
+
+
 def _prepare(features, labels, multi_label: bool, dtype: tf.DType, num_classes=None) -> _Problem:
     """Centre the features (the bias absorbs the mean exactly), and rotate the top principal axes
     into coordinates of their own so that each can be scaled by its curvature.
 
-    Memory: the design matrix is built block of rows by block of rows, each handed to TensorFlow
-    as it is made, so the search holds one design matrix beside the caller's features and no
-    float64 or intermediate copy of them."""
+    Memory: the design matrix is written chunk of rows by chunk of rows into one buffer that
+    TensorFlow then takes over, so the search holds one design matrix beside the caller's features
+    and no float64 or intermediate copy of them."""
     features = np.asarray(features)
     if features.ndim != 2:
         raise ValueError(f"features must be [N, D], got shape {list(features.shape)}")
@@ -223,41 +274,34 @@ def _prepare(features, labels, multi_label: bool, dtype: tf.DType, num_classes=N
     shift = mean.astype(numpy_dtype)
     row_space = None
     if num_examples < dim:  # small: N x N after the projection
-        centred = tf.convert_to_tensor(features, dtype) - tf.constant(shift)
-        row_space, _ = tf.linalg.qr(tf.transpose(centred))
-        features, shift = tf.matmul(centred, row_space).numpy(), np.zeros(num_examples, numpy_dtype)
-        row_space = row_space.numpy().astype(np.float64)
+        row_space, features = _row_space(features, shift, numpy_dtype)
+        shift = np.zeros(num_examples, numpy_dtype)
     width = features.shape[1]
     rank = min(PRECONDITIONER_RANK, width)
     has_remainder = rank < width
-    rows = max(MIN_BLOCK_ROWS, DESIGN_BLOCK_ELEMENTS // (width + rank + 1))
-    blocks = range(0, num_examples, rows)
     covariance = np.zeros((width, width), numpy_dtype)
-    for start in blocks:
-        centred = np.asarray(features[start:start + rows] - shift, numpy_dtype)
+    for _, centred in _centred_rows(features, shift, numpy_dtype):
         covariance += centred.T @ centred
     axes, variances = (part.numpy() for part in _top_principal_axes(tf.constant(covariance / num_examples), rank))
-    design = []
-    for start in blocks:  # each block written in place: [rotated, remainder, ones], then copied to TensorFlow once
-        centred = np.asarray(features[start:start + rows] - shift, numpy_dtype)
-        block = np.empty((len(centred), rank + has_remainder * width + 1), numpy_dtype)
-        rotated = np.matmul(centred, axes, out=block[:, :rank])
+    del covariance
+    design = _aligned_empty((num_examples, rank + has_remainder * width + 1), numpy_dtype)
+    for chunk, centred in _centred_rows(features, shift, numpy_dtype):  # [rotated, remainder, ones]
+        rotated = np.matmul(centred, axes, out=design[chunk, :rank])
         if has_remainder:
-            remainder = np.matmul(rotated, axes.T, out=block[:, rank:-1])
+            remainder = np.matmul(rotated, axes.T, out=design[chunk, rank:-1])
             np.subtract(centred, remainder, out=remainder)
-        del centred
-        block[:, -1] = 1.0
-        design.append(tf.identity(block))
-        del block, rotated
+    design[:, -1] = 1.0
+    del features
+    design = _to_tensor(design)
     column_variances = [variances]
     if has_remainder:  # its directions all get the smallest top variance, an upper bound for them
         column_variances.append(np.full(width, variances[-1]))
     targets = tf.identity(targets)  # tf.identity copies a NumPy array once; tf.constant, twice
     entry_weights = tf.identity(entry_weights)
     _, logit_gradient = _loss(tf.zeros([num_examples, num_classes], dtype), targets, entry_weights, multi_label)
-    gradient_at_zero = float(tf.norm(_transposed_times(design, logit_gradient)))
+    gradient_at_zero = float(tf.norm(tf.matmul(design, logit_gradient, transpose_a=True)))
     return _Problem(
-        design=tuple(design),
+        design=design,
         targets=targets,
         entry_weights=entry_weights,
         column_variances=np.maximum(np.concatenate(column_variances), 0.0),
@@ -273,25 +317,25 @@ def _prepare(features, labels, multi_label: bool, dtype: tf.DType, num_classes=N
     )
 
 
-def _times(design, parameters):
-    """design @ parameters [N, K], the design being row blocks [n_i, P]."""
-    if len(design) == 1:
-        return tf.matmul(design[0], parameters)
-    return tf.concat([tf.matmul(block, parameters) for block in design], axis=0)
-
-
-def _transposed_times(design, values):
-    """design^T @ values [P, K], for values [N, K] and the design as row blocks [n_i, P]."""
-    if len(design) == 1:
-        return tf.matmul(design[0], values, transpose_a=True)
-    parts = tf.split(values, [block.shape[0] for block in design], axis=0)
-    return tf.add_n([tf.matmul(block, part, transpose_a=True) for block, part in zip(design, parts)])
+def _row_space_times(problem: _Problem, values: np.ndarray, transpose: bool) -> np.ndarray:
+    """Q @ values ([N, K] -> [D, K]) or Q^T @ values ([D, K] -> [N, K]), Q the row-space basis of
+    _row_space applied from its reflectors (LAPACK ormqr)."""
+    reflectors, scalars = problem.row_space
+    dim, count = reflectors.shape
+    (multiply,) = scipy.linalg.get_lapack_funcs(("ormqr",), (reflectors,))
+    operand = np.zeros((dim, values.shape[1]), reflectors.dtype, order="F")
+    operand[:len(values)] = values
+    with _one_lapack_thread():
+        product, _, info = multiply("L", "T" if transpose else "N", reflectors, scalars, operand,
+                                    lwork=64 * max(1, values.shape[1]), overwrite_c=1)
+    assert info == 0, f"LAPACK ormqr failed: info {info}"
+    return product[:count] if transpose else product
 
 
 def _to_problem_coordinates(problem: _Problem, weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """(W, b) -> natural coordinates [P, K] (see _Problem); W's part outside the row space, which
     the optimum does not have, is dropped."""
-    reduced = weights if problem.row_space is None else problem.row_space.T @ weights
+    reduced = weights if problem.row_space is None else _row_space_times(problem, weights, transpose=True)
     on_axes = problem.axes.T @ reduced
     blocks = [on_axes, reduced - problem.axes @ on_axes] if problem.has_remainder else [on_axes]
     return np.concatenate(blocks + [(bias + problem.mean @ weights)[None]], axis=0)
@@ -303,7 +347,7 @@ def _from_problem_coordinates(problem: _Problem, natural: np.ndarray) -> Tuple[n
     if problem.has_remainder:
         weights = weights + natural[rank:-1]
     if problem.row_space is not None:
-        weights = problem.row_space @ weights
+        weights = _row_space_times(problem, weights, transpose=False).astype(np.float64)
     return weights, natural[-1] - problem.mean @ weights
 
 
@@ -329,25 +373,34 @@ def _dot(a, b):
     return tf.reduce_sum(a * b)
 
 
-def _two_loop_direction(gradient, steps, changes, inverse_curvatures):
-    """-H g by the L-BFGS two-loop recursion; history is oldest first, unused slots have rho = 0."""
+def _history_order(stored):
+    """The history's ring-buffer slots, oldest first, after ``stored`` pairs were kept."""
+    return [(stored + offset) % HISTORY_SIZE for offset in range(HISTORY_SIZE)]
+
+
+def _two_loop_direction(gradient, steps, changes, inverse_curvatures, stored):
+    """-H g by the L-BFGS two-loop recursion. The history is a ring buffer (TensorArrays of [P, K]
+    steps and gradient changes, rho per slot): a new pair replaces the oldest in place instead of
+    re-concatenating the whole history, which would hold two copies of it (2 m [P, K] each) for a
+    moment every iteration. Unused slots have rho = 0."""
+    order = _history_order(stored)
     alphas = []
     q = gradient
-    for i in reversed(range(HISTORY_SIZE)):
-        alpha = inverse_curvatures[i] * _dot(steps[i], q)
-        q = q - alpha * changes[i]
+    for slot in reversed(order):
+        alpha = tf.gather(inverse_curvatures, slot) * _dot(steps.read(slot), q)
+        q = q - alpha * changes.read(slot)
         alphas.append(alpha)
-    newest_step, newest_change = steps[-1], changes[-1]
+    newest_step, newest_change = steps.read(order[-1]), changes.read(order[-1])
     change_norm = _dot(newest_change, newest_change)
     gamma = tf.where(
-        inverse_curvatures[-1] > 0,
+        tf.gather(inverse_curvatures, order[-1]) > 0,
         tf.math.divide_no_nan(_dot(newest_step, newest_change), change_norm),
         tf.ones_like(change_norm),
     )
     r = gamma * q
-    for i, alpha in zip(range(HISTORY_SIZE), reversed(alphas)):
-        beta = inverse_curvatures[i] * _dot(changes[i], r)
-        r = r + (alpha - beta) * steps[i]
+    for slot, alpha in zip(order, reversed(alphas)):
+        beta = tf.gather(inverse_curvatures, slot) * _dot(changes.read(slot), r)
+        r = r + (alpha - beta) * steps.read(slot)
     return -r
 
 
@@ -414,19 +467,21 @@ def _minimise(design, targets, entry_weights, scale, penalty, start, tolerance, 
               max_iterations, multi_label: bool):
     """L-BFGS on u, where the natural parameters are scale[:, None] * u.
 
-    design: row blocks of [N, P]; start [P, K] natural parameters, scale [P] preconditioner, penalty [P]
+    design [N, P]; start [P, K] natural parameters, scale [P] preconditioner, penalty [P]
     (l2, ..., l2, 0). Returns (natural parameters, objective, ||gradient|| / ||l2 W||, iterations,
     converged).
     """
     scale = scale[:, None]
     penalty = penalty[:, None]
-    dtype = design[0].dtype
+    dtype = design.dtype
 
-    logits0 = _times(design, start)
+    logits0 = tf.matmul(design, start)
     loss0, logit_gradient0 = _loss(logits0, targets, entry_weights, multi_label)
     value0 = loss0 + 0.5 * _dot(penalty * start, start)
-    natural_gradient0 = _transposed_times(design, logit_gradient0) + penalty * start
-    history = tf.zeros(tf.concat([[HISTORY_SIZE], tf.shape(start)], 0), dtype)
+    natural_gradient0 = tf.matmul(design, logit_gradient0, transpose_a=True) + penalty * start
+    history = tf.TensorArray(dtype, size=HISTORY_SIZE, element_shape=start.shape, clear_after_read=False)
+    for slot in range(HISTORY_SIZE):
+        history = history.write(slot, tf.zeros_like(start))  # one zero buffer, shared by every slot
 
     def stationarity(natural, natural_gradient):
         """(||grad|| / ||l2 W||, converged): at the optimum the loss's pull -grad CE equals l2 W."""
@@ -440,13 +495,13 @@ def _minimise(design, targets, entry_weights, scale, penalty, start, tolerance, 
     def condition(iteration, converged, stalled, *_):
         return tf.logical_and(iteration < max_iterations, tf.logical_not(tf.logical_or(converged, stalled)))
 
-    def body(iteration, converged, stalled, u, logits, value, gradient, relative, steps, changes, rhos):
-        direction = _two_loop_direction(gradient, steps, changes, rhos)
+    def body(iteration, converged, stalled, u, logits, value, gradient, relative, steps, changes, rhos, stored):
+        direction = _two_loop_direction(gradient, steps, changes, rhos, stored)
         slope0 = _dot(direction, gradient)
         had_history = tf.reduce_any(rhos > 0)
         natural = scale * u
         natural_direction = scale * direction
-        logit_direction = _times(design, natural_direction)
+        logit_direction = tf.matmul(design, natural_direction)
 
         def loss_along(t):
             loss, logit_gradient = _loss(logits + t * logit_direction, targets, entry_weights, multi_label)
@@ -460,22 +515,20 @@ def _minimise(design, targets, entry_weights, scale, penalty, start, tolerance, 
         new_u = u + t * direction
         new_logits = logits + t * logit_direction
         _, logit_gradient = _loss(new_logits, targets, entry_weights, multi_label)
-        natural_gradient = _transposed_times(design, logit_gradient) + penalty * scale * new_u
+        natural_gradient = tf.matmul(design, logit_gradient, transpose_a=True) + penalty * scale * new_u
         new_gradient = scale * natural_gradient
         step, change = t * direction, new_gradient - gradient
         curvature = _dot(step, change)
         keep = tf.logical_and(found, curvature > 0)
-        steps, changes, rhos = tf.cond(
-            keep,
-            lambda: (tf.concat([steps[1:], step[None]], 0), tf.concat([changes[1:], change[None]], 0),
-                     tf.concat([rhos[1:], [1.0 / curvature]], 0)),
-            lambda: (steps, changes, rhos),
-        )
+        slot = stored % HISTORY_SIZE  # the oldest pair, replaced when this one is kept
+        steps = steps.write(slot, tf.where(keep, step, steps.read(slot)))
+        changes = changes.write(slot, tf.where(keep, change, changes.read(slot)))
+        rhos = tf.tensor_scatter_nd_update(rhos, [[slot]], [tf.where(keep, 1.0 / curvature, rhos[slot])])
+        stored += tf.cast(keep, stored.dtype)
         # Rounding can spoil the quasi-Newton direction near the optimum: after a failed search,
-        # drop the history and try the (preconditioned) gradient before giving up.
-        steps, changes, rhos = tf.cond(
-            found, lambda: (steps, changes, rhos), lambda: tuple(tf.zeros_like(h) for h in (steps, changes, rhos))
-        )
+        # drop the history (rho = 0 marks a slot unused) and try the (preconditioned) gradient
+        # before giving up.
+        rhos = tf.where(found, rhos, tf.zeros_like(rhos))
         new_relative, new_converged = stationarity(scale * new_u, natural_gradient)
         return (
             iteration + 1,
@@ -489,10 +542,11 @@ def _minimise(design, targets, entry_weights, scale, penalty, start, tolerance, 
             steps,
             changes,
             rhos,
+            stored,
         )
 
     state = (tf.constant(0), converged0, tf.constant(False), start / scale, logits0, value0,
-             scale * natural_gradient0, relative0, history, history, tf.zeros([HISTORY_SIZE], dtype))
+             scale * natural_gradient0, relative0, history, history, tf.zeros([HISTORY_SIZE], dtype), tf.constant(0))
     iteration, converged, _, u, _, value, _, relative, *_ = tf.while_loop(condition, body, state)
     return scale * u, value, relative, iteration, converged
 
@@ -507,7 +561,7 @@ def _solve(problem: _Problem, l2: float, start: np.ndarray, tolerance: float,
     """Minimise at one l2 from natural parameters ``start`` [P, K]; returns (natural solution, result)."""
     if not l2 > 0:
         raise ValueError(f"l2 must be positive, got {l2!r}")
-    dtype = problem.design[0].dtype
+    dtype = problem.design.dtype
     lam = _solver_penalty(problem, l2)
     precision = np.concatenate([problem.curvature * problem.column_variances + lam, [problem.curvature]])
     penalty = np.concatenate([np.full(problem.column_variances.shape, lam), [0.0]])
@@ -534,7 +588,7 @@ def _solve(problem: _Problem, l2: float, start: np.ndarray, tolerance: float,
 
 
 def _zero_start(problem: _Problem) -> np.ndarray:
-    return np.zeros((problem.design[0].shape[1], problem.num_classes))
+    return np.zeros((problem.design.shape[1], problem.num_classes))
 
 
 def fit(features, labels, l2: float, *, multi_label: bool = False, init: Optional[FitResult] = None,
@@ -674,7 +728,7 @@ def select_l2(train_features, train_labels, val_features, val_labels, *, metric:
         nonlocal chosen
         start = _path_start(problem, solutions, index)
         natural, result = _solve(problem, grid[index], start, fit_tolerance, max_iterations)
-        solutions[index] = natural.astype(problem.design[0].dtype.as_numpy_dtype)
+        solutions[index] = natural.astype(problem.design.dtype.as_numpy_dtype)
         score = metrics.score(metric, val_labels, decision_scores(result, val_features))
         trials[index] = L2Trial(float(grid[index]), score, result.iterations, result.converged)
         best = _best_index({i: trial.validation_score for i, trial in trials.items()})
