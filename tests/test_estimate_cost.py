@@ -98,17 +98,28 @@ def test_the_sweeps_time_per_regime(tmp_path, monkeypatch):
                                                  output_dir=str(tmp_path), settings=ProbeSettings()), runtime))
     text = estimate_cost.study_estimate(tasks, gpus=2, resnet50_images_per_second=1000)
     seconds = 2 * 3600 + (287 + 360 + 1797) / 3000
-    assert text.splitlines()[:3] == [
+    assert text.splitlines()[:4] == [
         f"time (tasks not finished): {seconds / 3600:,.1f} GPU-hours; wall time on 2 GPU(s) >= 60 min "
         "(perfect packing; the probe's L2 search on CPU not counted)",
         "  finetune: 1 runs: 2.0 GPU-hours training + 0.0 scoring 647 images",
-        "  probe: 1 runs, 1,797 images extracted: 0.0 GPU-hours"]
+        "  probe: 1 runs, 1,797 images extracted: 0.0 GPU-hours",
+        f"    digits: 1,797 images, {1797 / 3000 / 60:.2f} GPU-minutes"]
     assert "--images_per_second for ResNet-50, scaled by multiply-adds: resnet50" in text
 
     conclusion = next(task for task in tasks if task.kind == "conclude")  # finished: no longer counted
     files.write_json_atomic(conclusion.record, {"status": "ok"})
     assert "finetune: 1 runs: 1.0 GPU-hours training + 0.0 scoring 287 images" in estimate_cost.study_estimate(
         tasks, gpus=1, resnet50_images_per_second=1000)
+
+
+def test_the_sweeps_probe_time_per_dataset(tmp_path, monkeypatch):
+    """Each probe dataset's images and extraction minutes: ResNet-50 stated to train 1 image/s
+    extracts 3 images/s, so the 1,797 digits take 599 s."""
+    monkeypatch.setenv("TFBENCH_CACHE", str(tmp_path / "cache"))
+    probe = Experiment(regime="probe", model="resnet50", dataset="digits", output_dir=str(tmp_path),
+                       settings=ProbeSettings())
+    text = estimate_cost.study_estimate(study.experiment_tasks(probe, Runtime()), gpus=1, resnet50_images_per_second=1)
+    assert "\n    digits: 1,797 images, 9.98 GPU-minutes\n" in text, text
 
 
 def test_the_plan_line_gives_steps_images_and_time(tmp_path):

@@ -358,7 +358,8 @@ def task_work(task) -> Tuple[Experiment, Work]:
 
 def study_estimate(tasks: Sequence, gpus: int, resnet50_images_per_second: Optional[float] = None) -> str:
     """The sweep's `--dry_run` time lines for the tasks not finished: GPU-hours per regime (probe
-    extraction, training, scoring) and the wall time on `gpus` GPUs."""
+    extraction, training, scoring), each probe dataset's images and GPU-minutes of extraction,
+    and the wall time on `gpus` GPUs."""
     from tfbench.tasks import plan
 
     remaining = [task for task in tasks if not plan.finished(task)]
@@ -366,6 +367,7 @@ def study_estimate(tasks: Sequence, gpus: int, resnet50_images_per_second: Optio
     rates = rates_in_records(output_dirs) + stored_rates()
     speeds: Dict[Tuple[str, Optional[int]], Throughput] = {}
     by_regime: Dict[str, list] = {}  # regime: [training seconds, forward seconds, forward images, runs]
+    extracted: Dict[str, Dict[str, list]] = {}  # probe-like regime: {dataset: [images, seconds]}
     sources: Dict[str, set] = {}
     unsized = set()
     for task in remaining:
@@ -381,6 +383,10 @@ def study_estimate(tasks: Sequence, gpus: int, resnet50_images_per_second: Optio
         totals[1] += forward_seconds
         totals[2] += work.forward_images
         totals[3].add(task.run)
+        if experiment.regime not in TRAINED_REGIMES:
+            dataset = extracted.setdefault(experiment.regime, {}).setdefault(experiment.dataset, [0, 0.0])
+            dataset[0] += work.forward_images
+            dataset[1] += forward_seconds
         if not work.sizes_known:
             unsized.add(experiment.dataset)
     lines = []
@@ -390,6 +396,8 @@ def study_estimate(tasks: Sequence, gpus: int, resnet50_images_per_second: Optio
         if regime not in TRAINED_REGIMES:
             lines.append(f"  {regime}: {len(runs):,} runs, {forward_images:,} images extracted: "
                          f"{forward_seconds / 3600:,.1f} GPU-hours")
+            lines.extend(f"    {dataset}: {images:,} images, {seconds / 60:,.2f} GPU-minutes"
+                         for dataset, (images, seconds) in sorted(extracted[regime].items()))
         else:
             lines.append(f"  {regime}: {len(runs):,} runs: {train_seconds / 3600:,.1f} GPU-hours training + "
                          f"{forward_seconds / 3600:,.1f} scoring {forward_images:,} images")
