@@ -668,16 +668,19 @@ class L2Search:
     ``screening_tolerance``: when set, the fits that only score a value stop at this looser
     tolerance (the validation ranking needs W to a percent, not to the solver's tolerance) and the
     chosen value's fit is then polished, from where it stopped, to the search's tolerance.
+    ``warm_start_reach``: how many grid values from the latest or the best fit the schedule's next
+    fits can be; solutions farther away are dropped (see _keep_near).
     """
 
     schedule: Callable[[Callable[[int], float], np.ndarray, float], None]
+    warm_start_reach: int
     screening_tolerance: Optional[float] = None
 
 
 # The searches settings.L2_SEARCHES names, each as the schedule that walks the grid.
 L2_SCHEDULES: Registry[L2Search] = Registry("l2 search")
-L2_SCHEDULES.register("fast", L2Search(_fast_schedule, screening_tolerance=SCREENING_TOLERANCE))
-L2_SCHEDULES.register("paper", L2Search(_paper_schedule))
+L2_SCHEDULES.register("fast", L2Search(_fast_schedule, COARSE_STEP, screening_tolerance=SCREENING_TOLERANCE))
+L2_SCHEDULES.register("paper", L2Search(_paper_schedule, 1))  # each fit starts from the two before it
 
 
 def _path_start(problem: _Problem, solutions: Dict[int, np.ndarray], index: int) -> np.ndarray:
@@ -690,11 +693,12 @@ def _path_start(problem: _Problem, solutions: Dict[int, np.ndarray], index: int)
     return near + (near - far) * (index - nearest[0]) / (nearest[0] - nearest[1])
 
 
-def _keep_near(solutions: Dict[int, np.ndarray], best: int, latest: int) -> None:
+def _keep_near(solutions: Dict[int, np.ndarray], best: int, latest: int, reach: int) -> None:
     """Drop the solutions no later fit starts from: a schedule moves on from the latest value or
-    refines around the best, so keep those within COARSE_STEP of either (each is D x K: all 45 of a
-    large problem would take a sizeable fraction of its feature matrix)."""
-    for index in [i for i in solutions if min(abs(i - best), abs(i - latest)) > COARSE_STEP]:
+    refines around the best, so keep those within ``reach`` grid values of either (each is P x K:
+    all 45 of a large problem, or the 9 to 18 within a decade, would take a sizeable fraction of
+    its feature matrix)."""
+    for index in [i for i in solutions if min(abs(i - best), abs(i - latest)) > reach]:
         del solutions[index]
 
 
@@ -734,7 +738,7 @@ def select_l2(train_features, train_labels, val_features, val_labels, *, metric:
         best = _best_index({i: trial.validation_score for i, trial in trials.items()})
         if best == index:
             chosen = result  # only the best model so far is kept
-        _keep_near(solutions, best, index)
+        _keep_near(solutions, best, index, l2_search.warm_start_reach)
         return score
 
     largest_data_curvature = problem.curvature * problem.column_variances[0]
