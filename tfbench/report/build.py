@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 from tfbench import files, results
-from tfbench.report.cells import MISSING, fixed, percent, plural, text
+from tfbench.report.cells import MISSING, fixed, markdown_table, percent, plural, text
 from tfbench.report import (cheap_alternatives, checkpoints, convergence, data_size, estimator_agreement, finetune_vs_scratch,
                             significance, size_split)
 from tfbench.report.analysis import (GroupAnalysis, ImageNetTop1, ScoreTable, analyze_group, display_names,
@@ -232,15 +232,6 @@ def comparison_rows(comparison: Comparison, labels: Mapping[str, str]) -> List[D
 
 def failure_rows(analysis: Analysis) -> List[Dict[str, str]]:
     return [{k: text(v) for k, v in row.items()} for row in analysis.failures]
-
-
-def markdown_table(rows: Sequence[Mapping[str, str]]) -> str:
-    if not rows:
-        return "(none)\n"
-    columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(str(row[c]).replace("|", "\\|") for c in columns) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def scores_csv(table: ScoreTable) -> str:
@@ -456,12 +447,12 @@ def report_markdown(analysis: Analysis) -> str:
             "### Per dataset: ImageNet top-1 against the dataset's log odds\n",
             markdown_table(per_dataset_rows(group)),
         ]
-    parts += finetune_vs_scratch_of(analysis).markdown(markdown_table)
-    parts += size_split_of(analysis).markdown(markdown_table)
+    parts += finetune_vs_scratch_of(analysis).markdown()
+    parts += size_split_of(analysis).markdown()
     parts += _best_networks_markdown(analysis)
-    parts += analysis.estimators.markdown(markdown_table)
-    parts += cheap_alternatives_of(analysis).markdown(markdown_table)
-    parts += data_size_of(analysis).markdown(markdown_table)
+    parts += analysis.estimators.markdown()
+    parts += cheap_alternatives_of(analysis).markdown()
+    parts += data_size_of(analysis).markdown()
     parts += ["## Runs not counted (failed or diverged)\n", markdown_table(failure_rows(analysis))]
     return "\n".join(parts)
 

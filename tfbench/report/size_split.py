@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from tfbench import protocol
+from tfbench.report.cells import markdown_table
 from tfbench.report.analysis import GroupAnalysis, ImageNetTop1, analyze_group
 from tfbench.report.correlation import BOOTSTRAP_RESAMPLES, CONFIDENCE
 from tfbench.datasets import catalog
@@ -123,10 +124,10 @@ class SizeSplit:
                                  f"{m.label} left out ({m.excluded})")
         return notes
 
-    def markdown(self, table: Callable[[Sequence[Mapping[str, str]]], str]) -> List[str]:
-        """The report's section; `table` formats rows (the report's markdown tables)."""
+    def markdown(self) -> List[str]:
+        """The report's section."""
         parts = [f"## Correlation with ImageNet top-1 by training-set size ({THRESHOLD:,} images)\n",
-                 PAPER_FINDING + "\n", table(self.rows())]
+                 PAPER_FINDING + "\n", markdown_table(self.rows())]
         parts += [f"- {note}" for note in self.notes()] + ([""] if self.notes() else [])
         if self.has_points():
             parts.append(f"![r by training-set size]({FIGURE_FILE})\n")
