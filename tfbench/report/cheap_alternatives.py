@@ -352,6 +352,9 @@ class CheapAlternatives:
                       f"![Cheap alternatives, {group.slug}]({figures[group.slug]})\n"]
         return parts
 
+    def figures(self, figures: Any) -> Dict[str, Any]:
+        return {name: figures.cheap_alternatives_figure(g) for name, g in self.figure_files().items()}
+
     def to_json(self) -> Dict[str, Any]:
         return {g.slug: g.to_json() for g in self.groups}
 

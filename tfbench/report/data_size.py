@@ -88,6 +88,9 @@ class DataSizeAnalysis:
                        "protocol on this dataset).\n"])
         return parts + [f"![Score against examples per class]({FIGURE_FILE})\n"]
 
+    def figures(self, figures: Any) -> Dict[str, Any]:
+        return {FIGURE_FILE: figures.data_size_figure(self)} if self.curves else {}
+
 
 def size_label(size: Size) -> str:
     return ALL if size is None else str(size)

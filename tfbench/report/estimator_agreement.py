@@ -218,6 +218,9 @@ class EstimatorAgreement:
                       for name, reasons in not_applicable(group).items() for reason, runs in reasons.items()]
         return parts + [""]
 
+    def figures(self, figures: Any) -> Dict[str, Any]:
+        return {}
+
     def to_json(self) -> Dict[str, Any]:
         return {"method": METHOD.format(min_models=MIN_MODELS),
                 "estimate_groups": [g.slug for g in self.estimate_groups],

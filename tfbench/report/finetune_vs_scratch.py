@@ -116,6 +116,9 @@ class FinetuneVsScratch:
                 parts.append(f"![{per_dataset.title()}]({per_dataset.file_name})\n")
         return parts
 
+    def figures(self, figures: Any) -> Dict[str, Any]:
+        return {p.file_name: figures.per_dataset_figure(p) for p in self.drawn if p.has_points()}
+
     def to_json(self) -> Dict[str, Any]:
         if not self.drawn:
             return {"drawn": False, "reason": self.not_drawn, "missing_runs": list(self.missing_runs)}

@@ -133,6 +133,9 @@ class SizeSplit:
             parts.append(f"![r by training-set size]({FIGURE_FILE})\n")
         return parts
 
+    def figures(self, figures: Any) -> Dict[str, Any]:
+        return {FIGURE_FILE: figures.size_split_figure(self)} if self.has_points() else {}
+
     def has_points(self) -> bool:
         """Whether the figure would show a model: some split has a dataset and a model in r."""
         return any(s.datasets and s.within.included() for s in self.splits)
