@@ -13,6 +13,8 @@ Following Kornblith, Shlens & Le (2019), section 3 and Figure 1, within one prot
   - the same r per dataset: ImageNet top-1 against that dataset's log odds.
 A model's ImageNet top-1 comes from its records (a measured value before a published one), else
 from the backbone registry; the report says which it used.
+The report's sections on these are here too: each group's tables (GroupTables), and every group's
+r with Figure 1 (Correlations).
 """
 
 from __future__ import annotations

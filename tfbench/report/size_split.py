@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from tfbench import protocol
-from tfbench.report.cells import markdown_table
 from tfbench.report.analysis import GroupAnalysis, ImageNetTop1, analyze_group
+from tfbench.report.cells import markdown_table
 from tfbench.report.correlation import BOOTSTRAP_RESAMPLES, CONFIDENCE
 from tfbench.datasets import catalog
 
