@@ -12,7 +12,8 @@ Memory: the process's resident set is sampled every 10 ms during the search; "se
 peak minus the resident set just before the search (features loaded, TensorFlow's runtime started
 by a search on a tiny problem of the same d and K), and
 "memory / features" is (features + search extra) / features, features being the float32 training
-and validation matrices the search receives (the goal: at most 3).
+and validation matrices the search receives (the goal: at most 3); "extra / features" is the
+search's own peak beside them.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ POINTS = (
     + [(75_000, 2_048, 397)]
 )
 COLUMNS = ("train", "dim", "classes", "val", "search", "wall_seconds", "cpu_seconds", "fits", "iterations",
-           "chosen_l2", "at_grid_edge", "features_mb", "search_extra_mb", "memory_over_features")
+           "chosen_l2", "at_grid_edge", "features_mb", "search_extra_mb", "memory_over_features", "extra_over_features")
 SAMPLE_SECONDS = 0.01
 
 
@@ -94,6 +95,7 @@ def measure_point(train: int, dim: int, classes: int, search: str) -> Dict[str, 
         "chosen_l2": result.l2, "at_grid_edge": result.at_grid_edge or "",
         "features_mb": round(features_bytes / 2**20, 1), "search_extra_mb": round(extra / 2**20, 1),
         "memory_over_features": round((features_bytes + extra) / features_bytes, 2),
+        "extra_over_features": round(extra / features_bytes, 2),
     }
 
 
