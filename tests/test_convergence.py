@@ -98,7 +98,7 @@ def test_steps_to_90_and_95_percent_and_ratios_match_the_hand_computed_ones(tmp_
     assert "| a_net | pets | 80.0 | 60.0 | 200 | 300 | 1.50 | 300 | 300 | 1.00 |" in section
     assert "median over 3 (model, dataset) pairs: 1.50 to 90%, 1.00 to 95%." in section
     assert "d_net on pets" in section
-    assert "![Convergence](convergence.png)" in section and "convergence.png" in names
+    assert "![Convergence, cheap approximation](convergence.png)" in section and "convergence.png" in names
     with open(tmp_path / "report" / "report.json") as handle:
         [entry] = json.load(handle)["convergence"]
     b_row = next(r for r in entry["rows"] if r["model"] == "b_net")
@@ -137,7 +137,7 @@ def test_without_scratch_runs_or_curves_one_line_says_what_is_missing(tmp_path):
     [outcome] = convergence.converge(analysis.comparisons)
     assert not outcome.drawn()
     lines = [line for line in markdown.split("## Convergence")[1].split("\n## ")[0].splitlines()
-             if line.startswith("Convergence")]
+             if line.startswith("Convergence (")]  # the cheap view's line; budgets have their own
     assert lines == ["Convergence (Fine-tuning vs training from scratch, each with its own protocol: finetune "
                      "vs scratch): not drawn: no (model, dataset) has a validation curve "
                      "of at least 3 points on both sides; missing: from scratch (scratch): a_net on dtd: its "

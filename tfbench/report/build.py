@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextI
 
 from tfbench import files, results
 from tfbench.report.cells import MISSING, fixed, percent, plural, text
-from tfbench.report import (cheap_alternatives, checkpoints, convergence, data_size, estimator_agreement, finetune_vs_scratch,
+from tfbench.report import (budgets, cheap_alternatives, checkpoints, convergence, data_size, estimator_agreement, finetune_vs_scratch,
                             significance, size_split)
 from tfbench.report.analysis import (GroupAnalysis, ImageNetTop1, ScoreTable, analyze_group, display_names,
                               imagenet_top1_of_models)
@@ -72,6 +72,7 @@ class Analysis:
     best_networks: Mapping[str, Tuple[significance.DatasetBest, ...]]  # by group slug
     estimators: estimator_agreement.EstimatorAgreement
     significance_test: significance.Test = significance.Test()
+    budgets: Tuple[budgets.BudgetsOutcome, ...] = ()  # Figure 8 from the runs' budget records
 
 
 def analyze(records: Sequence[Mapping[str, Any]], imagenet_top1: Callable[[str], Optional[float]],
@@ -98,11 +99,12 @@ def analyze(records: Sequence[Mapping[str, Any]], imagenet_top1: Callable[[str],
     rows = tuple({**row, "protocol": slug_of[id(record)]} for record, row in zip(kept, results.table(kept)))
     failures = tuple({k: row[k] for k in ("protocol", "regime", "dataset", "model", "status", "reason")}
                      for row in rows if row["status"] != "ok")
+    comparisons = tuple(compare(list(analyses.values())))
     return Analysis(output_dir, rows, analyses, failures, top1, labels, differing_settings(groups),
-                    tuple(compare(list(analyses.values()))), resamples, seed,
+                    comparisons, resamples, seed,
                     significance.analyze(scored, output_dir, significance_test, seed),
                     estimator_agreement.analyze(estimate_groups, list(analyses.values()), top1),
-                    significance_test)
+                    significance_test, tuple(budgets.analyze(comparisons, output_dir)))
 
 
 def measured_imagenet_top1(model: str) -> Optional[ImageNetTop1]:
@@ -336,33 +338,52 @@ def comparison_files(analysis: Analysis) -> Dict[str, Comparison]:
 
 
 def convergence_files(outcomes: Sequence[convergence.ConvergenceOutcome]) -> Dict[str, convergence.Convergence]:
-    """The convergence figure of each fine-tune vs scratch pair with curves to draw:
-    convergence.png when there is one."""
-    drawable = [o for o in outcomes if isinstance(o, convergence.Convergence) and o.drawn()]
-    return {("convergence.png" if len(drawable) == 1 else
-             f"convergence_{o.comparison.first.group.slug}_{o.comparison.second.group.slug}.png"): o
-            for o in drawable}
+    """The convergence figure (the cheap approximation) of each fine-tune vs scratch pair with
+    curves to draw: convergence.png when there is one."""
+    return _figure_files("convergence", [o for o in outcomes if isinstance(o, convergence.Convergence) and o.drawn()])
+
+
+def budgets_files(outcomes: Sequence[budgets.BudgetsOutcome]) -> Dict[str, budgets.Budgets]:
+    """The Figure 8 of each fine-tune vs scratch pair with budget records on both sides:
+    convergence_budgets.png when there is one."""
+    return _figure_files("convergence_budgets", [o for o in outcomes if isinstance(o, budgets.Budgets) and o.drawn()])
+
+
+def _figure_files(stem: str, drawable: Sequence[Any]) -> Dict[str, Any]:
+    """`<stem>.png` for one pair of groups, `<stem>_<fine-tune slug>_<scratch slug>.png` for each of several."""
+    return {(f"{stem}.png" if len(drawable) == 1 else
+             f"{stem}_{o.comparison.first.group.slug}_{o.comparison.second.group.slug}.png"): o for o in drawable}
 
 
 def _convergence_markdown(analysis: Analysis) -> List[str]:
-    """The paper's Figure 8 (tfbench.report.convergence): a table and a figure per pair, else one line."""
-    outcomes = convergence.converge(analysis.comparisons)
-    figure_names = {id(o): name for name, o in convergence_files(outcomes).items()}
+    """The paper's Figure 8: from the budget records as the paper measured it (tfbench.report.budgets),
+    then the cheap approximation from one schedule's curve (tfbench.report.convergence); a table and
+    a figure per pair, else one line."""
     parts = ["## Convergence: fine-tuned vs from scratch (the paper's Figure 8)\n",
              "The paper (Figure 8): networks fine-tuned from ImageNet converge faster than the same "
              "networks trained from scratch; it trains separate models, each a complete schedule, at "
-             "each budget. Below, a cheap approximation: points partway along each run's one cosine "
-             "schedule, whose learning rate has not decayed there.\n"]
-    for outcome in outcomes:
-        if isinstance(outcome, NotDrawn):
-            parts.append(outcome.sentence() + "\n")
-            continue
+             "each budget.\n",
+             "### Each budget a complete schedule (the paper's design)\n"]
+    budget_names = {id(o): name for name, o in budgets_files(analysis.budgets).items()}
+    for outcome in analysis.budgets:
         parts.append(outcome.sentence() + "\n")
-        if id(outcome) in figure_names:
+        if id(outcome) in budget_names:
+            parts += [markdown_table(budgets.table_rows(outcome, analysis.labels)), budgets.METHOD + "\n"]
+            if outcome.missing:
+                parts.append("Missing (not counted): " + "; ".join(outcome.missing) + ".\n")
+            parts.append(f"![Convergence, each budget a complete schedule]({budget_names[id(outcome)]})\n")
+    parts.append("### Cheap approximation: points partway along one schedule\n")
+    parts.append("Points partway along each run's one cosine schedule, whose learning rate has not decayed "
+                 "there: not the paper's quantity, but free with every run.\n")
+    outcomes = convergence.converge(analysis.comparisons)
+    figure_names = {id(o): name for name, o in convergence_files(outcomes).items()}
+    for outcome in outcomes:
+        parts.append(outcome.sentence() + "\n")
+        if isinstance(outcome, convergence.Convergence) and id(outcome) in figure_names:
             parts += [markdown_table(convergence.table_rows(outcome, analysis.labels)), convergence.METHOD + "\n"]
             if outcome.missing:
                 parts.append("Missing (not counted): " + "; ".join(outcome.missing) + ".\n")
-            parts.append(f"![Convergence]({figure_names[id(outcome)]})\n")
+            parts.append(f"![Convergence, cheap approximation]({figure_names[id(outcome)]})\n")
     return parts
 
 
@@ -535,6 +556,7 @@ def analysis_json(analysis: Analysis) -> Dict[str, Any]:
                                for regime, settings in analysis.differing.items()},
         "groups": groups,
         "comparisons": comparisons,
+        "convergence_budgets": [budgets.to_json(o) for o in analysis.budgets],
         "convergence": [convergence.to_json(o) for o in convergence.converge(analysis.comparisons)],
         "finetune_vs_scratch_per_dataset": finetune_vs_scratch_of(analysis).to_json(),
         "size_split": size_split_of(analysis).to_json(),
@@ -578,8 +600,8 @@ def print_summary(analysis: Analysis, file: TextIO = sys.stdout) -> None:
     if analysis.failures:
         print("\n== runs not counted ==", file=file)
         results.print_table(failure_rows(analysis), file=file)
-    for outcome in convergence.converge(analysis.comparisons):
-        if isinstance(outcome, convergence.Convergence):
+    for outcome in [*analysis.budgets, *convergence.converge(analysis.comparisons)]:
+        if not isinstance(outcome, NotDrawn):
             print(f"\n{outcome.sentence()}", file=file)
     for pairing in analysis.estimators.pairings:
         print(f"\n== {pairing.title()} ==", file=file)
@@ -597,6 +619,8 @@ def write_report(analysis: Analysis, report_dir: str) -> List[str]:
                 for name, groups in figure1_files(analysis).items()}
     contents.update({name: figures.png(figures.comparison_figure(comparison))
                      for name, comparison in comparison_files(analysis).items()})
+    contents.update({name: figures.png(figures.budgets_figure(outcome, analysis.labels))
+                     for name, outcome in budgets_files(analysis.budgets).items()})
     contents.update({name: figures.png(figures.convergence_figure(outcome, analysis.labels))
                      for name, outcome in convergence_files(convergence.converge(analysis.comparisons)).items()})
     contents.update({p.file_name: figures.png(figures.per_dataset_figure(p))
