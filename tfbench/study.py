@@ -171,7 +171,7 @@ def run_key(experiment: Experiment) -> str:
 def experiment_tasks(experiment: Experiment, runtime: Runtime, models_file: Optional[str] = None,
                      budgets: Sequence[int] = ()) -> List[plan.Task]:
     """The tasks of one run, each trial before the conclusion that needs it, then the retrain of
-    its choice at each of `budgets` (steps) but its own train_steps, each needing the conclusion."""
+    its choice at each of `budgets` (steps) but the steps of its own retrain, each needing the conclusion."""
     key = run_key(experiment)
     arguments = {"experiment": experiment.to_dict(), "runtime": dataclasses.asdict(runtime),
                  "models_file": models_file and os.path.abspath(models_file)}
@@ -212,7 +212,7 @@ def experiment_tasks(experiment: Experiment, runtime: Runtime, models_file: Opti
                         record=results.budget_path(experiment, steps), needs=(key,),
                         done=plan.Call(f"{TASKS}:budget_finished", {"experiment": arguments["experiment"],
                                                                    "steps": steps}), **cost(steps))
-              for steps in sorted(set(budgets)) if steps != experiment.settings.train_steps]
+              for steps in sorted(set(budgets)) if steps != shape[-1][1]]  # the run's retrain is that one
     return tasks
 
 

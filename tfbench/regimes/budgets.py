@@ -55,7 +55,7 @@ def run(experiment: Experiment, steps: int, runtime: Runtime, trainer: Optional[
         log(f"budget {steps:,} steps: finished earlier ({done['status']})")
         return done
     record = results.new_record(experiment, metric=run_record["metric"], started_at=results.now())
-    record.update(budget_steps=steps, run_train_steps=experiment.settings.train_steps,
+    record.update(budget_steps=steps, run_train_steps=(run_record.get("training") or {}).get("train_steps"),
                   hyperparameters=dict(run_record.get("hyperparameters") or {}),
                   hyperparameters_source=HYPERPARAMETERS)
     if run_record["status"] != "ok":

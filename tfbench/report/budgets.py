@@ -28,10 +28,10 @@ from tfbench import results
 from tfbench.experiment import identity
 from tfbench.report.cells import MISSING, percent
 from tfbench.report.comparisons import FINETUNE_VS_SCRATCH_KINDS, Comparison, ComparisonOutcome, NotDrawn
+from tfbench.report.convergence import SIDE_NAMES
 
 RUN_MARK = "*"  # a score that is the run's own retrain at its train_steps, not a budget record
 SIDES = ("finetune", "scratch")
-SIDE_NAMES = {"finetune": "fine-tuned", "scratch": "from scratch"}
 METHOD = (
     "Each point is a network trained on train+val for a complete schedule of that many steps (warm-up "
     "for the run's fraction of its steps, cosine decay to zero at the last step), test scored once. "
