@@ -128,8 +128,8 @@ def test_the_report_draws_figure_8_from_the_budget_records_and_keeps_the_cheap_v
     _budget(tmp_path, "scratch", "a_net", "dtd", 200, 0.40)
     analysis, names, markdown = _report(tmp_path)
     assert {"convergence_budgets.png", "convergence.png"} <= names
-    paper, cheap = markdown.split("### Each budget a complete schedule (the paper's design)\n")[1].split(
-        "### Cheap approximation: points partway along one schedule\n")
+    paper, cheap = markdown.split("## Convergence: fine-tuned vs from scratch (the paper's Figure 8)\n")[1].split(
+        "## Convergence, cheap approximation: points partway along one schedule (Figure 8)\n")
     assert ("| a_net | dtd | 100 | 70.0 | 20.0 |\n| a_net | dtd | 200 | - | 40.0 |\n"
             "| a_net | dtd | 400 | 80.0* | 60.0* |") in paper
     # at 100 and 400 steps both trained: fine-tuned higher at both, by (50 + 20) / 2 = 35 points

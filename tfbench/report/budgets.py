@@ -26,8 +26,9 @@ import numpy as np
 
 from tfbench import results
 from tfbench.experiment import identity
-from tfbench.report.cells import MISSING, percent
-from tfbench.report.comparisons import FINETUNE_VS_SCRATCH_KINDS, Comparison, ComparisonOutcome, NotDrawn
+from tfbench.report.cells import MISSING, markdown_table, percent
+from tfbench.report.comparisons import (FINETUNE_VS_SCRATCH_KINDS, Comparison, ComparisonOutcome, NotDrawn,
+                                       pair_figure_files)
 from tfbench.report.convergence import SIDE_NAMES
 
 RUN_MARK = "*"  # a score that is the run's own retrain at its train_steps, not a budget record
@@ -187,3 +188,35 @@ def to_json(outcome: BudgetsOutcome) -> Dict[str, Any]:
             "rows": [{"model": r.model, "dataset": r.dataset, "seed": r.seed, "finetune": side(r.finetune),
                       "scratch": side(r.scratch)} for r in outcome.rows],
             "missing": list(outcome.missing)}
+
+
+@dataclass(frozen=True)
+class ConvergenceBudgets:
+    """The report's section on the paper's Figure 8 as the paper measured it: a table and a figure
+    per fine-tune vs scratch pair with budget records, else one line saying what is missing (the
+    cheap approximation follows in tfbench.report.convergence's section)."""
+
+    outcomes: Tuple[BudgetsOutcome, ...]
+    labels: Mapping[str, str]
+
+    def figure_files(self) -> Dict[str, Budgets]:
+        """The figure of each pair with budgets to draw: convergence_budgets.png when there is one."""
+        return pair_figure_files("convergence_budgets", [o for o in self.outcomes if isinstance(o, Budgets) and o.drawn()])
+
+    def markdown(self) -> List[str]:
+        figure_names = {id(o): name for name, o in self.figure_files().items()}
+        parts = ["## Convergence: fine-tuned vs from scratch (the paper's Figure 8)\n",
+                 "The paper (Figure 8): networks fine-tuned from ImageNet converge faster than the same "
+                 "networks trained from scratch; it trains separate models, each a complete schedule, at "
+                 "each budget. Below, the same design: the sweep's --convergence_budgets.\n"]
+        for outcome in self.outcomes:
+            parts.append(outcome.sentence() + "\n")
+            if id(outcome) in figure_names:
+                parts += [markdown_table(table_rows(outcome, self.labels)), METHOD + "\n"]
+                if outcome.missing:
+                    parts.append("Missing (not counted): " + "; ".join(outcome.missing) + ".\n")
+                parts.append(f"![Convergence, each budget a complete schedule]({figure_names[id(outcome)]})\n")
+        return parts
+
+    def figures(self, figures: Any) -> Dict[str, Any]:
+        return {name: figures.budgets_figure(o, self.labels) for name, o in self.figure_files().items()}
