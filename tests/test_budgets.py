@@ -79,6 +79,18 @@ def test_a_budget_retrains_the_run_choice_and_is_done_until_the_choice_changes(t
     assert not os.path.exists(os.path.dirname(results.budget_path(experiment, 4)))
 
 
+def test_a_run_that_chose_nothing_leaves_its_budgets_nothing_to_train(tmp_path, fake_training):
+    experiment = _finetune(tmp_path)
+    files.write_json_atomic(results.record_path(experiment), {
+        "experiment": experiment.to_dict(), "status": "diverged", "reason": "all 6 trials diverged",
+        "metric": "top1", "hyperparameters": {}, "test_score": None})
+    FakeTrainer.broken = {1e-2}  # any training would raise
+    record = budgets.run(experiment, 4, Runtime(), log=lambda line: None)
+    assert (record["status"], record["reason"]) == ("diverged", "the run chose nothing to retrain: all 6 trials diverged")
+    (task,) = [t for t in study.experiment_tasks(experiment, Runtime(), budgets=[4]) if t.kind == "budget"]
+    assert plan.finished(task)  # finished: a rerun does not try it again
+
+
 def test_a_budget_is_a_complete_schedule_of_its_steps(tmp_path):
     """The budget task of a finished run, under its lock as every executor runs it, trains the tiny
     network for real: exactly the budget's steps, a warm-up of the run's fraction of them (2 of 8 ->

@@ -58,23 +58,22 @@ def run(experiment: Experiment, steps: int, runtime: Runtime, trainer: Optional[
     record.update(budget_steps=steps, run_train_steps=(run_record.get("training") or {}).get("train_steps"),
                   hyperparameters=dict(run_record.get("hyperparameters") or {}),
                   hyperparameters_source=HYPERPARAMETERS)
+    path = results.budget_path(experiment, steps)
     if run_record["status"] != "ok":
-        results.finish(record, run_record["status"], f"the run chose nothing to retrain: {run_record['reason']}")
-    else:
-        log(f"budget {steps:,} steps: retraining the run's choice on trainval, scoring test")
-        started = time.time()
-        trainer = trainer or TrialTrainer(experiment, runtime)
-        outcome = trainer.train_and_score(record["hyperparameters"], "trainval", "test", f"{WORK_PREFIX}{steps}", steps)
-        record["training"] = dict(outcome.details)
-        record["timings"] = {"wall_seconds": time.time() - started, **outcome.details.get("timings", {})}
-        record["test_score"] = outcome.score
-        results.finish(record, outcome.status, outcome.reason)
-        if not trainer.chief:
-            return record
-        files.write_json_atomic(results.budget_path(experiment, steps), record)
-        trainer.discard(f"{WORK_PREFIX}{steps}")
-        log(f"budget {steps:,} steps: {outcome.status}, test {record['metric']}="
-            + ("-" if outcome.score is None else f"{outcome.score:.4f}"))
+        files.write_json_atomic(path, results.finish(record, run_record["status"],
+                                                     f"the run chose nothing to retrain: {run_record['reason']}"))
         return record
-    files.write_json_atomic(results.budget_path(experiment, steps), record)
+    log(f"budget {steps:,} steps: retraining the run's choice on trainval, scoring test")
+    started = time.time()
+    trainer = trainer or TrialTrainer(experiment, runtime)
+    outcome = trainer.train_and_score(record["hyperparameters"], "trainval", "test", f"{WORK_PREFIX}{steps}", steps)
+    record["training"] = dict(outcome.details)
+    record["timings"] = {"wall_seconds": time.time() - started, **outcome.details.get("timings", {})}
+    record["test_score"] = outcome.score
+    results.finish(record, outcome.status, outcome.reason)
+    if trainer.chief:
+        files.write_json_atomic(path, record)
+        trainer.discard(f"{WORK_PREFIX}{steps}")
+    log(f"budget {steps:,} steps: {outcome.status}, test {record['metric']}="
+        + ("-" if outcome.score is None else f"{outcome.score:.4f}"))
     return record
