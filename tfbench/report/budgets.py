@@ -26,9 +26,9 @@ import numpy as np
 
 from tfbench import results
 from tfbench.experiment import identity
-from tfbench.report.cells import MISSING, markdown_table, percent
+from tfbench.report.cells import MISSING, percent
 from tfbench.report.comparisons import (FINETUNE_VS_SCRATCH_KINDS, Comparison, ComparisonOutcome, NotDrawn,
-                                       pair_figure_files)
+                                       pair_figure_files, pair_lines)
 from tfbench.report.convergence import SIDE_NAMES
 
 RUN_MARK = "*"  # a score that is the run's own retrain at its train_steps, not a budget record
@@ -209,14 +209,8 @@ class ConvergenceBudgets:
                  "The paper (Figure 8): networks fine-tuned from ImageNet converge faster than the same "
                  "networks trained from scratch; it trains separate models, each a complete schedule, at "
                  "each budget. Below, the same design: the sweep's --convergence_budgets.\n"]
-        for outcome in self.outcomes:
-            parts.append(outcome.sentence() + "\n")
-            if id(outcome) in figure_names:
-                parts += [markdown_table(table_rows(outcome, self.labels)), METHOD + "\n"]
-                if outcome.missing:
-                    parts.append("Missing (not counted): " + "; ".join(outcome.missing) + ".\n")
-                parts.append(f"![Convergence, each budget a complete schedule]({figure_names[id(outcome)]})\n")
-        return parts
+        return parts + pair_lines(self.outcomes, figure_names, lambda o: table_rows(o, self.labels), METHOD,
+                                  "Convergence, each budget a complete schedule")
 
     def figures(self, figures: Any) -> Dict[str, Any]:
         return {name: figures.budgets_figure(o, self.labels) for name, o in self.figure_files().items()}

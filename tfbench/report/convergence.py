@@ -38,9 +38,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from tfbench import results
-from tfbench.report.cells import MISSING, fixed, markdown_table, percent
+from tfbench.report.cells import MISSING, fixed, percent
 from tfbench.report.comparisons import (FINETUNE_VS_SCRATCH_KINDS, Comparison, ComparisonOutcome, NotDrawn,
-                                       pair_figure_files)
+                                       pair_figure_files, pair_lines)
 
 FRACTIONS = (0.90, 0.95)
 MIN_POINTS = 3
@@ -234,14 +234,8 @@ class Convergences:
                  "The section above measures Figure 8 as the paper did, a complete schedule per budget. "
                  "Here, free with every run: points partway along each run's one cosine schedule, whose "
                  "learning rate has not decayed there, which is not the paper's quantity.\n"]
-        for outcome in self.outcomes:
-            parts.append(outcome.sentence() + "\n")
-            if id(outcome) in figure_names:
-                parts += [markdown_table(table_rows(outcome, self.labels)), METHOD + "\n"]
-                if outcome.missing:
-                    parts.append("Missing (not counted): " + "; ".join(outcome.missing) + ".\n")
-                parts.append(f"![Convergence, cheap approximation]({figure_names[id(outcome)]})\n")
-        return parts
+        return parts + pair_lines(self.outcomes, figure_names, lambda o: table_rows(o, self.labels), METHOD,
+                                  "Convergence, cheap approximation")
 
     def figures(self, figures: Any) -> Dict[str, Any]:
         return {name: figures.convergence_figure(o, self.labels) for name, o in self.figure_files().items()}
