@@ -361,7 +361,7 @@ def task_work(task) -> Tuple[Experiment, Work]:
     experiment = Experiment.from_dict(task.call.arguments["experiment"])
     if task.kind not in ("trial", "conclude"):  # a probe or estimate run: features only
         return experiment, probe_work(experiment)
-    if task.kind == "conclude":
+    if task.kind in ("conclude", "retrain"):  # a retrain on trainval, scored on test
         return experiment, conclude_work(experiment, task.steps)
     return experiment, trial_work(experiment, Runtime(**task.call.arguments["runtime"]), task.steps)
 

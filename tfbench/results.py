@@ -28,6 +28,9 @@ FINISHED_STATUSES = ("ok", "diverged")  # a failed run, trial or task is tried a
 RECORD_FILE = "record.json"
 RUN_FIELDS = ("experiment", "status")  # what every run and trial record holds
 TRIALS_DIR = "trials"
+# In a grid run's folder: the retrains of the settings cheaper searches would have chosen
+# (tfbench.sweep --retrain_cheap_choices), one record each; not runs, so `collect` leaves them out.
+CHEAP_RETRAINS_DIR = "cheap_retrains"
 # A fine-tune or scratch run record's validation curve of its chosen trial: [[step, score], ...]
 # while training on train, the last point at the end (records written before it lack the field).
 CHOSEN_CURVE = "chosen_validation_curve"
@@ -115,6 +118,20 @@ def record_path(experiment: Experiment) -> str:
 
 def trial_path(experiment: Experiment, trial_id: str) -> str:
     return os.path.join(experiment.run_dir(), TRIALS_DIR, trial_id + ".json")
+
+
+def cheap_retrain_path(experiment: Experiment, name: str) -> str:
+    return os.path.join(experiment.run_dir(), CHEAP_RETRAINS_DIR, name + ".json")
+
+
+def cheap_retrain_records(output_dir: str) -> List[Dict[str, Any]]:
+    """Every finished cheap-choice retrain record under output_dir's run folders."""
+    found = []
+    for run_folder in run_folders(output_dir):
+        folder = os.path.join(run_folder, CHEAP_RETRAINS_DIR)
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".json")) if os.path.isdir(folder) else []
+        found += [read_record(os.path.join(folder, name), warn_if_damaged=True) for name in names]
+    return [record for record in found if record is not None and record.get("status") in FINISHED_STATUSES]
 
 
 def read_record(path: str, warn_if_damaged: bool = False,

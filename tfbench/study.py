@@ -131,6 +131,47 @@ def conclusion_task(experiment: Mapping[str, Any], runtime: Mapping[str, Any], m
     runs.run_experiment(run, trained.conclude, run_runtime, user_errors=runs.user_errors())
 
 
+def cheap_retrain_task(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_file: Optional[str],
+                       hyperparameters: Mapping[str, float]) -> None:
+    """The retrain of a setting a cheaper search would have chosen on a finished grid run (trained.
+    retrain_cheap_choice), recorded under the run's cheap_retrains/."""
+    from tfbench.regimes import trained
+
+    run, run_runtime = _load(experiment, runtime, models_file)
+    trained.retrain_cheap_choice(run, hyperparameters, run_runtime)
+
+
+def cheap_retrain_finished(experiment: Mapping[str, Any], hyperparameters: Mapping[str, float]) -> bool:
+    """Whether the retrain's record belongs to this run (not one made under other settings)."""
+    from tfbench import tuning
+    from tfbench.regimes import trained
+
+    run = Experiment.from_dict(experiment)
+    record = results.read_record(trained.cheap_retrain_path(run, hyperparameters), fields=("experiment",))
+    return record is not None and tuning.trial_identity(record["experiment"]) == tuning.trial_identity(run.to_dict())
+
+
+def cheap_retrain_tasks(experiment: Experiment, runtime: Runtime, settings: Sequence[Tuple[float, float]],
+                        models_file: Optional[str] = None) -> List[plan.Task]:
+    """The tasks that retrain each (learning rate, weight decay) of `settings` on trainval and score
+    test, as the finished grid run `experiment`'s conclusion did for its own choice."""
+    from tfbench.regimes import trained
+
+    key, arguments = run_key(experiment), _arguments(experiment, runtime, models_file)
+    steps = experiment.settings.train_steps
+    tasks = []
+    for learning_rate, weight_decay in settings:
+        hyperparameters = {"learning_rate": learning_rate, "weight_decay": weight_decay}
+        tasks.append(plan.Task(
+            key=f"{key}/{results.CHEAP_RETRAINS_DIR}/{trained.cheap_retrain_name(hyperparameters)}",
+            kind="retrain", record=trained.cheap_retrain_path(experiment, hyperparameters),
+            call=plan.Call(f"{TASKS}:cheap_retrain_task", {**arguments, "hyperparameters": hyperparameters}),
+            done=plan.Call(f"{TASKS}:cheap_retrain_finished", {"experiment": arguments["experiment"],
+                                                               "hyperparameters": hyperparameters}),
+            run=key, steps=steps, images=steps * experiment.batch_size))
+    return tasks
+
+
 def trial_finished(experiment: Mapping[str, Any], trial: Mapping[str, Any]) -> bool:
     """Whether the trial's record is reusable by this experiment (not one made under other settings)."""
     from tfbench import tuning
@@ -145,11 +186,15 @@ def run_key(experiment: Experiment) -> str:
     return os.path.relpath(experiment.run_dir(), experiment.output_dir).replace(os.sep, "/")
 
 
+def _arguments(experiment: Experiment, runtime: Runtime, models_file: Optional[str]) -> Dict[str, Any]:
+    """What every task of a run is called with: plain data."""
+    return {"experiment": experiment.to_dict(), "runtime": dataclasses.asdict(runtime),
+            "models_file": models_file and os.path.abspath(models_file)}
+
+
 def experiment_tasks(experiment: Experiment, runtime: Runtime, models_file: Optional[str] = None) -> List[plan.Task]:
     """The tasks of one run, each trial before the conclusion that needs it."""
-    key = run_key(experiment)
-    arguments = {"experiment": experiment.to_dict(), "runtime": dataclasses.asdict(runtime),
-                 "models_file": models_file and os.path.abspath(models_file)}
+    key, arguments = run_key(experiment), _arguments(experiment, runtime, models_file)
     if experiment.regime in WHOLE_RUN_REGIMES:
         return [plan.Task(key=key, kind=experiment.regime, call=plan.Call(f"{TASKS}:whole_run_task", arguments),
                           record=results.record_path(experiment), run=key)]
@@ -197,10 +242,11 @@ def study_plan(experiments: Sequence[Tuple[Experiment, Runtime]], overwrite: boo
 
 
 def discard(tasks: Sequence[plan.Task]) -> None:
-    """For --overwrite: forget the records, trials and checkpoints of the runs these tasks belong
-    to, so that they run again from scratch."""
+    """For --overwrite: forget the records, trials, checkpoints and cheap-choice retrains of the runs
+    these tasks belong to, so that they run again from scratch."""
     for run_dir in sorted({Experiment.from_dict(task.call.arguments["experiment"]).run_dir() for task in tasks}):
         shutil.rmtree(os.path.join(run_dir, results.TRIALS_DIR), ignore_errors=True)
+        shutil.rmtree(os.path.join(run_dir, results.CHEAP_RETRAINS_DIR), ignore_errors=True)
         if os.path.exists(os.path.join(run_dir, results.RECORD_FILE)):
             os.unlink(os.path.join(run_dir, results.RECORD_FILE))
 
