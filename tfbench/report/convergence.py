@@ -38,7 +38,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from tfbench import results
-from tfbench.report.cells import MISSING, fixed, percent
+from tfbench.report.cells import MISSING, fixed, markdown_table, percent
 from tfbench.report.comparisons import FINETUNE_VS_SCRATCH_KINDS, Comparison, ComparisonOutcome, NotDrawn
 
 FRACTIONS = (0.90, 0.95)
@@ -212,3 +212,38 @@ def to_json(outcome: ConvergenceOutcome) -> Dict[str, Any]:
                      for r in outcome.rows],
             "median_ratio": {f"{f:g}": outcome.median_ratio(f) for f in FRACTIONS},
             "missing": list(outcome.missing)}
+
+
+@dataclass(frozen=True)
+class Convergences:
+    """The report's section on the paper's Figure 8: a table and a figure per fine-tune vs scratch
+    pair with curves, else one line saying what is missing."""
+
+    outcomes: Tuple[ConvergenceOutcome, ...]
+    labels: Mapping[str, str]
+
+    def figure_files(self) -> Dict[str, Convergence]:
+        """The figure of each pair with curves to draw: convergence.png when there is one."""
+        drawable = [o for o in self.outcomes if isinstance(o, Convergence) and o.drawn()]
+        return {("convergence.png" if len(drawable) == 1 else
+                 f"convergence_{o.comparison.first.group.slug}_{o.comparison.second.group.slug}.png"): o
+                for o in drawable}
+
+    def markdown(self) -> List[str]:
+        figure_names = {id(o): name for name, o in self.figure_files().items()}
+        parts = ["## Convergence: fine-tuned vs from scratch (the paper's Figure 8)\n",
+                 "The paper (Figure 8): networks fine-tuned from ImageNet converge faster than the same "
+                 "networks trained from scratch; it trains separate models, each a complete schedule, at "
+                 "each budget. Below, a cheap approximation: points partway along each run's one cosine "
+                 "schedule, whose learning rate has not decayed there.\n"]
+        for outcome in self.outcomes:
+            parts.append(outcome.sentence() + "\n")
+            if id(outcome) in figure_names:
+                parts += [markdown_table(table_rows(outcome, self.labels)), METHOD + "\n"]
+                if outcome.missing:
+                    parts.append("Missing (not counted): " + "; ".join(outcome.missing) + ".\n")
+                parts.append(f"![Convergence]({figure_names[id(outcome)]})\n")
+        return parts
+
+    def figures(self, figures: Any) -> Dict[str, Any]:
+        return {name: figures.convergence_figure(o, self.labels) for name, o in self.figure_files().items()}
