@@ -7,7 +7,7 @@ test scores are hand-written tables, so every choice can be worked out by hand (
 
 import pytest
 
-from tfbench import results, study, sweep
+from tfbench import cheap_retrains, results, study
 from tfbench.experiment import Experiment
 from tfbench.regimes import trained, trainer
 from tfbench.report import build, cheap_alternatives
@@ -63,7 +63,7 @@ def test_the_flag_retrains_exactly_the_missing_choices_and_the_table_reads_their
     for run in grids, [none]:  # two studies: task keys are relative to the output folder
         assert _execute(study.study_plan(run).tasks).complete()
 
-    tasks = sweep.cheap_retrain_tasks(grids, str(tmp_path))
+    tasks = cheap_retrains.tasks(grids, str(tmp_path))
     # By hand. Most frequent: S3 (B and C). Transfer to A: S3 (B and C); to B: A's S1 or C's S3 tie,
     # mean validation rank over A and C: S1 (1 + 2) / 2 < S3 (3 + 1) / 2, so S1; to C likewise S1.
     # Missing: A's S3 (VTAB's S6 has the none run; S1 is A's own), B's S1, C's S1 (S3 their own).
@@ -74,7 +74,7 @@ def test_the_flag_retrains_exactly_the_missing_choices_and_the_table_reads_their
     assert {(t.kind, t.steps, t.images) for t in tasks} == {("retrain", 10, 80)}
     assert tasks[0].record.startswith(str(tmp_path / "grid" / tasks[0].run / results.CHEAP_RETRAINS_DIR))
     assert _execute(tasks).count("ran") == 3
-    again = sweep.cheap_retrain_tasks(grids, str(tmp_path))  # the same plan, now finished
+    again = cheap_retrains.tasks(grids, str(tmp_path))  # the same plan, now finished
     assert [t.key for t in again] == [t.key for t in tasks] and all(plan.finished(t) for t in again)
     assert len(results.collect(str(tmp_path))) == 4  # the retrains are not runs
 

@@ -31,7 +31,7 @@ RUNG_SLOTS = "rungs"  # the folder, among a run's trials, of halving's slot reco
 REPORT_SOURCES = "sources.json"  # in the report folder: the run records it was built from
 
 
-def _load(experiment: Mapping[str, Any], runtime: Mapping[str, Any],
+def load_task(experiment: Mapping[str, Any], runtime: Mapping[str, Any],
           models_file: Optional[str]) -> Tuple[Experiment, Runtime]:
     """The task's experiment and runtime; a worker first registers the user models it may name."""
     if models_file:
@@ -50,7 +50,7 @@ def whole_run_task(experiment: Mapping[str, Any], runtime: Mapping[str, Any], mo
     from tfbench import runs
     from tfbench.regimes import estimate, probe
 
-    run, run_runtime = _load(experiment, runtime, models_file)
+    run, run_runtime = load_task(experiment, runtime, models_file)
     regime = {"probe": probe, "estimate": estimate}[run.regime]
     runs.run_experiment(run, regime.run, run_runtime, user_errors=runs.user_errors())
 
@@ -60,7 +60,7 @@ def trial_task(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models
     """A trial task (`trial`: tuning.Trial's fields)."""
     from tfbench import tuning
 
-    run, run_runtime = _load(experiment, runtime, models_file)
+    run, run_runtime = load_task(experiment, runtime, models_file)
     _train_trial(run, run_runtime, tuning.Trial(**trial))
 
 
@@ -89,7 +89,7 @@ def rung_slot_task(experiment: Mapping[str, Any], runtime: Mapping[str, Any], mo
     records of the rung before), then write the slot's record."""
     from tfbench.regimes import trained
 
-    run, run_runtime = _load(experiment, runtime, models_file)
+    run, run_runtime = load_task(experiment, runtime, models_file)
     (previous, _), (planned, _) = trained.rungs(run, _quiet, upto=rung)[-2:]
     trained.free_unpromoted(run, previous, planned)
     slot_record = {"rung": rung, "slot": slot, "trial_id": None, "status": "ok",
@@ -127,49 +127,8 @@ def conclusion_task(experiment: Mapping[str, Any], runtime: Mapping[str, Any], m
     from tfbench import runs
     from tfbench.regimes import trained
 
-    run, run_runtime = _load(experiment, runtime, models_file)
+    run, run_runtime = load_task(experiment, runtime, models_file)
     runs.run_experiment(run, trained.conclude, run_runtime, user_errors=runs.user_errors())
-
-
-def cheap_retrain_task(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_file: Optional[str],
-                       hyperparameters: Mapping[str, float]) -> None:
-    """The retrain of a setting a cheaper search would have chosen on a finished grid run (trained.
-    retrain_cheap_choice), recorded under the run's cheap_retrains/."""
-    from tfbench.regimes import trained
-
-    run, run_runtime = _load(experiment, runtime, models_file)
-    trained.retrain_cheap_choice(run, hyperparameters, run_runtime)
-
-
-def cheap_retrain_finished(experiment: Mapping[str, Any], hyperparameters: Mapping[str, float]) -> bool:
-    """Whether the retrain's record belongs to this run (not one made under other settings)."""
-    from tfbench import tuning
-    from tfbench.regimes import trained
-
-    run = Experiment.from_dict(experiment)
-    record = results.read_record(trained.cheap_retrain_path(run, hyperparameters), fields=("experiment",))
-    return record is not None and tuning.trial_identity(record["experiment"]) == tuning.trial_identity(run.to_dict())
-
-
-def cheap_retrain_tasks(experiment: Experiment, runtime: Runtime, settings: Sequence[Tuple[float, float]],
-                        models_file: Optional[str] = None) -> List[plan.Task]:
-    """The tasks that retrain each (learning rate, weight decay) of `settings` on trainval and score
-    test, as the finished grid run `experiment`'s conclusion did for its own choice."""
-    from tfbench.regimes import trained
-
-    key, arguments = run_key(experiment), _arguments(experiment, runtime, models_file)
-    steps = experiment.settings.train_steps
-    tasks = []
-    for learning_rate, weight_decay in settings:
-        hyperparameters = {"learning_rate": learning_rate, "weight_decay": weight_decay}
-        tasks.append(plan.Task(
-            key=f"{key}/{results.CHEAP_RETRAINS_DIR}/{trained.cheap_retrain_name(hyperparameters)}",
-            kind="retrain", record=trained.cheap_retrain_path(experiment, hyperparameters),
-            call=plan.Call(f"{TASKS}:cheap_retrain_task", {**arguments, "hyperparameters": hyperparameters}),
-            done=plan.Call(f"{TASKS}:cheap_retrain_finished", {"experiment": arguments["experiment"],
-                                                               "hyperparameters": hyperparameters}),
-            run=key, steps=steps, images=steps * experiment.batch_size))
-    return tasks
 
 
 def trial_finished(experiment: Mapping[str, Any], trial: Mapping[str, Any]) -> bool:
@@ -186,7 +145,7 @@ def run_key(experiment: Experiment) -> str:
     return os.path.relpath(experiment.run_dir(), experiment.output_dir).replace(os.sep, "/")
 
 
-def _arguments(experiment: Experiment, runtime: Runtime, models_file: Optional[str]) -> Dict[str, Any]:
+def task_arguments(experiment: Experiment, runtime: Runtime, models_file: Optional[str]) -> Dict[str, Any]:
     """What every task of a run is called with: plain data."""
     return {"experiment": experiment.to_dict(), "runtime": dataclasses.asdict(runtime),
             "models_file": models_file and os.path.abspath(models_file)}
@@ -194,7 +153,7 @@ def _arguments(experiment: Experiment, runtime: Runtime, models_file: Optional[s
 
 def experiment_tasks(experiment: Experiment, runtime: Runtime, models_file: Optional[str] = None) -> List[plan.Task]:
     """The tasks of one run, each trial before the conclusion that needs it."""
-    key, arguments = run_key(experiment), _arguments(experiment, runtime, models_file)
+    key, arguments = run_key(experiment), task_arguments(experiment, runtime, models_file)
     if experiment.regime in WHOLE_RUN_REGIMES:
         return [plan.Task(key=key, kind=experiment.regime, call=plan.Call(f"{TASKS}:whole_run_task", arguments),
                           record=results.record_path(experiment), run=key)]

@@ -26,18 +26,16 @@ shards or a rerun. `--dry_run` prints the plan and its cost instead.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
 from absl import flags
 
-from tfbench import cli, estimate_cost, preflight, results, runs, study
+from tfbench import cheap_retrains, cli, estimate_cost, preflight, runs, study
 from tfbench.app import common_flags, estimate_flags, probe_flags, training_flags
 from tfbench.tasks import executors, locks, plan
-from tfbench.experiment import Experiment, identity
+from tfbench.experiment import Experiment
 from tfbench.settings import PAPER_REGIMES, REGIMES, InvalidSettingError, Runtime
 
 FLAGS = flags.FLAGS
@@ -173,24 +171,6 @@ def experiments_from_flags(argv: List[str]) -> List[Tuple[Experiment, Runtime]]:
     return experiments
 
 
-def cheap_retrain_tasks(experiments: List[Tuple[Experiment, Runtime]], output_dir: str,
-                        models_file: Optional[str] = None) -> List[plan.Task]:
-    """--retrain_cheap_choices: the retrain of every single choice of the cheaper searches on the
-    sweep's finished grid runs that no run under `output_dir` has retrained
-    (tfbench.report.cheap_alternatives.missing_retrains), as tasks."""
-    from tfbench.report import cheap_alternatives, protocol_groups
-
-    records = results.collect(output_dir) if os.path.isdir(output_dir) else []
-    ours = {json.dumps(experiment.identity(), sort_keys=True): (experiment, runtime)
-            for experiment, runtime in experiments}
-    tasks = []
-    for record, settings in cheap_alternatives.missing_retrains(protocol_groups.group_records(records), records):
-        found = ours.get(json.dumps(identity(record["experiment"]), sort_keys=True))
-        if found is not None:
-            tasks += study.cheap_retrain_tasks(*found, settings, models_file)
-    return tasks
-
-
 def selected_tasks(study_plan: plan.Plan, shard: Optional[plan.Shard]) -> List[plan.Task]:
     return study_plan.tasks if shard is None else study_plan.shard(shard.index, shard.count)
 
@@ -249,8 +229,8 @@ def main():
             experiments = experiments_from_flags(argv)
             study_plan = study.study_plan(experiments, overwrite=FLAGS.overwrite, models_file=FLAGS.models_file)
             if FLAGS.retrain_cheap_choices:
-                study_plan = plan.Plan(study_plan.tasks + cheap_retrain_tasks(experiments, FLAGS.output_dir,
-                                                                                  FLAGS.models_file))
+                study_plan = plan.Plan(study_plan.tasks + cheap_retrains.tasks(experiments, FLAGS.output_dir,
+                                                                                   FLAGS.models_file))
             tasks = selected_tasks(study_plan, shard)
             if FLAGS.dry_run:
                 print(plan.cost(tasks).summary())
