@@ -29,6 +29,9 @@ FINISHED_STATUSES = ("ok", "diverged")  # a failed run, trial or task is tried a
 RECORD_FILE = "record.json"
 RUN_FIELDS = ("experiment", "status")  # what every run and trial record holds
 TRIALS_DIR = "trials"
+# In a grid run's folder: the retrains of the settings cheaper searches would have chosen
+# (tfbench.sweep --retrain_cheap_choices), one record each; not runs, so `collect` leaves them out.
+CHEAP_RETRAINS_DIR = "cheap_retrains"
 # The run's choice retrained for other step budgets (the paper's Figure 8): `<run dir>/budgets/steps_<N>.json`
 # (tfbench.regimes.budgets), beside the run record, never collected as a run.
 BUDGETS_DIR = "budgets"
@@ -121,6 +124,18 @@ def trial_path(experiment: Experiment, trial_id: str) -> str:
     return os.path.join(experiment.run_dir(), TRIALS_DIR, trial_id + ".json")
 
 
+def cheap_retrain_path(experiment: Experiment, name: str) -> str:
+    return os.path.join(experiment.run_dir(), CHEAP_RETRAINS_DIR, name + ".json")
+
+
+def cheap_retrain_records(output_dir: str) -> List[Dict[str, Any]]:
+    """Every finished cheap-choice retrain record under output_dir's run folders."""
+    found = []
+    for run_folder in run_folders(output_dir):
+        folder = os.path.join(run_folder, CHEAP_RETRAINS_DIR)
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".json")) if os.path.isdir(folder) else []
+        found += [read_record(os.path.join(folder, name), warn_if_damaged=True) for name in names]
+    return [record for record in found if record is not None and record.get("status") in FINISHED_STATUSES]
 def budget_path(experiment: Experiment, steps: int) -> str:
     return os.path.join(experiment.run_dir(), BUDGETS_DIR, f"steps_{steps}.json")
 

@@ -204,7 +204,8 @@ def cheap_alternatives_of(analysis: Analysis) -> cheap_alternatives.CheapAlterna
     """What cheaper searches would have chosen, per group (tfbench.report.cheap_alternatives)."""
     return cheap_alternatives.analyze([g.group for g in analysis.groups.values()],
                                       {slug: g.title() for slug, g in analysis.groups.items()},
-                                      [r for g in analysis.groups.values() for r in g.group.records])
+                                      [r for g in analysis.groups.values() for r in g.group.records],
+                                      results.cheap_retrain_records(analysis.output_dir) if analysis.output_dir else [])
 
 
 def data_size_of(analysis: Analysis) -> data_size.DataSizeAnalysis:
