@@ -5,7 +5,6 @@ Three networks' grids run through the study's executor with a fake trainer whose
 test scores are hand-written tables, so every choice can be worked out by hand (below).
 """
 
-import pytest
 
 from tfbench import cheap_retrains, results, study
 from tfbench.experiment import Experiment

@@ -9,7 +9,7 @@ import pytest
 from tfbench import backbones, datasets, features
 from tfbench.regimes import frozen
 from tfbench.experiment import Experiment
-from tfbench.settings import ProbeSettings, Runtime
+from tfbench.settings import ProbeSettings
 
 
 def _experiment(**overrides):

@@ -11,7 +11,7 @@ from tfbench import files, results, study
 from tfbench.regimes import probe
 from tfbench.tasks import executors
 from tfbench.experiment import Experiment
-from tfbench.settings import ProbeSettings, Runtime, TrainingSettings
+from tfbench.settings import ProbeSettings, Runtime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
