@@ -108,7 +108,10 @@ class Paths:
     def _examples(self, count: int):
         from tfbench import datasets
 
-        return datasets.load(self.name, "test").take(count)
+        examples = datasets.load(self.name, "test")
+        # take() only where needed: it would stand between the decode and the resize, which then
+        # could not be fused (see preprocessing.pipeline).
+        return examples if count == len(self.files) else examples.take(count)
 
     def pipeline(self) -> None:
         from tfbench import preprocessing
