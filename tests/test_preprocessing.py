@@ -74,6 +74,7 @@ def test_training_crop_never_pads_outside_the_image():
 def test_eval_resizes_the_whole_image_without_cropping():
     transform = preprocessing.eval_transform(SIZE)
     same_size = tf.constant(np.random.default_rng(2).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+    assert transform(same_size).dtype == tf.float32  # a float32 image whatever the input's static shape
     np.testing.assert_array_equal(transform(same_size).numpy(), same_size.numpy().astype(np.float32))
     small = tf.constant(np.random.default_rng(3).integers(0, 256, (8, 11, 3), dtype=np.uint8))
     np.testing.assert_allclose(transform(small).numpy(), tf.image.resize(small, [SIZE, SIZE]).numpy())

@@ -89,7 +89,8 @@ def eval_transform(image_size: int) -> Transform:
     """uint8 image [H, W, 3] -> float32 [S, S, 3]: the whole image resized, nothing cropped."""
 
     def transform(image: tf.Tensor) -> tf.Tensor:
-        return tf.image.resize(image, [image_size, image_size])
+        # tf.image.resize hands back an image whose static shape is already S x S unchanged: uint8.
+        return tf.cast(tf.image.resize(image, [image_size, image_size]), tf.float32)
 
     return transform
 
