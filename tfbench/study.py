@@ -121,6 +121,30 @@ def _quiet(message: str) -> None:
     pass
 
 
+def budget_task(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_file: Optional[str],
+                steps: int) -> None:
+    """The run's choice retrained for a complete schedule of `steps` steps, recorded beside the run.
+    A budget that raises is recorded as failed, as a trial is, and tried again by a rerun."""
+    from tfbench import runs
+    from tfbench.regimes import budgets
+
+    run, run_runtime = _load(experiment, runtime, models_file)
+    try:
+        budgets.run(run, steps, run_runtime)
+    except runs.user_errors():
+        raise
+    except Exception as error:
+        files.write_json_atomic(results.budget_path(run, steps), {**runs.failed_record(run, error), "budget_steps": steps})
+        raise
+
+
+def budget_finished(experiment: Mapping[str, Any], steps: int) -> bool:
+    """Whether the budget's record is reusable: made under these settings for the run's current choice."""
+    from tfbench.regimes import budgets
+
+    return budgets.finished(Experiment.from_dict(experiment), steps) is not None
+
+
 def conclusion_task(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_file: Optional[str]) -> None:
     """The conclude task: selection, retrain on train+val and test score, recorded as a run."""
     from tfbench import runs
@@ -144,8 +168,10 @@ def run_key(experiment: Experiment) -> str:
     return os.path.relpath(experiment.run_dir(), experiment.output_dir).replace(os.sep, "/")
 
 
-def experiment_tasks(experiment: Experiment, runtime: Runtime, models_file: Optional[str] = None) -> List[plan.Task]:
-    """The tasks of one run, each trial before the conclusion that needs it."""
+def experiment_tasks(experiment: Experiment, runtime: Runtime, models_file: Optional[str] = None,
+                     budgets: Sequence[int] = ()) -> List[plan.Task]:
+    """The tasks of one run, each trial before the conclusion that needs it, then the retrain of
+    its choice at each of `budgets` (steps) but the steps of its own retrain, each needing the conclusion."""
     key = run_key(experiment)
     arguments = {"experiment": experiment.to_dict(), "runtime": dataclasses.asdict(runtime),
                  "models_file": models_file and os.path.abspath(models_file)}
@@ -181,25 +207,33 @@ def experiment_tasks(experiment: Experiment, runtime: Runtime, models_file: Opti
     tasks.append(plan.Task(key=key, kind="conclude", call=plan.Call(f"{TASKS}:conclusion_task", arguments),
                            record=results.record_path(experiment), needs=tuple(t.key for t in tasks),
                            **cost(shape[-1][1])))
+    tasks += [plan.Task(key=f"{key}/budget{steps}", kind="budget",
+                        call=plan.Call(f"{TASKS}:budget_task", {**arguments, "steps": steps}),
+                        record=results.budget_path(experiment, steps), needs=(key,),
+                        done=plan.Call(f"{TASKS}:budget_finished", {"experiment": arguments["experiment"],
+                                                                   "steps": steps}), **cost(steps))
+              for steps in sorted(set(budgets)) if steps != shape[-1][1]]  # the run's retrain is that one
     return tasks
 
 
 def study_plan(experiments: Sequence[Tuple[Experiment, Runtime]], overwrite: bool = False,
-               models_file: Optional[str] = None) -> plan.Plan:
-    """The plan of every experiment. Unless overwriting, a finished run made with other settings
-    stops it here (results.RunConflictError), before anything runs, as a sequential sweep would."""
+               models_file: Optional[str] = None, budgets: Sequence[int] = ()) -> plan.Plan:
+    """The plan of every experiment, with the convergence `budgets` (steps) of each fine-tune and
+    scratch run. Unless overwriting, a finished run made with other settings stops it here
+    (results.RunConflictError), before anything runs, as a sequential sweep would."""
     if not overwrite:
         for experiment, _ in experiments:
             results.finished_run(experiment)
     return plan.Plan(task for experiment, runtime in experiments
-                     for task in experiment_tasks(experiment, runtime, models_file))
+                     for task in experiment_tasks(experiment, runtime, models_file, budgets))
 
 
 def discard(tasks: Sequence[plan.Task]) -> None:
-    """For --overwrite: forget the records, trials and checkpoints of the runs these tasks belong
-    to, so that they run again from scratch."""
+    """For --overwrite: forget the records, trials, budgets and checkpoints of the runs these tasks
+    belong to, so that they run again from scratch."""
     for run_dir in sorted({Experiment.from_dict(task.call.arguments["experiment"]).run_dir() for task in tasks}):
-        shutil.rmtree(os.path.join(run_dir, results.TRIALS_DIR), ignore_errors=True)
+        for folder in (results.TRIALS_DIR, results.BUDGETS_DIR):
+            shutil.rmtree(os.path.join(run_dir, folder), ignore_errors=True)
         if os.path.exists(os.path.join(run_dir, results.RECORD_FILE)):
             os.unlink(os.path.join(run_dir, results.RECORD_FILE))
 

@@ -11,7 +11,8 @@ non-zero if any run failed. When every run is done the report (tfbench.report) i
 the first driver to find the study complete, and again only when a run record has changed.
 
 A run decomposes into tasks (tfbench.study): a fine-tune or scratch run into its trials, then the
-selection, retrain and test score; a probe run into one task. An executor runs them:
+selection, retrain and test score (then, with `--convergence_budgets`, the retrain of that choice at
+each budget); a probe run into one task. An executor runs them:
 `--executor=local` (the default) one after another in this process; `--executor=ray` as Ray
 tasks, each with `--cpus_per_trial` CPUs and `--gpus_per_trial` GPUs, on this machine or the
 cluster at `--ray_address`, many at once. `--shard=INDEX/COUNT` (or `auto/COUNT` under a
@@ -54,6 +55,12 @@ flags.DEFINE_list(
 flags.DEFINE_list("seeds", None,
                   "Run every configuration once per seed (distinct runs, each in its own folder); "
                   "the report shows mean ± sd over them. Default: --seed alone.")
+flags.DEFINE_list(
+    "convergence_budgets", [],
+    "The paper's Figure 8: after each fine-tune and scratch run, retrain its chosen hyperparameters "
+    "for a complete schedule of each of these many steps (e.g. 2500,5000,10000), test scored, each a "
+    "task of the plan; the report plots test score against steps. The run's own --train_steps is "
+    "the run itself. Empty: none (the report's partial-curve view, a cheap approximation, remains).")
 flags.DEFINE_boolean("report", True, "Build the report under <output_dir>/report once every run is finished "
                      "(once per study: by the first driver to see it complete).")
 flags.DEFINE_enum("executor", "local", executors.EXECUTORS,
@@ -129,6 +136,18 @@ def seeds_from_flags() -> List[int]:
         raise InvalidSettingError(f"--seeds takes whole numbers, got {','.join(FLAGS.seeds)}") from None
 
 
+def budgets_from_flags() -> List[int]:
+    """--convergence_budgets as distinct step counts of at least 1, ascending."""
+    try:
+        budgets = [int(text) for text in FLAGS.convergence_budgets]
+    except ValueError:
+        budgets = []
+    if len(budgets) != len(FLAGS.convergence_budgets) or any(steps < 1 for steps in budgets):
+        raise InvalidSettingError(f"--convergence_budgets takes whole numbers of steps of at least 1 "
+                                  f"(e.g. 2500,5000,10000), got {','.join(FLAGS.convergence_budgets)}")
+    return sorted(set(budgets))
+
+
 def experiments_from_flags(argv: List[str]) -> List[Tuple[Experiment, Runtime]]:
     """Every experiment of the sweep with its runtime, validated before any of them runs: each
     (regime, settings, training-set size, dataset, model) once per seed."""
@@ -169,7 +188,7 @@ def selected_tasks(study_plan: plan.Plan, shard: Optional[plan.Shard]) -> List[p
 def print_run_summary(task: plan.Task, outcome: executors.TaskOutcome) -> None:
     """The line each regime binary ends with, for each run a task concluded (or found finished)."""
     record = plan.read_record(task.record)
-    if task.kind != "trial" and record is not None and "experiment" in record:
+    if task.kind not in ("trial", "budget") and record is not None and "experiment" in record:
         print(f"  {common_flags.run_summary_line(record, skipped=outcome.status == 'skipped')}", flush=True)
 
 
@@ -213,8 +232,10 @@ def main():
             shard = plan.parse_shard(FLAGS.shard) if FLAGS.shard else None  # before any slow work
             timing = lock_timing()
             preflight.check_output_dir(FLAGS.output_dir)
+            budgets = budgets_from_flags()
             experiments = experiments_from_flags(argv)
-            study_plan = study.study_plan(experiments, overwrite=FLAGS.overwrite, models_file=FLAGS.models_file)
+            study_plan = study.study_plan(experiments, overwrite=FLAGS.overwrite, models_file=FLAGS.models_file,
+                                          budgets=budgets)
             tasks = selected_tasks(study_plan, shard)
             if FLAGS.dry_run:
                 print(plan.cost(tasks).summary())

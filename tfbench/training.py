@@ -77,6 +77,7 @@ class TrainResult:
     seconds: Dict[str, float]
     validation_curve: List[List[float]]
     reason: Optional[str] = None
+    final_learning_rate: Optional[float] = None  # the schedule's value at the last step reached
 
 
 def per_example_loss(labels, logits, multi_label: bool, label_smoothing: float):
@@ -228,7 +229,8 @@ def train(learner, train_batches: Callable[[int], Any], config: TrainConfig, *, 
     return model, TrainResult(
         status=status, steps=current, final_loss=last_loss, resumed_from_step=resumed_from,
         images_per_second=(steady_steps * config.batch_size / train_seconds) if train_seconds > 0 else None,
-        seconds=seconds, validation_curve=curve, reason=reason)
+        seconds=seconds, validation_curve=curve, reason=reason,
+        final_learning_rate=float(optimizer.learning_rate))
 
 
 def _with_batch_size(batch, batch_size: int):

@@ -196,7 +196,8 @@ class TrialTrainer:
         details = {
             "fit_split": fit_split, "score_split": score_split, "train_steps": config.train_steps,
             "steps": result.steps, "resumed_from_step": result.resumed_from_step,
-            "final_loss": result.final_loss, "l2_coefficient": config.l2_coefficient,
+            "final_loss": result.final_loss, "final_learning_rate": result.final_learning_rate,
+            "l2_coefficient": config.l2_coefficient, "warmup_steps": config.warmup_steps,
             "bn_momentum": bn_momentum,
             "bn_momentum_applied": classifier.bn_momentum_applied(learner.model, bn_momentum),
             "images_per_second": result.images_per_second, "precision": self.precision,

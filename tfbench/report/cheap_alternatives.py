@@ -37,7 +37,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from tfbench.report.cells import MISSING, fixed, percent, plural
+from tfbench.report.cells import MISSING, fixed, markdown_table, percent, plural
 from tfbench.report.protocol_groups import ProtocolGroup
 from tfbench.settings import TRAINED_REGIMES
 from tfbench.tuning import trial_identity
@@ -328,8 +328,8 @@ class CheapAlternatives:
     def figure_files(self) -> Dict[str, GroupAlternatives]:
         return {f"cheap_alternatives_{g.slug}.png": g for g in self.groups if g.runs}
 
-    def markdown(self, table: Callable[[Sequence[Mapping[str, str]]], str]) -> List[str]:
-        """The report's section; `table` renders rows as a markdown table (report.markdown_table)."""
+    def markdown(self) -> List[str]:
+        """The report's section."""
         parts = ["## Cheap alternatives to the grid search\n",
                  "What cheaper searches would have chosen, read off each grid run's validation scores "
                  "without training (tfbench.report.cheap_alternatives). VTAB 2 x 2: Zhai et al. 2019's "
@@ -348,9 +348,12 @@ class CheapAlternatives:
             if group.missing:
                 parts.append(f"Not drawn: {group.missing}.\n")
                 continue
-            parts += [f"Over {plural(len(group.runs), 'grid run')}.\n", table(group.rows()),
+            parts += [f"Over {plural(len(group.runs), 'grid run')}.\n", markdown_table(group.rows()),
                       f"![Cheap alternatives, {group.slug}]({figures[group.slug]})\n"]
         return parts
+
+    def figures(self, figures: Any) -> Dict[str, Any]:
+        return {name: figures.cheap_alternatives_figure(g) for name, g in self.figure_files().items()}
 
     def to_json(self) -> Dict[str, Any]:
         return {g.slug: g.to_json() for g in self.groups}
