@@ -59,16 +59,21 @@ def photo_like(rng: np.random.Generator, height: int = PHOTO_HEIGHT, width: int 
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def make_folder(root: str, count: int, seed: int = 0) -> str:
-    """A folder dataset (train/ and test/ with CLASSES classes) whose test split has `count` JPEGs."""
+def make_folder(root: str, count: int, seed: int = 0, distinct: int = 32) -> str:
+    """A folder dataset (train/ and test/ with CLASSES classes) whose test split has `count` JPEGs:
+    `distinct` photo-like images, each file one of them shifted (wrapped around) and maybe
+    mirrored, so that every file differs and costs what a photo costs to decode."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
+    photos = [photo_like(rng) for _ in range(distinct)]
     for split, images in (("test", count), ("train", CLASSES)):
         for index in range(images):
             folder = os.path.join(root, split, f"class{index % CLASSES}")
             os.makedirs(folder, exist_ok=True)
-            Image.fromarray(photo_like(rng)).save(os.path.join(folder, f"{index:06d}.jpg"), quality=JPEG_QUALITY)
+            image = np.roll(photos[index % distinct], rng.integers(0, (PHOTO_HEIGHT, PHOTO_WIDTH)), axis=(0, 1))
+            image = image[:, ::-1] if rng.random() < 0.5 else image
+            Image.fromarray(image).save(os.path.join(folder, f"{index:06d}.jpg"), quality=JPEG_QUALITY)
     return root
 
 
@@ -180,7 +185,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=512, help="JPEGs for (a)-(c)")
     parser.add_argument("--backbone", default="mobilenet_v2")
-    parser.add_argument("--backbone_images", type=int, default=128, help="the first images, for (d) and predict")
+    parser.add_argument("--backbone_images", type=int, default=64, help="the first images, for (d) and predict")
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=7)
