@@ -17,6 +17,10 @@ only ratios measured side by side mean anything): (b) and (c) >= 0.9 x (a), (d) 
 CPU milliseconds per image (this process, all threads) are printed beside each rate: they are
 less disturbed by other jobs and show extra work that wall time may hide.
 
+Left out on purpose: tf.image.decode_and_crop_jpeg (evaluation resizes the whole image, nothing is
+cropped) and decode_jpeg's DCT-domain `ratio` (it changes the pixels, and a 500 x 375 photo taken
+to 224 px has no ratio >= 2 that stays above 224 px on both sides).
+
     python bench/input_bench.py                      # a few minutes on 2 shared cores
     python bench/input_bench.py --rounds 3 --images 256 --backbone_images 64   # a quick look
 """
