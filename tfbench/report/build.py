@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Seque
 
 from tfbench import files, results
 from tfbench.protocol import PAPER_NETWORKS
-from tfbench.report import (cheap_alternatives, checkpoints, convergence, data_size, estimator_agreement, finetune_vs_scratch,
+from tfbench.report import (budgets, cheap_alternatives, checkpoints, convergence, data_size, estimator_agreement, finetune_vs_scratch,
                             significance, size_split)
 from tfbench.report.analysis import (Correlations, GroupAnalysis, GroupTables, ImageNetTop1, analyze_group,
                                      display_names, imagenet_top1_of_models, scores_csv, scores_markdown, score_rows,
@@ -83,6 +83,7 @@ class Analysis:
     best_networks: Mapping[str, Tuple[significance.DatasetBest, ...]]  # by group slug
     estimators: estimator_agreement.EstimatorAgreement
     significance_test: significance.Test = significance.Test()
+    budgets: Tuple[budgets.BudgetsOutcome, ...] = ()  # Figure 8 from the runs' budget records
 
 
 def analyze(records: Sequence[Mapping[str, Any]], imagenet_top1: Callable[[str], Optional[float]],
@@ -109,11 +110,12 @@ def analyze(records: Sequence[Mapping[str, Any]], imagenet_top1: Callable[[str],
     rows = tuple({**row, "protocol": slug_of[id(record)]} for record, row in zip(kept, results.table(kept)))
     failures = tuple({k: row[k] for k in ("protocol", "regime", "dataset", "model", "status", "reason")}
                      for row in rows if row["status"] != "ok")
+    comparisons = tuple(compare(list(analyses.values())))
     return Analysis(output_dir, rows, analyses, failures, top1, labels, differing_settings(groups),
-                    tuple(compare(list(analyses.values()))), resamples, seed,
+                    comparisons, resamples, seed,
                     significance.analyze(scored, output_dir, significance_test, seed),
                     estimator_agreement.analyze(estimate_groups, list(analyses.values()), top1),
-                    significance_test)
+                    significance_test, tuple(budgets.analyze(comparisons, output_dir)))
 
 
 def measured_imagenet_top1(model: str) -> Optional[ImageNetTop1]:
@@ -202,7 +204,8 @@ def cheap_alternatives_of(analysis: Analysis) -> cheap_alternatives.CheapAlterna
     """What cheaper searches would have chosen, per group (tfbench.report.cheap_alternatives)."""
     return cheap_alternatives.analyze([g.group for g in analysis.groups.values()],
                                       {slug: g.title() for slug, g in analysis.groups.items()},
-                                      [r for g in analysis.groups.values() for r in g.group.records])
+                                      [r for g in analysis.groups.values() for r in g.group.records],
+                                      results.cheap_retrain_records(analysis.output_dir) if analysis.output_dir else [])
 
 
 def data_size_of(analysis: Analysis) -> data_size.DataSizeAnalysis:
@@ -221,6 +224,7 @@ def sections(analysis: Analysis) -> List[Section]:
     return [
         protocols_of(analysis),
         *((compared, correlations) if comparisons_lead(analysis) else (correlations, compared)),
+        budgets.ConvergenceBudgets(analysis.budgets, analysis.labels),
         Convergences(tuple(convergence.converge(analysis.comparisons)), analysis.labels),
         Top1Used(analysis.top1, analysis.labels),
         *(GroupTables(group, analysis.labels) for group in analysis.groups.values()),
@@ -306,6 +310,7 @@ def analysis_json(analysis: Analysis) -> Dict[str, Any]:
                                for regime, settings in analysis.differing.items()},
         "groups": groups,
         "comparisons": comparisons,
+        "convergence_budgets": [budgets.to_json(o) for o in analysis.budgets],
         "convergence": [convergence.to_json(o) for o in convergence.converge(analysis.comparisons)],
         "finetune_vs_scratch_per_dataset": finetune_vs_scratch_of(analysis).to_json(),
         "size_split": size_split_of(analysis).to_json(),
@@ -349,8 +354,8 @@ def print_summary(analysis: Analysis, file: TextIO = sys.stdout) -> None:
     if analysis.failures:
         print("\n== runs not counted ==", file=file)
         results.print_table(NotCounted(analysis.failures).rows(), file=file)
-    for outcome in convergence.converge(analysis.comparisons):
-        if isinstance(outcome, convergence.Convergence):
+    for outcome in [*analysis.budgets, *convergence.converge(analysis.comparisons)]:
+        if not isinstance(outcome, NotDrawn):
             print(f"\n{outcome.sentence()}", file=file)
     for pairing in analysis.estimators.pairings:
         print(f"\n== {pairing.title()} ==", file=file)

@@ -170,6 +170,28 @@ class NotDrawn:
 ComparisonOutcome = Union[Comparison, NotDrawn]
 
 
+def pair_lines(outcomes: Sequence[Any], figure_names: Mapping[int, str], table: Callable[[Any], List[Dict[str, str]]],
+               method: str, alt: str) -> List[str]:
+    """Report lines per pair of groups: each outcome's sentence and, for one with a figure (by id in
+    `figure_names`), its `table`, the `method`, the runs missing and the figure."""
+    parts = []
+    for outcome in outcomes:
+        parts.append(outcome.sentence() + "\n")
+        if id(outcome) in figure_names:
+            parts += [markdown_table(table(outcome)), method + "\n"]
+            if outcome.missing:
+                parts.append("Missing (not counted): " + "; ".join(outcome.missing) + ".\n")
+            parts.append(f"![{alt}]({figure_names[id(outcome)]})\n")
+    return parts
+
+
+def pair_figure_files(stem: str, drawable: Sequence[Any]) -> Dict[str, Any]:
+    """File names of figures drawn per pair of groups (objects with a `comparison`): `<stem>.png`
+    for one pair, `<stem>_<first slug>_<second slug>.png` for each of several."""
+    return {(f"{stem}.png" if len(drawable) == 1 else
+             f"{stem}_{o.comparison.first.group.slug}_{o.comparison.second.group.slug}.png"): o for o in drawable}
+
+
 def _side_state(g: GroupAnalysis, model: str, dataset: str) -> str:
     statuses = [r["status"] for r in g.group.records
                 if (r["experiment"]["model"], r["experiment"]["dataset"]) == (model, dataset)]
