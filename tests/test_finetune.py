@@ -32,7 +32,8 @@ class FakeTrainer:
         self.validation, self.test, self.diverge, self.chief = validation, test, diverge, chief
         self.calls, self.discarded = [], []
 
-    def train_and_score(self, hyperparameters, fit_split, score_split, name, train_steps):
+    def train_and_score(self, hyperparameters, fit_split, score_split, name, train_steps, schedule_steps=None,
+                        continues=None):
         self.calls.append((fit_split, score_split, name))
         lr = hyperparameters["learning_rate"]
         if lr in self.diverge:
@@ -91,7 +92,8 @@ def test_protocol_selects_on_validation_and_reads_test_once_at_the_end(tmp_path)
 class AnsweringTrainer(FakeTrainer):
     """Its test scoring also returns per-example answers: 10 examples, the first 5 right."""
 
-    def train_and_score(self, hyperparameters, fit_split, score_split, name, train_steps):
+    def train_and_score(self, hyperparameters, fit_split, score_split, name, train_steps, schedule_steps=None,
+                        continues=None):
         outcome = super().train_and_score(hyperparameters, fit_split, score_split, name, train_steps)
         if score_split != "test":
             return outcome
@@ -210,7 +212,8 @@ class BudgetTrainer:
     def __init__(self):
         self.calls = []
 
-    def train_and_score(self, hyperparameters, fit_split, score_split, name, train_steps):
+    def train_and_score(self, hyperparameters, fit_split, score_split, name, train_steps, schedule_steps=None,
+                        continues=None):
         self.calls.append((name, train_steps))
         i, j = LRS.index(hyperparameters["learning_rate"]), WDS.index(hyperparameters["weight_decay"])
         score = {1: i * 10 + j, 3: -i * 10 + j, 9: j, 27: i}[train_steps] / 100

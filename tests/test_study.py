@@ -25,7 +25,8 @@ class FakeTrainer:
     def __init__(self, experiment, runtime):
         pass
 
-    def train_and_score(self, hyperparameters, fit_split, score_split, name, train_steps):
+    def train_and_score(self, hyperparameters, fit_split, score_split, name, train_steps, schedule_steps=None,
+                        continues=None):
         if hyperparameters["learning_rate"] in self.broken:
             raise OSError("bad data in shard 3")
         table = TEST if score_split == "test" else VALIDATION

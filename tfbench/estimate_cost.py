@@ -46,7 +46,7 @@ from tfbench import cli, files
 from tfbench.backbones import catalog as backbone_catalog
 from tfbench.backbones import compute
 from tfbench.experiment import Experiment
-from tfbench.settings import TRAINED_REGIMES, Runtime
+from tfbench.settings import HALVING_SEARCHES, TRAINED_REGIMES, Runtime
 
 TRAIN, FORWARD = "train", "forward"
 THROUGHPUT_FILE = "throughput.json"
@@ -286,12 +286,20 @@ def probe_work(experiment: Experiment) -> Work:
     return Work(0, sum(sizes[split] for split in ("train", "val", "test")) if sizes else 0, sizes is not None)
 
 
+def retrain_steps(experiment: Experiment, shape: Sequence[Tuple[int, int]]) -> int:
+    """The steps of a trained run's retrain on trainval: the last rung's budget (`shape` as for
+    `run_work`); halving's last budget is train_steps, however many steps its rungs add."""
+    if experiment.settings.search in HALVING_SEARCHES:
+        return experiment.settings.train_steps
+    return shape[-1][1]
+
+
 def run_work(experiment: Experiment, runtime: Runtime, shape: Sequence[Tuple[int, int]] = ()) -> Work:
-    """The work of a whole run; `shape`: (trials, steps each) of every rung of a fine-tune or
-    scratch run (tfbench.regimes.trained.rung_plan)."""
+    """The work of a whole run; `shape`: (trials, steps each trains) of every rung of a fine-tune
+    or scratch run (tfbench.regimes.trained.rung_plan)."""
     if experiment.regime not in TRAINED_REGIMES:
         return probe_work(experiment)
-    work = conclude_work(experiment, shape[-1][1])
+    work = conclude_work(experiment, retrain_steps(experiment, shape))
     for count, steps in shape:
         for _ in range(count):
             work += trial_work(experiment, runtime, steps)
@@ -323,13 +331,15 @@ def plan_line(experiment: Experiment, runtime: Runtime, speed: Throughput, devic
         return (f"plan: extract features of {work.forward_images:,} images (train, val, test) at "
                 f"{image_size(experiment) or 'the native'} px, then the {'estimators' if experiment.regime == 'estimate' else 'L2 search'} on the CPU; extraction "
                 f"≈ {duration(seconds)} {speed.where} ({speed.forward * devices:,.1f} images/s, {speed.source})")
-    steps = sum(count * each for count, each in shape) + shape[-1][1]
+    retrain = retrain_steps(experiment, shape)
+    steps = sum(count * each for count, each in shape) + retrain
     batch = experiment.batch_size
     if len(shape) == 1:
         trials_text = f"{shape[0][0]} trials + 1 retrain on trainval, {shape[0][1]:,} steps of {batch} each"
     else:
-        trials_text = (f"rungs of {', '.join(f'{count} x {each:,}' for count, each in shape)} steps "
-                       f"+ 1 retrain on trainval of {shape[-1][1]:,}, batches of {batch}")
+        continued = " more" if experiment.settings.search == "halving_continue" else ""
+        trials_text = (f"rungs of {', '.join(f'{count} x {each:,}' for count, each in shape)}{continued} steps "
+                       f"+ 1 retrain on trainval of {retrain:,}, batches of {batch}")
     return (f"plan: {trials_text} = {'at most ' if len(shape) > 1 else ''}{steps:,} steps, "
             f"{steps * batch:,} images; ≈ {duration(seconds)} {speed.where} "
             f"({_milliseconds(batch / (speed.train * devices))}/step, {speed.source}; {scored})")

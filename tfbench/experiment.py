@@ -24,7 +24,7 @@ LOCATIONS = ("output_dir", "data_dir", "cache_dir")
 # Names for people (a preset's name, a model's display name): recorded, never identity.
 LABELS = ("preset", "display_name")
 # Searches that are protocols of their own, named in a record's protocol (tfbench.tuning).
-NAMED_SEARCHES = ("halving", "hyperrule")
+NAMED_SEARCHES = ("halving", "halving_continue", "hyperrule")
 Settings = Union[ProbeSettings, TrainingSettings, EstimateSettings]
 
 
@@ -151,7 +151,7 @@ def protocol_of(experiment: Experiment) -> Dict[str, Any]:
 
     "paper" when every setting that defines the protocol (the regime's settings, the batch size of a
     trained regime, the native image size) is the paper's; otherwise the preset's name, the cheaper
-    protocol's ("halving", "hyperrule"), or "custom",
+    protocol's ("halving", "halving_continue", "hyperrule"), or "custom",
     with each differing setting as {"paper": ..., "run": ...}.
     """
     paper_settings = (TrainingSettings.paper(experiment.regime) if experiment.regime in TRAINED_REGIMES

@@ -36,7 +36,8 @@ SHARED_FUNCTIONS = "__wrapped__"  # the prefix of TensorFlow's eager single-op w
 
 
 class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up from 0 to the peak learning rate, then cosine decay to 0 at train_steps.
+    """Linear warm-up from 0 to the peak learning rate, then cosine decay to 0 at the schedule's
+    length (TrainConfig.schedule_length).
 
     Keras's CosineDecay with warm-up, reading its numbers from variables so that one trace of the
     step serves every training (`assign` sets them).
@@ -50,7 +51,7 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
     def assign(self, config: TrainConfig) -> None:
         self.peak.assign(config.learning_rate)
         self.warmup_steps.assign(config.warmup_steps)
-        self.train_steps.assign(config.train_steps)
+        self.train_steps.assign(config.schedule_length)
 
     def __call__(self, step):
         step = tf.cast(step, tf.float32)

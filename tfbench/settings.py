@@ -35,9 +35,14 @@ PROBE_INITS = ("imagenet", "random")
 # a number in [0, 1).
 BN_MOMENTUM_RULES = ("paper", "backbone")
 # tfbench.tuning implements them: the paper's grid, a 3 x 2 laptop grid, the cross product of given
-# values, one given configuration, successive halving over the paper's grid, BiT-HyperRule's one
-# configuration (tfbench.hyperrule).
-SEARCHES = ("paper", "small", "grid", "none", "halving", "hyperrule")
+# values, one given configuration, successive halving over the paper's grid (each rung restarting
+# its trials, or continuing them from the rung before), BiT-HyperRule's one configuration
+# (tfbench.hyperrule).
+SEARCHES = ("paper", "small", "grid", "none", "halving", "halving_continue", "hyperrule")
+# Successive halving: "halving" trains each rung's trials afresh on a schedule of the rung's length;
+# "halving_continue" (ASHA-style promotion) trains every trial on the full budget's schedule and
+# continues a promoted trial from its checkpoint of the rung before (tfbench.tuning).
+HALVING_SEARCHES = ("halving", "halving_continue")
 HALVING_ETA = 3  # keep the best third at each rung (Jamieson & Talwalkar 2016; Li et al. 2017)
 HALVING_DEFAULT_RUNGS = 4  # with eta 3: budgets train_steps / 27, / 9, / 3 and train_steps
 # Settings absent from records made before they existed: left out of a record while unused, so
@@ -79,7 +84,8 @@ class TrainingSettings:
     `learning_rate` and `weight_decay`), "halving" (successive halving over the paper's grid: every
     configuration at `halving_min_steps`, the best 1/`halving_eta` on to `halving_eta` times the
     budget, up to `train_steps`; defaults eta 3 and train_steps / 27; over `learning_rates` x
-    `weight_decays` instead when given), "hyperrule" (one
+    `weight_decays` instead when given), "halving_continue" (the same rungs, each trial on the
+    full budget's schedule, a promoted trial continued from its checkpoint), "hyperrule" (one
     configuration by BiT-HyperRule, tfbench.hyperrule). Values that only another search uses are
     refused rather than silently ignored. `weight_decay` follows the paper's convention
     (protocol.WEIGHT_DECAY_CONVENTION); 0 = none. `bn_momentum`: "paper" (the rule
@@ -106,7 +112,7 @@ class TrainingSettings:
         _choice("search", self.search, SEARCHES)
         single = self.search == "none"
         given = self.search == "grid"
-        halving_over_given = self.search == "halving" and bool(self.learning_rates or self.weight_decays)
+        halving_over_given = self.search in HALVING_SEARCHES and bool(self.learning_rates or self.weight_decays)
         for name in ("learning_rate", "weight_decay"):
             value = getattr(self, name)
             _check(single or value is None,
@@ -119,8 +125,9 @@ class TrainingSettings:
         for name in ("learning_rates", "weight_decays"):
             values = getattr(self, name)
             _check(given or halving_over_given or not values,
-                   f"{name}={','.join(map(str, values))} is used only by search 'grid' or "
-                   f"'halving' (search is {self.search!r}); drop it, or use search 'grid'")
+                   f"{name}={','.join(map(str, values))} is used only by search 'grid', "
+                   f"{', '.join(map(repr, HALVING_SEARCHES))} (search is {self.search!r}); drop it, "
+                   f"or use search 'grid'")
             _check(not (given or halving_over_given) or values,
                    f"search {self.search!r} over given values trains every pair: give both learning_rates "
                    f"and weight_decays (got learning_rates={list(self.learning_rates)}, "
@@ -146,11 +153,12 @@ class TrainingSettings:
 
     def _check_halving(self) -> None:
         """Refuse halving values for other searches; for halving, fill in and check the defaults."""
-        if self.search != "halving":
+        if self.search not in HALVING_SEARCHES:
             for name in OPTIONAL_SETTINGS:
                 _check(getattr(self, name) is None,
-                       f"{name}={getattr(self, name)} is used only by search 'halving' (search is "
-                       f"{self.search!r}); drop it, or use search 'halving'")
+                       f"{name}={getattr(self, name)} is used only by search "
+                       f"{' or '.join(map(repr, HALVING_SEARCHES))} (search is {self.search!r}); "
+                       f"drop it, or use search 'halving'")
             return
         eta = HALVING_ETA if self.halving_eta is None else int(self.halving_eta)
         _check(eta >= 2, f"halving_eta must be an integer >= 2, got {self.halving_eta}")

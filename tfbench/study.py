@@ -21,7 +21,7 @@ import os
 import shutil
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from tfbench import fencing, files, results
+from tfbench import estimate_cost, fencing, files, results
 from tfbench.tasks import locks, plan
 from tfbench.experiment import Experiment
 from tfbench.settings import Runtime
@@ -90,7 +90,8 @@ def rung_slot_task(experiment: Mapping[str, Any], runtime: Mapping[str, Any], mo
     from tfbench.regimes import trained
 
     run, run_runtime = _load(experiment, runtime, models_file)
-    planned = trained.rung_trials(run, rung, log=_quiet)
+    (previous, _), (planned, _) = trained.rungs(run, _quiet, upto=rung)[-2:]
+    trained.free_unpromoted(run, previous, planned)
     slot_record = {"rung": rung, "slot": slot, "trial_id": None, "status": "ok",
                    "reason": f"rung {rung} has {len(planned)} trials: nothing for this slot"}
     if slot < len(planned):
@@ -180,7 +181,7 @@ def experiment_tasks(experiment: Experiment, runtime: Runtime, models_file: Opti
         tasks += rung
     tasks.append(plan.Task(key=key, kind="conclude", call=plan.Call(f"{TASKS}:conclusion_task", arguments),
                            record=results.record_path(experiment), needs=tuple(t.key for t in tasks),
-                           **cost(shape[-1][1])))
+                           **cost(estimate_cost.retrain_steps(experiment, shape))))
     return tasks
 
 

@@ -51,6 +51,13 @@ class TrainConfig:
     warmup_steps: int = 0
     label_smoothing: float = 0.0
     multi_label: bool = False
+    schedule_steps: Optional[int] = None  # the cosine schedule's length when longer than train_steps
+
+    @property
+    def schedule_length(self) -> int:
+        """The step at which the learning rate reaches zero: train_steps unless a longer schedule
+        is stopped early (continuing halving's rungs)."""
+        return self.schedule_steps or self.train_steps
 
     @property
     def l2_coefficient(self) -> float:
@@ -67,6 +74,10 @@ class TrainResult:
 
     `validation_curve` holds [step, score] pairs from `evaluate` during training (resumed runs
     keep the pairs scored before the interruption).
+
+    `continued_from_step` is the step of another training's checkpoint this one started from
+    (`continue_from`), 0 when it started from the initial weights: steps - continued_from_step were
+    trained here.
     """
 
     status: str
@@ -77,6 +88,7 @@ class TrainResult:
     seconds: Dict[str, float]
     validation_curve: List[List[float]]
     reason: Optional[str] = None
+    continued_from_step: int = 0
 
 
 def per_example_loss(labels, logits, multi_label: bool, label_smoothing: float):
@@ -100,8 +112,11 @@ def per_example_loss(labels, logits, multi_label: bool, label_smoothing: float):
 def train(learner, train_batches: Callable[[int], Any], config: TrainConfig, *, runtime: Runtime,
           checkpoint_dir: Optional[str] = None, log_dir: Optional[str] = None,
           hparams: Optional[Mapping[str, Any]] = None,
-          evaluate: Optional[Callable[[Any], Tuple[str, float]]] = None) -> Tuple[Any, TrainResult]:
-    """Train a classifier for `config.train_steps` steps; resume from `checkpoint_dir` if it holds one.
+          evaluate: Optional[Callable[[Any], Tuple[str, float]]] = None,
+          continue_from: Optional[str] = None) -> Tuple[Any, TrainResult]:
+    """Train a classifier for `config.train_steps` steps; resume from `checkpoint_dir` if it holds one,
+    else continue from the checkpoint in `continue_from` if given and there is one (another training
+    of the same setting that stopped earlier on the same schedule), else start from step 0.
 
     `learner` (tfbench.learner.Learner) holds the classifier, its optimizer and compiled step; it is
     reset to its initial state first, so a learner kept from an earlier training gives the same result
@@ -123,12 +138,15 @@ def train(learner, train_batches: Callable[[int], Any], config: TrainConfig, *, 
     strategy, model, optimizer, step = learner.strategy, learner.model, learner.optimizer, learner.step
     seconds: Dict[str, float] = {"build": learner.build_seconds()}
     learner.reset(config)
-    checkpoints = _Checkpoints(checkpoint_dir, strategy, model=model, optimizer=optimizer, step=step)
+    checkpoints = _Checkpoints(checkpoint_dir, strategy, model=model, optimizer=optimizer, step=step,
+                               random_state=_random_state(model))
 
     started = time.perf_counter()
-    checkpoints.restore_latest()
+    source = checkpoints.restore_latest(continue_from)
     resumed_from = int(step.numpy())
-    curve, last_loss = checkpoints.progress() if resumed_from else ([], None)
+    curve, last_loss, continued_from = _progress(source) if resumed_from else ([], None, 0)
+    if source is not None and source == continue_from:
+        continued_from = resumed_from
     seconds["restore"] = time.perf_counter() - started
 
     chief = is_chief(strategy)
@@ -156,7 +174,7 @@ def train(learner, train_batches: Callable[[int], Any], config: TrainConfig, *, 
 
     def stopped_at(request: interruption.Request) -> interruption.Interrupted:
         fencing.check()  # a lost owner saves nothing, not even its stop's checkpoint
-        checkpoints.save(current, curve, last_loss)
+        checkpoints.save(current, curve, last_loss, continued_from)
         if writer is not None:
             writer.flush()
         return interruption.Interrupted(request, f"at step {current}")
@@ -217,7 +235,7 @@ def train(learner, train_batches: Callable[[int], Any], config: TrainConfig, *, 
             fencing.check()  # a lost lock stops the trial here, before it saves anything
             if current % runtime.checkpoint_every == 0 or current == config.train_steps:
                 tick = time.perf_counter()
-                checkpoints.save(current, curve, last_loss)
+                checkpoints.save(current, curve, last_loss, continued_from)
                 seconds["checkpoint"] += time.perf_counter() - tick
     progress.close()
     if writer is not None:
@@ -228,7 +246,14 @@ def train(learner, train_batches: Callable[[int], Any], config: TrainConfig, *, 
     return model, TrainResult(
         status=status, steps=current, final_loss=last_loss, resumed_from_step=resumed_from,
         images_per_second=(steady_steps * config.batch_size / train_seconds) if train_seconds > 0 else None,
-        seconds=seconds, validation_curve=curve, reason=reason)
+        seconds=seconds, validation_curve=curve, reason=reason, continued_from_step=continued_from)
+
+
+def _random_state(model) -> List[Any]:
+    """The model's variables that are not weights: the random generators' states (dropout's), which
+    a resumed training needs to draw what an uninterrupted one draws."""
+    weights = {id(weight) for weight in model.weights}
+    return [variable for variable in model.variables if id(variable) not in weights]
 
 
 def _with_batch_size(batch, batch_size: int):
@@ -264,35 +289,42 @@ class _Checkpoints:
             directory, f".worker-{resolver.task_type}-{resolver.task_id}")
         self.manager = tf.train.CheckpointManager(self.checkpoint, write_dir, max_to_keep=1)
 
-    def restore_latest(self) -> None:
+    def restore_latest(self, fallback: Optional[str] = None) -> Optional[str]:
+        """Restore the latest checkpoint of `directory`, else of `fallback`; the folder restored
+        from (None: nothing to restore, the state stays the initial one)."""
         import tensorflow as tf
 
-        if self.directory is None:
-            return
-        latest = tf.train.latest_checkpoint(self.directory)
-        if latest is not None:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
+        for directory in (self.directory, fallback):
+            latest = directory and tf.train.latest_checkpoint(directory)
+            if latest:
+                self.checkpoint.restore(latest).assert_existing_objects_matched()
+                return directory
+        return None
 
-    def save(self, step: int, curve: List[List[float]], last_loss: Optional[float]) -> None:
+    def save(self, step: int, curve: List[List[float]], last_loss: Optional[float],
+             continued_from: int) -> None:
         if self.manager is None:
             return
         # Progress first: killed between the two writes, a run resumes from the previous checkpoint
         # and retrains steps whose (identical) scores it already holds, instead of losing them.
         if self.chief:
             files.write_json_atomic(os.path.join(self.directory, PROGRESS_FILE),
-                                    {"curve": curve, "last_loss": last_loss})
+                                    {"curve": curve, "last_loss": last_loss, "continued_from": continued_from})
         self.manager.save(checkpoint_number=step)
         if not self.chief:
             shutil.rmtree(self.manager.directory, ignore_errors=True)
 
-    def progress(self) -> Tuple[List[List[float]], Optional[float]]:
-        """The validation scores and the last step's loss saved with the checkpoint a run resumes from."""
-        path = os.path.join(self.directory, PROGRESS_FILE) if self.directory else None
-        if path is None or not os.path.exists(path):
-            return [], None
-        with open(path) as handle:
-            saved = json.load(handle)
-        return list(saved["curve"]), saved.get("last_loss")
+
+
+def _progress(directory: Optional[str]) -> Tuple[List[List[float]], Optional[float], int]:
+    """The validation scores, the last step's loss and the step continued from, saved with the
+    checkpoint in `directory` that a run resumes from."""
+    path = os.path.join(directory, PROGRESS_FILE) if directory else None
+    if path is None or not os.path.exists(path):
+        return [], None, 0
+    with open(path) as handle:
+        saved = json.load(handle)
+    return list(saved["curve"]), saved.get("last_loss"), saved.get("continued_from", 0)
 
 
 def _write_hparams_start(writer, hparams: Mapping[str, Any]) -> None:

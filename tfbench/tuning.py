@@ -18,6 +18,17 @@ a 1,000-step one. Each budget is a full cosine schedule of its own length from t
 weights, not a slice of a longer schedule, so a configuration is always scored after its learning
 rate has decayed to zero: a truncated cosine (the learning rate still high when scored) penalises
 large learning rates, which only pay off once annealed.
+
+Continuing halving ("halving_continue", ASHA-style promotion: Li et al. 2020, "A System for
+Massively Parallel Hyperparameter Tuning") keeps the work instead: every trial follows the cosine
+schedule of the full budget (`Trial.schedule_steps`), and rung k continues a promoted trial from its
+rung k-1 checkpoint (`Trial.continues`) on to the rung's budget, so a survivor trains as many steps
+as its last budget, not the sum of the budgets. The price is the truncated schedule that restarting
+avoids: a trial is scored with its learning rate part-way down. Since training data and
+augmentation are a function of (seed, step), a continued trial ends exactly where one uninterrupted
+trial of its budget on that schedule ends; a trial's id therefore names its budget and schedule but
+not where it continued from, and a last-rung trial (its schedule its budget) is the restarting
+search's trial of that budget.
 """
 
 from __future__ import annotations
@@ -48,14 +59,19 @@ class Trial:
     weight_decay: float
     train_steps: Optional[int] = None  # its own budget; None = the settings' train_steps
     rung: Optional[int] = None  # successive halving's rung
+    schedule_steps: Optional[int] = None  # its cosine schedule's length when not its budget
+    continues: Optional[str] = None  # the trial id whose checkpoint it continues (halving_continue)
 
     @property
     def trial_id(self) -> str:
-        """A stable, file-safe name, e.g. "lr0.01_wd1e-05" or "lr0.01_wd1e-05_rung1_steps300"."""
+        """A stable, file-safe name, e.g. "lr0.01_wd1e-05", "lr0.01_wd1e-05_rung1_steps300" or, on
+        a longer schedule, "lr0.01_wd1e-05_rung1_steps300_of2700"."""
         name = f"lr{self.learning_rate:.4g}_wd{self.weight_decay:.4g}"
         if self.rung is not None:
             name += f"_rung{self.rung}"
-        return name if self.train_steps is None else name + f"_steps{self.train_steps}"
+        if self.train_steps is not None:
+            name += f"_steps{self.train_steps}"
+        return name if self.schedule_steps is None else name + f"_of{self.schedule_steps}"
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain data: `Trial(**trial.to_dict())` is the same trial."""
@@ -93,22 +109,38 @@ def halving_rung_sizes(settings: TrainingSettings, regime: str) -> List[int]:
     return sizes
 
 
+def halving_rung_steps(settings: TrainingSettings) -> List[int]:
+    """The steps each trial of a rung trains: its budget when restarting, the budget less the one
+    before when continuing."""
+    budgets = halving_budgets(settings)
+    if settings.search != "halving_continue":
+        return budgets
+    return [budget - before for budget, before in zip(budgets, [0] + budgets[:-1])]
+
+
+def _halving_trial(settings: TrainingSettings, trial: Trial, rung: int, continues: Optional[str]) -> Trial:
+    """`trial` at rung `rung`'s budget; continuing, on the full budget's schedule (None when that is
+    its budget: then it is the restarting search's trial of that budget)."""
+    budget = halving_budgets(settings)[rung]
+    if settings.search != "halving_continue":
+        return dataclasses.replace(trial, train_steps=budget, rung=rung)
+    schedule = settings.train_steps if budget < settings.train_steps else None
+    return dataclasses.replace(trial, train_steps=budget, rung=rung, schedule_steps=schedule, continues=continues)
+
+
 def _halving_first_rung(settings: TrainingSettings, regime: str) -> List[Trial]:
-    budget = halving_budgets(settings)[0]
-    return [dataclasses.replace(trial, train_steps=budget, rung=0)
-            for trial in _halving_grid(settings, regime)]
+    return [_halving_trial(settings, trial, 0, None) for trial in _halving_grid(settings, regime)]
 
 
 def halving_rung_trials(settings: TrainingSettings, rung: int, previous: Sequence[Trial],
                         previous_records: Sequence[Mapping[str, Any]]) -> List[Trial]:
     """Rung `rung`'s trials: the best 1/eta of the rung before (its trials and their records, in
     the same order) by validation score, among those that finished "ok", in grid order; ties go to
-    the earlier trial."""
+    the earlier trial. Continuing, each goes on from its trial of the rung before."""
     keep = max(1, len(previous) // settings.halving_eta)
     ok = [i for i, record in enumerate(previous_records) if record["status"] == "ok"]
     ranked = sorted(ok, key=lambda i: -previous_records[i]["validation_score"])
-    budget = halving_budgets(settings)[rung]
-    return [dataclasses.replace(previous[i], train_steps=budget, rung=rung) for i in sorted(ranked[:keep])]
+    return [_halving_trial(settings, previous[i], rung, previous[i].trial_id) for i in sorted(ranked[:keep])]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,12 +168,13 @@ SEARCH_TRIALS.register(
 SEARCH_TRIALS.register(
     "none", lambda settings, regime, size: [Trial(settings.learning_rate, settings.weight_decay)])
 SEARCH_TRIALS.register("halving", lambda settings, regime, size: _halving_first_rung(settings, regime))
+SEARCH_TRIALS.register("halving_continue", lambda settings, regime, size: _halving_first_rung(settings, regime))
 SEARCH_TRIALS.register("hyperrule", lambda settings, regime, size: _hyperrule(settings, size))
 
 
 def trials(settings: TrainingSettings, regime: str, size: SearchContext = SearchContext()) -> List[Trial]:
     """The trials of `settings.search` for regime "finetune" or "scratch", in grid order; for
-    "halving", its first rung's."""
+    halving, its first rung's."""
     if regime not in TRAINED_REGIMES:
         raise InvalidSettingError(f"unknown regime {regime!r} for a training search; valid choices: "
                                   + ", ".join(TRAINED_REGIMES))

@@ -17,16 +17,18 @@ flags.DEFINE_enum(
     "decays incl. none; scratch 7 x 8), 'small' = a 3 x 2 laptop preset, 'grid' = every pair of "
     "--learning_rates x --weight_decays, 'none' = one trial with --learning_rate and "
     "--weight_decay, 'halving' = successive halving over the paper's grid (--halving_eta, "
-    "--halving_min_steps), 'hyperrule' = BiT-HyperRule's one configuration, its length by the "
-    "training split's size (tfbench.hyperrule).")
+    "--halving_min_steps), each rung restarting its trials on a schedule of its own length, "
+    "'halving_continue' = the same rungs, every trial on the full budget's schedule and a promoted "
+    "trial continued from its checkpoint of the rung before (ASHA-style), 'hyperrule' = "
+    "BiT-HyperRule's one configuration, its length by the training split's size (tfbench.hyperrule).")
 flags.DEFINE_integer(
     "halving_eta", None,
-    f"Only with --search=halving: each rung keeps the best 1/eta of the one before and trains it "
-    f"eta times longer (default {HALVING_ETA}).", lower_bound=2)
+    f"Only with --search=halving or halving_continue: each rung keeps the best 1/eta of the one "
+    f"before and trains it eta times longer (default {HALVING_ETA}).", lower_bound=2)
 flags.DEFINE_integer(
     "halving_min_steps", None,
-    "Only with --search=halving: the first rung's training steps (default train_steps / eta^3, "
-    "so four rungs); rungs train train_steps / eta^k steps for every k down to this.", lower_bound=1)
+    "Only with --search=halving or halving_continue: the first rung's training steps (default "
+    "train_steps / eta^3, so four rungs); rungs train train_steps / eta^k steps for every k down to this.", lower_bound=1)
 flags.DEFINE_float("learning_rate", None, "Peak learning rate; only with --search=none.",
                    lower_bound=0.0)
 flags.DEFINE_float(
@@ -34,10 +36,10 @@ flags.DEFINE_float(
     "Weight decay, only with --search=none; the paper's convention: an L2 penalty of "
     "weight_decay / learning_rate on kernels only (0 = none).", lower_bound=0.0)
 flags.DEFINE_list("learning_rates", None,
-                  "Peak learning rates, comma-separated; only with --search=grid (or halving, "
+                  "Peak learning rates, comma-separated; only with --search=grid (or a halving search, "
                   "to halve over them instead of the paper's grid).")
 flags.DEFINE_list("weight_decays", None,
-                  "Weight decays, comma-separated (0 = none); only with --search=grid (or halving).")
+                  "Weight decays, comma-separated (0 = none); only with --search=grid (or a halving search).")
 flags.DEFINE_integer(
     "train_steps", None,
     f"Training steps per trial and for the final retrain; default the paper's "

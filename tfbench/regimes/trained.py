@@ -19,8 +19,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from tfbench import estimate_cost, files, grid_edges, hyperrule, predictions, protocol, results, runs, tuning
 from tfbench.experiment import Experiment
-from tfbench.regimes.trainer import FINAL, Trainer, TrialTrainer, split_examples
-from tfbench.settings import Runtime
+from tfbench.regimes.trainer import FINAL, Trainer, TrialTrainer, discard_checkpoints, split_examples
+from tfbench.settings import HALVING_SEARCHES, Runtime
 
 
 def conventions(experiment: Experiment) -> Dict[str, str]:
@@ -78,7 +78,7 @@ def trials(experiment: Experiment) -> List[tuning.Trial]:
 def rung_count(experiment: Experiment) -> int:
     """How many rungs the search trains one after the other (1 but for halving)."""
     settings = experiment.settings
-    return len(tuning.halving_budgets(settings)) if settings.search == "halving" else 1
+    return len(tuning.halving_budgets(settings)) if settings.search in HALVING_SEARCHES else 1
 
 
 def rung_trials(experiment: Experiment, rung: int,
@@ -110,6 +110,16 @@ def rungs(experiment: Experiment, log: Callable[[str], None] = print,
     return out
 
 
+def free_unpromoted(experiment: Experiment, previous: Sequence[tuning.Trial], promoted: Sequence[tuning.Trial],
+                    chief: bool = True) -> None:
+    """Free the checkpoints the trials of the rung before keep for continuing (halving_continue)
+    once a rung's trials are known: those not promoted will never be continued."""
+    continued = {trial.continues for trial in promoted}
+    for trial in previous:
+        if chief and trial.schedule_steps is not None and trial.trial_id not in continued:
+            discard_checkpoints(experiment, trial.trial_id)
+
+
 def finished_trial(experiment: Experiment, trial: tuning.Trial,
                    log: Callable[[str], None] = print) -> Optional[Dict[str, Any]]:
     """The reusable finished record of `trial`; a record made under other settings is stale: None."""
@@ -125,8 +135,9 @@ def run_trial(experiment: Experiment, trial: tuning.Trial, runtime: Runtime,
               trainer: Optional[Trainer] = None, log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Train `trial` on train and score val, unless its finished record exists; its record.
 
-    The chief writes the record (and frees the trial's checkpoints) as soon as the trial ends.
-    `trainer` defaults to a TrialTrainer made for this call.
+    The chief writes the record (and frees the trial's checkpoints) as soon as the trial ends; a
+    trial on a longer schedule keeps them for the rung that may continue it, and a continuing trial
+    frees those of the trial it continued. `trainer` defaults to a TrialTrainer made for this call.
     """
     done = finished_trial(experiment, trial, log)
     if done is not None:
@@ -138,7 +149,8 @@ def run_trial(experiment: Experiment, trial: tuning.Trial, runtime: Runtime,
     metric = _metric(experiment)
     started_at, started = results.now(), time.time()
     steps = trial.train_steps or experiment.settings.train_steps
-    outcome = trainer.train_and_score(trial.hyperparameters(), "train", "val", trial.trial_id, steps)
+    outcome = trainer.train_and_score(trial.hyperparameters(), "train", "val", trial.trial_id, steps,
+                                      schedule_steps=trial.schedule_steps, continues=trial.continues)
     record = results.new_record(experiment, metric=metric, started_at=started_at)
     details = dict(outcome.details)
     record.update(trial_id=trial.trial_id, hyperparameters=trial.hyperparameters(),
@@ -148,7 +160,10 @@ def run_trial(experiment: Experiment, trial: tuning.Trial, runtime: Runtime,
     results.finish(record, outcome.status, outcome.reason)
     if trainer.chief:
         files.write_json_atomic(results.trial_path(experiment, trial.trial_id), record)
-        trainer.discard(trial.trial_id)
+        if trial.schedule_steps is None:
+            trainer.discard(trial.trial_id)
+        if trial.continues is not None:
+            trainer.discard(trial.continues)
     log(f"trial {trial.trial_id}: {outcome.status}, validation {metric}={_format(outcome.score)}"
         + (f" ({outcome.reason})" if outcome.reason else ""))
     return record
@@ -211,11 +226,12 @@ def conclude(experiment: Experiment, runtime: Runtime, trainer: Optional[Trainer
 
 
 def rung_plan(experiment: Experiment, first: Sequence[tuning.Trial]) -> List[Tuple[int, int]]:
-    """(at most how many trials, steps each) of every rung, given the first rung's trials."""
+    """(at most how many trials, steps each trains) of every rung, given the first rung's trials;
+    continuing halving's rungs train the steps from the rung before's budget to their own."""
     settings = experiment.settings
-    if settings.search == "halving":
+    if settings.search in HALVING_SEARCHES:
         return list(zip(tuning.halving_rung_sizes(settings, experiment.regime),
-                        tuning.halving_budgets(settings)))
+                        tuning.halving_rung_steps(settings)))
     return [(len(first), (first[0].train_steps if first else None) or settings.train_steps)]
 
 
@@ -235,8 +251,10 @@ def run(experiment: Experiment, runtime: Runtime, strategy=None) -> Dict[str, An
     for rung in range(len(shape)):
         rung_records = []
         if rung > 0:
-            planned = tuning.halving_rung_trials(experiment.settings, rung, planned, rung_records_before)
-            log(f"rung {rung}: {len(planned)} trials at {shape[rung][1]:,} steps")
+            previous = planned
+            planned = tuning.halving_rung_trials(experiment.settings, rung, previous, rung_records_before)
+            free_unpromoted(experiment, previous, planned, trainer.chief)
+            log(f"rung {rung}: {len(planned)} trials of {shape[rung][1]:,} steps")
         for index, trial in enumerate(planned, 1):
             rung_records.append(run_trial(
                 experiment, trial, runtime, trainer,
@@ -273,8 +291,10 @@ def throughput(experiment: Experiment, trainer: TrialTrainer,
 
 
 def _steps(trial_records: Sequence[Mapping[str, Any]]) -> int:
-    """Training steps the trials took (a diverged one up to where it stopped)."""
-    return sum((record.get("training") or {}).get("steps") or 0 for record in trial_records)
+    """Training steps the trials took (a diverged one up to where it stopped; a continued one from
+    where it continued)."""
+    return sum(((record.get("training") or {}).get("steps") or 0)
+               - ((record.get("training") or {}).get("continued_from_step") or 0) for record in trial_records)
 
 
 def _eta(trial_records: Sequence[Mapping[str, Any]], runs_left: int) -> str:

@@ -40,9 +40,11 @@ class Trainer(Protocol):
     chief: bool
 
     def train_and_score(self, hyperparameters: Mapping[str, float], fit_split: str,
-                        score_split: str, name: str, train_steps: int) -> TrialOutcome:
+                        score_split: str, name: str, train_steps: int,
+                        schedule_steps: Optional[int] = None, continues: Optional[str] = None) -> TrialOutcome:
         """Train on `fit_split` for `train_steps`, score `score_split`; `name` is the trial's work
-        folder name."""
+        folder name. `schedule_steps`: the cosine schedule's length when longer; `continues`: the
+        work folder of an earlier training of the same setting and schedule to go on from."""
 
     def discard(self, name: str) -> None:
         """Free what a finished trial no longer needs (its checkpoints)."""
@@ -80,18 +82,28 @@ class TrialTrainer:
     def work_dir(self, name: str) -> str:
         return os.path.join(self.log_dir(), name)
 
-    def config(self, hyperparameters: Mapping[str, float], train_steps: int):
-        """The training of one trial; a budget shorter than train_steps (a halving rung) warms up
+    def config(self, hyperparameters: Mapping[str, float], train_steps: int,
+               schedule_steps: Optional[int] = None):
+        """The training of one trial; a schedule shorter than train_steps (a halving rung) warms up
         for the same fraction of its steps."""
         from tfbench import training
 
         settings = self.settings
+        schedule = schedule_steps or train_steps
         return training.TrainConfig(
             learning_rate=hyperparameters["learning_rate"], weight_decay=hyperparameters["weight_decay"],
             train_steps=train_steps, batch_size=self.experiment.batch_size,
-            warmup_steps=settings.warmup_steps * train_steps // settings.train_steps,
+            warmup_steps=settings.warmup_steps * schedule // settings.train_steps,
             label_smoothing=settings.label_smoothing,
-            multi_label=self.dataset_spec.multi_label)
+            multi_label=self.dataset_spec.multi_label, schedule_steps=schedule_steps)
+
+    def checkpoint_identity(self, hyperparameters: Mapping[str, float], fit_split: str,
+                            schedule_steps: Optional[int]) -> Dict[str, Any]:
+        """What a trial's checkpoints belong to, but its budget: trainings that share it differ only
+        in where they stop, so one may continue another's checkpoint."""
+        identity = {"experiment": tuning.trial_identity(self.experiment.to_dict()),
+                    "hyperparameters": dict(hyperparameters), "fit_split": fit_split}
+        return identity if schedule_steps is None else {**identity, "schedule_steps": schedule_steps}
 
     def build_model(self, bn_momentum: Optional[float]):
         import keras
@@ -162,24 +174,30 @@ class TrialTrainer:
                 "batch_size": experiment.batch_size, **hyperparameters}
 
     def train_and_score(self, hyperparameters: Mapping[str, float], fit_split: str, score_split: str,
-                        name: str, train_steps: int) -> TrialOutcome:
+                        name: str, train_steps: int, schedule_steps: Optional[int] = None,
+                        continues: Optional[str] = None) -> TrialOutcome:
         """Train on `fit_split`, then score every example of `score_split` with the dataset's metric.
 
         While training on "train", the validation split is scored every
         `runtime.validation_interval` steps (the trial's curve); the test split never is.
+        `continues` names the work folder of a shorter training of the same setting and schedule
+        whose final checkpoint this one goes on from; without that checkpoint it starts from the
+        initial weights, to the same result (the data stream is a function of the step).
         """
         from tfbench import classifier, training
 
-        config = self.config(hyperparameters, train_steps)
+        config = self.config(hyperparameters, train_steps, schedule_steps)
         work_dir = self.work_dir(name)
         log_dir = os.path.join(work_dir, "tensorboard")
-        checkpoint_dir = os.path.join(work_dir, "checkpoints")
+        checkpoint_dir = self.checkpoint_dir(name)
         tag = f"{score_split}/{self.dataset_spec.metric}"
+        identity = self.checkpoint_identity(hyperparameters, fit_split, schedule_steps)
         if self.chief:
-            forget_stale_checkpoints(checkpoint_dir, {
-                "experiment": tuning.trial_identity(self.experiment.to_dict()),
-                "hyperparameters": dict(hyperparameters), "fit_split": fit_split,
-                "train_steps": train_steps})
+            forget_stale_checkpoints(checkpoint_dir, {**identity, "train_steps": train_steps})
+        continue_from = None
+        if continues is not None and _continuable(self.checkpoint_dir(continues), identity, train_steps,
+                                                  config.schedule_length):
+            continue_from = self.checkpoint_dir(continues)
         bn_momentum = self.bn_momentum(fit_split)
         learner = self.learner(bn_momentum)
         evaluate = None
@@ -190,12 +208,14 @@ class TrialTrainer:
             _, result = training.train(
                 learner, self.training_batches(fit_split), config,
                 runtime=self.runtime, checkpoint_dir=checkpoint_dir, log_dir=log_dir,
-                hparams=self.hparams(hyperparameters, train_steps), evaluate=evaluate)
+                hparams=self.hparams(hyperparameters, train_steps), evaluate=evaluate,
+                continue_from=continue_from)
         except interruption.Interrupted as stopped:
             raise stopped.within(f"of {trial}") from None
         details = {
             "fit_split": fit_split, "score_split": score_split, "train_steps": config.train_steps,
             "steps": result.steps, "resumed_from_step": result.resumed_from_step,
+            "schedule_steps": config.schedule_length, "continued_from_step": result.continued_from_step,
             "final_loss": result.final_loss, "l2_coefficient": config.l2_coefficient,
             "bn_momentum": bn_momentum,
             "bn_momentum_applied": classifier.bn_momentum_applied(learner.model, bn_momentum),
@@ -235,9 +255,12 @@ class TrialTrainer:
             return None
         return result.images_per_second / self.strategy.num_replicas_in_sync
 
+    def checkpoint_dir(self, name: str) -> str:
+        return checkpoint_dir(self.experiment, name)
+
     def discard(self, name: str) -> None:
         if self.chief:
-            shutil.rmtree(os.path.join(self.work_dir(name), "checkpoints"), ignore_errors=True)
+            discard_checkpoints(self.experiment, name)
 
 
 # The learner of the last trial this process trained, by what its graph depends on: the next trial
@@ -251,6 +274,15 @@ def release_kept_learner() -> None:
     for kept in _KEPT_LEARNER.values():
         kept.release()
     _KEPT_LEARNER.clear()
+
+
+def checkpoint_dir(experiment: Experiment, name: str) -> str:
+    """Where the trial (or retrain) `name` of `experiment` keeps its checkpoints."""
+    return os.path.join(experiment.run_dir(), results.TRIALS_DIR, name, "checkpoints")
+
+
+def discard_checkpoints(experiment: Experiment, name: str) -> None:
+    shutil.rmtree(checkpoint_dir(experiment, name), ignore_errors=True)
 
 
 def split_examples(experiment: Experiment, split: str) -> int:
@@ -273,5 +305,20 @@ def forget_stale_checkpoints(checkpoint_dir: str, identity: Mapping[str, Any]) -
                 return
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     files.write_json_atomic(identity_file, identity)
+
+
+def _continuable(checkpoint_dir: str, identity: Mapping[str, Any], train_steps: int, schedule_length: int) -> bool:
+    """Whether `checkpoint_dir` holds the checkpoints of a training of `identity` (schedule and
+    budget aside) on a schedule of `schedule_length` steps that stopped before `train_steps`: one
+    that this training may continue."""
+    identity_file = os.path.join(checkpoint_dir, CHECKPOINT_IDENTITY)
+    if not os.path.exists(identity_file):
+        return False
+    with open(identity_file) as handle:
+        saved = json.load(handle)
+    steps = saved.pop("train_steps", train_steps)
+    schedule = saved.pop("schedule_steps", None) or steps
+    mine = {name: value for name, value in identity.items() if name != "schedule_steps"}
+    return steps < train_steps and schedule == schedule_length and saved == mine
 
 

@@ -16,8 +16,8 @@ grid run (the trial summaries its run record lists; diverged trials have no scor
 - Transfer: the setting chosen by the most other networks of the group on the same dataset (this
   network left out); ties go to the better mean validation rank over those networks' grids.
 - Most frequent: the setting chosen most often over all the group's grid runs (ties as above).
-- Halving and hyperrule runs of the same regime, dataset, network and seed in the same folder:
-  their choice looked up in the grid's trials.
+- Halving (restarting and continuing) and hyperrule runs of the same regime, dataset, network and
+  seed in the same folder: their choice looked up in the grid's trials.
 
 For each: the validation regret in points (the grid's best validation score minus that of the
 choice), the rank of the choice among the grid's scored trials (1 = the grid's choice; ties share
@@ -43,7 +43,7 @@ from tfbench.settings import TRAINED_REGIMES
 from tfbench.tuning import trial_identity
 
 GRID_SEARCHES = ("paper", "small", "grid")
-COMPARED_SEARCHES = ("halving", "hyperrule")
+COMPARED_SEARCHES = ("halving", "halving_continue", "hyperrule")
 RANDOM_SEARCH_TRIALS = (1, 4, 8, 16)
 VTAB_LEARNING_RATES = (0.01, 0.001)  # Zhai et al. 2019's lightweight sweep
 VTAB_WEIGHT_DECAYS = (0.0, 1e-5)  # tfbench's stand-in for VTAB's two schedules
