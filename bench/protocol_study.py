@@ -1,7 +1,7 @@
 """What the cheaper protocols cost in accuracy, in the paper's regime of epochs: grid vs halving vs
 hyperrule vs the free alternatives read off the grid.
 
-    python bench/protocol_study.py --parallel=2          # the study (about an hour on 2 shared cores)
+    python bench/protocol_study.py --parallel=2          # the study: 80 minutes for two pairs on 2 loaded cores
     python bench/protocol_study.py --report_only         # the CSVs, figures and table from what finished
 
 The paper's budget is 20,000 steps of 256: about 5,000 epochs of Flowers, 630 of Cars and 68 of
@@ -11,26 +11,34 @@ regime. The defaults keep the paper's ratio of budget to training set at a size 
 carry: fashion_mnist_mini with 5 training images per class (50 images; the 600 validation and
 1,000 test images unchanged), 32 px, batch 16, 160 steps per full-budget trial (51.2 epochs),
 halving at eta 3 with rungs of 18, 53 and 160 steps (first rung 5.8 epochs). The grid is a
-documented sub-grid of the paper's 7 x 8 (SUB_GRID below) unless --grid=paper.
+documented sub-grid of the paper's 7 x 8 (sub_grid below) unless --grid=paper.
 
 Phases, each a resumable set of ordinary tfbench runs under --output_dir (a killed study given
 the same command skips the finished trials and runs and goes on), in this order:
   grid       every configuration of the (sub-)grid at the full budget, then the retrain;
   hyperrule  tfbench.hyperrule's one configuration;
-  halving    successive halving over the same grid, restarting each rung from the initial weights;
+  halving    successive halving over the same grid, restarting each rung from the initial weights
+             on a cosine schedule of the rung's length;
+  halving_continue  the same rungs, every trial on the full budget's schedule, a promoted trial
+             continued from its checkpoint of the rung before (ASHA-style promotion);
   curve      the grid's chosen configuration trained again with the validation split scored every
-             --curve_every steps: does the best curve flatten by the full budget? (trial only);
+             --curve_every steps, on the full budget and on twice it: does the best curve flatten
+             by the full budget, and would a longer budget still pay? (trials only, no retrain);
+  estimate   python -m tfbench.estimate's transferability estimators for ESTIMATED_MODELS;
   choices    the retrain of each free alternative's choice that differs from the grid's (search
-             "none" with that configuration), so that every alternative has a test score.
+             "none" with that configuration), then of the grid's other configurations, best first
+             (random search's expected test score needs every one it may choose).
 The free alternatives (tfbench.report.cheap_alternatives: VTAB 2 x 2 subset, random search,
 leave-one-network-out, most frequent) cost no training beyond those retrains.
 
 Writes under --results: protocol_study.csv (per pair and protocol: choice, validation and test
 score, test gap to the grid in points with its paired standard error, training steps and share of
-the grid's), protocol_study_rungs.csv (per halving rung: where the grid's choice ranked, rank
-agreement with the full budget), protocol_study_curve.csv and protocol_study_curve.png (the
-chosen configuration's validation score along its schedule, and every grid configuration's at the
-halving budgets), protocol_study.png (test score against training steps).
+the grid's), protocol_study_rungs.csv (per rung of either halving: where the grid's choice
+ranked, rank agreement with the full budget), protocol_study_estimators.csv (each transferability
+estimator's ranking of the networks, beside the grid's where the grid ran for more than one
+network), protocol_study_curve.csv and protocol_study_curve.png (the chosen configuration's
+validation score along its schedule, and the grid's best at halving's first budget and at the full
+budget), protocol_study.png (test score against training steps).
 """
 
 from __future__ import annotations
@@ -56,13 +64,12 @@ from tfbench import files, predictions, protocol, results, study, tuning  # noqa
 from tfbench.report import cheap_alternatives as cheap  # noqa: E402
 from tfbench.tasks import executors  # noqa: E402
 from tfbench.experiment import Experiment  # noqa: E402
-from tfbench.settings import EstimateSettings, Runtime, TrainingSettings  # noqa: E402
+from tfbench.settings import HALVING_SEARCHES, EstimateSettings, Runtime, TrainingSettings  # noqa: E402
 
-PROTOCOLS = ("grid", "hyperrule", "halving")  # run order: the reference first
-RUNG_COLUMNS = ("regime", "model", "rung", "train_steps", "configurations", "promoted", "grid_choice_rank",
+PROTOCOLS = ("grid", "hyperrule", "halving", "halving_continue")  # run order: the reference first
+RUNG_COLUMNS = ("regime", "model", "protocol", "rung", "train_steps", "configurations", "promoted", "grid_choice_rank",
                 "rho_with_full_budget", "promoted_lr_geomean", "grid_top_lr_geomean")
-EXTRA_PROTOCOLS = ()  # searches other branches add, reported when their runs exist
-CURVE, CHOICES = "curve", "choices"
+CURVE, ESTIMATE, CHOICES = "curve", "estimate", "choices"
 
 
 def sub_grid(regime: str) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
@@ -79,8 +86,8 @@ def settings(protocol_name_: str, regime: str, args) -> TrainingSettings:
     given = {"learning_rates": rates, "weight_decays": decays}
     if protocol_name_ == "hyperrule":
         return TrainingSettings(search="hyperrule", **common)
-    if protocol_name_ == "halving":
-        return TrainingSettings(search="halving", halving_eta=args.halving_eta,
+    if protocol_name_ in HALVING_SEARCHES:
+        return TrainingSettings(search=protocol_name_, halving_eta=args.halving_eta,
                                 halving_min_steps=args.halving_min_steps, **given, **common)
     return TrainingSettings(search="grid", **given, **common)
 
@@ -141,7 +148,7 @@ def rung_rows(records: Mapping[tuple, Mapping[str, object]]) -> List[Dict[str, o
     out = []
     for (regime, model, name), halving in sorted(records.items()):
         grid = records.get((regime, model, "grid"))
-        if name != "halving" or grid is None or not grid.get("hyperparameters"):
+        if name not in HALVING_SEARCHES or grid is None or not grid.get("hyperparameters"):
             continue
         grid_choice = (grid["hyperparameters"]["learning_rate"], grid["hyperparameters"]["weight_decay"])
         grid_ranked = sorted((t for t in grid["trials"] if t["status"] == "ok"),
@@ -159,7 +166,7 @@ def rung_rows(records: Mapping[tuple, Mapping[str, object]]) -> List[Dict[str, o
             full = {_config(t): t["validation_score"] for t in grid_ranked}
             both = [(t["validation_score"], full[_config(t)]) for t in ranked if _config(t) in full]
             out.append({
-                "regime": regime, "model": model, "rung": rung,
+                "regime": regime, "model": model, "protocol": name, "rung": rung,
                 "train_steps": ranked[0].get("train_steps") if ranked else None,
                 "configurations": len(ranked), "promoted": len(promoted),
                 "grid_choice_rank": position[0] if position else None,
@@ -219,17 +226,23 @@ def grid_settings(grid: Mapping[str, object]) -> List[Tuple[float, float]]:
     return [hyperparameters(t) for t in sorted(scored, key=lambda t: -t["validation_score"])]
 
 
-def single(regime: str, model: str, folder: str, setting: Tuple[float, float], args) -> Experiment:
-    """One configuration's run (search "none") in `folder`."""
+def single(regime: str, model: str, folder: str, setting: Tuple[float, float], args,
+           budget: int = 1) -> Experiment:
+    """One configuration's run (search "none") in `folder`, on `budget` times the full budget."""
     return experiment(regime, model, folder, TrainingSettings(
-        search="none", learning_rate=setting[0], weight_decay=setting[1], train_steps=args.train_steps,
+        search="none", learning_rate=setting[0], weight_decay=setting[1], train_steps=budget * args.train_steps,
         bn_momentum=args.bn_momentum), args)
 
 
+CURVE_BUDGETS = {1: CURVE, 2: CURVE + "_x2"}  # times the full budget -> folder
+
+
 def curve_experiments(grids: Mapping[tuple, Mapping[str, object]], args) -> List[tuple]:
-    """The grid's choice of every pair, scored on validation every --curve_every steps."""
-    runtime = Runtime(eval_every=args.curve_every, steps_per_loop=args.curve_every, verbose=False)
-    return [(single(regime, model, CURVE, hyperparameters(grid), args), runtime)
+    """The grid's choice of every pair on the full budget, then on twice it (would a longer budget
+    still pay?), scored on validation every --curve_every steps x the budget's factor."""
+    return [(single(regime, model, folder, hyperparameters(grid), args, budget),
+             Runtime(eval_every=budget * args.curve_every, steps_per_loop=budget * args.curve_every, verbose=False))
+            for budget, folder in CURVE_BUDGETS.items()
             for (regime, model, _), grid in grids.items() if hyperparameters(grid)]
 
 
@@ -275,7 +288,7 @@ def choice_experiments(grids: Mapping[tuple, Mapping[str, object]], args) -> Lis
     runtime = Runtime(eval_every=0, verbose=False)
     out = []
     for regime, model, setting, grid in first + rest:
-        run = single(regime, model, CHOICES, setting, args)
+        run = single(regime, model, choice_folder(setting), setting, args)
         trial_id = tuning.Trial(*setting).trial_id
         source = os.path.join(grid["run_dir"], results.TRIALS_DIR, trial_id + ".json")
         target = results.trial_path(run, trial_id)
@@ -284,6 +297,11 @@ def choice_experiments(grids: Mapping[tuple, Mapping[str, object]], args) -> Lis
                 files.write_bytes_atomic(target, handle.read())
         out.append((run, runtime))
     return out
+
+
+def choice_folder(setting: Tuple[float, float]) -> str:
+    """A folder per configuration: a run folder holds one run."""
+    return os.path.join(CHOICES, tuning.Trial(*setting).trial_id)
 
 
 def correct(record: Mapping[str, object]) -> Optional[np.ndarray]:
@@ -344,7 +362,7 @@ def table(records: Mapping[tuple, Mapping[str, object]], retrains: Mapping[tuple
 
         out.append(row("grid", cheap.describe(cheap.setting_of(grid_record["hyperparameters"])),
                        max(grid.scores.values()), grid_record["test_score"], (0.0, 0.0), 1.0, grid.total_steps))
-        for name in PROTOCOLS[1:] + EXTRA_PROTOCOLS:
+        for name in PROTOCOLS[1:]:
             run = records.get((regime, model, name))
             if run is None:
                 continue
@@ -383,9 +401,10 @@ def curve_rows(records: Mapping[tuple, Mapping[str, object]], curves: Mapping[tu
     score over the grid's configurations trained to each halving budget (rung 0 trains them all)."""
     images = args.train_examples_per_class * 10
     out = []
-    for (regime, model, _), trial in curves.items():
+    for (regime, model, folder), trial in curves.items():
+        series = "chosen configuration, along its schedule" + ("" if folder == CURVE else ", twice the budget")
         for step, score in trial.get("validation_curve") or []:
-            out.append({"regime": regime, "model": model, "series": "chosen configuration, along its schedule",
+            out.append({"regime": regime, "model": model, "series": series,
                         "steps": step, "epochs": round(step * args.batch_size / images, 2),
                         "validation_score": score})
     for (regime, model, name), run in records.items():
@@ -407,17 +426,14 @@ def curve_figure(path: str, rows_: Sequence[Dict[str, object]], title: str) -> N
     fig, axes = plt.subplots(1, max(1, len(pairs)), figsize=(5 * max(1, len(pairs)), 3.8), squeeze=False)
     for axis, pair in zip(axes[0], pairs):
         for series, style in (("chosen configuration, along its schedule", "-o"),
+                              ("chosen configuration, along its schedule, twice the budget", "--^"),
                               ("best of the grid, trained to this budget", "s")):
             points = sorted((row["epochs"], row["validation_score"]) for row in rows_
                             if (row["regime"], row["model"]) == pair and row["series"] == series)
             if points:
                 axis.plot(*zip(*points), style, markersize=4, label=series)
-        axis.set_xlabel("epochs of the training split")
-        axis.set_ylabel("validation top-1")
-        axis.set_title(" ".join(pair))
-        axis.legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    save(fig, path)
+        label(axis, pair, "epochs of the training split", "validation top-1")
+    save(fig, path, title)
 
 
 def cost_figure(path: str, rows_: Sequence[Dict[str, object]], title: str) -> None:
@@ -430,15 +446,19 @@ def cost_figure(path: str, rows_: Sequence[Dict[str, object]], title: str) -> No
                 axis.errorbar(row["train_steps"], 100 * row["test_score"], yerr=row["test_se_points"],
                               fmt="o", capsize=3, label=row["protocol"])
         axis.set_xscale("log")
-        axis.set_xlabel("training steps (all trials + retrain)")
-        axis.set_ylabel("test top-1 (%), ± binomial SE")
-        axis.set_title(" ".join(pair))
-        axis.legend(fontsize=6)
+        label(axis, pair, "training steps (all trials + retrain)", "test top-1 (%), ± binomial SE")
+    save(fig, path, title)
+
+
+def label(axis, pair: Tuple[str, str], x: str, y: str) -> None:
+    axis.set_xlabel(x)
+    axis.set_ylabel(y)
+    axis.set_title(" ".join(pair))
+    axis.legend(fontsize=6)
+
+
+def save(fig, path: str, title: str) -> None:
     fig.suptitle(title, fontsize=9)
-    save(fig, path)
-
-
-def save(fig, path: str) -> None:
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
@@ -447,13 +467,13 @@ def save(fig, path: str) -> None:
 
 
 def curve_records(grids: Mapping[tuple, Mapping[str, object]], args) -> Dict[tuple, Dict[str, object]]:
-    """The curve phase's finished trial records by (regime, model, "curve")."""
+    """The curve phase's finished trial records by (regime, model, folder)."""
     out = {}
     for run, _ in curve_experiments(grids, args):
         trial = results.read_record(results.trial_path(run, tuning.Trial(
             run.settings.learning_rate, run.settings.weight_decay).trial_id), fields=results.RUN_FIELDS)
         if trial is not None and trial["status"] == "ok":
-            out[(run.regime, run.model, CURVE)] = trial
+            out[(run.regime, run.model, protocol_name(run))] = trial
     return out
 
 
@@ -462,7 +482,7 @@ def retrain_records(grids: Mapping[tuple, Mapping[str, object]], args) -> Dict[t
     out = {}
     for (regime, model, _), grid in grids.items():
         for setting in grid_settings(grid):
-            run = single(regime, model, CHOICES, setting, args)
+            run = single(regime, model, choice_folder(setting), setting, args)
             record = results.read_record(results.record_path(run), fields=results.RUN_FIELDS)
             if record is not None and record["status"] == "ok":
                 record["run_dir"] = run.run_dir()
@@ -473,19 +493,22 @@ def retrain_records(grids: Mapping[tuple, Mapping[str, object]], args) -> Dict[t
 ESTIMATED_MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 
+def estimate_experiments(args) -> List[Experiment]:
+    return [Experiment(regime=ESTIMATE, model=model, dataset=args.dataset, settings=EstimateSettings(),
+                       image_size=args.image_size, batch_size=args.batch_size, data_dir=args.data_dir,
+                       train_examples_per_class=args.train_examples_per_class,
+                       output_dir=os.path.join(args.output_dir, ESTIMATE)) for model in ESTIMATED_MODELS]
+
+
 def estimator_rows(records: Mapping[tuple, Mapping[str, object]], args) -> List[Dict[str, object]]:
     """Each estimator's score and rank of the networks (python -m tfbench.estimate on the study's
     training split, under <output_dir>/estimate), beside each regime's grid test score and rank
     where the grid ran for that network: does the estimator order networks as the grid does?"""
     estimates = {}
-    for model in ESTIMATED_MODELS:
-        run = Experiment(regime="estimate", model=model, dataset=args.dataset, settings=EstimateSettings(),
-                         image_size=args.image_size,
-                         batch_size=args.batch_size, train_examples_per_class=args.train_examples_per_class,
-                         output_dir=os.path.join(args.output_dir, "estimate"), data_dir=args.data_dir)
+    for run in estimate_experiments(args):
         record = results.read_record(results.record_path(run), fields=("estimates",))
         if record is not None and record.get("status") == "ok":
-            estimates[model] = record["estimates"]
+            estimates[run.model] = record["estimates"]
     grid_scores = {(regime, model): r["test_score"] for (regime, model, name), r in records.items() if name == "grid"}
     regimes = sorted({regime for regime, _ in grid_scores})
     out = []
@@ -504,7 +527,7 @@ def estimator_rows(records: Mapping[tuple, Mapping[str, object]], args) -> List[
 
 
 def report(args) -> None:
-    records = finished_records(experiments(args, PROTOCOLS + EXTRA_PROTOCOLS))
+    records = finished_records(experiments(args, PROTOCOLS))
     grids = {k: r for k, r in records.items() if k[2] == "grid"}
     rows_ = table(records, retrain_records(grids, args), args)
     curve = curve_rows(records, curve_records(grids, args), args)
@@ -523,11 +546,28 @@ def report(args) -> None:
         cost_figure(os.path.join(args.results, "protocol_study.png"), rows_, title)
     if curve:
         curve_figure(os.path.join(args.results, "protocol_study_curve.png"), curve, title)
+    print(markdown(rows_))
+
+
+def markdown(rows_: Sequence[Dict[str, object]]) -> str:
+    """The table per pair as Markdown: choice, test score, gap ± paired SE, cost."""
+    def cell(value, scale=1.0, signed=False):
+        return "—" if value is None else f"{scale * value:{'+' if signed else ''}.1f}"
+
+    lines = ["| pair | protocol | choice | validation regret, points | test % (± SE) | gap to grid, points (± SE) "
+             "| steps | share of grid |", "|---|---|---|---|---|---|---|---|"]
     for row in rows_:
-        print(",".join(str(row[column]) for column in COLUMNS))
+        test = "—" if row["test_score"] is None else f"{cell(row['test_score'], 100)} ± {row['test_se_points']:.1f}"
+        gap = ("—" if row["test_gap_points"] is None else
+               f"{cell(row['test_gap_points'], signed=True)} ± {row['gap_se_points']:.1f}")
+        share = "—" if row["share_of_grid"] is None else f"{100 * row['share_of_grid']:.0f}%"
+        lines.append(f"| {row['regime']} {row['model']} | {row['protocol']} | {row['choice']} | "
+                     f"{cell(row['validation_regret_points'])} | {test} | {gap} | "
+                     f"{row['train_steps'] if row['train_steps'] is not None else '—'} | {share} |")
+    return "\n".join(lines)
 
 
-PHASES = PROTOCOLS + (CURVE, CHOICES)
+PHASES = PROTOCOLS + (CURVE, ESTIMATE, CHOICES)
 
 
 def run_phase(name: str, args, executor) -> None:
@@ -535,6 +575,8 @@ def run_phase(name: str, args, executor) -> None:
     if name in PROTOCOLS:
         planned = [(e, Runtime(eval_every=0, verbose=False)) for e in experiments(args, (name,))]
         tasks = None
+    elif name == ESTIMATE:
+        planned, tasks = [(run, Runtime(verbose=False)) for run in estimate_experiments(args)], None
     else:
         grids = finished_records(experiments(args, ("grid",)))
         planned = (curve_experiments if name == CURVE else choice_experiments)(grids, args)
@@ -542,11 +584,25 @@ def run_phase(name: str, args, executor) -> None:
     if not planned:
         print(f"{name}: nothing to run (no finished grid)", flush=True)
         return
-    study_plan = study.study_plan(planned)
-    chosen = [t for t in study_plan.tasks if tasks is None or t.kind == tasks]
-    summary = executors.execute(study_plan, chosen, executor, log=print)
-    print(f"{name}: {summary.count('ran')} tasks ran, {summary.count('skipped')} skipped, "
-          f"{summary.count('failed')} failed", flush=True)
+    counts = {outcome: 0 for outcome in executors.OUTCOMES}
+    for batch in batches(planned):
+        study_plan = study.study_plan(batch)
+        chosen = [t for t in study_plan.tasks if tasks is None or t.kind == tasks]
+        summary = executors.execute(study_plan, chosen, executor, log=print)
+        counts = {outcome: counts[outcome] + summary.count(outcome) for outcome in counts}
+    print(f"{name}: {counts['ran']} tasks ran, {counts['skipped']} skipped, {counts['failed']} failed", flush=True)
+
+
+def batches(planned: Sequence[tuple]) -> List[List[tuple]]:
+    """`planned` in order, split so that no two runs of a batch share a task key (a plan's keys are
+    relative to each run's output folder: the same pair in two folders would clash)."""
+    out: List[List[tuple]] = []
+    for item in planned:
+        key = study.run_key(item[0])
+        if not out or key in {study.run_key(e) for e, _ in out[-1]}:
+            out.append([])
+        out[-1].append(item)
+    return out
 
 
 def main(argv=None) -> int:
