@@ -53,8 +53,10 @@ setup(
         # TensorFlow Probability's L-BFGS, which needs tf-keras beside Keras 3; probe_scaling.py
         # samples memory with psutil.
         "bench": ["tensorflow-probability~=0.25.0", "tf-keras~=2.21.0", "psutil"],
-        # kubernetes-validate: the Kubernetes API schemas, offline, for tests of docs/cluster/.
-        "test": ["pytest>=8", "pillow", "pyyaml", "kubernetes-validate>=1.29"] + LITE_WEIGHTS,
+        # kubernetes-validate: the Kubernetes API schemas, offline, for tests of docs/cluster/;
+        # pytest-xdist: .ci/test runs the suite in two processes (its tests mostly wait on
+        # subprocesses, Ray and single-threaded tracing, so two cores halve the wall time).
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "pillow", "pyyaml", "kubernetes-validate>=1.29"] + LITE_WEIGHTS,
         # Only the sweep's --executor=ray imports it, to spread trials over a Ray cluster.
         "ray": ["ray[default]~=2.60"],
     },

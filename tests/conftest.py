@@ -63,10 +63,6 @@ socket.socket.connect_ex = _guarded_connect_ex
 socket.getaddrinfo = _guarded_getaddrinfo
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: a test of minutes (the soak test); deselect with -m 'not slow'")
-
-
 @pytest.fixture(autouse=True)
 def _seeded_keras():
     """Every test starts from the same seeds and a clean Keras session (when Keras is in use:
@@ -100,3 +96,21 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "slow: takes over ~5 s (TensorFlow training, binaries in subprocesses, Ray); "
         "pytest -m 'not slow' is the quick subset for development, CI runs everything")
+
+
+RAY_GROUP = "ray"  # the pytest-xdist group of every test on the shared Ray instance
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Under `pytest -n 2 --dist loadgroup` (.ci/test), the tests on Ray run in one worker, so one
+    Ray instance starts, not one per worker; and the longest tests come first (Ray's, then those
+    marked slow), so the two workers end together instead of one waiting out a long tail."""
+    for item in items:
+        if "ray_cluster" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group(RAY_GROUP))
+
+    def longest_first(item):
+        return (0 if "ray_cluster" in item.fixturenames else 1 if item.get_closest_marker("slow") else 2)
+
+    items.sort(key=longest_first)  # stable: file order within each rank

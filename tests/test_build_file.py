@@ -136,7 +136,7 @@ def test_every_module_belongs_to_exactly_one_library():
 def test_imports_are_declared_deps(name):
     target = TARGETS[name]
     own = set(target.get("srcs", []))
-    needed_targets, needed_pip = set(), set()
+    needed_targets = set()
     for src in own:
         tfbench, third_party, siblings = _imports(src)
         needed_targets |= {LIBRARY_OF[f] for f in tfbench - own}

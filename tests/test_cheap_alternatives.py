@@ -7,7 +7,6 @@ import pytest
 
 from tfbench import protocol
 from tfbench.report import cheap_alternatives as cheap
-from tfbench.report.build import markdown_table
 from tfbench.report.protocol_groups import group_records
 
 STEPS = 100
@@ -118,7 +117,7 @@ def test_every_alternative_on_a_hand_built_study():
     assert rows[cheap.GRID]["share of the grid's steps"] == "1.000"
     assert rows[cheap.TRANSFER]["choice"] == rows[cheap.VTAB]["choice"] == "varies by run"
     # The halving run's own group, and the search=none group, have no grid: said, not drawn.
-    text = "\n".join(cheap.CheapAlternatives(tuple(groups.values())).markdown(markdown_table))
+    text = "\n".join(cheap.CheapAlternatives(tuple(groups.values())).markdown())
     assert "Not drawn: its search is 'halving'" in text and "| halving | lr 0.1, wd 1e-05 | 15.00 (1 of 4 runs) |" in text
 
 

@@ -14,6 +14,7 @@ from tfbench.report.comparisons import NotDrawn
 from tfbench.experiment import path_component
 
 STEPS = {"search": "grid", "train_steps": 400}
+CHEAP_SECTION = "## Convergence, cheap approximation"  # after Figure 8 as the paper measured it (test_budgets.py)
 
 # Curves of the chosen trials, and by hand: final (last point), 90% and 95% of it, and the first
 # logged step at or above each.
@@ -93,12 +94,12 @@ def test_steps_to_90_and_95_percent_and_ratios_match_the_hand_computed_ones(tmp_
         "from scratch (scratch): e_net on pets: no ok run")
 
     # The report: its table (<= marks a step reached at the first logged point), JSON and figure.
-    section = markdown.split("## Convergence")[1].split("\n## ")[0]
+    section = markdown.split(CHEAP_SECTION)[1].split("\n## ")[0]
     assert ("| b_net | dtd | 98.0 | 90.0 | <=100 | 400 | 4.00 | <=100 | 400 | 4.00 |") in section
     assert "| a_net | pets | 80.0 | 60.0 | 200 | 300 | 1.50 | 300 | 300 | 1.00 |" in section
     assert "median over 3 (model, dataset) pairs: 1.50 to 90%, 1.00 to 95%." in section
     assert "d_net on pets" in section
-    assert "![Convergence](convergence.png)" in section and "convergence.png" in names
+    assert "![Convergence, cheap approximation](convergence.png)" in section and "convergence.png" in names
     with open(tmp_path / "report" / "report.json") as handle:
         [entry] = json.load(handle)["convergence"]
     b_row = next(r for r in entry["rows"] if r["model"] == "b_net")
@@ -127,7 +128,7 @@ def test_without_scratch_runs_or_curves_one_line_says_what_is_missing(tmp_path):
     analysis, names, markdown = _report(tmp_path)
     outcomes = convergence.converge(analysis.comparisons)
     assert all(isinstance(outcome, NotDrawn) for outcome in outcomes) and len(outcomes) == 2
-    section = markdown.split("## Convergence")[1].split("\n## ")[0]
+    section = markdown.split(CHEAP_SECTION)[1].split("\n## ")[0]
     assert ("each with its own protocol: not drawn: no scratch runs of the same protocol (paper, or the "
             "same preset) in this folder.") in section
     assert not any(name.startswith("convergence") for name in names)
@@ -136,7 +137,7 @@ def test_without_scratch_runs_or_curves_one_line_says_what_is_missing(tmp_path):
     analysis, names, markdown = _report(tmp_path)
     [outcome] = convergence.converge(analysis.comparisons)
     assert not outcome.drawn()
-    lines = [line for line in markdown.split("## Convergence")[1].split("\n## ")[0].splitlines()
+    lines = [line for line in markdown.split(CHEAP_SECTION)[1].split("\n## ")[0].splitlines()
              if line.startswith("Convergence")]
     assert lines == ["Convergence (Fine-tuning vs training from scratch, each with its own protocol: finetune "
                      "vs scratch): not drawn: no (model, dataset) has a validation curve "

@@ -207,10 +207,10 @@ def test_data_size_figure_has_a_line_per_regime_with_a_point_per_size():
 
 
 def test_data_size_without_subset_runs_says_what_is_missing_in_one_line():
-    from tfbench.report import data_size, build as report
+    from tfbench.report import data_size
 
     found = data_size.analyze([_record("finetune", "a", "dtd", 0.9)])
-    section = "\n".join(found.markdown(report.markdown_table))
+    section = "\n".join(found.markdown())
     assert found.curves == () and "Not drawn: no ok run on a training subset" in section
     assert "data_size.png" not in section
 

@@ -276,7 +276,11 @@ def test_a_killed_driver_run_again_skips_finished_tasks_and_takes_over_the_inter
     driver = subprocess.Popen([sys.executable, "-c", DRIVER.replace("seconds=0.1", "seconds=1.0"), str(tmp_path), log],
                               env=env, stdout=subprocess.DEVNULL)
     deadline = time.time() + 60
-    while sum(cluster_fakes.events(log, "end").values()) < 2 and time.time() < deadline:
+    def started_the_third():  # two tasks ended and the next one began: kill it mid-task
+        ended = cluster_fakes.events(log, "end")
+        return sum(ended.values()) >= 2 and set(cluster_fakes.events(log, "start")) - set(ended)
+
+    while not started_the_third() and time.time() < deadline:
         time.sleep(0.05)
     driver.send_signal(signal.SIGKILL)
     driver.wait()

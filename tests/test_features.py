@@ -9,7 +9,7 @@ import pytest
 from tfbench import backbones, datasets, features
 from tfbench.regimes import frozen
 from tfbench.experiment import Experiment
-from tfbench.settings import ProbeSettings, Runtime
+from tfbench.settings import ProbeSettings
 
 
 def _experiment(**overrides):
@@ -119,6 +119,31 @@ def test_extraction_matches_the_model_on_each_whole_image_in_order():
     np.testing.assert_allclose(got.features, expected, rtol=1e-4, atol=1e-5)
     assert np.array_equal(got.labels, labels)
 
+
+
+def test_a_model_is_traced_once_for_every_split_and_batch_size():
+    """Each extraction traced the network anew (a trace of mobilenet_v2 costs about the CPU of a
+    batch of 64 images, per split); now one trace serves every extraction with that model and
+    image size, partial last batches included, and the features are each image's own, in order."""
+    import keras
+    import tensorflow as tf
+
+    traces = []
+
+    class Record(keras.layers.Layer):
+        def call(self, images):
+            traces.append(images.shape[0])
+            return tf.reduce_mean(images, axis=[1, 2])
+
+    model = keras.Sequential([keras.Input((4, 4, 3)), Record()])
+    traces.clear()  # the symbolic call that built the model
+    images = np.random.default_rng(0).integers(0, 256, (7, 4, 4, 3), dtype=np.uint8)
+    for count, batch_size in ((7, 3), (5, 2)):
+        data = tf.data.Dataset.from_tensor_slices({"image": images[:count], "label": np.arange(count)})
+        got = features.extract(model, data, image_size=4, batch_size=batch_size)
+        np.testing.assert_allclose(got.features, images[:count].mean(axis=(1, 2)), rtol=1e-6)
+        np.testing.assert_array_equal(got.labels, np.arange(count))
+    assert len(traces) == 1
 
 # --------------------------------------------------------------------------- damaged entries
 

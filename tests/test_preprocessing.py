@@ -74,6 +74,7 @@ def test_training_crop_never_pads_outside_the_image():
 def test_eval_resizes_the_whole_image_without_cropping():
     transform = preprocessing.eval_transform(SIZE)
     same_size = tf.constant(np.random.default_rng(2).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+    assert transform(same_size).dtype == tf.float32  # a float32 image whatever the input's static shape
     np.testing.assert_array_equal(transform(same_size).numpy(), same_size.numpy().astype(np.float32))
     small = tf.constant(np.random.default_rng(3).integers(0, 256, (8, 11, 3), dtype=np.uint8))
     np.testing.assert_allclose(transform(small).numpy(), tf.image.resize(small, [SIZE, SIZE]).numpy())
@@ -90,6 +91,88 @@ def test_evaluation_keeps_order_and_the_last_partial_batch():
     assert [len(labels) for _, labels in batches] == [4, 4, 2]
     np.testing.assert_array_equal(np.concatenate([labels for _, labels in batches]), np.arange(10))
     assert all(images.shape[1:] == (SIZE, SIZE, 3) and images.dtype == np.float32 for images, _ in batches)
+
+
+# ------------------------------------------------------------- evaluation images from image files
+
+
+def image_folder(root, extension, sizes=((23, 31), (40, 17), (16, 16), (9, 50), (30, 30))):
+    """A folder dataset whose test split holds one photo-like image per size (alternating two
+    classes), in the order datasets.load gives them; returns (dataset name, their pixels)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    pixels = []
+    for index, (height, width) in enumerate(sizes):
+        rows, columns = np.mgrid[0:height, 0:width]
+        image = (rows[..., None] * 5 + columns[..., None] * 3 + rng.integers(0, 60, (height, width, 3))) % 256
+        pixels.append(image.astype(np.uint8))
+        for split in ("test", "train"):
+            folder = root / split / f"class{index % 2}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels[-1]).save(folder / f"{index:02d}{extension}", quality=90)
+    order = sorted(range(len(sizes)), key=lambda index: (index % 2, index))  # class folders, then names
+    return f"folder:{root}", [pixels[index] for index in order], order
+
+
+def bilinear(image, size):
+    """numpy reference of tf.image.resize's bilinear resize without antialiasing (half-pixel
+    centres, edge pixels repeated) of a uint8 [H, W, 3] image to [size, size, 3]."""
+    def axis(length):
+        source = (np.arange(size) + 0.5) * length / size - 0.5
+        low = np.floor(source)
+        return (np.clip(low, 0, length - 1).astype(int), np.clip(np.ceil(source), 0, length - 1).astype(int),
+                source - low)
+
+    (top, bottom, down), (left, right, across) = axis(image.shape[0]), axis(image.shape[1])
+    image = image.astype(np.float64)
+    across = across[None, :, None]
+    upper = image[top][:, left] * (1 - across) + image[top][:, right] * across
+    lower = image[bottom][:, left] * (1 - across) + image[bottom][:, right] * across
+    return upper * (1 - down[:, None, None]) + lower * down[:, None, None]
+
+
+def test_evaluation_images_are_the_whole_files_resized_bilinearly(tmp_path):
+    """Pins what the probe's features are computed from: each image file, decoded, resized whole
+    to S x S (bilinear, no antialiasing), in the dataset's order, the last partial batch kept."""
+    from tfbench import datasets
+
+    name, pixels, order = image_folder(tmp_path, ".png")
+    batches = as_numpy(preprocessing.pipeline(datasets.load(name, "test"), SIZE, batch_size=2))
+    assert [len(labels) for _, labels in batches] == [2, 2, 1]
+    images = np.concatenate([images for images, _ in batches])
+    np.testing.assert_array_equal(np.concatenate([labels for _, labels in batches]), [i % 2 for i in order])
+    for image, source in zip(images, pixels):
+        np.testing.assert_allclose(image, bilinear(source, SIZE), atol=1e-3)
+
+
+def test_evaluation_jpegs_give_the_pixels_of_decoding_then_resizing_each_file(tmp_path):
+    """The fused pipeline's images equal, bit for bit, the per-file path it replaced:
+    read, decode_image, eval_transform."""
+    from tfbench import datasets
+
+    name, _, _ = image_folder(tmp_path, ".jpg")
+    paths = datasets.load_table(name, "test").columns["path"]
+    batches = as_numpy(preprocessing.pipeline(datasets.load(name, "test"), SIZE, batch_size=2))
+    transform = preprocessing.eval_transform(SIZE)
+    expected = [transform(tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)).numpy()
+                for path in paths]
+    np.testing.assert_array_equal(np.concatenate([images for images, _ in batches]), np.stack(expected))
+
+
+def test_decoding_and_resizing_run_as_one_step_that_fills_each_batch():
+    """The source's decode map and the resize are fused with the batching (bench/input_bench.py):
+    no separate in-order decode stage whose one slow image idles the other cores."""
+    from tensorflow.python.data.experimental.ops import testing
+
+    rng = np.random.default_rng(0)
+    encoded = [tf.io.encode_png(rng.integers(0, 256, (10, 7, 3), dtype=np.uint8)).numpy() for _ in range(5)]
+    source = (tf.data.Dataset.from_tensor_slices({"png": encoded, "label": np.arange(5)})
+              .apply(testing.assert_next(["MapAndBatch"]))
+              .map(lambda row: {"image": tf.io.decode_png(row["png"], channels=3), "label": row["label"]},
+                   num_parallel_calls=tf.data.AUTOTUNE))
+    labels = np.concatenate([labels for _, labels in as_numpy(preprocessing.pipeline(source, SIZE, 2))])
+    np.testing.assert_array_equal(labels, np.arange(5))
 
 
 def table(count, height=12, width=9, decoded=None):

@@ -399,7 +399,7 @@ def test_the_protocol_table_states_each_protocols_training_steps(tmp_path):
             _write(str(tmp_path / protocol), "finetune", model, "dtd", 0.5, protocol=protocol,
                    settings={"search": protocol, "train_steps": 120}, total_train_steps=total)
     analysis, _, _ = _report(tmp_path)
-    spent = {row["protocol"]: row["training steps"] for row in report.protocol_rows(analysis)}
+    spent = {row["protocol"]: row["training steps"] for row in report.protocols_of(analysis).rows()}
     assert spent == {"grid": "13,840 (2 runs)", "halving": "2,748 (2 runs)"}
 
 
@@ -649,7 +649,7 @@ def test_figures_with_nothing_to_show_are_not_drawn_and_settings_read_as_words(t
     markdown = (tmp_path / "report" / "report.md").read_text()
     for figure in unseen:
         assert figure not in markdown
-    rows = {row["regime"]: row for row in report.protocol_rows(analysis)}
+    rows = {row["regime"]: row for row in report.protocols_of(analysis).rows()}
     assert rows["finetune"]["training steps"] == "300 (1 run)"
     assert rows["finetune"]["differs from the paper in"] == (
         "learning rate: 0.05 (paper: not fixed); training steps: 150 (paper: 20000)")

@@ -1,12 +1,10 @@
 """Run records: atomic writes, skip-if-done, conflicts, and reading back into a table."""
 
-import json
-import os
 import pytest
 
 from tfbench import files, results
 from tfbench.experiment import Experiment, identity_diff, path_component
-from tfbench.settings import ProbeSettings, Runtime
+from tfbench.settings import ProbeSettings
 
 
 def _experiment(tmp_path, **overrides):

@@ -11,6 +11,7 @@ import pytest
 from scipy import special, stats
 
 from tfbench.report import figures, build as report
+from tfbench.report.analysis import score_rows, transfer_rows
 
 TOP1 = {"m1": 0.70, "m2": 0.74, "m3": 0.78}
 # (model, dataset) -> scores of seeds 0, 1, 2
@@ -37,7 +38,7 @@ def test_score_table_shows_mean_and_sample_sd_over_seeds():
     for (model, dataset), scores in SCORES.items():
         assert table.score(model, dataset) == pytest.approx(np.mean(scores))
         assert table.sd(model, dataset) == pytest.approx(np.std(scores, ddof=1))
-    rows = {row["model"]: row for row in report.score_rows(table, {})}
+    rows = {row["model"]: row for row in score_rows(table, {})}
     assert rows["m1"]["d1 (top1, %)"] == f"62.0 \u00b1 {100 * np.std((0.60, 0.64, 0.62), ddof=1):.1f}"
 
 
@@ -53,7 +54,7 @@ def test_mean_log_odds_carries_its_sd_over_seeds_and_r_uses_the_means():
                               [np.mean(special.logit([np.mean(SCORES[(m, d)]) for d in ("d1", "d2")]))
                                for m in TOP1]).statistic
     assert group.correlation.r == pytest.approx(expected)
-    rows = {row["model"]: row for row in report.transfer_rows(group)}
+    rows = {row["model"]: row for row in transfer_rows(group)}
     assert "\u00b1" in rows["m1"]["mean log odds"]
 
 
@@ -69,7 +70,7 @@ def test_figure1_draws_error_bars_of_the_sd_over_seeds():
 def test_a_single_seed_looks_as_before():
     group = _analyze(_records(seeds=(0,))).groups["finetune"]
     assert group.table.sd("m1", "d1") is None and all(m.seed_sd is None for m in group.models)
-    assert report.score_rows(group.table, {})[0]["d1 (top1, %)"] == "60.0"
+    assert score_rows(group.table, {})[0]["d1 (top1, %)"] == "60.0"
     assert not figures.figure1([group]).axes[0].containers
     out = io.StringIO()
     report.print_summary(_analyze(_records(seeds=(0,))), file=out)

@@ -11,7 +11,7 @@ from tfbench import files, results, study
 from tfbench.regimes import probe
 from tfbench.tasks import executors
 from tfbench.experiment import Experiment
-from tfbench.settings import ProbeSettings, Runtime, TrainingSettings
+from tfbench.settings import ProbeSettings, Runtime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -70,8 +70,9 @@ def test_smoke_preset_runs_end_to_end_then_is_skipped(tmp_path):
                f"--output_dir={tmp_path}/runs", f"--cache_dir={tmp_path}/cache"]
     first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
-    # probe; a trial and a conclusion each for finetune and scratch; estimates on both datasets
-    assert "7 ran, 0 skipped" in first.stdout.splitlines()[-1]
+    # probe; a trial, a conclusion and two convergence budgets each for finetune and scratch;
+    # estimates on both datasets
+    assert "11 ran, 0 skipped" in first.stdout.splitlines()[-1]
     everything = results.collect(f"{tmp_path}/runs")
     records = [r for r in everything if r["experiment"]["regime"] != "estimate"]
     assert sorted(r["experiment"]["regime"] for r in records) == ["finetune", "probe", "scratch"]
@@ -89,8 +90,13 @@ def test_smoke_preset_runs_end_to_end_then_is_skipped(tmp_path):
     # --eval_every=30 of 150 fine-tune and 180 scratch steps: the presets differ in steps, as the
     # paper's do, and each regime's own schedule pairs for Figures 7 and 8
     assert {r["experiment"]["regime"]: len(r[results.CHOSEN_CURVE]) for r in trained} == {"finetune": 5, "scratch": 6}
-    assert os.path.exists(f"{tmp_path}/runs/report/convergence.png")  # the convergence figure is drawn
+    assert os.path.exists(f"{tmp_path}/runs/report/convergence.png")  # the cheap approximation of Fig. 8
     analyses = json.loads(open(f"{tmp_path}/runs/report/report.json").read())
+    # Figure 8 as the paper measured it: a complete schedule at each budget, and the run at its own
+    (figure8,) = [outcome for outcome in analyses["convergence_budgets"] if outcome["drawn"]]
+    assert {side: [p["steps"] for p in figure8["rows"][0][side]] for side in ("finetune", "scratch")} == \
+        {"finetune": [30, 60, 150], "scratch": [30, 60, 180]}
+    assert os.path.exists(f"{tmp_path}/runs/report/convergence_budgets.png")
     assert analyses["finetune_vs_scratch_per_dataset"]["drawn"]
     counted = next(r["details"]["examples"] for r in records if r["experiment"]["regime"] == "probe")
     sizes = analyses["size_split"]["dataset_sizes"]  # digits sized by its probe record, the subset by the catalog
@@ -98,7 +104,7 @@ def test_smoke_preset_runs_end_to_end_then_is_skipped(tmp_path):
     assert sizes["fashion_mnist_mini"] == {"train_examples": 3000, "size_group": "under_10k",
                                            "source": "the fixed subset's train+val pool"}
     second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert second.returncode == 0 and "0 ran, 7 skipped" in second.stdout.splitlines()[-1]
+    assert second.returncode == 0 and "0 ran, 11 skipped" in second.stdout.splitlines()[-1]
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -107,6 +113,9 @@ def test_smoke_preset_runs_end_to_end_then_is_skipped(tmp_path):
     (["--datasets=digits"], "--models is required"),
     (["--models=tiny", "--datasets=digits", "--shard=4/4"], "must be an integer in [0, 3]"),
     (["--models=tiny", "--datasets=digits", "--shard=0/2", "--overwrite"], "cannot be combined with --shard"),
+    (["--models=tiny", "--datasets=digits", "--convergence_budgets=2500,5k"],
+     "--convergence_budgets takes whole numbers of steps of at least 1 (e.g. 2500,5000,10000), got 2500,5k"),
+    (["--models=tiny", "--datasets=digits", "--convergence_budgets=0"], "got 0"),
     (["--models=tiny", "--datasets=digits", "--lock_heartbeat_seconds=60", "--lock_stale_seconds=90"],
      "heartbeat every 60s with stale after 90s; the heartbeat must be > 0 and at most half"),
 ])
@@ -116,6 +125,16 @@ def test_bad_sweep_input_is_one_line(tmp_path, args, expected):
     errors = [line for line in completed.stderr.splitlines() if line.startswith("error:")]
     assert completed.returncode == 2 and len(errors) == 1 and expected in errors[0], completed.stderr[-1500:]
     assert not os.listdir(tmp_path)
+
+
+def test_dry_run_counts_the_convergence_budgets(tmp_path):
+    """The smoke preset: two budgets for each of its two trained runs; steps by hand: a trial and a
+    retrain of 150 (fine-tune) and of 180 (scratch), and 30 + 60 for each budget pair."""
+    completed = subprocess.run([sys.executable, "-m", "tfbench.sweep", "--flagfile=flags/smoke.flags", "--dry_run",
+                                f"--output_dir={tmp_path}/runs"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-1500:]
+    assert "plan: 5 runs, 11 tasks (4 budget, 2 conclude, 2 estimate, 1 probe, 2 trial)" in completed.stdout
+    assert f"to train (tasks not finished): {2 * 150 + 2 * 180 + 2 * (30 + 60)} steps" in completed.stdout
 
 
 def test_overwrite_discards_finished_trials(tmp_path):

@@ -357,11 +357,11 @@ def estimated_plan_line(experiment: Experiment, runtime: Runtime, shape: Sequenc
 
 
 def task_work(task) -> Tuple[Experiment, Work]:
-    """A study task's experiment and work (tfbench.study's trial, conclude and probe tasks)."""
+    """A study task's experiment and work (tfbench.study's trial, conclude, budget and probe tasks)."""
     experiment = Experiment.from_dict(task.call.arguments["experiment"])
-    if task.kind not in ("trial", "conclude"):  # a probe or estimate run: features only
+    if task.kind not in ("trial", "conclude", "budget"):  # a probe or estimate run: features only
         return experiment, probe_work(experiment)
-    if task.kind == "conclude":
+    if task.kind in ("conclude", "budget", "retrain"):  # a retrain on trainval, test scored once
         return experiment, conclude_work(experiment, task.steps)
     return experiment, trial_work(experiment, Runtime(**task.call.arguments["runtime"]), task.steps)
 

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import time
+import weakref
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -79,10 +80,7 @@ def extract(model, dataset, *, image_size: int, batch_size: int, strategy=None,
     batches = preprocessing.pipeline(dataset, image_size, batch_size)
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
 
-    @tf.function(input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32)])
-    def forward(images):  # one trace for every batch size, the partial last batch included
-        return tf.cast(model(images, training=False), tf.float32)
-
+    forward = _forward_pass(model, image_size)
     if replicas > 1:
         batches = strategy.experimental_distribute_dataset(batches)
 
@@ -111,6 +109,28 @@ def extract(model, dataset, *, image_size: int, batch_size: int, strategy=None,
         seconds=time.perf_counter() - started,
         from_cache=False,
     )
+
+
+# model -> {image size: its compiled forward pass}, kept while the model lives.
+_FORWARD_PASSES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _forward_pass(model, image_size: int):
+    """The model's frozen forward pass, compiled once per model and image size for the life of the
+    model: a network is traced once for all the splits it extracts (a trace of mobilenet_v2 costs
+    as much CPU as a batch of 64 images), and once for every batch size, the partial last included."""
+    import tensorflow as tf
+
+    passes = _FORWARD_PASSES.setdefault(model, {})
+    if image_size not in passes:
+        traced = weakref.ref(model)  # a strong reference here would keep the model, and its entry, alive
+
+        @tf.function(input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32)])
+        def forward(images):
+            return tf.cast(traced()(images, training=False), tf.float32)
+
+        passes[image_size] = forward
+    return passes[image_size]
 
 
 def default_cache_dir() -> str:

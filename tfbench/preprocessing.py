@@ -89,7 +89,8 @@ def eval_transform(image_size: int) -> Transform:
     """uint8 image [H, W, 3] -> float32 [S, S, 3]: the whole image resized, nothing cropped."""
 
     def transform(image: tf.Tensor) -> tf.Tensor:
-        return tf.image.resize(image, [image_size, image_size])
+        # tf.image.resize hands back an image whose static shape is already S x S unchanged: uint8.
+        return tf.cast(tf.image.resize(image, [image_size, image_size]), tf.float32)
 
     return transform
 
@@ -176,13 +177,22 @@ def _tensor_ready(column: np.ndarray) -> np.ndarray:
 
 def pipeline(dataset: tf.data.Dataset, image_size: int, batch_size: int) -> tf.data.Dataset:
     """Evaluation batches (images float32 [B, S, S, 3], labels) of a dataset of {"image", "label", ...}:
-    in order, whole images resized, the last partial batch kept (no example dropped)."""
+    in order, whole images resized, the last partial batch kept (no example dropped).
+
+    The source's decoding and this resize are fused into one parallel step that writes each image
+    straight into its batch (tf.data's map fusion, then its map-and-batch fusion): decoded images
+    wait in no in-order buffer of their own, where one slow decode would idle every other core,
+    and make no extra hop between steps (bench/input_bench.py). The pixels are those of decoding,
+    then eval_transform.
+    """
     transform = eval_transform(image_size)
     batches = dataset.map(
         lambda example: (transform(example["image"]), example["label"]),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
-    return batches.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_optimization.map_fusion = True
+    return batches.batch(batch_size).with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
 def _seed_or_random(seed: Optional[int]) -> int:

@@ -89,8 +89,9 @@ def bn_momentum(train_examples: int, batch_size: int) -> float:
 # ---------------------------------------------------------------------------------------------
 # Analysis (paper, section 3 and figure 1)
 
-# Pearson r between ImageNet top-1 and mean log-odds transfer accuracy over 16 networks.
+# Pearson r between ImageNet top-1 and mean log-odds transfer accuracy over PAPER_NETWORKS networks.
 PAPER_R = {"probe": 0.99, "finetune": 0.96, "scratch": 0.55}
+PAPER_NETWORKS = 16
 # Training from scratch, split by training-set size (paper, section 4.3): r over the datasets with
 # fewer than SMALL_DATASET_TRAIN_EXAMPLES training images (7 of 12) and over the others (5 of 12).
 # The count is the paper's training-set size (its dataset table: train+val where there is an

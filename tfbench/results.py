@@ -1,7 +1,8 @@
 """Run records: one JSON file per run, written atomically, found again to skip finished work.
 
 Layout under the output root: `<root>/<regime>/<dataset>/<model>/record.json` for a run, and
-`<run dir>/trials/<trial id>.json` for each hyperparameter trial of a search. Records are written
+`<run dir>/trials/<trial id>.json` for each hyperparameter trial of a search, `<run dir>/budgets/steps_<N>.json`
+for the run's choice retrained on a budget of N steps. Records are written
 atomically (tfbench.files), so a crash leaves the old complete file or the new one. A record that
 cannot be parsed all the same (a damaged disk, a hand edit) is treated as absent, with a warning
 naming it: the run or trial is done again and the record replaced, rather than crashing or being
@@ -28,6 +29,12 @@ FINISHED_STATUSES = ("ok", "diverged")  # a failed run, trial or task is tried a
 RECORD_FILE = "record.json"
 RUN_FIELDS = ("experiment", "status")  # what every run and trial record holds
 TRIALS_DIR = "trials"
+# In a grid run's folder: the retrains of the settings cheaper searches would have chosen
+# (tfbench.sweep --retrain_cheap_choices), one record each; not runs, so `collect` leaves them out.
+CHEAP_RETRAINS_DIR = "cheap_retrains"
+# The run's choice retrained for other step budgets (the paper's Figure 8): `<run dir>/budgets/steps_<N>.json`
+# (tfbench.regimes.budgets), beside the run record, never collected as a run.
+BUDGETS_DIR = "budgets"
 # A fine-tune or scratch run record's validation curve of its chosen trial: [[step, score], ...]
 # while training on train, the last point at the end (records written before it lack the field).
 CHOSEN_CURVE = "chosen_validation_curve"
@@ -117,6 +124,22 @@ def trial_path(experiment: Experiment, trial_id: str) -> str:
     return os.path.join(experiment.run_dir(), TRIALS_DIR, trial_id + ".json")
 
 
+def cheap_retrain_path(experiment: Experiment, name: str) -> str:
+    return os.path.join(experiment.run_dir(), CHEAP_RETRAINS_DIR, name + ".json")
+
+
+def cheap_retrain_records(output_dir: str) -> List[Dict[str, Any]]:
+    """Every finished cheap-choice retrain record under output_dir's run folders."""
+    found = []
+    for run_folder in run_folders(output_dir):
+        folder = os.path.join(run_folder, CHEAP_RETRAINS_DIR)
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".json")) if os.path.isdir(folder) else []
+        found += [read_record(os.path.join(folder, name), warn_if_damaged=True) for name in names]
+    return [record for record in found if record is not None and record.get("status") in FINISHED_STATUSES]
+def budget_path(experiment: Experiment, steps: int) -> str:
+    return os.path.join(experiment.run_dir(), BUDGETS_DIR, f"steps_{steps}.json")
+
+
 def read_record(path: str, warn_if_damaged: bool = False,
                 fields: Tuple[str, ...] = ("status",)) -> Optional[Dict[str, Any]]:
     """The record at `path` (a run's, a trial's or any task's); None when it is absent or damaged
@@ -173,6 +196,12 @@ def finished_trial(experiment: Experiment, trial_id: str, hyperparameters: Mappi
             f"not {dict(hyperparameters)}; pass --overwrite"
         )
     return record
+
+
+def finished_budget(experiment: Experiment, steps: int) -> Optional[Dict[str, Any]]:
+    """The finished record of the run's choice retrained for `steps` (tfbench.regimes.budgets);
+    one made under other settings raises, as a run's does."""
+    return _finished(budget_path(experiment, steps), experiment.identity(), identity, "budget retrain")
 
 
 def run_folders(output_dir: str) -> List[str]:

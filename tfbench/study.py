@@ -31,7 +31,7 @@ RUNG_SLOTS = "rungs"  # the folder, among a run's trials, of halving's slot reco
 REPORT_SOURCES = "sources.json"  # in the report folder: the run records it was built from
 
 
-def _load(experiment: Mapping[str, Any], runtime: Mapping[str, Any],
+def load_task(experiment: Mapping[str, Any], runtime: Mapping[str, Any],
           models_file: Optional[str]) -> Tuple[Experiment, Runtime]:
     """The task's experiment and runtime; a worker first registers the user models it may name."""
     if models_file:
@@ -50,7 +50,7 @@ def whole_run_task(experiment: Mapping[str, Any], runtime: Mapping[str, Any], mo
     from tfbench import runs
     from tfbench.regimes import estimate, probe
 
-    run, run_runtime = _load(experiment, runtime, models_file)
+    run, run_runtime = load_task(experiment, runtime, models_file)
     regime = {"probe": probe, "estimate": estimate}[run.regime]
     runs.run_experiment(run, regime.run, run_runtime, user_errors=runs.user_errors())
 
@@ -60,7 +60,7 @@ def trial_task(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models
     """A trial task (`trial`: tuning.Trial's fields)."""
     from tfbench import tuning
 
-    run, run_runtime = _load(experiment, runtime, models_file)
+    run, run_runtime = load_task(experiment, runtime, models_file)
     _train_trial(run, run_runtime, tuning.Trial(**trial))
 
 
@@ -89,7 +89,7 @@ def rung_slot_task(experiment: Mapping[str, Any], runtime: Mapping[str, Any], mo
     records of the rung before), then write the slot's record."""
     from tfbench.regimes import trained
 
-    run, run_runtime = _load(experiment, runtime, models_file)
+    run, run_runtime = load_task(experiment, runtime, models_file)
     (previous, _), (planned, _) = trained.rungs(run, _quiet, upto=rung)[-2:]
     trained.free_unpromoted(run, previous, planned)
     slot_record = {"rung": rung, "slot": slot, "trial_id": None, "status": "ok",
@@ -122,12 +122,36 @@ def _quiet(message: str) -> None:
     pass
 
 
+def budget_task(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_file: Optional[str],
+                steps: int) -> None:
+    """The run's choice retrained for a complete schedule of `steps` steps, recorded beside the run.
+    A budget that raises is recorded as failed, as a trial is, and tried again by a rerun."""
+    from tfbench import runs
+    from tfbench.regimes import budgets
+
+    run, run_runtime = load_task(experiment, runtime, models_file)
+    try:
+        budgets.run(run, steps, run_runtime)
+    except runs.user_errors():
+        raise
+    except Exception as error:
+        files.write_json_atomic(results.budget_path(run, steps), {**runs.failed_record(run, error), "budget_steps": steps})
+        raise
+
+
+def budget_finished(experiment: Mapping[str, Any], steps: int) -> bool:
+    """Whether the budget's record is reusable: made under these settings for the run's current choice."""
+    from tfbench.regimes import budgets
+
+    return budgets.finished(Experiment.from_dict(experiment), steps) is not None
+
+
 def conclusion_task(experiment: Mapping[str, Any], runtime: Mapping[str, Any], models_file: Optional[str]) -> None:
     """The conclude task: selection, retrain on train+val and test score, recorded as a run."""
     from tfbench import runs
     from tfbench.regimes import trained
 
-    run, run_runtime = _load(experiment, runtime, models_file)
+    run, run_runtime = load_task(experiment, runtime, models_file)
     runs.run_experiment(run, trained.conclude, run_runtime, user_errors=runs.user_errors())
 
 
@@ -145,11 +169,17 @@ def run_key(experiment: Experiment) -> str:
     return os.path.relpath(experiment.run_dir(), experiment.output_dir).replace(os.sep, "/")
 
 
-def experiment_tasks(experiment: Experiment, runtime: Runtime, models_file: Optional[str] = None) -> List[plan.Task]:
-    """The tasks of one run, each trial before the conclusion that needs it."""
-    key = run_key(experiment)
-    arguments = {"experiment": experiment.to_dict(), "runtime": dataclasses.asdict(runtime),
-                 "models_file": models_file and os.path.abspath(models_file)}
+def task_arguments(experiment: Experiment, runtime: Runtime, models_file: Optional[str]) -> Dict[str, Any]:
+    """What every task of a run is called with: plain data."""
+    return {"experiment": experiment.to_dict(), "runtime": dataclasses.asdict(runtime),
+            "models_file": models_file and os.path.abspath(models_file)}
+
+
+def experiment_tasks(experiment: Experiment, runtime: Runtime, models_file: Optional[str] = None,
+                     budgets: Sequence[int] = ()) -> List[plan.Task]:
+    """The tasks of one run, each trial before the conclusion that needs it, then the retrain of
+    its choice at each of `budgets` (steps) but the steps of its own retrain, each needing the conclusion."""
+    key, arguments = run_key(experiment), task_arguments(experiment, runtime, models_file)
     if experiment.regime in WHOLE_RUN_REGIMES:
         return [plan.Task(key=key, kind=experiment.regime, call=plan.Call(f"{TASKS}:whole_run_task", arguments),
                           record=results.record_path(experiment), run=key)]
@@ -182,25 +212,34 @@ def experiment_tasks(experiment: Experiment, runtime: Runtime, models_file: Opti
     tasks.append(plan.Task(key=key, kind="conclude", call=plan.Call(f"{TASKS}:conclusion_task", arguments),
                            record=results.record_path(experiment), needs=tuple(t.key for t in tasks),
                            **cost(estimate_cost.retrain_steps(experiment, shape))))
+    tasks += [plan.Task(key=f"{key}/budget{steps}", kind="budget",
+                        call=plan.Call(f"{TASKS}:budget_task", {**arguments, "steps": steps}),
+                        record=results.budget_path(experiment, steps), needs=(key,),
+                        done=plan.Call(f"{TASKS}:budget_finished", {"experiment": arguments["experiment"],
+                                                                   "steps": steps}), **cost(steps))
+              for steps in sorted(set(budgets))
+              if steps != estimate_cost.retrain_steps(experiment, shape)]  # the run's retrain is that one
     return tasks
 
 
 def study_plan(experiments: Sequence[Tuple[Experiment, Runtime]], overwrite: bool = False,
-               models_file: Optional[str] = None) -> plan.Plan:
-    """The plan of every experiment. Unless overwriting, a finished run made with other settings
-    stops it here (results.RunConflictError), before anything runs, as a sequential sweep would."""
+               models_file: Optional[str] = None, budgets: Sequence[int] = ()) -> plan.Plan:
+    """The plan of every experiment, with the convergence `budgets` (steps) of each fine-tune and
+    scratch run. Unless overwriting, a finished run made with other settings stops it here
+    (results.RunConflictError), before anything runs, as a sequential sweep would."""
     if not overwrite:
         for experiment, _ in experiments:
             results.finished_run(experiment)
     return plan.Plan(task for experiment, runtime in experiments
-                     for task in experiment_tasks(experiment, runtime, models_file))
+                     for task in experiment_tasks(experiment, runtime, models_file, budgets))
 
 
 def discard(tasks: Sequence[plan.Task]) -> None:
-    """For --overwrite: forget the records, trials and checkpoints of the runs these tasks belong
-    to, so that they run again from scratch."""
+    """For --overwrite: forget the records, trials, budgets, cheap-choice retrains and checkpoints of
+    the runs these tasks belong to, so that they run again from scratch."""
     for run_dir in sorted({Experiment.from_dict(task.call.arguments["experiment"]).run_dir() for task in tasks}):
-        shutil.rmtree(os.path.join(run_dir, results.TRIALS_DIR), ignore_errors=True)
+        for folder in (results.TRIALS_DIR, results.BUDGETS_DIR, results.CHEAP_RETRAINS_DIR):
+            shutil.rmtree(os.path.join(run_dir, folder), ignore_errors=True)
         if os.path.exists(os.path.join(run_dir, results.RECORD_FILE)):
             os.unlink(os.path.join(run_dir, results.RECORD_FILE))
 

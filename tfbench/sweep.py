@@ -11,12 +11,15 @@ non-zero if any run failed. When every run is done the report (tfbench.report) i
 the first driver to find the study complete, and again only when a run record has changed.
 
 A run decomposes into tasks (tfbench.study): a fine-tune or scratch run into its trials, then the
-selection, retrain and test score; a probe run into one task. An executor runs them:
+selection, retrain and test score (then, with `--convergence_budgets`, the retrain of that choice at
+each budget); a probe run into one task. An executor runs them:
 `--executor=local` (the default) one after another in this process; `--executor=ray` as Ray
 tasks, each with `--cpus_per_trial` CPUs and `--gpus_per_trial` GPUs, on this machine or the
 cluster at `--ray_address`, many at once. `--shard=INDEX/COUNT` (or `auto/COUNT` under a
 Kubernetes Indexed Job or a Slurm array) runs a deterministic slice of the tasks; a lock per task
 lets several drivers share one output folder (`--lock_heartbeat_seconds`, `--lock_stale_seconds`).
+`--retrain_cheap_choices` adds the retrains of what cheaper searches would have chosen on the
+finished grid runs (tfbench.report.cheap_alternatives), so that the report shows their test scores.
 Exit codes: 0 done, 1 a run failed, 2 bad input, 3 (cli.INCOMPLETE) some tasks were left to other
 shards or a rerun. `--dry_run` prints the plan and its cost instead.
 """
@@ -30,7 +33,7 @@ from typing import Dict, List, Optional, Tuple
 
 from absl import flags
 
-from tfbench import cli, estimate_cost, preflight, runs, study
+from tfbench import cheap_retrains, cli, estimate_cost, preflight, runs, study
 from tfbench.app import common_flags, estimate_flags, probe_flags, training_flags
 from tfbench.tasks import executors, locks, plan
 from tfbench.experiment import Experiment
@@ -54,6 +57,12 @@ flags.DEFINE_list(
 flags.DEFINE_list("seeds", None,
                   "Run every configuration once per seed (distinct runs, each in its own folder); "
                   "the report shows mean ± sd over them. Default: --seed alone.")
+flags.DEFINE_list(
+    "convergence_budgets", [],
+    "The paper's Figure 8: after each fine-tune and scratch run, retrain its chosen hyperparameters "
+    "for a complete schedule of each of these many steps (e.g. 2500,5000,10000), test scored, each a "
+    "task of the plan; the report plots test score against steps. The run's own --train_steps is "
+    "the run itself. Empty: none (the report's partial-curve view, a cheap approximation, remains).")
 flags.DEFINE_boolean("report", True, "Build the report under <output_dir>/report once every run is finished "
                      "(once per study: by the first driver to see it complete).")
 flags.DEFINE_enum("executor", "local", executors.EXECUTORS,
@@ -84,6 +93,13 @@ flags.DEFINE_float("images_per_second", None,
                    "its multiply-adds; default: measured in the finished records (or by "
                    "python -m tfbench.doctor), else the published table.", lower_bound=0)
 flags.DEFINE_integer("dry_run_gpus", 1, "GPUs that --dry_run's wall-time estimate assumes.", lower_bound=1)
+flags.DEFINE_boolean(
+    "retrain_cheap_choices", False,
+    "Also retrain, on train+val and scored on test as a grid run's conclusion does, each setting that "
+    "the report's cheaper searches (VTAB 2 x 2, transfer from other networks, most frequent) choose on "
+    "the finished grid runs of this sweep and that no run has retrained, so that the cheap-alternatives "
+    "table shows their test scores; recorded in <run dir>/cheap_retrains/. Planned from the records "
+    "as they are: run it once the grid runs are finished.")
 
 SETTINGS = {
     "probe": probe_flags.settings_from_flags,
@@ -129,6 +145,18 @@ def seeds_from_flags() -> List[int]:
         raise InvalidSettingError(f"--seeds takes whole numbers, got {','.join(FLAGS.seeds)}") from None
 
 
+def budgets_from_flags() -> List[int]:
+    """--convergence_budgets as distinct step counts of at least 1, ascending."""
+    try:
+        budgets = [int(text) for text in FLAGS.convergence_budgets]
+    except ValueError:
+        budgets = []
+    if len(budgets) != len(FLAGS.convergence_budgets) or any(steps < 1 for steps in budgets):
+        raise InvalidSettingError(f"--convergence_budgets takes whole numbers of steps of at least 1 "
+                                  f"(e.g. 2500,5000,10000), got {','.join(FLAGS.convergence_budgets)}")
+    return sorted(set(budgets))
+
+
 def experiments_from_flags(argv: List[str]) -> List[Tuple[Experiment, Runtime]]:
     """Every experiment of the sweep with its runtime, validated before any of them runs: each
     (regime, settings, training-set size, dataset, model) once per seed."""
@@ -169,7 +197,7 @@ def selected_tasks(study_plan: plan.Plan, shard: Optional[plan.Shard]) -> List[p
 def print_run_summary(task: plan.Task, outcome: executors.TaskOutcome) -> None:
     """The line each regime binary ends with, for each run a task concluded (or found finished)."""
     record = plan.read_record(task.record)
-    if task.kind != "trial" and record is not None and "experiment" in record:
+    if task.kind not in ("trial", "budget", "retrain") and record is not None and "experiment" in record:
         print(f"  {common_flags.run_summary_line(record, skipped=outcome.status == 'skipped')}", flush=True)
 
 
@@ -206,6 +234,10 @@ def main():
         argv = list(sys.argv)
         errors = runs.user_errors() + (report.ReportInputError, plan.PlanError, executors.ExecutorError)
         try:
+            if FLAGS.retrain_cheap_choices and FLAGS.overwrite:
+                raise plan.PlanError("--retrain_cheap_choices cannot be combined with --overwrite: it retrains "
+                                     "the choices of finished grid runs, which --overwrite reruns; run the "
+                                     "sweep first, then again with --retrain_cheap_choices")
             if FLAGS.shard and FLAGS.overwrite:
                 raise plan.PlanError("--overwrite cannot be combined with --shard: a shard would discard the "
                                      "trials of runs that other shards are training; delete the runs' "
@@ -213,8 +245,13 @@ def main():
             shard = plan.parse_shard(FLAGS.shard) if FLAGS.shard else None  # before any slow work
             timing = lock_timing()
             preflight.check_output_dir(FLAGS.output_dir)
+            budgets = budgets_from_flags()
             experiments = experiments_from_flags(argv)
-            study_plan = study.study_plan(experiments, overwrite=FLAGS.overwrite, models_file=FLAGS.models_file)
+            study_plan = study.study_plan(experiments, overwrite=FLAGS.overwrite, models_file=FLAGS.models_file,
+                                          budgets=budgets)
+            if FLAGS.retrain_cheap_choices:
+                study_plan = plan.Plan(study_plan.tasks + cheap_retrains.tasks(experiments, FLAGS.output_dir,
+                                                                                   FLAGS.models_file))
             tasks = selected_tasks(study_plan, shard)
             if FLAGS.dry_run:
                 print(plan.cost(tasks).summary())

@@ -89,6 +89,7 @@ class TrainResult:
     validation_curve: List[List[float]]
     reason: Optional[str] = None
     continued_from_step: int = 0
+    final_learning_rate: Optional[float] = None  # the schedule's value at the last step reached
 
 
 def per_example_loss(labels, logits, multi_label: bool, label_smoothing: float):
@@ -246,7 +247,8 @@ def train(learner, train_batches: Callable[[int], Any], config: TrainConfig, *, 
     return model, TrainResult(
         status=status, steps=current, final_loss=last_loss, resumed_from_step=resumed_from,
         images_per_second=(steady_steps * config.batch_size / train_seconds) if train_seconds > 0 else None,
-        seconds=seconds, validation_curve=curve, reason=reason, continued_from_step=continued_from)
+        seconds=seconds, validation_curve=curve, reason=reason, continued_from_step=continued_from,
+        final_learning_rate=float(optimizer.learning_rate))
 
 
 def _random_state(model) -> List[Any]:

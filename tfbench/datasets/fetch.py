@@ -166,7 +166,7 @@ def _reusable(target: str, url: str) -> bool:
             f"{os.path.basename(target)} was fetched from {recorded.get('url')}"
     except FileNotFoundError:
         problem = f"{os.path.basename(target)} has no fingerprint ({os.path.basename(target)}{FINGERPRINT_SUFFIX})"
-    except (OSError, ValueError, AttributeError) as error:
+    except (OSError, ValueError, AttributeError):
         problem = f"its fingerprint {os.path.basename(target)}{FINGERPRINT_SUFFIX} does not parse"
     if problem is None:
         return True

@@ -205,12 +205,18 @@ def conclude(experiment: Experiment, runtime: Runtime, trainer: Optional[Trainer
         record["hyperparameters"], [trial["hyperparameters"] for trial in trial_records]), log)
     log(f"chosen on validation: {best['trial_id']} ({metric}={_format(best['validation_score'])}); "
         "retraining on trainval, scoring test")
+    return _retrain(experiment, trainer or TrialTrainer(experiment, runtime), record, FINAL,
+                    best.get("train_steps") or experiment.settings.train_steps, keep_predictions=True)
+
+
+def _retrain(experiment: Experiment, trainer: Trainer, record: Dict[str, Any], name: str, steps: int,
+             keep_predictions: bool) -> Dict[str, Any]:
+    """Retrain `record`'s hyperparameters on trainval for `steps` and score test once, into `record`
+    (finished); `keep_predictions` stores the per-example answers beside the run's record."""
     started = time.time()
-    trainer = trainer or TrialTrainer(experiment, runtime)
-    final = trainer.train_and_score(best["hyperparameters"], "trainval", "test", FINAL,
-                                    best.get("train_steps") or experiment.settings.train_steps)
+    final = trainer.train_and_score(record["hyperparameters"], "trainval", "test", name, steps)
     record["training"] = dict(final.details)
-    record["total_train_steps"] += final.details.get("steps", 0)
+    record["total_train_steps"] = record.get("total_train_steps", 0) + final.details.get("steps", 0)
     record["timings"].update({f"final_{phase}": seconds
                               for phase, seconds in final.details.get("timings", {}).items()})
     record["timings"]["final_seconds"] = time.time() - started
@@ -220,9 +226,37 @@ def conclude(experiment: Experiment, runtime: Runtime, trainer: Optional[Trainer
     record["test_score"] = final.score
     if experiment.train_examples_per_class is not None:  # the count the final model trained on
         record["train_examples"] = split_examples(experiment, "trainval")
-    if final.predictions is not None and trainer.chief:
+    if keep_predictions and final.predictions is not None and trainer.chief:
         record[predictions.RECORD_KEY] = predictions.write(experiment.run_dir(), final.predictions)
     return results.finish(record, "ok")
+
+
+def cheap_retrain_path(experiment: Experiment, hyperparameters: Mapping[str, float]) -> str:
+    """Where the retrain of this setting of a grid run is recorded, named by the setting's trial id."""
+    return results.cheap_retrain_path(experiment, cheap_retrain_name(hyperparameters))
+
+
+def cheap_retrain_name(hyperparameters: Mapping[str, float]) -> str:
+    """A setting's name among a run's cheap-choice retrains: its trial id, e.g. "lr0.01_wd1e-05"."""
+    return tuning.Trial(hyperparameters["learning_rate"], hyperparameters["weight_decay"]).trial_id
+
+
+def retrain_cheap_choice(experiment: Experiment, hyperparameters: Mapping[str, float], runtime: Runtime,
+                         trainer: Optional[Trainer] = None) -> Dict[str, Any]:
+    """The retrain a grid run's conclusion would do, on trainval for train_steps and scored on test
+    once, of a setting that a cheaper search would have chosen instead (tfbench.report.
+    cheap_alternatives): its record, written to `cheap_retrain_path` (not a run: reports read it
+    only for that table)."""
+    record = results.new_record(experiment, metric=_metric(experiment), started_at=results.now())
+    record["hyperparameters"] = {"learning_rate": float(hyperparameters["learning_rate"]),
+                                 "weight_decay": float(hyperparameters["weight_decay"])}
+    trainer = trainer or TrialTrainer(experiment, runtime)
+    name = f"{results.CHEAP_RETRAINS_DIR}/{cheap_retrain_name(hyperparameters)}"  # its work folder under trials/
+    record = _retrain(experiment, trainer, record, name, experiment.settings.train_steps, keep_predictions=False)
+    if trainer.chief:
+        files.write_json_atomic(cheap_retrain_path(experiment, hyperparameters), record)
+        trainer.discard(name)
+    return record
 
 
 def rung_plan(experiment: Experiment, first: Sequence[tuning.Trial]) -> List[Tuple[int, int]]:

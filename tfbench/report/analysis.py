@@ -13,23 +13,32 @@ Following Kornblith, Shlens & Le (2019), section 3 and Figure 1, within one prot
   - the same r per dataset: ImageNet top-1 against that dataset's log odds.
 A model's ImageNet top-1 comes from its records (a measured value before a published one), else
 from the backbone registry; the report says which it used.
+The report's sections on these are here too: each group's tables (GroupTables), and every group's
+r with Figure 1 (Correlations).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from tfbench import protocol
-from tfbench.report.correlation import BOOTSTRAP_RESAMPLES, Correlation, correlate, logit
+from tfbench.experiment import path_component
+from tfbench.report.cells import fixed, markdown_table, percent
+from tfbench.report.correlation import (BOOTSTRAP_RESAMPLES, CONFIDENCE, LOGIT_EPS, MIN_MODELS, Correlation, correlate,
+                                        logit)
 from tfbench.report.protocol_groups import TRAIN_SUBSET_FIELD, ProtocolGroup
 
 REGISTRY_SOURCE = "published; tfbench's backbone registry"
 REGIME_TITLES = {"probe": "Linear probe on fixed features", "finetune": "Fine-tuned",
                  "scratch": "Trained from scratch"}
 RANDOM_INIT = "random"
+EDGE_MARK = "\u2020"  # dagger
+FIGURE_FILE = "figure1.png"
 
 
 @dataclass(frozen=True)
@@ -215,3 +224,138 @@ def analyze_group(group: ProtocolGroup, top1: Mapping[str, ImageNetTop1], labels
         per_dataset[dataset] = correlate([x for x, _ in pairs], logit([s for _, s in pairs]),
                                          resamples=resamples, seed=seed)
     return GroupAnalysis(group, table, tuple(models), correlation, per_dataset, paper_r(group))
+
+
+# ---------------------------------------------------------------------------------------------
+# The report's sections: each group's tables, and r of every group (Figure 1)
+
+
+def score_rows(table: ScoreTable, labels: Mapping[str, str]) -> List[Dict[str, str]]:
+    """Rows of the score table in percent with one decimal; a missing run is MISSING, a score
+    chosen at a grid edge carries EDGE_MARK, a mean over seeds its sd ("65.0 ± 7.1")."""
+    def cell(model: str, dataset: str) -> str:
+        mark = EDGE_MARK if (model, dataset) in table.grid_edges else ""
+        sd = table.sd(model, dataset)
+        return percent(table.score(model, dataset)) + ("" if sd is None else f" \u00b1 {100.0 * sd:.1f}") + mark
+
+    return [{"model": labels.get(model, model),
+             **{f"{d} ({table.metrics[d]}, %)": cell(model, d) for d in table.datasets}}
+            for model in table.models]
+
+
+def table_notes(table: ScoreTable, labels: Mapping[str, str]) -> List[str]:
+    """Footnotes of a score table: grid edges, and scores that average several seeds."""
+    notes = []
+    if table.grid_edges:
+        cells = "; ".join(
+            f"{labels.get(m, m)} on {d}" + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(edges.items()))})"
+                                           if edges else "")
+            for (m, d), edges in sorted(table.grid_edges.items()))
+        notes.append(f"{EDGE_MARK} the chosen hyperparameter is at an end of its grid, so the best value "
+                     f"may lie beyond the values searched: {cells}.")
+    averaged = [f"{labels.get(m, m)} on {d} (seeds {', '.join(map(str, seeds))})"
+                for (m, d), seeds in sorted(table.seeds.items()) if len(seeds) > 1]
+    if averaged:
+        notes.append("Mean over seeds: " + "; ".join(averaged) + ". \u00b1 is the sample standard deviation "
+                     "over seeds (ddof=1).")
+    return notes
+
+
+def transfer_rows(group: GroupAnalysis) -> List[Dict[str, str]]:
+    return [{"model": m.label, "ImageNet top-1 (%)": percent(m.imagenet_top1),
+             "mean log odds": fixed(m.mean_log_odds, 3) + (
+                 "" if m.seed_sd is None else f" \u00b1 {m.seed_sd:.3f}"),
+             "in r": "yes" if m.excluded is None else f"no: {m.excluded}"} for m in group.models]
+
+
+def per_dataset_rows(group: GroupAnalysis) -> List[Dict[str, str]]:
+    return [{"dataset": d, "metric": group.table.metrics[d], "n": str(c.n), "r": fixed(c.r, 2),
+             "95% interval": c.interval()}
+            for d, c in group.per_dataset.items()]
+
+
+def scores_markdown(group: GroupAnalysis, labels: Mapping[str, str]) -> str:
+    """The group's scores_<slug>.md: its test-score table and the table's notes."""
+    return (f"# Test scores (%), {group.title()}\n\n" + markdown_table(score_rows(group.table, labels))
+            + "".join(f"\n{note}\n" for note in table_notes(group.table, labels)))
+
+
+def scores_csv(table: ScoreTable) -> str:
+    """Full-precision fractions; a missing run is an empty cell (read as NaN by CSV readers)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["model"] + [f"{d} ({table.metrics[d]})" for d in table.datasets])
+    for model in table.models:
+        writer.writerow([model] + [("" if table.score(model, d) is None else repr(table.score(model, d)))
+                                   for d in table.datasets])
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class GroupTables:
+    """The report's section of one group: its test scores, mean log odds and r per dataset."""
+
+    group: GroupAnalysis
+    labels: Mapping[str, str]
+
+    def markdown(self) -> List[str]:
+        group = self.group
+        return [
+            f"## {group.title()} (`{group.group.slug}`)\n",
+            "### Test scores (%)\n", markdown_table(score_rows(group.table, self.labels)),
+            *[note + "\n" for note in table_notes(group.table, self.labels)],
+            f"### Mean log-odds transfer accuracy\n\nr = {group.correlation.describe()}; "
+            f"{group.paper_note()}.\n",
+            markdown_table(transfer_rows(group)),
+            "### Per dataset: ImageNet top-1 against the dataset's log odds\n",
+            markdown_table(per_dataset_rows(group)),
+        ]
+
+    def figures(self, figures: Any) -> Dict[str, Any]:
+        return {}  # Figure 1 is the correlations' section's
+
+
+METHOD_NOTE = (
+    "Each test score p (the dataset's metric, a fraction) becomes log odds ln(p / (1 - p)), with p "
+    f"clipped to [{LOGIT_EPS:g}, 1 - {LOGIT_EPS:g}]. Runs are grouped by protocol (every setting but "
+    "model, dataset, seed and locations); each group has its own table and r. A model's transfer "
+    "score is the mean log odds over every dataset of its group's table; models without an ok run "
+    "on each of them are left out of the mean. r is Pearson's correlation between ImageNet top-1 "
+    "accuracy (x, as in the paper's Figure 1) and that mean (y), over the models whose ImageNet "
+    f"top-1 is known (at least {MIN_MODELS}). The interval is a {100 * CONFIDENCE:.0f}% percentile "
+    "bootstrap over models resampled with replacement ({resamples} resamples, seed {seed}). The "
+    f"paper's r (Kornblith, Shlens & Le 2019: {protocol.PAPER_NETWORKS} networks, 12 datasets) is quoted for "
+    "reference; it is not computed here.")
+
+
+@dataclass(frozen=True)
+class Correlations:
+    """The report's section on every group's r with ImageNet top-1, and Figure 1."""
+
+    groups: Tuple[GroupAnalysis, ...]
+    resamples: int
+    seed: int
+
+    def figure1_files(self) -> Dict[str, List[GroupAnalysis]]:
+        """Figure 1 per protocol name (its groups side by side), for the names with a model to show
+        (one with a known ImageNet top-1 and a mean log odds): figure1.png when there is one."""
+        names = list(dict.fromkeys(g.group.name for g in self.groups if g.included()))
+        return {(FIGURE_FILE if len(names) == 1 else f"figure1_{path_component(name)}.png"):
+                [g for g in self.groups if g.group.name == name] for name in names}
+
+    def rows(self) -> List[Dict[str, str]]:
+        return [{"group": g.group.slug, "regime": g.group.regime, "protocol": f"{g.group.name} [{g.group.id}]",
+                 "n models": str(g.correlation.n), "r (this run)": fixed(g.correlation.r, 2),
+                 "95% bootstrap interval": g.correlation.interval(), "paper's r": fixed(g.paper_r, 2)}
+                for g in self.groups]
+
+    def markdown(self) -> List[str]:
+        parts = ["## Correlation of transfer accuracy with ImageNet top-1\n", markdown_table(self.rows()),
+                 METHOD_NOTE.format(resamples=self.resamples, seed=self.seed) + "\n"]
+        for file_name, groups in self.figure1_files().items():
+            parts.append(f"![Figure 1: ImageNet top-1 against mean log-odds transfer accuracy, protocol "
+                         f"{groups[0].group.name}]({file_name})\n")
+        return parts
+
+    def figures(self, figures: Any) -> Dict[str, Any]:
+        return {name: figures.figure1(groups) for name, groups in self.figure1_files().items()}

@@ -1,9 +1,10 @@
 """How a number becomes a table cell in every table of the report: scores in percent with one
-decimal, r with two, log odds with three, and MISSING where there is no value."""
+decimal, r with two, log odds with three, and MISSING where there is no value; and how rows of
+cells become a Markdown table."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 MISSING = "-"
 
@@ -25,3 +26,13 @@ def text(value: Any) -> str:
 def plural(count: int, noun: str) -> str:
     """"1 run", "3 runs"."""
     return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
+def markdown_table(rows: Sequence[Mapping[str, str]]) -> str:
+    """Rows (column -> cell, the first row's columns) as a Markdown table; "(none)" without rows."""
+    if not rows:
+        return "(none)\n"
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(str(row[c]).replace("|", "\\|") for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"

@@ -23,11 +23,13 @@ For each: the validation regret in points (the grid's best validation score minu
 choice), the rank of the choice among the grid's scored trials (1 = the grid's choice; ties share
 the better rank), and its share of the grid's training steps (the trials it trains plus one retrain
 of its choice, over the grid's trials plus its retrain; halving and hyperrule: their own
-total_train_steps). The test score is shown only where a run record of that exact choice exists
-(the same protocol but the search, e.g. a --search=none run with those hyperparameters, or the
-grid's own record when the choice is the grid's); random search's expected test score needs the
-record of every setting it may choose. The table averages each alternative over the group's grid
-runs; the retrains of these choices are not run by the report.
+total_train_steps). The test score is shown only where a record of the retrain of that exact
+choice exists: the grid's own record when the choice is the grid's, a run of the same protocol but
+the search (e.g. a --search=none run with those hyperparameters), or a cheap-choice retrain record
+(`<run dir>/cheap_retrains/<setting>.json`, which `tfbench.sweep --retrain_cheap_choices` trains
+for the single choices that have none: `missing_retrains`). Random search's expected test score
+needs the record of every setting it may choose, and the flag does not train those. The table
+averages each alternative over the group's grid runs; the report itself never retrains.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from tfbench.report.cells import MISSING, fixed, percent, plural
+from tfbench.report.cells import MISSING, fixed, markdown_table, percent, plural
 from tfbench.report.protocol_groups import ProtocolGroup
 from tfbench.settings import TRAINED_REGIMES
 from tfbench.tuning import trial_identity
@@ -291,34 +293,83 @@ class GroupAlternatives:
                          for m, d, s, cs in self.runs]}
 
 
-def analyze_group(group: ProtocolGroup, title: str, records: Sequence[Mapping[str, Any]],
-                  tests: TestScores) -> GroupAlternatives:
-    """The group's grid runs against every alternative; `records` are the whole folder's (for the
-    halving and hyperrule runs beside them)."""
-    search = group.settings.get("search")
-    if search not in GRID_SEARCHES:
-        stated = "states no search" if search is None else f"search is {search!r}"
-        return GroupAlternatives(group.slug, title, (), f"its {stated}, not a grid ({', '.join(GRID_SEARCHES)})")
+@dataclass(frozen=True)
+class GridRun:
+    """A grid run of a group with the group-wide choices it is compared to: the other networks'
+    consensus on its dataset (None: no other network) and the group's most frequent choice."""
+
+    record: Mapping[str, Any]
+    grid: Grid
+    transfer: Optional[Setting]
+    most_frequent: Optional[Setting]
+
+    def single_choices(self) -> List[Setting]:
+        """The distinct settings the alternatives that choose one setting pick (VTAB 2 x 2,
+        transfer, most frequent), in that order. Random search has no single choice: its expected
+        test score needs every setting it may draw as best, about the grid's own cost again."""
+        picked = [self.grid.best(vtab_subset(self.grid)), self.transfer, self.most_frequent]
+        return list(dict.fromkeys(s for s in picked if s is not None))
+
+
+def grid_runs(group: ProtocolGroup) -> List[GridRun]:
+    """The group's grid runs with a scored trial, each with the group-wide choices."""
     runs = [(r, grid_of(r)) for r in group.records if grid_of(r).scores]
-    if not runs:
-        return GroupAlternatives(group.slug, title, (), "no grid run has a scored trial")
     chosen = {id(r): setting_of(r.get("hyperparameters") or {}) for r, _ in runs}
     study = [chosen[id(r)] for r, _ in runs if chosen[id(r)] is not None]
-    grids = [g for _, g in runs]
-    compared: Dict[Tuple[Any, ...], List[Mapping[str, Any]]] = {}
-    for other in records:
-        if _search(other) in COMPARED_SEARCHES:
-            compared.setdefault(_run_key(other), []).append(other)
-    most_frequent = consensus(study, grids)
+    most_frequent = consensus(study, [g for _, g in runs])
     out = []
     for record, grid in runs:
         e = record["experiment"]
         others = [(chosen[id(r)], g) for r, g in runs if chosen[id(r)] is not None
                   and r["experiment"]["dataset"] == e["dataset"] and r["experiment"]["model"] != e["model"]]
-        transfer = consensus([s for s, _ in others], [g for _, g in others])
+        out.append(GridRun(record, grid, consensus([s for s, _ in others], [g for _, g in others]), most_frequent))
+    return out
+
+
+def _is_grid(group: ProtocolGroup) -> bool:
+    return group.settings.get("search") in GRID_SEARCHES
+
+
+def analyze_group(group: ProtocolGroup, title: str, records: Sequence[Mapping[str, Any]],
+                  tests: TestScores) -> GroupAlternatives:
+    """The group's grid runs against every alternative; `records` are the whole folder's (for the
+    halving and hyperrule runs beside them)."""
+    search = group.settings.get("search")
+    if not _is_grid(group):
+        stated = "states no search" if search is None else f"search is {search!r}"
+        return GroupAlternatives(group.slug, title, (), f"its {stated}, not a grid ({', '.join(GRID_SEARCHES)})")
+    runs = grid_runs(group)
+    if not runs:
+        return GroupAlternatives(group.slug, title, (), "no grid run has a scored trial")
+    compared: Dict[Tuple[Any, ...], List[Mapping[str, Any]]] = {}
+    for other in records:
+        if _search(other) in COMPARED_SEARCHES:
+            compared.setdefault(_run_key(other), []).append(other)
+    out = []
+    for run in runs:
+        e = run.record["experiment"]
         out.append((e["model"], e["dataset"], e.get("seed", 0), tuple(choices(
-            record, grid, transfer, most_frequent, compared.get(_run_key(record), []), tests))))
+            run.record, run.grid, run.transfer, run.most_frequent, compared.get(_run_key(run.record), []), tests))))
     return GroupAlternatives(group.slug, title, tuple(out))
+
+
+def missing_retrains(groups: Sequence[ProtocolGroup],
+                     records: Sequence[Mapping[str, Any]]) -> List[Tuple[Mapping[str, Any], List[Setting]]]:
+    """Each grid run of the trained groups with the single choices of the cheaper searches
+    (GridRun.single_choices) that no run among `records` (the folder's) has retrained: what
+    `tfbench.sweep --retrain_cheap_choices` plans (a cheap-choice retrain already recorded is a
+    finished task, so that the plan, and its shards, do not change as retrains finish). Runs with
+    nothing missing are left out."""
+    tests = TestScores(records)
+    out = []
+    for group in groups:
+        if group.regime not in TRAINED_REGIMES or not _is_grid(group):
+            continue
+        for run in grid_runs(group):
+            missing = [s for s in run.single_choices() if tests.of(run.record, s) is None]
+            if missing:
+                out.append((run.record, missing))
+    return out
 
 
 @dataclass(frozen=True)
@@ -328,8 +379,8 @@ class CheapAlternatives:
     def figure_files(self) -> Dict[str, GroupAlternatives]:
         return {f"cheap_alternatives_{g.slug}.png": g for g in self.groups if g.runs}
 
-    def markdown(self, table: Callable[[Sequence[Mapping[str, str]]], str]) -> List[str]:
-        """The report's section; `table` renders rows as a markdown table (report.markdown_table)."""
+    def markdown(self) -> List[str]:
+        """The report's section."""
         parts = ["## Cheap alternatives to the grid search\n",
                  "What cheaper searches would have chosen, read off each grid run's validation scores "
                  "without training (tfbench.report.cheap_alternatives). VTAB 2 x 2: Zhai et al. 2019's "
@@ -339,7 +390,8 @@ class CheapAlternatives:
                  "the setting most other networks chose on the dataset; most frequent: over the whole "
                  "group (ties: the better mean validation rank). Regret is in validation points against "
                  "the grid's choice; the share counts the trials trained plus one retrain. A test score "
-                 "needs a run record of that exact choice (the report does not retrain).\n"]
+                 "needs a retrain of that exact choice (the report does not retrain; "
+                 "`tfbench.sweep --retrain_cheap_choices` retrains the single choices).\n"]
         if not self.groups:
             return parts + ["Not drawn: no fine-tune or scratch runs.\n"]
         figures = {g.slug: name for name, g in self.figure_files().items()}
@@ -348,17 +400,21 @@ class CheapAlternatives:
             if group.missing:
                 parts.append(f"Not drawn: {group.missing}.\n")
                 continue
-            parts += [f"Over {plural(len(group.runs), 'grid run')}.\n", table(group.rows()),
+            parts += [f"Over {plural(len(group.runs), 'grid run')}.\n", markdown_table(group.rows()),
                       f"![Cheap alternatives, {group.slug}]({figures[group.slug]})\n"]
         return parts
+
+    def figures(self, figures: Any) -> Dict[str, Any]:
+        return {name: figures.cheap_alternatives_figure(g) for name, g in self.figure_files().items()}
 
     def to_json(self) -> Dict[str, Any]:
         return {g.slug: g.to_json() for g in self.groups}
 
 
-def analyze(groups: Sequence[ProtocolGroup], titles: Mapping[str, str],
-            records: Sequence[Mapping[str, Any]]) -> CheapAlternatives:
-    """Every trained-regime group's alternatives; `titles` by slug, `records` the whole folder's."""
-    tests = TestScores(records)
+def analyze(groups: Sequence[ProtocolGroup], titles: Mapping[str, str], records: Sequence[Mapping[str, Any]],
+            retrains: Sequence[Mapping[str, Any]] = ()) -> CheapAlternatives:
+    """Every trained-regime group's alternatives; `titles` by slug, `records` the whole folder's,
+    `retrains` the cheap-choice retrain records (their test scores only)."""
+    tests = TestScores(list(records) + list(retrains))
     return CheapAlternatives(tuple(analyze_group(g, titles.get(g.slug, g.slug), records, tests)
                                    for g in groups if g.regime in TRAINED_REGIMES))

@@ -12,9 +12,11 @@ kind (a model without a value of that kind is left out of r, as one with no top-
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Mapping, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from tfbench.report.analysis import REGISTRY_SOURCE, ImageNetTop1
+from tfbench.report.cells import markdown_table, percent
 
 ANY, MEASURED, PUBLISHED = "any", "measured", "published"
 KINDS = (ANY, MEASURED, PUBLISHED)
@@ -51,3 +53,23 @@ def mixing_lines(top1: Mapping[str, ImageNetTop1]) -> List[str]:
                 "published (model cards, other evaluation pipelines); an r over both mixes the two. "
                 "`python -m tfbench.report --imagenet_top1=measured` (or `published`) uses one kind."]
     return []
+
+
+@dataclass(frozen=True)
+class Top1Used:
+    """The report's section on the ImageNet top-1 of each model: its value, kind and source."""
+
+    top1: Mapping[str, ImageNetTop1]  # by model
+    labels: Mapping[str, str]
+
+    def rows(self) -> List[Dict[str, str]]:
+        return [{"model": model, "shown as": self.labels.get(model, model),
+                 "ImageNet top-1 (%)": percent(top1.value), "kind": top1.kind(), "source": top1.source}
+                for model, top1 in sorted(self.top1.items())]
+
+    def markdown(self) -> List[str]:
+        return ["## ImageNet top-1 used\n", NOTE + "\n", markdown_table(self.rows()),
+                *[line + "\n" for line in mixing_lines(self.top1)]]
+
+    def figures(self, figures: Any) -> Dict[str, Any]:
+        return {}

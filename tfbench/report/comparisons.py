@@ -16,11 +16,12 @@ drawn again (nor said to be missing).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from tfbench.report.analysis import RANDOM_INIT, GroupAnalysis
+from tfbench.report.cells import markdown_table, percent
 from tfbench.experiment import identity_diff
 from tfbench.report.protocol_groups import TRAIN_SUBSET_FIELD, ProtocolGroup
 
@@ -169,6 +170,28 @@ class NotDrawn:
 ComparisonOutcome = Union[Comparison, NotDrawn]
 
 
+def pair_lines(outcomes: Sequence[Any], figure_names: Mapping[int, str], table: Callable[[Any], List[Dict[str, str]]],
+               method: str, alt: str) -> List[str]:
+    """Report lines per pair of groups: each outcome's sentence and, for one with a figure (by id in
+    `figure_names`), its `table`, the `method`, the runs missing and the figure."""
+    parts = []
+    for outcome in outcomes:
+        parts.append(outcome.sentence() + "\n")
+        if id(outcome) in figure_names:
+            parts += [markdown_table(table(outcome)), method + "\n"]
+            if outcome.missing:
+                parts.append("Missing (not counted): " + "; ".join(outcome.missing) + ".\n")
+            parts.append(f"![{alt}]({figure_names[id(outcome)]})\n")
+    return parts
+
+
+def pair_figure_files(stem: str, drawable: Sequence[Any]) -> Dict[str, Any]:
+    """File names of figures drawn per pair of groups (objects with a `comparison`): `<stem>.png`
+    for one pair, `<stem>_<first slug>_<second slug>.png` for each of several."""
+    return {(f"{stem}.png" if len(drawable) == 1 else
+             f"{stem}_{o.comparison.first.group.slug}_{o.comparison.second.group.slug}.png"): o for o in drawable}
+
+
 def _side_state(g: GroupAnalysis, model: str, dataset: str) -> str:
     statuses = [r["status"] for r in g.group.records
                 if (r["experiment"]["model"], r["experiment"]["dataset"]) == (model, dataset)]
@@ -240,3 +263,49 @@ def compare(groups: Sequence[GroupAnalysis]) -> List[ComparisonOutcome]:
         if drawn or refused or not repeated:
             outcomes += drawn or [NotDrawn(kind, "no compatible pair of protocols: " + "; ".join(refused))]
     return outcomes
+
+
+def comparison_rows(comparison: Comparison, labels: Mapping[str, str]) -> List[Dict[str, str]]:
+    kind = comparison.kind
+    return [{"model": labels.get(p.model, p.model), "dataset": p.dataset,
+             f"{kind.first} (%)": percent(p.first), f"{kind.second} (%)": percent(p.second),
+             "difference (points)": f"{100.0 * (p.first - p.second):+.1f}"} for p in comparison.pairs]
+
+
+@dataclass(frozen=True)
+class Comparisons:
+    """The report's section on every comparison: drawn, with its pairs and figure, or why not."""
+
+    outcomes: Tuple[ComparisonOutcome, ...]
+    labels: Mapping[str, str]
+
+    def figure_files(self) -> Dict[str, Comparison]:
+        """A figure per comparison with a pair to show (without one it would be a lone diagonal)."""
+        comparisons = [c for c in self.outcomes if isinstance(c, Comparison) and c.pairs]
+        files_by_name = {}
+        for comparison in comparisons:
+            name = comparison.kind.key
+            if sum(c.kind is comparison.kind for c in comparisons) > 1:
+                name += f"_{comparison.first.group.slug}_{comparison.second.group.slug}"
+            files_by_name[f"{name}.png"] = comparison
+        return files_by_name
+
+    def markdown(self) -> List[str]:
+        figure_names = {id(c): name for name, c in self.figure_files().items()}
+        parts = ["## Comparisons of paired runs\n"]
+        for outcome in self.outcomes:
+            parts.append(f"### {outcome.kind.title}\n")
+            parts.append(outcome.kind.paper + "\n")
+            if isinstance(outcome, NotDrawn):
+                parts.append(f"Not drawn: {outcome.reason}.\n")
+                continue
+            parts += [outcome.sentence() + "\n", markdown_table(comparison_rows(outcome, self.labels))]
+            parts += [f"- {note}" for note in outcome.notes] + ([""] if outcome.notes else [])
+            if outcome.missing:
+                parts.append("Missing (not counted): " + "; ".join(outcome.missing) + ".\n")
+            if id(outcome) in figure_names:
+                parts.append(f"![{outcome.kind.title}]({figure_names[id(outcome)]})\n")
+        return parts
+
+    def figures(self, figures: Any) -> Dict[str, Any]:
+        return {name: figures.comparison_figure(c) for name, c in self.figure_files().items()}

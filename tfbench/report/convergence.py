@@ -39,7 +39,8 @@ import numpy as np
 
 from tfbench import results
 from tfbench.report.cells import MISSING, fixed, percent
-from tfbench.report.comparisons import FINETUNE_VS_SCRATCH_KINDS, Comparison, ComparisonOutcome, NotDrawn
+from tfbench.report.comparisons import (FINETUNE_VS_SCRATCH_KINDS, Comparison, ComparisonOutcome, NotDrawn,
+                                       pair_figure_files, pair_lines)
 
 FRACTIONS = (0.90, 0.95)
 MIN_POINTS = 3
@@ -212,3 +213,29 @@ def to_json(outcome: ConvergenceOutcome) -> Dict[str, Any]:
                      for r in outcome.rows],
             "median_ratio": {f"{f:g}": outcome.median_ratio(f) for f in FRACTIONS},
             "missing": list(outcome.missing)}
+
+
+@dataclass(frozen=True)
+class Convergences:
+    """The report's section on the cheap approximation of the paper's Figure 8 (after
+    tfbench.report.budgets' section on Figure 8 as the paper measured it): a table and a figure per
+    fine-tune vs scratch pair with curves, else one line saying what is missing."""
+
+    outcomes: Tuple[ConvergenceOutcome, ...]
+    labels: Mapping[str, str]
+
+    def figure_files(self) -> Dict[str, Convergence]:
+        """The figure of each pair with curves to draw: convergence.png when there is one."""
+        return pair_figure_files("convergence", [o for o in self.outcomes if isinstance(o, Convergence) and o.drawn()])
+
+    def markdown(self) -> List[str]:
+        figure_names = {id(o): name for name, o in self.figure_files().items()}
+        parts = ["## Convergence, cheap approximation: points partway along one schedule (Figure 8)\n",
+                 "The section above measures Figure 8 as the paper did, a complete schedule per budget. "
+                 "Here, free with every run: points partway along each run's one cosine schedule, whose "
+                 "learning rate has not decayed there, which is not the paper's quantity.\n"]
+        return parts + pair_lines(self.outcomes, figure_names, lambda o: table_rows(o, self.labels), METHOD,
+                                  "Convergence, cheap approximation")
+
+    def figures(self, figures: Any) -> Dict[str, Any]:
+        return {name: figures.convergence_figure(o, self.labels) for name, o in self.figure_files().items()}

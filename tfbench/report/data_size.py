@@ -15,11 +15,11 @@ the probe of randomly initialised networks is left out (the figure is about Imag
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from tfbench.report.cells import MISSING, percent
+from tfbench.report.cells import MISSING, markdown_table, percent
 from tfbench.report.protocol_groups import TRAIN_SUBSET_FIELD, protocol_id, protocol_key, protocol_name
 from tfbench.settings import REGIMES
 
@@ -72,21 +72,24 @@ class DataSizeAnalysis:
     curves: Tuple[DatasetCurves, ...]
     missing: Optional[str]  # why nothing is drawn, or None
 
-    def markdown(self, table: Callable[[Sequence[Mapping[str, str]]], str]) -> List[str]:
-        """The report's section; `table` formats rows (the report's markdown tables)."""
+    def markdown(self) -> List[str]:
+        """The report's section."""
         parts = ["## Score against training-set size (the paper's Figure 9)\n"]
         if self.missing:
             return parts + [f"Not drawn: {self.missing}.\n"]
         for curves in self.curves:
             parts += [f"### {curves.dataset} ({curves.metric})\n",
                       "Mean test score over networks (n = networks; ± the standard error over seeds, each "
-                      "seed a different random subset):\n", table(mean_rows(curves)),
-                      "Per network (%):\n", table(model_rows(curves))]
+                      "seed a different random subset):\n", markdown_table(mean_rows(curves)),
+                      "Per network (%):\n", markdown_table(model_rows(curves))]
             gaps = gap_rows(curves)
-            parts += (["Fine-tuning minus training from scratch, paired by network:\n", table(gaps)] if gaps else
+            parts += (["Fine-tuning minus training from scratch, paired by network:\n", markdown_table(gaps)] if gaps else
                       ["Fine-tune minus scratch: not drawn (needs exactly one fine-tune and one scratch "
                        "protocol on this dataset).\n"])
         return parts + [f"![Score against examples per class]({FIGURE_FILE})\n"]
+
+    def figures(self, figures: Any) -> Dict[str, Any]:
+        return {FIGURE_FILE: figures.data_size_figure(self)} if self.curves else {}
 
 
 def size_label(size: Size) -> str:

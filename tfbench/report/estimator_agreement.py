@@ -25,6 +25,7 @@ import numpy as np
 
 from tfbench.regimes.estimate import ESTIMATES
 from tfbench.report.analysis import RANDOM_INIT, GroupAnalysis, ImageNetTop1
+from tfbench.report.cells import markdown_table
 from tfbench.report.correlation import MIN_MODELS, logit, pearson_r
 from tfbench.report.protocol_groups import TRAIN_SUBSET_FIELD, ProtocolGroup
 
@@ -201,7 +202,7 @@ class EstimatorAgreement:
     estimate_groups: Tuple[ProtocolGroup, ...]
     pairings: Tuple[TargetAgreement, ...]
 
-    def markdown(self, table: Callable[[Sequence[Mapping[str, str]]], str]) -> List[str]:
+    def markdown(self) -> List[str]:
         parts = ["## Transferability estimators against the probe and the fine-tune\n"]
         if not self.estimate_groups:
             return parts + ["No estimate runs (python -m tfbench.estimate, or the sweep's "
@@ -211,11 +212,14 @@ class EstimatorAgreement:
                             "training-set size.\n"]
         parts.append(METHOD.format(min_models=MIN_MODELS) + "\n")
         for pairing in self.pairings:
-            parts += [f"### {pairing.title()}\n", table(pairing.rows())]
+            parts += [f"### {pairing.title()}\n", markdown_table(pairing.rows())]
         for group in self.estimate_groups:
             parts += [f"- Not applicable in `{group.slug}`: {LABELS.get(name, name)} for {', '.join(runs)} ({reason})."
                       for name, reasons in not_applicable(group).items() for reason, runs in reasons.items()]
         return parts + [""]
+
+    def figures(self, figures: Any) -> Dict[str, Any]:
+        return {}
 
     def to_json(self) -> Dict[str, Any]:
         return {"method": METHOD.format(min_models=MIN_MODELS),

@@ -5,14 +5,15 @@ transfer accuracy, one point per model, labelled with its display name, and a le
 A comparison figure puts each (model, dataset) pair's two scores against each other, with the
 diagonal: points above it are pairs where the side the paper found better won. Figure 7 puts
 fine-tuned and from-scratch scores against ImageNet top-1, a panel per dataset; the size split
-repeats Figure 1 over the small and over the large datasets. The convergence figure follows the
-paper's Figure 8: validation score against training steps, fine-tuned (solid) and from scratch
-(dashed), one panel per dataset, one colour per network.
+repeats Figure 1 over the small and over the large datasets. The budgets figure is the
+paper's Figure 8: test score against training steps, each point a complete schedule, fine-tuned
+(solid) and from scratch (dashed), one panel per dataset, one colour per network; the convergence
+figure, its cheap approximation, draws validation scores partway along one schedule alike.
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -20,6 +21,7 @@ from matplotlib.lines import Line2D
 
 from tfbench.report import figure_style as style
 from tfbench.report.analysis import GroupAnalysis
+from tfbench.report.budgets import Budgets
 from tfbench.report.cells import plural
 from tfbench.report.cheap_alternatives import GroupAlternatives
 from tfbench.report.comparisons import Comparison
@@ -103,31 +105,55 @@ def comparison_figure(comparison: Comparison) -> Figure:
 
 
 def convergence_figure(outcome: Convergence, labels: Mapping[str, str]) -> Figure:
-    """One panel per dataset: each row's two validation curves (%) against steps, fine-tuned solid
-    with circles, from scratch dashed with squares, one colour per network (seeds share it)."""
-    datasets = sorted({r.dataset for r in outcome.rows})
-    models = sorted({r.model for r in outcome.rows})
+    """The cheap approximation of Figure 8: one panel per dataset, each row's two validation curves
+    (%) against steps partway along one schedule."""
+    series = [(r.dataset, r.model, side, curve.points)
+              for r in outcome.rows for side, curve in (("finetune", r.finetune), ("scratch", r.scratch))]
+    return _regime_curves(series, labels, "validation score (%)", False,
+                          f"Figure 8, cheap approximation: points partway along one schedule, "
+                          f"{outcome.comparison.first.group.slug} vs {outcome.comparison.second.group.slug}")
+
+
+def budgets_figure(outcome: Budgets, labels: Mapping[str, str]) -> Figure:
+    """The paper's Figure 8: one panel per dataset, test score (%) against training steps (log
+    scale), each point a complete schedule of that many steps."""
+    series = [(r.dataset, r.model, side, [(p.steps, p.score) for p in r.side(side)])
+              for r in outcome.rows for side in ("finetune", "scratch")]
+    return _regime_curves(series, labels, "test score (%)", True,
+                          f"Figure 8: each budget a complete schedule, {outcome.comparison.first.group.slug} "
+                          f"vs {outcome.comparison.second.group.slug}")
+
+
+def _regime_curves(series: Sequence[Tuple[str, str, str, Sequence[Tuple[int, float]]]], labels: Mapping[str, str],
+                   ylabel: str, log_steps: bool, title: str) -> Figure:
+    """A panel per dataset of (dataset, model, side, [(steps, score)]) series: fine-tuned solid with
+    circles, from scratch dashed with squares, one colour per network (seeds share it)."""
+    datasets = sorted({dataset for dataset, *_ in series})
+    models = sorted({model for _, model, *_ in series})
     figure, panel_rows, columns = style.grid(len(datasets))
     colours = {model: f"C{index % 10}" for index, model in enumerate(models)}
     styles = {"finetune": ("-", "o"), "scratch": ("--", "s")}
     for index, dataset in enumerate(datasets):
         axes = figure.add_subplot(panel_rows, columns, index + 1)
-        for row in (r for r in outcome.rows if r.dataset == dataset):
-            for side, curve in (("finetune", row.finetune), ("scratch", row.scratch)):
-                steps, scores = zip(*curve.points)
-                axes.plot(steps, [100.0 * s for s in scores], linestyle=styles[side][0], marker=styles[side][1],
-                          markersize=3, color=colours[row.model])
+        for _, model, side, points in (s for s in series if s[0] == dataset):
+            steps, scores = zip(*points)
+            axes.plot(steps, [100.0 * s for s in scores], linestyle=styles[side][0], marker=styles[side][1],
+                      markersize=3, color=colours[model])
+        if log_steps:  # budgets double or so: a log axis, ticked at the budgets trained
+            axes.set_xscale("log")
+            ticks = sorted({step for s in series if s[0] == dataset for step, _ in s[3]})
+            axes.set_xticks(ticks, [f"{step:,}" for step in ticks], fontsize=style.SMALL_SIZE)
+            axes.minorticks_off()
         axes.set_title(dataset, fontsize=9)
         axes.set_xlabel("training steps")
-        axes.set_ylabel("validation score (%)")
+        axes.set_ylabel(ylabel)
         axes.grid(True, alpha=0.3)
     # One legend for every panel: a colour per network, a line style per regime.
     handles = [Line2D([], [], color=colour, label=labels.get(model, model)) for model, colour in colours.items()]
     handles += [Line2D([], [], color="black", linestyle=styles[side][0], marker=styles[side][1], markersize=3,
                        label=SIDE_NAMES[side]) for side in styles]
     style.legend_below(figure, handles)
-    figure.suptitle(f"Convergence, {outcome.comparison.first.group.slug} vs "
-                    f"{outcome.comparison.second.group.slug}", fontsize=style.TITLE_SIZE)
+    figure.suptitle(style.wrap(title, figure.get_figwidth()), fontsize=style.TITLE_SIZE)
     return figure
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from tfbench.report.analysis import GroupAnalysis
-from tfbench.report.cells import MISSING, percent
+from tfbench.report.cells import MISSING, markdown_table, percent
 from tfbench.report.comparisons import FINETUNE_VS_SCRATCH, FINETUNE_VS_SCRATCH_KINDS, Comparison, ComparisonOutcome
 
 FILE_STEM = "finetune_vs_scratch_per_dataset"
@@ -98,15 +98,15 @@ class FinetuneVsScratch:
     not_drawn: Optional[str]  # the comparisons' reason, when none is drawn
     missing_runs: Tuple[str, ...]  # when none is drawn: the runs each side lacks
 
-    def markdown(self, table: Callable[[Sequence[Mapping[str, str]]], str]) -> List[str]:
-        """The report's section; `table` formats rows (the report's markdown tables)."""
+    def markdown(self) -> List[str]:
+        """The report's section."""
         parts = ["## Fine-tuning vs training from scratch, per dataset (Figure 7)\n",
                  FINETUNE_VS_SCRATCH.paper + "\n"]
         if not self.drawn:
             parts.append(f"Not drawn: {self.not_drawn}.\n")
             parts += [f"- missing: {runs}" for runs in self.missing_runs] + [""]
         for per_dataset in self.drawn:
-            parts += [f"### {per_dataset.title()}\n", table(per_dataset.rows())]
+            parts += [f"### {per_dataset.title()}\n", markdown_table(per_dataset.rows())]
             if per_dataset.comparison.missing:
                 parts.append("Missing (not counted): " + "; ".join(per_dataset.comparison.missing) + ".\n")
             if per_dataset.unplotted():
@@ -115,6 +115,9 @@ class FinetuneVsScratch:
             if per_dataset.has_points():
                 parts.append(f"![{per_dataset.title()}]({per_dataset.file_name})\n")
         return parts
+
+    def figures(self, figures: Any) -> Dict[str, Any]:
+        return {p.file_name: figures.per_dataset_figure(p) for p in self.drawn if p.has_points()}
 
     def to_json(self) -> Dict[str, Any]:
         if not self.drawn:

@@ -11,6 +11,9 @@ identity (the preset's name) never split a group.
 Each group carries the protocol's name as its records state it ("paper", a preset's name,
 "custom"; "unnamed" for records written before runs named their protocol) and a short stable id,
 a digest of its settings, that tells apart groups whose names collide.
+
+The report's sections on the groups themselves live here too: the protocols table, and the runs
+that enter none of its tables.
 """
 
 from __future__ import annotations
@@ -21,12 +24,15 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 from tfbench.experiment import identity_diff, path_component
+from tfbench.report.cells import MISSING, markdown_table, plural, text
 from tfbench.settings import REGIMES
 
 TRAIN_SUBSET_FIELD = "train_examples_per_class"  # absent: the whole training set
 PROTOCOL_FIELDS = ("regime", "settings", "batch_size", "image_size", "precision", TRAIN_SUBSET_FIELD)
 UNNAMED = "unnamed"
 ID_LENGTH = 8
+SETTING_LABELS = {"l2_search": "L2 search", "bn_momentum": "batch-norm momentum", "train_steps": "training steps",
+                  "init": "initialisation", "halving_eta": "halving rate", "halving_min_steps": "halving's first budget"}
 
 
 class UnknownProtocolError(ValueError):
@@ -127,3 +133,72 @@ def differing_settings(groups: Sequence[ProtocolGroup]) -> Dict[str, Dict[str, D
         if settings:
             differing[regime] = settings
     return differing
+
+
+def setting_label(key: str) -> str:
+    """A run setting as the report names it: "settings.learning_rate" -> "learning rate"."""
+    name = key[len("settings."):] if key.startswith("settings.") else key
+    return SETTING_LABELS.get(name, name.replace("_", " "))
+
+
+def setting_value(value: Any) -> str:
+    """A setting's value; None is a setting the protocol leaves to its search (or does not fix)."""
+    return "not fixed" if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class Protocols:
+    """The report's section on the protocols of the scored groups, and what tells apart the
+    protocols of one regime."""
+
+    groups: Tuple[ProtocolGroup, ...]
+    differing: Mapping[str, Mapping[str, Mapping[str, str]]]  # differing_settings
+
+    def rows(self) -> List[Dict[str, str]]:
+        def paper_differences(g: ProtocolGroup) -> str:
+            differences = sorted(g.paper_differences.items())
+            if not differences:
+                return "none" if g.name == "paper" else "not stated"
+            return "; ".join(f"{setting_label(k)}: {setting_value(v.get('run'))} (paper: {setting_value(v.get('paper'))})"
+                             for k, v in differences)
+
+        def training_steps(g: ProtocolGroup) -> str:
+            """What the protocol spent: every trial and retrain of its runs (the probe trains no steps)."""
+            steps = [r["total_train_steps"] for r in g.records if r.get("total_train_steps") is not None]
+            return f"{sum(steps):,} ({plural(len(steps), 'run')})" if steps else MISSING
+
+        return [{"group": g.slug, "protocol": g.name, "id": g.id, "regime": g.regime,
+                 "runs": str(len(g.records)), "training steps": training_steps(g),
+                 "batch size": str(g.key.get("batch_size")),
+                 "image size": str(g.key.get("image_size") or "native"),
+                 "differs from the paper in": paper_differences(g)}
+                for g in self.groups]
+
+    def differing_lines(self) -> List[str]:
+        """One line per regime that holds several protocols: the settings that tell them apart."""
+        return [f"{regime}: several protocols, differing in " + "; ".join(
+                    f"{setting} ({', '.join(f'{slug}: {value}' for slug, value in values.items())})"
+                    for setting, values in settings.items())
+                for regime, settings in self.differing.items()]
+
+    def markdown(self) -> List[str]:
+        return ["## Protocols\n", markdown_table(self.rows()), *[f"- {line}" for line in self.differing_lines()], ""]
+
+    def figures(self, figures: Any) -> Dict[str, Any]:
+        return {}
+
+
+@dataclass(frozen=True)
+class NotCounted:
+    """The report's section on the runs that enter no table: failed or diverged, with the reason."""
+
+    failures: Tuple[Mapping[str, Any], ...]  # flat rows of the runs that are not ok
+
+    def rows(self) -> List[Dict[str, str]]:
+        return [{k: text(v) for k, v in row.items()} for row in self.failures]
+
+    def markdown(self) -> List[str]:
+        return ["## Runs not counted (failed or diverged)\n", markdown_table(self.rows())]
+
+    def figures(self, figures: Any) -> Dict[str, Any]:
+        return {}

@@ -38,7 +38,7 @@ from scipy import stats
 from tfbench import predictions, results
 from tfbench.predictions import Predictions
 from tfbench.report import permutation
-from tfbench.report.cells import MISSING, percent
+from tfbench.report.cells import MISSING, markdown_table, percent
 from tfbench.report.protocol_groups import ProtocolGroup
 
 RESAMPLES = 1000
@@ -271,3 +271,34 @@ def _by_reason(missing: Mapping[str, str]) -> Dict[str, List[str]]:
     for model, why in sorted(missing.items()):
         grouped.setdefault(why, []).append(model)
     return grouped
+
+
+@dataclass(frozen=True)
+class BestNetworks:
+    """The report's section: per group, the best network per dataset and those not significantly
+    worse, with a figure for each group that compared a dataset."""
+
+    verdicts: Mapping[str, Tuple[DatasetBest, ...]]  # by group slug
+    titles: Mapping[str, str]  # by group slug
+    labels: Mapping[str, str]
+    test: Test
+    seed: int
+
+    def figure_files(self) -> Dict[str, str]:
+        """Group slug -> the file of its figure, for groups with a dataset compared."""
+        return {slug: f"best_networks_{slug}.png" for slug, verdicts in self.verdicts.items()
+                if any(v.best is not None for v in verdicts)}
+
+    def markdown(self) -> List[str]:
+        parts = ["## Best network per dataset, and those not significantly worse\n",
+                 method_note(self.test, self.seed) + "\n"]
+        figures_by_slug = self.figure_files()
+        for slug, verdicts in self.verdicts.items():
+            parts += [f"### {self.titles[slug]} (`{slug}`)\n", markdown_table(rows(verdicts, self.labels))]
+            if slug in figures_by_slug:
+                parts.append(f"![Best network per dataset, {slug}]({figures_by_slug[slug]})\n")
+        return parts
+
+    def figures(self, figures: Any) -> Dict[str, Any]:
+        return {name: figures.best_networks_figure(self.titles[slug], self.verdicts[slug], self.labels)
+                for slug, name in self.figure_files().items()}

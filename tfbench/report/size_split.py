@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from tfbench import protocol
 from tfbench.report.analysis import GroupAnalysis, ImageNetTop1, analyze_group
+from tfbench.report.cells import markdown_table
 from tfbench.report.correlation import BOOTSTRAP_RESAMPLES, CONFIDENCE
 from tfbench.datasets import catalog
 
@@ -123,14 +124,17 @@ class SizeSplit:
                                  f"{m.label} left out ({m.excluded})")
         return notes
 
-    def markdown(self, table: Callable[[Sequence[Mapping[str, str]]], str]) -> List[str]:
-        """The report's section; `table` formats rows (the report's markdown tables)."""
+    def markdown(self) -> List[str]:
+        """The report's section."""
         parts = [f"## Correlation with ImageNet top-1 by training-set size ({THRESHOLD:,} images)\n",
-                 PAPER_FINDING + "\n", table(self.rows())]
+                 PAPER_FINDING + "\n", markdown_table(self.rows())]
         parts += [f"- {note}" for note in self.notes()] + ([""] if self.notes() else [])
         if self.has_points():
             parts.append(f"![r by training-set size]({FIGURE_FILE})\n")
         return parts
+
+    def figures(self, figures: Any) -> Dict[str, Any]:
+        return {FIGURE_FILE: figures.size_split_figure(self)} if self.has_points() else {}
 
     def has_points(self) -> bool:
         """Whether the figure would show a model: some split has a dataset and a model in r."""
