@@ -46,6 +46,7 @@ def test_a_missing_flagfile_is_one_plain_line(tmp_path):
                                           f"directory: '{missing}'"]
 
 
+@pytest.mark.slow
 def test_tensorflow_start_up_lines_are_left_out_and_the_rest_kept():
     quiet = _run("-c", IMPORTS_TENSORFLOW)
     assert quiet.returncode == 0, quiet.stderr

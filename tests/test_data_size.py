@@ -105,6 +105,7 @@ def _planned_runs(output):
     return int(output.stdout.split("plan: ", 1)[1].split(" runs", 1)[0])
 
 
+@pytest.mark.slow
 def test_sweep_plans_one_run_per_seed_and_per_size():
     single = _dry_run()
     assert single.returncode == 0, single.stderr

@@ -97,6 +97,7 @@ def test_the_tiny_run_trains_and_the_loss_is_scaled_under_float16():
 
 # --------------------------------------------------------------------------------------- throughput
 
+@pytest.mark.slow
 def test_throughput_times_a_backbone_step_and_the_estimate_reads_it(tmp_path, monkeypatch):
     from tfbench import estimate_cost
 
@@ -172,6 +173,7 @@ def checkup_weights_file(model):
 
 # ------------------------------------------------------------------------------------------ cluster
 
+@pytest.mark.slow
 def test_cluster_nodes_and_a_task_sees_exactly_its_gpu(ray_cluster):
     checks = checkup.cluster_checks("auto")  # the fixture's Ray: 2 fake GPUs on this machine
     assert _verdicts(checks) == {"nodes": OK, "GPU assignment": OK}

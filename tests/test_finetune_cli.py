@@ -122,6 +122,7 @@ def uninterrupted(tmp_path_factory):
     return reference, trained.run(reference, Runtime(checkpoint_every=20, verbose=False))
 
 
+@pytest.mark.slow
 def test_kill_during_training_then_rerun_resumes_and_matches(tmp_path, uninterrupted):
     reference, expected = uninterrupted
 
@@ -178,6 +179,7 @@ def _assert_same_result(got, expected):
 INTERRUPTED_LINE = re.compile(r"interrupted at step (\d+) of trial lr0\.1_wd0\.0001; the same command resumes from there")
 
 
+@pytest.mark.slow
 def test_sigterm_mid_trial_saves_that_step_and_the_rerun_resumes_from_it(tmp_path, uninterrupted):
     """Periodic checkpoints off: SIGTERM ends the run after the step in progress with that step's
     checkpoint, one line and exit 143, no record; the same command resumes from that step (not

@@ -158,6 +158,7 @@ def _weights():
     return kept.model.get_weights()
 
 
+@pytest.mark.slow
 def test_a_continued_trial_ends_as_one_uninterrupted_trial_on_the_full_schedule(tmp_path, _fresh_process_state):
     runtime = Runtime(verbose=False, steps_per_loop=2, eval_every=0, checkpoint_every=3)
     experiment = Experiment(

@@ -50,6 +50,7 @@ def _fresh_process_state():
     trainer.release_kept_learner()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("regime", ["finetune", "scratch"])
 def test_a_kept_network_gives_the_records_of_a_fresh_build_in_either_order(tmp_path, regime):
     """A then B, and B then A: each trial's record is the same whether its network was built for it
@@ -65,6 +66,7 @@ def test_a_kept_network_gives_the_records_of_a_fresh_build_in_either_order(tmp_p
     assert first_a["timings"]["build_seconds"] > 0 and then_b["timings"]["build_seconds"] == 0
 
 
+@pytest.mark.slow
 def test_trials_of_one_network_trace_once_and_a_new_network_frees_the_old(tmp_path):
     """After the first trial, more trials of the same network neither grow the process nor register
     new functions in TensorFlow's eager context (each trace used to leave its loop and cond bodies

@@ -64,6 +64,7 @@ def test_a_read_only_output_folder_fails_at_once_and_writes_nothing(tmp_path):
     assert os.listdir(folder) == before
 
 
+@pytest.mark.slow
 def test_dry_run_plans_estimates_and_writes_nothing(tmp_path):
     completed = _binary("finetune", f"--output_dir={tmp_path}/runs", "--dry_run")
     assert completed.returncode == 0, completed.stderr[-2000:]

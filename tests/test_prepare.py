@@ -102,6 +102,7 @@ def test_model_names_are_checked_before_anything_runs():
     assert prepare.selected_models("tiny, efficientnet_lite0") == ["tiny", "efficientnet_lite0"]
 
 
+@pytest.mark.slow
 def test_fetching_weights_fills_the_cache_runs_read_and_names_what_it_could_not_fetch(
         tmp_path, monkeypatch, capsys):
     """EfficientNet-Lite0's weights come from its installed package: fetching converts them into
@@ -121,6 +122,7 @@ def test_fetching_weights_fills_the_cache_runs_read_and_names_what_it_could_not_
     assert prepare.fetch_weights([]) and capsys.readouterr().out == ""
 
 
+@pytest.mark.slow
 def test_prepare_refuses_models_with_audit(tmp_path):
     completed = run_guarded("--audit", "--models=tiny", f"--data_dir={tmp_path}")
     assert completed.returncode == 2 and "--models='tiny' fetches weights, which --audit does not" in completed.stderr

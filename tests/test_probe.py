@@ -208,6 +208,7 @@ def test_a_keras_model_described_by_flags(tmp_path):
     assert record["imagenet_top1"]["value"] == 0.75 and record["experiment"]["display_name"] == "Mine"
 
 
+@pytest.mark.slow
 def test_a_stop_during_extraction_keeps_the_finished_splits_and_writes_no_record(tmp_path, monkeypatch):
     """A stop requested while the val features are extracted (train's are done): Interrupted names
     the split, train's features are in the cache, nothing of val and no record is written; the
