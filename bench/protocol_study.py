@@ -25,6 +25,8 @@ the same command skips the finished trials and runs and goes on), in this order:
              --curve_every steps, on the full budget and on twice it: does the best curve flatten
              by the full budget, and would a longer budget still pay? (trials only, no retrain);
   estimate   python -m tfbench.estimate's transferability estimators for ESTIMATED_MODELS;
+  probe      the linear probe (the paper's 45-value L2 grid) of the same networks on the same split:
+             a ranking of the networks to hold the estimators against at the cost of extraction;
   choices    the retrain of each free alternative's choice that differs from the grid's (search
              "none" with that configuration), then of the grid's other configurations, best first
              (random search's expected test score needs every one it may choose).
@@ -35,8 +37,9 @@ Writes under --results: protocol_study.csv (per pair and protocol: choice, valid
 score, test gap to the grid in points with its paired standard error, training steps and share of
 the grid's), protocol_study_rungs.csv (per rung of either halving: where the grid's choice
 ranked, rank agreement with the full budget), protocol_study_estimators.csv (each transferability
-estimator's ranking of the networks, beside the grid's where the grid ran for more than one
-network), protocol_study_curve.csv and protocol_study_curve.png (the chosen configuration's
+estimator's ranking of the networks, beside the probe's and the grid's where those ran for more
+than one network), protocol_study_estimator_agreement.csv (each estimator's and ImageNet top-1's
+weighted Kendall tau and Pearson r with those test scores), protocol_study_curve.csv and protocol_study_curve.png (the chosen configuration's
 validation score along its schedule, and the grid's best at halving's first budget and at the full
 budget), protocol_study.png (test score against training steps).
 """
@@ -61,15 +64,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tfbench import files, predictions, protocol, results, study, tuning  # noqa: E402
+from tfbench.backbones.catalog import REGISTRY as BACKBONES  # noqa: E402
 from tfbench.report import cheap_alternatives as cheap  # noqa: E402
+from tfbench.report.correlation import logit  # noqa: E402
+from tfbench.report.estimator_agreement import BASELINE, agreement  # noqa: E402
 from tfbench.tasks import executors  # noqa: E402
 from tfbench.experiment import Experiment  # noqa: E402
-from tfbench.settings import HALVING_SEARCHES, EstimateSettings, Runtime, TrainingSettings  # noqa: E402
+from tfbench.settings import HALVING_SEARCHES, EstimateSettings, ProbeSettings, Runtime, TrainingSettings  # noqa: E402
 
 PROTOCOLS = ("grid", "hyperrule", "halving", "halving_continue")  # run order: the reference first
 RUNG_COLUMNS = ("regime", "model", "protocol", "rung", "train_steps", "configurations", "promoted", "grid_choice_rank",
                 "rho_with_full_budget", "promoted_lr_geomean", "grid_top_lr_geomean")
-CURVE, ESTIMATE, CHOICES = "curve", "estimate", "choices"
+CURVE, ESTIMATE, PROBE, CHOICES = "curve", "estimate", "probe", "choices"
 
 
 def sub_grid(regime: str) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
@@ -493,36 +499,70 @@ def retrain_records(grids: Mapping[tuple, Mapping[str, object]], args) -> Dict[t
 ESTIMATED_MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 
-def estimate_experiments(args) -> List[Experiment]:
-    return [Experiment(regime=ESTIMATE, model=model, dataset=args.dataset, settings=EstimateSettings(),
+def frozen_experiments(regime: str, args) -> List[Experiment]:
+    """The estimate or probe runs of ESTIMATED_MODELS on the study's split, under <output_dir>/<regime>."""
+    settings = EstimateSettings() if regime == ESTIMATE else ProbeSettings()
+    return [Experiment(regime=regime, model=model, dataset=args.dataset, settings=settings,
                        image_size=args.image_size, batch_size=args.batch_size, data_dir=args.data_dir,
                        train_examples_per_class=args.train_examples_per_class,
-                       output_dir=os.path.join(args.output_dir, ESTIMATE)) for model in ESTIMATED_MODELS]
+                       output_dir=os.path.join(args.output_dir, regime)) for model in ESTIMATED_MODELS]
+
+
+def target_scores(records: Mapping[tuple, Mapping[str, object]], args) -> Dict[str, Dict[str, float]]:
+    """Test score per network of each target: the probe, and each regime's grid."""
+    targets: Dict[str, Dict[str, float]] = {}
+    for run in frozen_experiments(PROBE, args):
+        record = results.read_record(results.record_path(run), fields=results.RUN_FIELDS)
+        if record is not None and record["status"] == "ok":
+            targets.setdefault("probe", {})[run.model] = record["test_score"]
+    for (regime, model, name), record in records.items():
+        if name == "grid":
+            targets.setdefault(f"{regime}_grid", {})[model] = record["test_score"]
+    return targets
+
+
+def read_estimates(args) -> Dict[str, Dict[str, float]]:
+    """Estimator -> network -> estimate, with ImageNet top-1 as the baseline predictor."""
+    estimates: Dict[str, Dict[str, float]] = {}
+    for run in frozen_experiments(ESTIMATE, args):
+        record = results.read_record(results.record_path(run), fields=("estimates",))
+        if record is not None and record.get("status") == "ok":
+            for name, value in record["estimates"].items():
+                if value is not None:
+                    estimates.setdefault(name, {})[run.model] = value
+            estimates.setdefault(BASELINE, {})[run.model] = BACKBONES.get(run.model).imagenet_top1
+    return estimates
 
 
 def estimator_rows(records: Mapping[tuple, Mapping[str, object]], args) -> List[Dict[str, object]]:
     """Each estimator's score and rank of the networks (python -m tfbench.estimate on the study's
-    training split, under <output_dir>/estimate), beside each regime's grid test score and rank
-    where the grid ran for that network: does the estimator order networks as the grid does?"""
-    estimates = {}
-    for run in estimate_experiments(args):
-        record = results.read_record(results.record_path(run), fields=("estimates",))
-        if record is not None and record.get("status") == "ok":
-            estimates[run.model] = record["estimates"]
-    grid_scores = {(regime, model): r["test_score"] for (regime, model, name), r in records.items() if name == "grid"}
-    regimes = sorted({regime for regime, _ in grid_scores})
+    training split), beside each target's test score and rank (the probe, each regime's grid) where
+    it ran for more than one network: does the estimator order networks as training does?"""
+    targets = target_scores(records, args)
     out = []
-    for estimator in sorted({name for values in estimates.values() for name in values}):
-        scored = {model: values[estimator] for model, values in estimates.items() if values.get(estimator) is not None}
-        order = ranks([-v for v in scored.values()])
-        for (model, value), rank in zip(scored.items(), order):
+    for estimator, scored in sorted(read_estimates(args).items()):
+        for (model, value), rank in zip(scored.items(), ranks([-v for v in scored.values()])):
             row = {"estimator": estimator, "model": model, "estimate": round(value, 4), "estimator_rank": rank}
-            for regime in regimes:
-                tested = {m: grid_scores[(regime, m)] for m in scored if (regime, m) in grid_scores}
-                row[f"{regime}_grid_test"] = tested.get(model)
-                row[f"{regime}_grid_rank"] = (dict(zip(tested, ranks([-v for v in tested.values()]))).get(model)
-                                              if len(tested) > 1 else None)
+            for target, tested in sorted(targets.items()):
+                tested = {m: tested[m] for m in scored if m in tested}
+                row[f"{target}_test"] = tested.get(model)
+                row[f"{target}_rank"] = (dict(zip(tested, ranks([-v for v in tested.values()]))).get(model)
+                                         if len(tested) > 1 else None)
             out.append(row)
+    return out
+
+
+def agreement_rows(records: Mapping[tuple, Mapping[str, object]], args) -> List[Dict[str, object]]:
+    """Per estimator (and ImageNet top-1) and target: weighted Kendall tau and Pearson r (on the
+    test score's log odds) across the networks both have, as the report's estimator agreement."""
+    targets = target_scores(records, args)
+    out = []
+    for estimator, scored in sorted(read_estimates(args).items()):
+        for target, tested in sorted(targets.items()):
+            models = [m for m in scored if m in tested]
+            found = agreement([scored[m] for m in models], [logit(tested[m]) for m in models])
+            out.append({"estimator": estimator, "target": target, "networks": found.n,
+                        "weighted_tau": found.tau, "pearson_r": found.r, "why_not": found.reason})
     return out
 
 
@@ -542,6 +582,8 @@ def report(args) -> None:
     estimated = estimator_rows(records, args)
     if estimated:
         write_csv(os.path.join(args.results, "protocol_study_estimators.csv"), estimated, list(estimated[0]))
+        agreed = agreement_rows(records, args)
+        write_csv(os.path.join(args.results, "protocol_study_estimator_agreement.csv"), agreed, list(agreed[0]))
     if rows_:
         cost_figure(os.path.join(args.results, "protocol_study.png"), rows_, title)
     if curve:
@@ -567,7 +609,7 @@ def markdown(rows_: Sequence[Dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
-PHASES = PROTOCOLS + (CURVE, ESTIMATE, CHOICES)
+PHASES = PROTOCOLS + (CURVE, ESTIMATE, PROBE, CHOICES)
 
 
 def run_phase(name: str, args, executor) -> None:
@@ -575,8 +617,8 @@ def run_phase(name: str, args, executor) -> None:
     if name in PROTOCOLS:
         planned = [(e, Runtime(eval_every=0, verbose=False)) for e in experiments(args, (name,))]
         tasks = None
-    elif name == ESTIMATE:
-        planned, tasks = [(run, Runtime(verbose=False)) for run in estimate_experiments(args)], None
+    elif name in (ESTIMATE, PROBE):
+        planned, tasks = [(run, Runtime(verbose=False)) for run in frozen_experiments(name, args)], None
     else:
         grids = finished_records(experiments(args, ("grid",)))
         planned = (curve_experiments if name == CURVE else choice_experiments)(grids, args)
