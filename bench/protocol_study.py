@@ -535,13 +535,13 @@ def read_estimates(args) -> Dict[str, Dict[str, float]]:
     return estimates
 
 
-def estimator_rows(records: Mapping[tuple, Mapping[str, object]], args) -> List[Dict[str, object]]:
+def estimator_rows(estimates: Mapping[str, Mapping[str, float]],
+                   targets: Mapping[str, Mapping[str, float]]) -> List[Dict[str, object]]:
     """Each estimator's score and rank of the networks (python -m tfbench.estimate on the study's
     training split), beside each target's test score and rank (the probe, each regime's grid) where
     it ran for more than one network: does the estimator order networks as training does?"""
-    targets = target_scores(records, args)
     out = []
-    for estimator, scored in sorted(read_estimates(args).items()):
+    for estimator, scored in sorted(estimates.items()):
         for (model, value), rank in zip(scored.items(), ranks([-v for v in scored.values()])):
             row = {"estimator": estimator, "model": model, "estimate": round(value, 4), "estimator_rank": rank}
             for target, tested in sorted(targets.items()):
@@ -553,12 +553,12 @@ def estimator_rows(records: Mapping[tuple, Mapping[str, object]], args) -> List[
     return out
 
 
-def agreement_rows(records: Mapping[tuple, Mapping[str, object]], args) -> List[Dict[str, object]]:
+def agreement_rows(estimates: Mapping[str, Mapping[str, float]],
+                   targets: Mapping[str, Mapping[str, float]]) -> List[Dict[str, object]]:
     """Per estimator (and ImageNet top-1) and target: weighted Kendall tau and Pearson r (on the
     test score's log odds) across the networks both have, as the report's estimator agreement."""
-    targets = target_scores(records, args)
     out = []
-    for estimator, scored in sorted(read_estimates(args).items()):
+    for estimator, scored in sorted(estimates.items()):
         for target, tested in sorted(targets.items()):
             models = [m for m in scored if m in tested]
             found = agreement([scored[m] for m in models], [logit(tested[m]) for m in models])
@@ -580,10 +580,11 @@ def report(args) -> None:
     write_csv(os.path.join(args.results, "protocol_study_rungs.csv"), rung_rows(records), RUNG_COLUMNS)
     write_csv(os.path.join(args.results, "protocol_study_curve.csv"), curve,
               ("regime", "model", "series", "steps", "epochs", "validation_score"))
-    estimated = estimator_rows(records, args)
+    estimates, targets = read_estimates(args), target_scores(records, args)
+    estimated = estimator_rows(estimates, targets)
     if estimated:
         write_csv(os.path.join(args.results, "protocol_study_estimators.csv"), estimated, list(estimated[0]))
-        agreed = agreement_rows(records, args)
+        agreed = agreement_rows(estimates, targets)
         write_csv(os.path.join(args.results, "protocol_study_estimator_agreement.csv"), agreed, list(agreed[0]))
     if rows_:
         cost_figure(os.path.join(args.results, "protocol_study.png"), rows_, title)
