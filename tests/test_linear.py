@@ -191,6 +191,38 @@ def test_warm_start_still_converges_to_the_optimum():
     assert abs(ours - theirs) <= 1e-4 * theirs
 
 
+def test_a_start_given_its_logits_fits_as_one_that_computes_them():
+    # The paper search hands each fit the logits of its path start, extrapolated from the two fits
+    # before it, instead of multiplying the design again: the fit must end where it would have.
+    (train_x, train_y), _, _ = _single_label_problem(seed=3)
+    problem = linear._prepare(train_x, train_y, False, tf.float32)
+    l2 = _paper_scale(1e-3)
+    solutions, logits = {}, {}
+    for index, value in enumerate((3.16 * l2, 1.78 * l2)):
+        solutions[index], logits[index], _ = linear._solve(problem, value, linear._zero_start(problem), 1e-3, 1000)
+        np.testing.assert_allclose(logits[index], problem.design.numpy() @ solutions[index], atol=1e-4)
+    weights = linear._path_weights(solutions, 2)
+    start = linear._combine(weights, solutions)
+    given = linear._solve(problem, l2, start, 1e-3, 1000, linear._combine(weights, logits))[2]
+    computed = linear._solve(problem, l2, start, 1e-3, 1000)[2]
+    assert given.converged and given.iterations > 0
+    assert abs(given.iterations - computed.iterations) <= 1
+    np.testing.assert_allclose(given.weights, computed.weights, rtol=1e-3, atol=1e-4)
+
+
+def test_paper_search_chooses_alike_with_and_without_kept_logits(monkeypatch):
+    (train_x, train_y), (val_x, val_y), _ = _single_label_problem(seed=4)
+    results = {}
+    for share in (0.0, float("inf")):  # never / always keep the latest fits' logits
+        monkeypatch.setattr(linear, "LOGITS_MEMORY_SHARE", share)
+        results[share] = linear.select_l2(train_x, train_y, val_x, val_y, metric="top1", search="paper")
+    never, always = results.values()
+    assert always.l2 == never.l2
+    assert [t.validation_score for t in always.trials] == pytest.approx([t.validation_score for t in never.trials],
+                                                                         abs=1 / len(val_y))
+    np.testing.assert_allclose(always.fit.weights, never.fit.weights, rtol=1e-2, atol=1e-3)
+
+
 def test_paper_grid_scores_match_sklearn_sweep():
     (train_x, train_y), (val_x, val_y), _ = _single_label_problem(seed=4)
     result = linear.select_l2(train_x, train_y, val_x, val_y, metric="top1", search="paper")

@@ -26,18 +26,23 @@ Why the solver is fast:
   an L2 penalty that ignores the bias. With fewer examples than features it first moves to the
   features' row space, which shrinks every matmul to N x N.
 - Line searches run in logit space: one matmul gives the logits along the whole search direction,
-  so a strong-Wolfe search costs elementwise work only; an iteration is two matmuls.
+  so a strong-Wolfe search costs elementwise work only (a trial needs the loss and its slope, not
+  the [N, K] gradient); an iteration is two matmuls, and nothing runs beside them (small ops on
+  the executor's own threads would oversubscribe the cores the product uses).
 - The whole loop is one ``tf.function`` (``tf.while_loop``): no Python per iteration, and it runs on
   a GPU when there is one.
 - The search follows the regularisation path: each fit starts on the line through its two nearest
-  solved neighbours (in log l2). The fast search fits a decade at a time down to the first decline
-  of the validation score, then bisects around the best (about 12 fits instead of 45), scoring
-  values at a looser tolerance and polishing only the chosen fit.
+  solved neighbours (in log l2); when those are the latest two fits (every fit of the paper
+  search), their logits give the start's without a product with the design. The fast search fits
+  a decade at a time down to the first decline of the validation score, then bisects around the
+  best (about 12 fits instead of 45), scoring values at a looser tolerance and polishing only the
+  chosen fit.
 - Memory (bench/results/probe_memory.txt): the design matrix is written a chunk of rows at a time
   into one buffer that TensorFlow takes over without a copy; with fewer examples than features the
   row-space basis stays as the Householder reflectors of an in-place QR. Single-label targets are
-  class ids, not one-hot; a line search keeps no per-trial gradient; the L-BFGS history is a ring
-  buffer updated in place; a search keeps only the warm starts its schedule can still use.
+  class ids, not one-hot; a line search keeps no per-trial gradient; the L-BFGS history is a tuple
+  of tensors whose shift moves references; a search keeps only the warm starts its schedule can
+  still use and the latest two fits' logits.
 
 Convergence: ``||grad objective||_2 <= tolerance * ||lam W||_F`` (in the solver's scale). At the
 optimum the loss's pull on the weights balances the penalty's, lam W; since the objective is
@@ -52,7 +57,7 @@ which class wins is decided by rounding either way.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import scipy.linalg
@@ -76,6 +81,12 @@ SUBSPACE_OVERSAMPLING = 16
 SUBSPACE_ITERATIONS = 3
 PREPARE_CHUNK_ELEMENTS = 2**20  # the design matrix is written this many entries at a time
 TENSOR_ALIGNMENT = 64  # bytes: TensorFlow takes over a NumPy buffer without a copy only at this alignment
+# The search keeps its latest two fits' logits (to start the next fit without a product with the
+# design) when those two [N, K] take at most this share of the features [N, D]: 45 of the 600
+# matmuls of a paper search at 5,000 x 2,048 x 100 (0.1 x the features), but at K = D / 5 they
+# would take 0.4 x and bring the peak near the 3 x the features the search is held to
+# (bench/results/probe_memory.txt).
+LOGITS_MEMORY_SHARE = 0.25
 COARSE_STEP = 4  # grid values between the fast search's first fits: a decade of the paper grid
 SCREENING_TOLERANCE = 1e-2  # the fast search's tolerance for fits that only score a value
 DTYPES = {"float32": tf.float32, "float64": tf.float64}
@@ -357,51 +368,72 @@ def _from_problem_coordinates(problem: _Problem, natural: np.ndarray) -> Tuple[n
 
 def _loss(logits, targets, entry_weights, multi_label: bool):
     """(weighted loss sum, its gradient with respect to the logits); targets as _Problem keeps them.
-    The single-label gradient subtracts 1 at each example's class in place of a one-hot matrix."""
+    The single-label gradient subtracts the weight at each example's class in place of a one-hot
+    matrix. Each [N, K] pass counts (about a fifth of an iteration's time is such passes): the
+    softmax is formed once from the row maxima, not through a log-sum-exp and a second exp."""
     if multi_label:
         losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits)
         return tf.reduce_sum(entry_weights * losses), entry_weights * (tf.sigmoid(logits) - targets)
-    log_norm = tf.reduce_logsumexp(logits, axis=1, keepdims=True)
-    losses = log_norm - tf.gather(logits, targets[:, None], batch_dims=1)
+    shifted, sums, losses = _softmax_parts(logits, targets)
     at_class = tf.stack([tf.range(tf.shape(targets)[0]), targets], axis=1)
-    probabilities = tf.tensor_scatter_nd_sub(tf.exp(logits - log_norm), at_class,
-                                             tf.ones_like(targets, logits.dtype))
-    return tf.reduce_sum(entry_weights * losses), entry_weights * probabilities
+    gradient = tf.tensor_scatter_nd_sub(tf.exp(shifted) * (entry_weights / sums[:, None]), at_class,
+                                        entry_weights[:, 0])
+    return tf.reduce_sum(entry_weights[:, 0] * losses), gradient
+
+
+def _softmax_parts(logits, targets):
+    """(logits - row max [N, K], sum of exp of those [N], cross-entropy per example [N])."""
+    shifted = logits - tf.reduce_max(logits, axis=1, keepdims=True)
+    sums = tf.reduce_sum(tf.exp(shifted), axis=1)
+    return shifted, sums, tf.math.log(sums) - tf.gather(shifted, targets[:, None], batch_dims=1)[:, 0]
+
+
+def _loss_and_slope(logits, logit_direction, targets, entry_weights, multi_label: bool):
+    """(weighted loss sum at ``logits``, its derivative along ``logit_direction``): what a line-search
+    trial needs, without forming the [N, K] gradient (the slope is a softmax-weighted row sum)."""
+    if multi_label:
+        loss, gradient = _loss(logits, targets, entry_weights, multi_label)
+        return loss, _dot(gradient, logit_direction)
+    shifted, sums, losses = _softmax_parts(logits, targets)
+    expected = tf.reduce_sum(tf.exp(shifted) * logit_direction, axis=1) / sums
+    at_class = tf.gather(logit_direction, targets[:, None], batch_dims=1)[:, 0]
+    weights = entry_weights[:, 0]
+    return tf.reduce_sum(weights * losses), tf.reduce_sum(weights * (expected - at_class))
 
 
 def _dot(a, b):
     return tf.reduce_sum(a * b)
 
 
-def _history_order(stored):
-    """The history's ring-buffer slots, oldest first, after ``stored`` pairs were kept."""
-    return [(stored + offset) % HISTORY_SIZE for offset in range(HISTORY_SIZE)]
-
-
-def _two_loop_direction(gradient, steps, changes, inverse_curvatures, stored):
-    """-H g by the L-BFGS two-loop recursion. The history is a ring buffer (TensorArrays of [P, K]
-    steps and gradient changes, rho per slot): a new pair replaces the oldest in place instead of
-    re-concatenating the whole history, which would hold two copies of it (2 m [P, K] each) for a
-    moment every iteration. Unused slots have rho = 0."""
-    order = _history_order(stored)
+def _two_loop_direction(gradient, steps, changes, inverse_curvatures):
+    """-H g by the L-BFGS two-loop recursion over the history: tuples of HISTORY_SIZE [P, K] steps
+    and gradient changes, oldest first, and rho per pair (0 marks an unused pair, which then adds
+    nothing)."""
     alphas = []
     q = gradient
-    for slot in reversed(order):
-        alpha = tf.gather(inverse_curvatures, slot) * _dot(steps.read(slot), q)
-        q = q - alpha * changes.read(slot)
+    for index in reversed(range(HISTORY_SIZE)):
+        alpha = inverse_curvatures[index] * _dot(steps[index], q)
+        q = q - alpha * changes[index]
         alphas.append(alpha)
-    newest_step, newest_change = steps.read(order[-1]), changes.read(order[-1])
-    change_norm = _dot(newest_change, newest_change)
-    gamma = tf.where(
-        tf.gather(inverse_curvatures, order[-1]) > 0,
-        tf.math.divide_no_nan(_dot(newest_step, newest_change), change_norm),
-        tf.ones_like(change_norm),
-    )
+    change_norm = _dot(changes[-1], changes[-1])
+    gamma = tf.where(inverse_curvatures[-1] > 0, tf.math.divide_no_nan(_dot(steps[-1], changes[-1]), change_norm),
+                     tf.ones_like(change_norm))
     r = gamma * q
-    for slot, alpha in zip(order, reversed(alphas)):
-        beta = tf.gather(inverse_curvatures, slot) * _dot(changes.read(slot), r)
-        r = r + (alpha - beta) * steps.read(slot)
+    for index, alpha in zip(range(HISTORY_SIZE), reversed(alphas)):
+        beta = inverse_curvatures[index] * _dot(changes[index], r)
+        r = r + (alpha - beta) * steps[index]
     return -r
+
+
+def _remember(keep, history, step, change, curvature):
+    """The history with (step, change) appended and its oldest pair dropped when ``keep``, else as
+    it was: tuples of tensors, so that the shift moves references, never the [P, K] values."""
+    steps, changes, rhos = history
+
+    def appended():
+        return steps[1:] + (step,), changes[1:] + (change,), tf.concat([rhos[1:], [1.0 / curvature]], axis=0)
+
+    return tf.cond(keep, appended, lambda: history)
 
 
 def _line_search(loss_along, penalty_coefficients, value0, slope0):
@@ -462,93 +494,102 @@ def _line_search(loss_along, penalty_coefficients, value0, slope0):
     return best_t > 0, best_t, best_value
 
 
+def _matmul_after(work, a, b, **options):
+    """tf.matmul(a, b), started only once ``work`` is done. The design's products take most of an
+    iteration and use every core: small ops the executor would run beside them (on its own
+    threads) oversubscribe the cores and slow the product more than they take."""
+    with tf.control_dependencies(work):
+        return tf.matmul(a, b, **options)
+
+
 @tf.function(reduce_retracing=True)
-def _minimise(design, targets, entry_weights, scale, penalty, start, tolerance, gradient_floor,
+def _minimise(design, targets, entry_weights, scale, penalty, start, start_logits, tolerance, gradient_floor,
               max_iterations, multi_label: bool):
     """L-BFGS on u, where the natural parameters are scale[:, None] * u.
 
-    design [N, P]; start [P, K] natural parameters, scale [P] preconditioner, penalty [P]
-    (l2, ..., l2, 0). Returns (natural parameters, objective, ||gradient|| / ||l2 W||, iterations,
-    converged).
+    design [N, P]; start [P, K] natural parameters and start_logits = design @ start (or [0, K]:
+    not known), scale [P] preconditioner, penalty [P] (l2, ..., l2, 0). Returns (natural
+    parameters, their logits, objective, ||gradient|| / ||l2 W||, iterations, converged). The loop
+    carries the natural parameters, their logits and their penalty gradient (penalty * natural),
+    so that each [P, K] or [N, K] product is formed once per iteration.
     """
     scale = scale[:, None]
     penalty = penalty[:, None]
     dtype = design.dtype
 
-    logits0 = tf.matmul(design, start)
-    loss0, logit_gradient0 = _loss(logits0, targets, entry_weights, multi_label)
-    value0 = loss0 + 0.5 * _dot(penalty * start, start)
-    natural_gradient0 = tf.matmul(design, logit_gradient0, transpose_a=True) + penalty * start
-    history = tf.TensorArray(dtype, size=HISTORY_SIZE, element_shape=start.shape, clear_after_read=False)
-    for slot in range(HISTORY_SIZE):
-        history = history.write(slot, tf.zeros_like(start))  # one zero buffer, shared by every slot
+    start_logits = tf.cond(tf.shape(start_logits)[0] > 0, lambda: start_logits, lambda: tf.matmul(design, start))
+    pull0 = penalty * start
+    penalty_value0 = 0.5 * _dot(pull0, start)
+    pull_norm0 = tf.norm(pull0)
+    loss0, logit_gradient0 = _loss(start_logits, targets, entry_weights, multi_label)
+    value0 = loss0 + penalty_value0
+    natural_gradient0 = _matmul_after([penalty_value0, pull_norm0], design, logit_gradient0, transpose_a=True) + pull0
+    zeros = tf.zeros_like(start)  # one zero buffer, shared by every unused pair
+    empty_history = ((zeros,) * HISTORY_SIZE, (zeros,) * HISTORY_SIZE, tf.zeros([HISTORY_SIZE], dtype))
 
-    def stationarity(natural, natural_gradient):
+    def stationarity(pull_norm, natural_gradient):
         """(||grad|| / ||l2 W||, converged): at the optimum the loss's pull -grad CE equals l2 W."""
         gradient_norm = tf.norm(natural_gradient)
-        pull = tf.norm(penalty * natural)
-        converged = gradient_norm <= tf.maximum(tolerance * pull, gradient_floor)
-        return tf.math.divide_no_nan(gradient_norm, pull), converged
+        converged = gradient_norm <= tf.maximum(tolerance * pull_norm, gradient_floor)
+        return tf.math.divide_no_nan(gradient_norm, pull_norm), converged
 
-    relative0, converged0 = stationarity(start, natural_gradient0)
+    relative0, converged0 = stationarity(pull_norm0, natural_gradient0)
 
     def condition(iteration, converged, stalled, *_):
         return tf.logical_and(iteration < max_iterations, tf.logical_not(tf.logical_or(converged, stalled)))
 
-    def body(iteration, converged, stalled, u, logits, value, gradient, relative, steps, changes, rhos, stored):
-        direction = _two_loop_direction(gradient, steps, changes, rhos, stored)
+    def body(iteration, converged, stalled, natural, logits, pull, value, gradient, relative, history):
+        direction = _two_loop_direction(gradient, *history)
         slope0 = _dot(direction, gradient)
-        had_history = tf.reduce_any(rhos > 0)
-        natural = scale * u
+        had_history = tf.reduce_any(history[2] > 0)
         natural_direction = scale * direction
-        logit_direction = tf.matmul(design, natural_direction)
+        penalty_value = 0.5 * _dot(pull, natural)
+        penalty_coefficients = (_dot(pull, natural_direction),
+                                0.5 * _dot(penalty * natural_direction, natural_direction))
+        logit_direction = _matmul_after([slope0, had_history, penalty_value, *penalty_coefficients],
+                                        design, natural_direction)
 
         def loss_along(t):
-            loss, logit_gradient = _loss(logits + t * logit_direction, targets, entry_weights, multi_label)
-            return loss + 0.5 * _dot(penalty * natural, natural), _dot(logit_gradient, logit_direction)
+            loss, slope = _loss_and_slope(logits + t * logit_direction, logit_direction, targets, entry_weights,
+                                          multi_label)
+            return loss + penalty_value, slope
 
-        penalty_coefficients = (_dot(penalty * natural, natural_direction),
-                                0.5 * _dot(penalty * natural_direction, natural_direction))
         found, t, new_value = _line_search(loss_along, penalty_coefficients, value, slope0)
         found = tf.logical_and(found, slope0 < 0)
-        t = tf.where(found, t, tf.zeros_like(t))  # a failed search leaves u, logits and value as they were
-        new_u = u + t * direction
+        t = tf.where(found, t, tf.zeros_like(t))  # a failed search leaves the parameters and value as they were
+        new_natural = natural + t * natural_direction
         new_logits = logits + t * logit_direction
         _, logit_gradient = _loss(new_logits, targets, entry_weights, multi_label)
-        natural_gradient = tf.matmul(design, logit_gradient, transpose_a=True) + penalty * scale * new_u
+        new_pull = penalty * new_natural
+        pull_norm = tf.norm(new_pull)
+        natural_gradient = _matmul_after([pull_norm], design, logit_gradient, transpose_a=True) + new_pull
         new_gradient = scale * natural_gradient
         step, change = t * direction, new_gradient - gradient
         curvature = _dot(step, change)
         keep = tf.logical_and(found, curvature > 0)
-        slot = stored % HISTORY_SIZE  # the oldest pair, replaced when this one is kept
-        steps = steps.write(slot, tf.where(keep, step, steps.read(slot)))
-        changes = changes.write(slot, tf.where(keep, change, changes.read(slot)))
-        rhos = tf.tensor_scatter_nd_update(rhos, [[slot]], [tf.where(keep, 1.0 / curvature, rhos[slot])])
-        stored += tf.cast(keep, stored.dtype)
+        steps, changes, rhos = _remember(keep, history, step, change, curvature)
         # Rounding can spoil the quasi-Newton direction near the optimum: after a failed search,
         # drop the history (rho = 0 marks a slot unused) and try the (preconditioned) gradient
         # before giving up.
         rhos = tf.where(found, rhos, tf.zeros_like(rhos))
-        new_relative, new_converged = stationarity(scale * new_u, natural_gradient)
+        new_relative, new_converged = stationarity(pull_norm, natural_gradient)
         return (
             iteration + 1,
             tf.logical_and(found, new_converged),
             tf.logical_not(tf.logical_or(found, had_history)),
-            new_u,
+            new_natural,
             new_logits,
+            new_pull,
             new_value,
             tf.where(found, new_gradient, gradient),
             tf.where(found, new_relative, relative),
-            steps,
-            changes,
-            rhos,
-            stored,
+            (steps, changes, rhos),
         )
 
-    state = (tf.constant(0), converged0, tf.constant(False), start / scale, logits0, value0,
-             scale * natural_gradient0, relative0, history, history, tf.zeros([HISTORY_SIZE], dtype), tf.constant(0))
-    iteration, converged, _, u, _, value, _, relative, *_ = tf.while_loop(condition, body, state)
-    return scale * u, value, relative, iteration, converged
+    state = (tf.constant(0), converged0, tf.constant(False), start, start_logits, pull0, value0,
+             scale * natural_gradient0, relative0, empty_history)
+    iteration, converged, _, natural, logits, _, value, _, relative, *_ = tf.while_loop(condition, body, state)
+    return natural, logits, value, relative, iteration, converged
 
 
 def _solver_penalty(problem: _Problem, l2: float) -> float:
@@ -556,19 +597,23 @@ def _solver_penalty(problem: _Problem, l2: float) -> float:
     return 2.0 * l2 / problem.num_examples
 
 
-def _solve(problem: _Problem, l2: float, start: np.ndarray, tolerance: float,
-           max_iterations: int) -> Tuple[np.ndarray, FitResult]:
-    """Minimise at one l2 from natural parameters ``start`` [P, K]; returns (natural solution, result)."""
+def _solve(problem: _Problem, l2: float, start: np.ndarray, tolerance: float, max_iterations: int,
+           start_logits: Optional[tf.Tensor] = None) -> Tuple[np.ndarray, tf.Tensor, FitResult]:
+    """Minimise at one l2 from natural parameters ``start`` [P, K] (whose logits, design @ start, the
+    caller may know); returns (natural solution, its logits [N, K], result)."""
     if not l2 > 0:
         raise ValueError(f"l2 must be positive, got {l2!r}")
     dtype = problem.design.dtype
+    start = tf.constant(start, dtype)
+    if start_logits is None:  # _minimise multiplies: a product made here would live through the whole fit
+        start_logits = tf.zeros([0, problem.num_classes], dtype)
     lam = _solver_penalty(problem, l2)
     precision = np.concatenate([problem.curvature * problem.column_variances + lam, [problem.curvature]])
     penalty = np.concatenate([np.full(problem.column_variances.shape, lam), [0.0]])
-    natural, value, relative, iterations, converged = _minimise(
+    natural, logits, value, relative, iterations, converged = _minimise(
         problem.design, problem.targets, problem.entry_weights,
         tf.constant(1.0 / np.sqrt(precision), dtype), tf.constant(penalty, dtype),
-        tf.constant(start, dtype), tf.constant(tolerance, dtype),
+        start, start_logits, tf.constant(tolerance, dtype),
         tf.constant(problem.gradient_floor, dtype), tf.constant(max_iterations),
         problem.multi_label,
     )
@@ -584,7 +629,7 @@ def _solve(problem: _Problem, l2: float, start: np.ndarray, tolerance: float,
         iterations=int(iterations),
         converged=bool(converged),
     )
-    return natural, result
+    return natural, logits, result
 
 
 def _zero_start(problem: _Problem) -> np.ndarray:
@@ -603,7 +648,7 @@ def fit(features, labels, l2: float, *, multi_label: bool = False, init: Optiona
     num_classes = init.weights.shape[1] if init is not None and not multi_label else None
     problem = _prepare(features, labels, multi_label, _dtype(dtype), num_classes)
     start = _zero_start(problem) if init is None else _to_problem_coordinates(problem, init.weights, init.bias)
-    return _solve(problem, l2, start, tolerance, max_iterations)[1]
+    return _solve(problem, l2, start, tolerance, max_iterations)[2]
 
 
 def refit(train_features, train_labels, val_features, val_labels, search_result: SearchResult,
@@ -683,14 +728,24 @@ L2_SCHEDULES.register("fast", L2Search(_fast_schedule, COARSE_STEP, screening_to
 L2_SCHEDULES.register("paper", L2Search(_paper_schedule, 1))  # each fit starts from the two before it
 
 
-def _path_start(problem: _Problem, solutions: Dict[int, np.ndarray], index: int) -> np.ndarray:
-    """Where to start the fit at grid[index]: on the line through the two nearest solved points in
-    log(l2) (the regularisation path is smooth), else at the nearest one, else at zero."""
-    nearest = sorted(solutions, key=lambda solved: abs(solved - index))[:2]
+def _path_weights(solved, index: int) -> Tuple[Tuple[int, float], ...]:
+    """Where to start the fit at grid[index], as weights on solved grid values: on the line through
+    the two nearest solved points in log(l2) (the regularisation path is smooth), else at the nearest
+    one, else nowhere (zero)."""
+    nearest = sorted(solved, key=lambda solved_index: abs(solved_index - index))[:2]
     if len(nearest) < 2:
-        return solutions[nearest[0]] if nearest else _zero_start(problem)
-    near, far = (solutions[i] for i in nearest)
-    return near + (near - far) * (index - nearest[0]) / (nearest[0] - nearest[1])
+        return tuple((solved_index, 1.0) for solved_index in nearest)
+    slope = (index - nearest[0]) / (nearest[0] - nearest[1])
+    return (nearest[0], 1.0 + slope), (nearest[1], -slope)
+
+
+def _combine(weights: Tuple[Tuple[int, float], ...], values: Mapping):
+    """sum of weight * values[index]: the path start's parameters, or its logits."""
+    (first, first_weight), *rest = weights
+    total = first_weight * values[first]
+    for index, weight in rest:
+        total += weight * values[index]
+    return total
 
 
 def _keep_near(solutions: Dict[int, np.ndarray], best: int, latest: int, reach: int) -> None:
@@ -725,13 +780,24 @@ def select_l2(train_features, train_labels, val_features, val_labels, *, metric:
     num_classes = None if multi_label else int(max(np.max(train_labels), np.max(val_labels))) + 1
     problem = _prepare(train_features, train_labels, multi_label, _dtype(dtype), num_classes)
     solutions: Dict[int, np.ndarray] = {}  # warm starts, in the working dtype; see _keep_near
+    # The latest two fits' logits [N, K]: a start on the line through them has its logits without a
+    # product with the design (the paper search's every start), where memory allows.
+    keep_logits = 2 * problem.num_classes <= LOGITS_MEMORY_SHARE * problem.mean.shape[0]
+    recent_logits: Dict[int, tf.Tensor] = {}
     trials: Dict[int, L2Trial] = {}
     chosen: Optional[FitResult] = None
 
     def evaluate(index: int) -> float:
         nonlocal chosen
-        start = _path_start(problem, solutions, index)
-        natural, result = _solve(problem, grid[index], start, fit_tolerance, max_iterations)
+        weights = _path_weights(solutions, index)
+        start = _combine(weights, solutions) if weights else _zero_start(problem)
+        known = weights and all(solved in recent_logits for solved, _ in weights)
+        start_logits = _combine(weights, recent_logits) if known else None
+        for older in list(recent_logits)[:-1]:  # during the fit, hold one [N, K] beside its own
+            del recent_logits[older]
+        natural, logits, result = _solve(problem, grid[index], start, fit_tolerance, max_iterations, start_logits)
+        if keep_logits:
+            recent_logits[index] = logits
         solutions[index] = natural.astype(problem.design.dtype.as_numpy_dtype)
         score = metrics.score(metric, val_labels, decision_scores(result, val_features))
         trials[index] = L2Trial(float(grid[index]), score, result.iterations, result.converged)
@@ -745,6 +811,6 @@ def select_l2(train_features, train_labels, val_features, val_labels, *, metric:
     l2_search.schedule(evaluate, grid, largest_data_curvature * problem.num_examples / 2.0)
     best = _best_index({i: trial.validation_score for i, trial in trials.items()})
     if fit_tolerance > tolerance:
-        chosen = _solve(problem, grid[best], solutions[best], tolerance, max_iterations)[1]
+        chosen = _solve(problem, grid[best], solutions[best], tolerance, max_iterations)[2]
     return SearchResult(l2=chosen.l2, trials=tuple(trials[i] for i in sorted(trials)), fit=chosen,
                         at_grid_edge=grid_edges.edge(grid[best], grid))
