@@ -447,11 +447,13 @@ def cost_figure(path: str, rows_: Sequence[Dict[str, object]], title: str) -> No
     """Test score against training steps, a panel per pair, error bars of the test set's SE."""
     pairs = sorted({(row["regime"], row["model"]) for row in rows_})
     fig, axes = plt.subplots(1, max(1, len(pairs)), figsize=(5.5 * max(1, len(pairs)), 4.4), squeeze=False)
+    protocols = list(dict.fromkeys(row["protocol"] for row in rows_))  # one colour and marker each, in every panel
     for axis, pair in zip(axes[0], pairs):
         for row in rows_:
             if (row["regime"], row["model"]) == pair and row["test_score"] is not None:
+                index = protocols.index(row["protocol"])
                 axis.errorbar(row["train_steps"], 100 * row["test_score"], yerr=row["test_se_points"],
-                              fmt="o", capsize=3, label=row["protocol"])
+                              fmt="os^vD"[index // 10 % 5], color=f"C{index % 10}", capsize=3, label=row["protocol"])
         axis.set_xscale("log")
         label(axis, pair, "training steps (all trials + retrain)", "test top-1 (%), ± binomial SE")
     save(fig, path, title)
