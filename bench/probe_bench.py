@@ -223,11 +223,11 @@ def author_search(data: ProbeData, metric: str) -> SearchOutcome:
 
 
 def search_figures(data: ProbeData, metric: str, sklearn_max_iter: int,
-                   skip: Tuple[str, ...] = ()) -> Iterator[str]:
+                   skip: Tuple[str, ...] = (), rounds: int = 1) -> Iterator[str]:
     """Every method, one printable line each as soon as it is measured, then the ratios. tfbench's
     fast search runs first, so its time includes building its TensorFlow graphs (as does the
-    author's procedure's)."""
-    outcomes: List[SearchOutcome] = []
+    author's procedure's). With rounds > 1 the methods run that many times, in alternating order,
+    and the ratios are of the median times: one run's ratio moves by 10-20% on a shared machine."""
     methods = [
         ("fast", lambda: tfbench_search(data, metric, "fast")),
         ("paper", lambda: tfbench_search(data, metric, "paper")),
@@ -235,22 +235,32 @@ def search_figures(data: ProbeData, metric: str, sklearn_max_iter: int,
         ("sklearn_warm", lambda: sklearn_search(data, metric, True, sklearn_max_iter)),
         ("sklearn_cold", lambda: sklearn_search(data, metric, False, sklearn_max_iter)),
     ]
-    for key, method in methods:
-        if key in skip:
-            continue
-        outcomes.append(method())
-        yield _describe(outcomes[-1])
-    by_name = {o.name: o for o in outcomes}
-    paper = by_name.get("tfbench paper")
+    methods = [method for key, method in methods if key not in skip]
+    runs: Dict[str, List[SearchOutcome]] = {}
+    for round_ in range(rounds):
+        for method in methods if round_ % 2 == 0 else methods[::-1]:
+            outcome = method()
+            runs.setdefault(outcome.name, []).append(outcome)
+            yield _describe(outcome) + (f" (round {round_ + 1})" if rounds > 1 else "")
+    outcomes = [_median(name, measured) for name, measured in runs.items()]
+    paper = next((o for o in outcomes if o.name == "tfbench paper"), None)
+    of = f"median of {rounds} rounds, " if rounds > 1 else ""
     for ours in (o for o in outcomes if o.name.startswith("tfbench")):
         for anchor in (o for o in outcomes if not o.name.startswith("tfbench")):
-            yield (f"speed-up of {ours.name} over {anchor.name}: {anchor.wall_seconds / ours.wall_seconds:.1f}x wall, "
+            yield (f"speed-up of {ours.name} over {anchor.name} ({of}one run): "
+                   f"{anchor.wall_seconds / ours.wall_seconds:.1f}x wall, "
                    f"{anchor.cpu_seconds / ours.cpu_seconds:.1f}x cpu")
     if paper is not None:
         for other in outcomes:
             if other is not paper:
                 yield (f"test score {other.name} - tfbench paper: "
                        f"{100 * (other.test_score - paper.test_score):+.2f} points")
+
+
+def _median(name: str, measured: List[SearchOutcome]) -> SearchOutcome:
+    """One method's rounds as one outcome: median times (its choice is the same every round)."""
+    return dataclasses.replace(measured[0], wall_seconds=float(np.median([o.wall_seconds for o in measured])),
+                               cpu_seconds=float(np.median([o.cpu_seconds for o in measured])))
 
 
 def _describe(outcome: SearchOutcome) -> str:
@@ -319,6 +329,8 @@ def main() -> None:
     parser.add_argument("--extract_images", type=int, default=256)
     parser.add_argument("--extract_batch", type=int, default=64)
     parser.add_argument("--extract_rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each search method, in alternating "
+                        "order; the speed-ups are of the median times")
     parser.add_argument("--skip_extraction", action="store_true")
     parser.add_argument("--skip_search", action="store_true")
     args = parser.parse_args()
@@ -335,7 +347,7 @@ def main() -> None:
           f"val {args.val}, test {args.test}, metric {args.metric}; penalty: {protocol.PROBE_PENALTY_CONVENTION}",
           flush=True)
     skip = tuple(name for name in args.skip.split(",") if name)
-    for line in search_figures(data, args.metric, args.sklearn_max_iter, skip):
+    for line in search_figures(data, args.metric, args.sklearn_max_iter, skip, args.rounds):
         print(line, flush=True)
 
 
