@@ -53,6 +53,7 @@ import io
 import math
 import os
 import sys
+import textwrap
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -467,7 +468,7 @@ def label(axis, pair: Tuple[str, str], x: str, y: str) -> None:
 
 
 def save(fig, path: str, title: str) -> None:
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(textwrap.fill(title, width=int(fig.get_figwidth() * 16)), fontsize=9)  # a one-panel figure is narrow
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
