@@ -369,23 +369,24 @@ def _from_problem_coordinates(problem: _Problem, natural: np.ndarray) -> Tuple[n
 def _loss(logits, targets, entry_weights, multi_label: bool):
     """(weighted loss sum, its gradient with respect to the logits); targets as _Problem keeps them.
     The single-label gradient subtracts the weight at each example's class in place of a one-hot
-    matrix. Each [N, K] pass counts (about a fifth of an iteration's time is such passes): the
-    softmax is formed once from the row maxima, not through a log-sum-exp and a second exp."""
+    matrix. Each [N, K] pass counts (elementwise work was about 40% of the search's time before
+    this form, bench/results/probe_speed_idle.txt): the exponentials are formed once, from the
+    row maxima, not through a log-sum-exp and a second exp."""
     if multi_label:
         losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits)
         return tf.reduce_sum(entry_weights * losses), entry_weights * (tf.sigmoid(logits) - targets)
-    shifted, sums, losses = _softmax_parts(logits, targets)
+    exponentials, sums, losses = _softmax_parts(logits, targets)
     at_class = tf.stack([tf.range(tf.shape(targets)[0]), targets], axis=1)
-    gradient = tf.tensor_scatter_nd_sub(tf.exp(shifted) * (entry_weights / sums[:, None]), at_class,
-                                        entry_weights[:, 0])
+    gradient = tf.tensor_scatter_nd_sub(exponentials * (entry_weights / sums[:, None]), at_class, entry_weights[:, 0])
     return tf.reduce_sum(entry_weights[:, 0] * losses), gradient
 
 
 def _softmax_parts(logits, targets):
-    """(logits - row max [N, K], sum of exp of those [N], cross-entropy per example [N])."""
+    """(exp(logits - row max) [N, K], their row sums [N], cross-entropy per example [N])."""
     shifted = logits - tf.reduce_max(logits, axis=1, keepdims=True)
-    sums = tf.reduce_sum(tf.exp(shifted), axis=1)
-    return shifted, sums, tf.math.log(sums) - tf.gather(shifted, targets[:, None], batch_dims=1)[:, 0]
+    exponentials = tf.exp(shifted)
+    sums = tf.reduce_sum(exponentials, axis=1)
+    return exponentials, sums, tf.math.log(sums) - tf.gather(shifted, targets[:, None], batch_dims=1)[:, 0]
 
 
 def _loss_and_slope(logits, logit_direction, targets, entry_weights, multi_label: bool):
@@ -394,8 +395,8 @@ def _loss_and_slope(logits, logit_direction, targets, entry_weights, multi_label
     if multi_label:
         loss, gradient = _loss(logits, targets, entry_weights, multi_label)
         return loss, _dot(gradient, logit_direction)
-    shifted, sums, losses = _softmax_parts(logits, targets)
-    expected = tf.reduce_sum(tf.exp(shifted) * logit_direction, axis=1) / sums
+    exponentials, sums, losses = _softmax_parts(logits, targets)
+    expected = tf.reduce_sum(exponentials * logit_direction, axis=1) / sums
     at_class = tf.gather(logit_direction, targets[:, None], batch_dims=1)[:, 0]
     weights = entry_weights[:, 0]
     return tf.reduce_sum(weights * losses), tf.reduce_sum(weights * (expected - at_class))
