@@ -334,6 +334,8 @@ def main() -> None:
     parser.add_argument("--skip_extraction", action="store_true")
     parser.add_argument("--skip_search", action="store_true")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
 
     if not args.skip_extraction:
         for line in extraction_figures(args.extract_model, args.extract_size, args.extract_images,

@@ -203,8 +203,10 @@ def test_a_start_given_its_logits_fits_as_one_that_computes_them():
         np.testing.assert_allclose(logits[index], problem.design.numpy() @ solutions[index], atol=1e-4)
     weights = linear._path_weights(solutions, 2)
     start = linear._combine(weights, solutions)
-    given = linear._solve(problem, l2, start, 1e-3, 1000, linear._combine(weights, logits))[2]
+    natural, given_logits, given = linear._solve(problem, l2, start, 1e-3, 1000, linear._combine(weights, logits))
     computed = linear._solve(problem, l2, start, 1e-3, 1000)[2]
+    # the logits it carried from the start are still the design's product with its parameters
+    np.testing.assert_allclose(given_logits, problem.design.numpy() @ natural, atol=1e-4)
     assert given.converged and given.iterations > 0
     assert abs(given.iterations - computed.iterations) <= 1
     np.testing.assert_allclose(given.weights, computed.weights, rtol=1e-3, atol=1e-4)
