@@ -28,7 +28,7 @@ Why the solver is fast:
 - Line searches run in logit space: one matmul gives the logits along the whole search direction,
   so a strong-Wolfe search costs elementwise work only (a trial needs the loss and its slope, not
   the [N, K] gradient); an iteration is two matmuls, and nothing runs beside them (small ops on
-  the executor's own threads would oversubscribe the cores the product uses).
+  the executor's own threads compete for the cores the product uses).
 - The whole loop is one ``tf.function`` (``tf.while_loop``): no Python per iteration, and it runs on
   a GPU when there is one.
 - The search follows the regularisation path: each fit starts on the line through its two nearest
@@ -497,8 +497,8 @@ def _line_search(loss_along, penalty_coefficients, value0, slope0):
 
 def _matmul_after(work, a, b, **options):
     """tf.matmul(a, b), started only once ``work`` is done. The design's products take most of an
-    iteration and use every core: small ops the executor would run beside them (on its own
-    threads) oversubscribe the cores and slow the product more than they take."""
+    iteration and use every core: small ops the executor ran beside them (on its own threads)
+    took 5-10 times longer there in a profile (bench/results/probe_speed_idle.txt)."""
     with tf.control_dependencies(work):
         return tf.matmul(a, b, **options)
 
