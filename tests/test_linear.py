@@ -191,25 +191,55 @@ def test_warm_start_still_converges_to_the_optimum():
     assert abs(ours - theirs) <= 1e-4 * theirs
 
 
-def test_a_start_given_its_logits_fits_as_one_that_computes_them():
-    # The paper search hands each fit the logits of its path start, extrapolated from the two fits
-    # before it, instead of multiplying the design again: the fit must end where it would have.
+def _path_setting():
+    """(problem, its design in float64, labels, l2, natural solutions, _Solutions) with the fits at
+    the two grid values above l2 (3.16 and 1.78 times it), from zero."""
     (train_x, train_y), _, _ = _single_label_problem(seed=3)
     problem = linear._prepare(train_x, train_y, False, tf.float32)
     l2 = _paper_scale(1e-3)
-    solutions, logits = {}, {}
+    solutions, fits = {}, {}
     for index, value in enumerate((3.16 * l2, 1.78 * l2)):
-        solutions[index], logits[index], _ = linear._solve(problem, value, linear._zero_start(problem), 1e-3, 1000)
-        np.testing.assert_allclose(logits[index], problem.design.numpy() @ solutions[index], atol=1e-4)
-    weights = linear._path_weights(solutions, 2)
-    start = linear._combine(weights, solutions)
-    natural, given_logits, given = linear._solve(problem, l2, start, 1e-3, 1000, linear._combine(weights, logits))
-    computed = linear._solve(problem, l2, start, 1e-3, 1000)[2]
-    # the logits it carried from the start are still the design's product with its parameters
-    np.testing.assert_allclose(given_logits, problem.design.numpy() @ natural, atol=1e-4)
-    assert given.converged and given.iterations > 0
-    assert abs(given.iterations - computed.iterations) <= 1
-    np.testing.assert_allclose(given.weights, computed.weights, rtol=1e-3, atol=1e-4)
+        fits[index] = linear._solve(problem, value, linear._zero_start(problem), 1e-3, 1000)
+        solutions[index] = fits[index].natural
+    return problem, problem.design.numpy().astype(np.float64), train_y, l2, solutions, fits
+
+
+def test_a_start_given_its_logits_fits_as_one_that_computes_them():
+    # A fit handed the logits of its start instead of multiplying the design again must end where
+    # it would have, and the logits it hands on must be the design's product.
+    problem, design, _, l2, solutions, _ = _path_setting()
+    start = linear._combine(linear._path_weights(solutions, 2), solutions)
+    given = linear._solve(problem, l2, linear._Start(start, tf.constant(design @ start, tf.float32)), 1e-3, 1000)
+    computed = linear._solve(problem, l2, linear._Start(start), 1e-3, 1000).result
+    np.testing.assert_allclose(given.logits, design @ given.natural, atol=1e-4)
+    assert given.result.converged and given.result.iterations > 0
+    assert abs(given.result.iterations - computed.iterations) <= 1
+    np.testing.assert_allclose(given.result.weights, computed.weights, rtol=1e-3, atol=1e-4)
+
+
+def _loss_gradient(design, natural, labels):
+    """design^T @ d(mean cross-entropy)/d(logits), in float64: the loss part of the solver's gradient."""
+    logits = design @ natural
+    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    probabilities[np.arange(len(labels)), labels] -= 1.0
+    return design.T @ probabilities / len(labels)
+
+
+def test_a_path_tangent_start_ends_where_a_cold_fit_does():
+    # The paper search starts each fit at the latest solution, whose loss gradient it kept, and
+    # first searches along the line through the two latest solutions: the fit must still converge
+    # to the cold fit's solution, and the loss gradient it hands on must be the design's product.
+    problem, design, labels, l2, solutions, fits = _path_setting()
+    for fit in fits.values():
+        np.testing.assert_allclose(fit.loss_gradient, _loss_gradient(design, fit.natural, labels), rtol=1e-3, atol=1e-6)
+    start = linear._path_start(problem, linear._path_weights(solutions, 2), solutions, fits, tangent=True)
+    assert start.tangent is not None and start.loss_gradient is fits[1].loss_gradient
+    tangent = linear._solve(problem, l2, start, 1e-3, 1000)
+    cold = linear._solve(problem, l2, linear._zero_start(problem), 1e-3, 1000).result
+    assert tangent.result.converged and 0 < tangent.result.iterations < cold.iterations
+    np.testing.assert_allclose(tangent.result.weights, cold.weights, rtol=1e-2, atol=1e-3)
+    np.testing.assert_allclose(tangent.logits, design @ tangent.natural, atol=1e-4)
 
 
 def test_paper_search_chooses_alike_with_and_without_kept_logits(monkeypatch):
@@ -220,8 +250,9 @@ def test_paper_search_chooses_alike_with_and_without_kept_logits(monkeypatch):
         results[share] = linear.select_l2(train_x, train_y, val_x, val_y, metric="top1", search="paper")
     never, always = results.values()
     assert always.l2 == never.l2
+    one_example = 1 / len(val_y) + 1e-9  # the scores are counts of examples over len(val_y)
     assert [t.validation_score for t in always.trials] == pytest.approx([t.validation_score for t in never.trials],
-                                                                         abs=1 / len(val_y))
+                                                                         abs=one_example)
     np.testing.assert_allclose(always.fit.weights, never.fit.weights, rtol=1e-2, atol=1e-3)
 
 

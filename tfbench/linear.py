@@ -208,19 +208,32 @@ def _targets(labels, num_examples: int, multi_label: bool, num_classes: Optional
     return labels.astype(np.int32), np.full((num_examples, 1), 1.0 / num_examples, numpy_dtype), num_classes
 
 
-def _top_principal_axes(covariance: tf.Tensor, rank: int) -> Tuple[tf.Tensor, tf.Tensor]:
-    """(axes [D, r], variances [r]), largest first: exact for small D, else by randomized subspace
-    iteration (matmuls only: a full eigendecomposition of a 2,048-square covariance takes seconds
-    to tens of seconds on a busy 2-core machine, more than the rest of a search)."""
-    dim = covariance.shape[0]
+def _top_principal_axes(times_covariance: Callable[[np.ndarray], np.ndarray], dim: int,
+                        rank: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(axes [D, r], variances [r]), largest first, of the covariance that ``times_covariance``
+    multiplies by: exact for small D, else by randomized subspace iteration, which needs the
+    covariance only times D x (r + SUBSPACE_OVERSAMPLING) bases: 4 such products of the features
+    cost about 2 (r + oversampling) N D operations each, where forming the D x D covariance costs
+    D^2 N (seven times more at D = 2,048, and a second matrix of the features' width)."""
     if rank + SUBSPACE_OVERSAMPLING >= dim:
-        basis = tf.eye(dim, dtype=covariance.dtype)
+        basis = np.eye(dim)
     else:
-        basis = tf.random.stateless_normal([dim, rank + SUBSPACE_OVERSAMPLING], seed=[0, 0], dtype=covariance.dtype)
+        basis = np.random.default_rng(0).standard_normal((dim, rank + SUBSPACE_OVERSAMPLING))
         for _ in range(SUBSPACE_ITERATIONS):
-            basis, _ = tf.linalg.qr(tf.matmul(covariance, basis))
-    ritz_values, ritz_vectors = tf.linalg.eigh(tf.matmul(basis, tf.matmul(covariance, basis), transpose_a=True))
-    return tf.matmul(basis, ritz_vectors[:, ::-1][:, :rank]), ritz_values[::-1][:rank]
+            basis, _ = np.linalg.qr(times_covariance(basis))
+    ritz_values, ritz_vectors = np.linalg.eigh(basis.T @ times_covariance(basis))
+    return basis @ ritz_vectors[:, ::-1][:, :rank], ritz_values[::-1][:rank]
+
+
+def _covariance_times(features, shift, numpy_dtype):
+    """basis -> (centred^T centred / N) @ basis, a chunk of rows at a time, in float64."""
+    def times(basis: np.ndarray) -> np.ndarray:
+        cast = basis.astype(numpy_dtype)
+        product = np.zeros(basis.shape)
+        for _, centred in _centred_rows(features, shift, numpy_dtype):
+            product += centred.T @ (centred @ cast)
+        return product / len(features)
+    return times
 
 
 def _aligned_empty(shape, numpy_dtype) -> np.ndarray:
@@ -290,11 +303,8 @@ def _prepare(features, labels, multi_label: bool, dtype: tf.DType, num_classes=N
     width = features.shape[1]
     rank = min(PRECONDITIONER_RANK, width)
     has_remainder = rank < width
-    covariance = np.zeros((width, width), numpy_dtype)
-    for _, centred in _centred_rows(features, shift, numpy_dtype):
-        covariance += centred.T @ centred
-    axes, variances = (part.numpy() for part in _top_principal_axes(tf.constant(covariance / num_examples), rank))
-    del covariance
+    axes, variances = _top_principal_axes(_covariance_times(features, shift, numpy_dtype), width, rank)
+    axes = axes.astype(numpy_dtype)
     design = _aligned_empty((num_examples, rank + has_remainder * width + 1), numpy_dtype)
     for chunk, centred in _centred_rows(features, shift, numpy_dtype):  # [rotated, remainder, ones]
         rotated = np.matmul(centred, axes, out=design[chunk, :rank])
@@ -408,21 +418,31 @@ def _dot(a, b):
 
 def _two_loop_direction(gradient, steps, changes, inverse_curvatures):
     """-H g by the L-BFGS two-loop recursion over the history: tuples of HISTORY_SIZE [P, K] steps
-    and gradient changes, oldest first, and rho per pair (0 marks an unused pair, which then adds
-    nothing)."""
+    and gradient changes, oldest first, and rho per pair (0 marks an unused pair). An unused pair
+    is skipped, not multiplied through: a paper-search fit takes about 6 iterations, so most of
+    the 10 slots are empty, and each pair's work is four passes over [P, K] arrays."""
+    zero = tf.zeros([], gradient.dtype)
     alphas = []
     q = gradient
     for index in reversed(range(HISTORY_SIZE)):
-        alpha = inverse_curvatures[index] * _dot(steps[index], q)
-        q = q - alpha * changes[index]
+        step, change, rho = steps[index], changes[index], inverse_curvatures[index]
+
+        def project(q=q, step=step, change=change, rho=rho):
+            alpha = rho * _dot(step, q)
+            return q - alpha * change, alpha
+
+        q, alpha = tf.cond(rho > 0, project, lambda q=q: (q, zero))
         alphas.append(alpha)
-    change_norm = _dot(changes[-1], changes[-1])
-    gamma = tf.where(inverse_curvatures[-1] > 0, tf.math.divide_no_nan(_dot(steps[-1], changes[-1]), change_norm),
-                     tf.ones_like(change_norm))
-    r = gamma * q
+    r = tf.cond(inverse_curvatures[-1] > 0,
+                lambda: tf.math.divide_no_nan(_dot(steps[-1], changes[-1]), _dot(changes[-1], changes[-1])) * q,
+                lambda: q)
     for index, alpha in zip(range(HISTORY_SIZE), reversed(alphas)):
-        beta = inverse_curvatures[index] * _dot(changes[index], r)
-        r = r + (alpha - beta) * steps[index]
+        step, change, rho = steps[index], changes[index], inverse_curvatures[index]
+
+        def correct(r=r, step=step, change=change, rho=rho, alpha=alpha):
+            return r + (alpha - rho * _dot(change, r)) * step
+
+        r = tf.cond(rho > 0, correct, lambda r=r: r)
     return -r
 
 
@@ -503,28 +523,42 @@ def _matmul_after(work, a, b, **options):
         return tf.matmul(a, b, **options)
 
 
+def _known(tensor) -> tf.Tensor:
+    """Whether an optional input of _minimise was given: [0, K] stands for "not known"."""
+    return tf.shape(tensor)[0] > 0
+
+
 @tf.function(reduce_retracing=True)
-def _minimise(design, targets, entry_weights, scale, penalty, start, start_logits, tolerance, gradient_floor,
-              max_iterations, multi_label: bool):
+def _minimise(design, targets, entry_weights, scale, penalty, start, start_logits, start_loss_gradient,
+              first_direction, first_logit_direction, tolerance, gradient_floor, max_iterations, multi_label: bool):
     """L-BFGS on u, where the natural parameters are scale[:, None] * u.
 
-    design [N, P]; start [P, K] natural parameters and start_logits = design @ start (or [0, K]:
-    not known), scale [P] preconditioner, penalty [P] (l2, ..., l2, 0). Returns (natural
-    parameters, their logits, objective, ||gradient|| / ||l2 W||, iterations, converged). The loop
-    carries the natural parameters, their logits and their penalty gradient (penalty * natural),
-    so that each [P, K] or [N, K] product is formed once per iteration.
+    design [N, P]; start [P, K] natural parameters; scale [P] preconditioner, penalty [P] (l2, ...,
+    l2, 0). Optional inputs, [0, K] when not known: start_logits = design @ start and
+    start_loss_gradient = design^T @ (the loss's logit gradient there), which the fit otherwise
+    multiplies out; first_direction [P, K] (natural coordinates) with its logits
+    first_logit_direction = design @ first_direction [N, K], searched along before any quasi-Newton
+    step (a path's tangent: one product, the new gradient's, for a step and a curvature pair).
+    Returns (natural parameters, their logits, their loss gradient design^T @ dloss/dlogits,
+    objective, ||gradient|| / ||l2 W||, iterations, converged). The loop carries the natural
+    parameters, their logits and their penalty gradient (penalty * natural), so that each [P, K]
+    or [N, K] product is formed once per iteration.
     """
     scale = scale[:, None]
     penalty = penalty[:, None]
     dtype = design.dtype
 
-    start_logits = tf.cond(tf.shape(start_logits)[0] > 0, lambda: start_logits, lambda: tf.matmul(design, start))
+    start_logits = tf.cond(_known(start_logits), lambda: start_logits, lambda: tf.matmul(design, start))
     pull0 = penalty * start
     penalty_value0 = 0.5 * _dot(pull0, start)
     pull_norm0 = tf.norm(pull0)
     loss0, logit_gradient0 = _loss(start_logits, targets, entry_weights, multi_label)
     value0 = loss0 + penalty_value0
-    natural_gradient0 = _matmul_after([penalty_value0, pull_norm0], design, logit_gradient0, transpose_a=True) + pull0
+    loss_gradient0 = tf.cond(
+        _known(start_loss_gradient), lambda: start_loss_gradient,
+        lambda: _matmul_after([penalty_value0, pull_norm0], design, logit_gradient0, transpose_a=True))
+    natural_gradient0 = loss_gradient0 + pull0
+    given_first = _known(first_logit_direction)
     zeros = tf.zeros_like(start)  # one zero buffer, shared by every unused pair
     empty_history = ((zeros,) * HISTORY_SIZE, (zeros,) * HISTORY_SIZE, tf.zeros([HISTORY_SIZE], dtype))
 
@@ -540,15 +574,16 @@ def _minimise(design, targets, entry_weights, scale, penalty, start, start_logit
         return tf.logical_and(iteration < max_iterations, tf.logical_not(tf.logical_or(converged, stalled)))
 
     def body(iteration, converged, stalled, natural, logits, pull, value, gradient, relative, history):
-        direction = _two_loop_direction(gradient, *history)
+        tangent = tf.logical_and(given_first, iteration == 0)
+        direction = tf.cond(tangent, lambda: first_direction / scale, lambda: _two_loop_direction(gradient, *history))
         slope0 = _dot(direction, gradient)
         had_history = tf.reduce_any(history[2] > 0)
         natural_direction = scale * direction
         penalty_value = 0.5 * _dot(pull, natural)
         penalty_coefficients = (_dot(pull, natural_direction),
                                 0.5 * _dot(penalty * natural_direction, natural_direction))
-        logit_direction = _matmul_after([slope0, had_history, penalty_value, *penalty_coefficients],
-                                        design, natural_direction)
+        logit_direction = tf.cond(tangent, lambda: first_logit_direction, lambda: _matmul_after(
+            [slope0, had_history, penalty_value, *penalty_coefficients], design, natural_direction))
 
         def loss_along(t):
             loss, slope = _loss_and_slope(logits + t * logit_direction, logit_direction, targets, entry_weights,
@@ -577,7 +612,7 @@ def _minimise(design, targets, entry_weights, scale, penalty, start, start_logit
         return (
             iteration + 1,
             tf.logical_and(found, new_converged),
-            tf.logical_not(tf.logical_or(found, had_history)),
+            tf.logical_not(tf.reduce_any([found, had_history, tangent])),  # a failed tangent leaves the gradient
             new_natural,
             new_logits,
             new_pull,
@@ -589,8 +624,9 @@ def _minimise(design, targets, entry_weights, scale, penalty, start, start_logit
 
     state = (tf.constant(0), converged0, tf.constant(False), start, start_logits, pull0, value0,
              scale * natural_gradient0, relative0, empty_history)
-    iteration, converged, _, natural, logits, _, value, _, relative, *_ = tf.while_loop(condition, body, state)
-    return natural, logits, value, relative, iteration, converged
+    iteration, converged, _, natural, logits, pull, value, gradient, relative, *_ = tf.while_loop(
+        condition, body, state)
+    return natural, logits, gradient / scale - pull, value, relative, iteration, converged
 
 
 def _solver_penalty(problem: _Problem, l2: float) -> float:
@@ -598,23 +634,41 @@ def _solver_penalty(problem: _Problem, l2: float) -> float:
     return 2.0 * l2 / problem.num_examples
 
 
-def _solve(problem: _Problem, l2: float, start: np.ndarray, tolerance: float, max_iterations: int,
-           start_logits: Optional[tf.Tensor] = None) -> Tuple[np.ndarray, tf.Tensor, FitResult]:
-    """Minimise at one l2 from natural parameters ``start`` [P, K] (whose logits, design @ start, the
-    caller may know); returns (natural solution, its logits [N, K], result)."""
+@dataclasses.dataclass(frozen=True)
+class _Start:
+    """Where a fit starts, and what is known there without a product with the design."""
+
+    natural: np.ndarray  # [P, K] natural parameters (see _Problem)
+    logits: Optional[tf.Tensor] = None  # design @ natural [N, K]
+    loss_gradient: Optional[tf.Tensor] = None  # design^T @ (the loss's logit gradient there) [P, K]
+    # (direction [P, K], design @ direction [N, K]): searched along before the first L-BFGS step
+    tangent: Optional[Tuple[np.ndarray, tf.Tensor]] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Solution:
+    natural: np.ndarray  # [P, K]
+    logits: tf.Tensor  # design @ natural [N, K]
+    loss_gradient: tf.Tensor  # [P, K], as _Start keeps it: a later fit starting here needs no product
+    result: FitResult
+
+
+def _solve(problem: _Problem, l2: float, start: _Start, tolerance: float, max_iterations: int) -> _Solution:
+    """Minimise at one l2 from ``start``."""
     if not l2 > 0:
         raise ValueError(f"l2 must be positive, got {l2!r}")
     dtype = problem.design.dtype
-    start = tf.constant(start, dtype)
-    if start_logits is None:  # _minimise multiplies: a product made here would live through the whole fit
-        start_logits = tf.zeros([0, problem.num_classes], dtype)
+    # [0, K] marks what _minimise computes itself: a product made here would live through the whole fit
+    unknown = tf.zeros([0, problem.num_classes], dtype)
+    direction, logit_direction = start.tangent or (np.zeros_like(start.natural), unknown)
     lam = _solver_penalty(problem, l2)
     precision = np.concatenate([problem.curvature * problem.column_variances + lam, [problem.curvature]])
     penalty = np.concatenate([np.full(problem.column_variances.shape, lam), [0.0]])
-    natural, logits, value, relative, iterations, converged = _minimise(
+    natural, logits, loss_gradient, value, relative, iterations, converged = _minimise(
         problem.design, problem.targets, problem.entry_weights,
         tf.constant(1.0 / np.sqrt(precision), dtype), tf.constant(penalty, dtype),
-        start, start_logits, tf.constant(tolerance, dtype),
+        tf.constant(start.natural, dtype), _or(start.logits, unknown), _or(start.loss_gradient, unknown),
+        tf.constant(direction, dtype), logit_direction, tf.constant(tolerance, dtype),
         tf.constant(problem.gradient_floor, dtype), tf.constant(max_iterations),
         problem.multi_label,
     )
@@ -630,11 +684,15 @@ def _solve(problem: _Problem, l2: float, start: np.ndarray, tolerance: float, ma
         iterations=int(iterations),
         converged=bool(converged),
     )
-    return natural, logits, result
+    return _Solution(natural, logits, loss_gradient, result)
 
 
-def _zero_start(problem: _Problem) -> np.ndarray:
-    return np.zeros((problem.design.shape[1], problem.num_classes))
+def _or(tensor: Optional[tf.Tensor], default: tf.Tensor) -> tf.Tensor:
+    return default if tensor is None else tensor
+
+
+def _zero_start(problem: _Problem) -> _Start:
+    return _Start(np.zeros((problem.design.shape[1], problem.num_classes)))
 
 
 def fit(features, labels, l2: float, *, multi_label: bool = False, init: Optional[FitResult] = None,
@@ -648,8 +706,9 @@ def fit(features, labels, l2: float, *, multi_label: bool = False, init: Optiona
     """
     num_classes = init.weights.shape[1] if init is not None and not multi_label else None
     problem = _prepare(features, labels, multi_label, _dtype(dtype), num_classes)
-    start = _zero_start(problem) if init is None else _to_problem_coordinates(problem, init.weights, init.bias)
-    return _solve(problem, l2, start, tolerance, max_iterations)[2]
+    start = _zero_start(problem) if init is None else _Start(
+        _to_problem_coordinates(problem, init.weights, init.bias))
+    return _solve(problem, l2, start, tolerance, max_iterations).result
 
 
 def refit(train_features, train_labels, val_features, val_labels, search_result: SearchResult,
@@ -749,6 +808,32 @@ def _combine(weights: Tuple[Tuple[int, float], ...], values: Mapping):
     return total
 
 
+def _path_start(problem: _Problem, weights: Tuple[Tuple[int, float], ...], solutions: Mapping[int, np.ndarray],
+                recent: Mapping[int, _Solution], tangent: bool) -> _Start:
+    """The start _path_weights places, with its logits when the fits it combines are recent ones
+    (their logits kept). With ``tangent``, the fit instead starts at the nearer of them, whose loss
+    gradient is known too, and first searches along the line to the placed start: its first step
+    then needs one product with the design (the gradient where it lands), not two, that step's
+    curvature pair seeds L-BFGS's history, and the search may go past the placed start. Only for
+    fits held to the full tolerance: a screening fit stops where its loose tolerance lets it, so
+    its start decides its score."""
+    if not weights:
+        return _zero_start(problem)
+    if not all(index in recent for index, _ in weights):
+        return _Start(_combine(weights, solutions))
+    if not tangent:
+        logits = {index: recent[index].logits for index, _ in weights}
+        return _Start(_combine(weights, solutions), _combine(weights, logits))
+    near, near_weight = weights[0]
+    start = _Start(solutions[near], recent[near].logits, recent[near].loss_gradient)
+    if len(weights) == 1:
+        return start
+    far = weights[1][0]
+    reach = near_weight - 1.0  # the placed start is near + reach * (near - far)
+    tangent_step = (reach * (solutions[near] - solutions[far]), reach * (recent[near].logits - recent[far].logits))
+    return dataclasses.replace(start, tangent=tangent_step)
+
+
 def _keep_near(solutions: Dict[int, np.ndarray], best: int, latest: int, reach: int) -> None:
     """Drop the solutions no later fit starts from: a schedule moves on from the latest value or
     refines around the best, so keep those within ``reach`` grid values of either (each is P x K:
@@ -781,25 +866,24 @@ def select_l2(train_features, train_labels, val_features, val_labels, *, metric:
     num_classes = None if multi_label else int(max(np.max(train_labels), np.max(val_labels))) + 1
     problem = _prepare(train_features, train_labels, multi_label, _dtype(dtype), num_classes)
     solutions: Dict[int, np.ndarray] = {}  # warm starts, in the working dtype; see _keep_near
-    # The latest two fits' logits [N, K]: a start on the line through them has its logits without a
-    # product with the design (the paper search's every start), where memory allows.
+    # The latest two fits (their logits [N, K] and loss gradients [P, K]): a start on the line
+    # through them needs no product with the design (the paper search's every start), where memory
+    # allows.
     keep_logits = 2 * problem.num_classes <= LOGITS_MEMORY_SHARE * problem.mean.shape[0]
-    recent_logits: Dict[int, tf.Tensor] = {}
+    recent: Dict[int, _Solution] = {}
     trials: Dict[int, L2Trial] = {}
     chosen: Optional[FitResult] = None
 
     def evaluate(index: int) -> float:
         nonlocal chosen
-        weights = _path_weights(solutions, index)
-        start = _combine(weights, solutions) if weights else _zero_start(problem)
-        known = weights and all(solved in recent_logits for solved, _ in weights)
-        start_logits = _combine(weights, recent_logits) if known else None
-        for older in list(recent_logits)[:-1]:  # during the fit, hold one [N, K] beside its own
-            del recent_logits[older]
-        natural, logits, result = _solve(problem, grid[index], start, fit_tolerance, max_iterations, start_logits)
+        start = _path_start(problem, _path_weights(solutions, index), solutions, recent, fit_tolerance == tolerance)
+        for older in list(recent)[:-1]:  # during the fit, hold one [N, K] beside its own
+            del recent[older]
+        solution = _solve(problem, grid[index], start, fit_tolerance, max_iterations)
+        result = solution.result
         if keep_logits:
-            recent_logits[index] = logits
-        solutions[index] = natural.astype(problem.design.dtype.as_numpy_dtype)
+            recent[index] = solution
+        solutions[index] = solution.natural.astype(problem.design.dtype.as_numpy_dtype)
         score = metrics.score(metric, val_labels, decision_scores(result, val_features))
         trials[index] = L2Trial(float(grid[index]), score, result.iterations, result.converged)
         best = _best_index({i: trial.validation_score for i, trial in trials.items()})
@@ -812,6 +896,6 @@ def select_l2(train_features, train_labels, val_features, val_labels, *, metric:
     l2_search.schedule(evaluate, grid, largest_data_curvature * problem.num_examples / 2.0)
     best = _best_index({i: trial.validation_score for i, trial in trials.items()})
     if fit_tolerance > tolerance:
-        chosen = _solve(problem, grid[best], solutions[best], tolerance, max_iterations)[2]
+        chosen = _solve(problem, grid[best], _Start(solutions[best]), tolerance, max_iterations).result
     return SearchResult(l2=chosen.l2, trials=tuple(trials[i] for i in sorted(trials)), fit=chosen,
                         at_grid_edge=grid_edges.edge(grid[best], grid))
