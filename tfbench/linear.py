@@ -30,10 +30,12 @@ Why the solver is fast:
   the [N, K] gradient); an iteration is two matmuls, and nothing runs beside them (small ops on
   the executor's own threads compete for the cores the product uses).
 - The whole loop is one ``tf.function`` (``tf.while_loop``): no Python per iteration, and it runs on
-  a GPU when there is one.
+  a GPU when there is one. It is traced once per process, for inputs of any size (_minimiser).
 - The search follows the regularisation path: each fit starts on the line through its two nearest
-  solved neighbours (in log l2); when those are the latest two fits (every fit of the paper
-  search), their logits give the start's without a product with the design. The fast search fits
+  solved neighbours (in log l2). When those are the latest two fits (every fit of the paper
+  search), the fit starts at the nearer one, whose logits and loss gradient were kept, and searches
+  first along that line, whose logits are known: no product with the design before its first
+  step, one for that step. The fast search fits
   a decade at a time down to the first decline of the validation score, then bisects around the
   best (about 12 fits instead of 45), scoring values at a looser tolerance and polishing only the
   chosen fit.
@@ -42,7 +44,8 @@ Why the solver is fast:
   row-space basis stays as the Householder reflectors of an in-place QR. Single-label targets are
   class ids, not one-hot; a line search keeps no per-trial gradient; the L-BFGS history is a tuple
   of tensors whose shift moves references; a search keeps only the warm starts its schedule can
-  still use and the latest two fits' logits.
+  still use and the latest two fits' logits and loss gradients. The principal axes come from
+  products of the features with thin bases, never a D x D covariance.
 
 Convergence: ``||grad objective||_2 <= tolerance * ||lam W||_F`` (in the solver's scale). At the
 optimum the loss's pull on the weights balances the penalty's, lam W; since the objective is
@@ -57,6 +60,7 @@ which class wins is decided by rounding either way.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
 import numpy as np
@@ -528,7 +532,6 @@ def _known(tensor) -> tf.Tensor:
     return tf.shape(tensor)[0] > 0
 
 
-@tf.function(reduce_retracing=True)
 def _minimise(design, targets, entry_weights, scale, penalty, start, start_logits, start_loss_gradient,
               first_direction, first_logit_direction, tolerance, gradient_floor, max_iterations, multi_label: bool):
     """L-BFGS on u, where the natural parameters are scale[:, None] * u.
@@ -629,6 +632,17 @@ def _minimise(design, targets, entry_weights, scale, penalty, start, start_logit
     return natural, logits, gradient / scale - pull, value, relative, iteration, converged
 
 
+@functools.lru_cache(maxsize=None)
+def _minimiser(dtype: tf.DType, multi_label: bool):
+    """_minimise as one graph per dtype and kind of labels, for inputs of any size: traced once per
+    process (each optional input given or not, or a new problem size, would otherwise trace it
+    again, about a second each)."""
+    matrix, vector, scalar = (tf.TensorSpec(shape, dtype) for shape in ([None, None], [None], []))
+    targets = matrix if multi_label else tf.TensorSpec([None], tf.int32)
+    signature = [matrix, targets, matrix, vector, vector] + [matrix] * 5 + [scalar, scalar, tf.TensorSpec([], tf.int32)]
+    return tf.function(functools.partial(_minimise, multi_label=multi_label), input_signature=signature)
+
+
 def _solver_penalty(problem: _Problem, l2: float) -> float:
     """The solver's lam for the paper's l2: sum CE + l2 ||W||^2 = n (mean CE + (lam / 2) ||W||^2)."""
     return 2.0 * l2 / problem.num_examples
@@ -664,13 +678,12 @@ def _solve(problem: _Problem, l2: float, start: _Start, tolerance: float, max_it
     lam = _solver_penalty(problem, l2)
     precision = np.concatenate([problem.curvature * problem.column_variances + lam, [problem.curvature]])
     penalty = np.concatenate([np.full(problem.column_variances.shape, lam), [0.0]])
-    natural, logits, loss_gradient, value, relative, iterations, converged = _minimise(
+    natural, logits, loss_gradient, value, relative, iterations, converged = _minimiser(dtype, problem.multi_label)(
         problem.design, problem.targets, problem.entry_weights,
         tf.constant(1.0 / np.sqrt(precision), dtype), tf.constant(penalty, dtype),
         tf.constant(start.natural, dtype), _or(start.logits, unknown), _or(start.loss_gradient, unknown),
         tf.constant(direction, dtype), logit_direction, tf.constant(tolerance, dtype),
         tf.constant(problem.gradient_floor, dtype), tf.constant(max_iterations),
-        problem.multi_label,
     )
     natural = natural.numpy()
     weights, bias = _from_problem_coordinates(problem, natural)
