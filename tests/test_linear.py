@@ -242,6 +242,16 @@ def test_a_path_tangent_start_ends_where_a_cold_fit_does():
     np.testing.assert_allclose(tangent.logits, design @ tangent.natural, atol=1e-4)
 
 
+def test_the_solver_is_traced_once_for_every_start_and_size():
+    # Known logits, a kept loss gradient, a tangent, or a new problem size would each trace the
+    # solver's graph again (about a second each, paid in every process's first searches).
+    for seed, num_train in ((5, 120), (6, 90)):
+        (train_x, train_y), (val_x, val_y), _ = _single_label_problem(seed=seed, num_train=num_train)
+        for search in ("paper", "fast"):
+            linear.select_l2(train_x, train_y, val_x, val_y, metric="top1", search=search)
+    assert linear._minimiser(tf.float32, False).experimental_get_tracing_count() == 1
+
+
 def test_paper_search_chooses_alike_with_and_without_kept_logits(monkeypatch):
     (train_x, train_y), (val_x, val_y), _ = _single_label_problem(seed=4)
     results = {}
