@@ -233,7 +233,8 @@ def test_a_path_tangent_start_ends_where_a_cold_fit_does():
     problem, design, labels, l2, solutions, fits = _path_setting()
     for fit in fits.values():
         np.testing.assert_allclose(fit.loss_gradient, _loss_gradient(design, fit.natural, labels), rtol=1e-3, atol=1e-6)
-    start = linear._path_start(problem, linear._path_weights(solutions, 2), solutions, fits, tangent=True)
+    recent = {index: linear._Start(fit.natural, fit.logits, fit.loss_gradient) for index, fit in fits.items()}
+    start = linear._path_start(problem, linear._path_weights(solutions, 2), solutions, recent, tangent=True)
     assert start.tangent is not None and start.loss_gradient is fits[1].loss_gradient
     tangent = linear._solve(problem, l2, start, 1e-3, 1000)
     cold = linear._solve(problem, l2, linear._zero_start(problem), 1e-3, 1000).result

@@ -822,14 +822,14 @@ def _combine(weights: Tuple[Tuple[int, float], ...], values: Mapping):
 
 
 def _path_start(problem: _Problem, weights: Tuple[Tuple[int, float], ...], solutions: Mapping[int, np.ndarray],
-                recent: Mapping[int, _Solution], tangent: bool) -> _Start:
-    """The start _path_weights places, with its logits when the fits it combines are recent ones
-    (their logits kept). With ``tangent``, the fit instead starts at the nearer of them, whose loss
-    gradient is known too, and first searches along the line to the placed start: its first step
-    then needs one product with the design (the gradient where it lands), not two, that step's
-    curvature pair seeds L-BFGS's history, and the search may go past the placed start. Only for
-    fits held to the full tolerance: a screening fit stops where its loose tolerance lets it, so
-    its start decides its score."""
+                recent: Mapping[int, _Start], tangent: bool) -> _Start:
+    """The start _path_weights places, with its logits when the fits it combines are ``recent``
+    ones (kept as starts: their logits and loss gradients known). With ``tangent``, the fit instead
+    starts at the nearer of them and first searches along the line to the placed start: its first
+    step then needs one product with the design (the gradient where it lands), not two, that
+    step's curvature pair seeds L-BFGS's history, and the search may go past the placed start.
+    Only for fits held to the full tolerance: a screening fit stops where its loose tolerance lets
+    it, so its start decides its score."""
     if not weights:
         return _zero_start(problem)
     if not all(index in recent for index, _ in weights):
@@ -837,14 +837,14 @@ def _path_start(problem: _Problem, weights: Tuple[Tuple[int, float], ...], solut
     if not tangent:
         logits = {index: recent[index].logits for index, _ in weights}
         return _Start(_combine(weights, solutions), _combine(weights, logits))
-    near, near_weight = weights[0]
-    start = _Start(solutions[near], recent[near].logits, recent[near].loss_gradient)
-    if len(weights) == 1:
-        return start
-    far = weights[1][0]
+    (near_index, near_weight), *farther = weights
+    near = recent[near_index]
+    if not farther:
+        return near
+    far = recent[farther[0][0]]
     reach = near_weight - 1.0  # the placed start is near + reach * (near - far)
-    tangent_step = (reach * (solutions[near] - solutions[far]), reach * (recent[near].logits - recent[far].logits))
-    return dataclasses.replace(start, tangent=tangent_step)
+    tangent_step = (reach * (near.natural - far.natural), reach * (near.logits - far.logits))
+    return dataclasses.replace(near, tangent=tangent_step)
 
 
 def _keep_near(solutions: Dict[int, np.ndarray], best: int, latest: int, reach: int) -> None:
@@ -882,8 +882,8 @@ def select_l2(train_features, train_labels, val_features, val_labels, *, metric:
     # The latest two fits (their logits [N, K] and loss gradients [P, K]): a start on the line
     # through them needs no product with the design (the paper search's every start), where memory
     # allows.
-    keep_logits = 2 * problem.num_classes <= LOGITS_MEMORY_SHARE * problem.mean.shape[0]
-    recent: Dict[int, _Solution] = {}
+    keep_recent = 2 * problem.num_classes <= LOGITS_MEMORY_SHARE * problem.mean.shape[0]
+    recent: Dict[int, _Start] = {}
     trials: Dict[int, L2Trial] = {}
     chosen: Optional[FitResult] = None
 
@@ -894,9 +894,9 @@ def select_l2(train_features, train_labels, val_features, val_labels, *, metric:
             del recent[older]
         solution = _solve(problem, grid[index], start, fit_tolerance, max_iterations)
         result = solution.result
-        if keep_logits:
-            recent[index] = solution
         solutions[index] = solution.natural.astype(problem.design.dtype.as_numpy_dtype)
+        if keep_recent:
+            recent[index] = _Start(solutions[index], solution.logits, solution.loss_gradient)
         score = metrics.score(metric, val_labels, decision_scores(result, val_features))
         trials[index] = L2Trial(float(grid[index]), score, result.iterations, result.converged)
         best = _best_index({i: trial.validation_score for i, trial in trials.items()})
