@@ -217,7 +217,7 @@ def test_a_start_given_its_logits_fits_as_one_that_computes_them():
     np.testing.assert_allclose(given.result.weights, computed.weights, rtol=1e-3, atol=1e-4)
 
 
-def _loss_gradient(design, natural, labels):
+def _reference_loss_gradient(design, natural, labels):
     """design^T @ d(mean cross-entropy)/d(logits), in float64: the loss part of the solver's gradient."""
     logits = design @ natural
     probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -232,7 +232,7 @@ def test_a_path_tangent_start_ends_where_a_cold_fit_does():
     # to the cold fit's solution, and the loss gradient it hands on must be the design's product.
     problem, design, labels, l2, solutions, fits = _path_setting()
     for fit in fits.values():
-        np.testing.assert_allclose(fit.loss_gradient, _loss_gradient(design, fit.natural, labels), rtol=1e-3, atol=1e-6)
+        np.testing.assert_allclose(fit.loss_gradient, _reference_loss_gradient(design, fit.natural, labels), rtol=1e-3, atol=1e-6)
     recent = {index: linear._Start(fit.natural, fit.logits, fit.loss_gradient) for index, fit in fits.items()}
     start = linear._path_start(problem, linear._path_weights(solutions, 2), solutions, recent, tangent=True)
     assert start.tangent is not None and start.loss_gradient is fits[1].loss_gradient
