@@ -31,6 +31,8 @@ Why the solver is fast:
   the executor's own threads compete for the cores the product uses).
 - The whole loop is one ``tf.function`` (``tf.while_loop``): no Python per iteration, and it runs on
   a GPU when there is one. It is traced once per process, for inputs of any size (_minimiser).
+- NumPy's BLAS runs on one thread in a fit or a search (_on_one_blas_thread): the threads it
+  leaves spinning after each product would take a core from TensorFlow's next matmuls.
 - The search follows the regularisation path: each fit starts on the line through its two nearest
   solved neighbours (in log l2). When those are the latest two fits (every fit of the paper
   search), the fit starts at the nearer one, whose logits and loss gradient were kept, and searches
@@ -263,11 +265,21 @@ def _centred_rows(features, shift, numpy_dtype):
         yield chunk, np.subtract(features[chunk], shift, dtype=numpy_dtype)
 
 
-def _one_lapack_thread():
-    """SciPy's LAPACK on one thread: its BLAS threads spin while they wait, and beside TensorFlow's
-    threads on a busy machine the row-space QR and its reflectors' products took 10 to 50 times
-    longer with them than without (bench/results/probe_memory.txt)."""
-    return threadpoolctl.threadpool_limits(limits=1, user_api="blas")
+def _on_one_blas_thread(function):
+    """``function`` with NumPy's and SciPy's BLAS (and LAPACK) on one thread. Their idle threads
+    spin for a while after each call, and a spinning thread takes a core from TensorFlow: each
+    fit's first products with the design ran at half speed after the NumPy work between fits
+    (25 against 13 ms at 5,000 x 2,065 x 100), and the paper search took 1.18x the time
+    (bench/results/probe_speed_idle.txt); the row-space QR and its reflectors' products took 10 to
+    50 times longer beside TensorFlow's threads (bench/results/probe_memory.txt). The NumPy work of
+    a fit or a search is small next to its TensorFlow products."""
+
+    @functools.wraps(function)
+    def on_one_thread(*args, **kwargs):
+        with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+            return function(*args, **kwargs)
+
+    return on_one_thread
 
 
 def _row_space(features, mean, numpy_dtype) -> Tuple[Tuple[np.ndarray, np.ndarray], np.ndarray]:
@@ -280,8 +292,7 @@ def _row_space(features, mean, numpy_dtype) -> Tuple[Tuple[np.ndarray, np.ndarra
     centred = np.empty(features.shape, numpy_dtype)
     for chunk, rows in _centred_rows(features, mean, numpy_dtype):
         centred[chunk] = rows
-    with _one_lapack_thread():
-        (reflectors, scalars), upper = scipy.linalg.qr(centred.T, overwrite_a=True, mode="raw", check_finite=False)
+    (reflectors, scalars), upper = scipy.linalg.qr(centred.T, overwrite_a=True, mode="raw", check_finite=False)
     return (reflectors, scalars), np.ascontiguousarray(upper.T)
 
 
@@ -350,9 +361,8 @@ def _row_space_times(problem: _Problem, values: np.ndarray, transpose: bool) -> 
     (multiply,) = scipy.linalg.get_lapack_funcs(("ormqr",), (reflectors,))
     operand = np.zeros((dim, values.shape[1]), reflectors.dtype, order="F")
     operand[:len(values)] = values
-    with _one_lapack_thread():
-        product, _, info = multiply("L", "T" if transpose else "N", reflectors, scalars, operand,
-                                    lwork=64 * max(1, values.shape[1]), overwrite_c=1)
+    product, _, info = multiply("L", "T" if transpose else "N", reflectors, scalars, operand,
+                                lwork=64 * max(1, values.shape[1]), overwrite_c=1)
     assert info == 0, f"LAPACK ormqr failed: info {info}"
     return product[:count] if transpose else product
 
@@ -716,6 +726,7 @@ def _zero_start(problem: _Problem) -> _Start:
     return _Start(np.zeros((problem.design.shape[1], problem.num_classes)))
 
 
+@_on_one_blas_thread
 def fit(features, labels, l2: float, *, multi_label: bool = False, init: Optional[FitResult] = None,
         dtype="float32", tolerance: float = DEFAULT_TOLERANCE,
         max_iterations: int = DEFAULT_MAX_ITERATIONS) -> FitResult:
@@ -864,6 +875,7 @@ def _keep_near(solutions: Dict[int, np.ndarray], best: int, latest: int, reach: 
         del solutions[index]
 
 
+@_on_one_blas_thread
 def select_l2(train_features, train_labels, val_features, val_labels, *, metric: str,
               multi_label: bool = False, search: str = "fast", dtype="float32",
               tolerance: float = DEFAULT_TOLERANCE,
