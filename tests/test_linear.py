@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from tfbench import linear, metrics, protocol
 from tfbench.registry import UnknownNameError
@@ -256,14 +256,11 @@ def test_the_solver_is_traced_once_for_every_start_and_size():
 def test_fits_and_searches_run_numpys_blas_on_one_thread(monkeypatch):
     # NumPy's idle BLAS threads spin after each product, taking a core from TensorFlow's next
     # products (the paper search took 1.18x the time): its work between fits runs on one thread.
-    import threadpoolctl
-
     threads_during_fits = []
     solve = linear._solve
 
     def recording(*args, **kwargs):
-        threads_during_fits.append({pool["num_threads"] for pool in threadpoolctl.threadpool_info()
-                                    if pool["user_api"] == "blas"})
+        threads_during_fits.append({pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"})
         return solve(*args, **kwargs)
 
     monkeypatch.setattr(linear, "_solve", recording)
@@ -271,7 +268,7 @@ def test_fits_and_searches_run_numpys_blas_on_one_thread(monkeypatch):
     with threadpool_limits(2, user_api="blas"):
         searched = linear.select_l2(train_x, train_y, val_x, val_y, metric="top1")
         linear.refit(train_x, train_y, val_x, val_y, searched)
-        after = {pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"}
+        after = {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
     assert len(threads_during_fits) > len(searched.trials) and all(t == {1} for t in threads_during_fits)
     assert after == {2}  # the caller's setting is back
 
