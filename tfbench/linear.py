@@ -272,7 +272,9 @@ def _on_one_blas_thread(function):
     (25 against 13 ms at 5,000 x 2,065 x 100), and the paper search took 1.18x the time
     (bench/results/probe_speed_idle.txt); the row-space QR and its reflectors' products took 10 to
     50 times longer beside TensorFlow's threads (bench/results/probe_memory.txt). The NumPy work of
-    a fit or a search is small next to its TensorFlow products."""
+    a fit or a search is small next to its TensorFlow products. A new limit on every call, not
+    threadpool_limits.wrap: threadpoolctl 3.0's fixes the libraries it limits at import and shares
+    one limiter between concurrent or nested calls."""
 
     @functools.wraps(function)
     def on_one_thread(*args, **kwargs):
